@@ -1,0 +1,68 @@
+// PagerClient: the C++ client of uffd-pager's control API. pagerctl, the
+// lifecycle and users' orchestrators all talk to the pager through it.
+//
+// Every call is one HTTP request on the control socket. A non-2xx answer
+// comes back as a Status whose message is the pager's {"error"} text and
+// whose code follows the HTTP status (400 kInvalidArgument, 404 kNotFound,
+// 409 kConflict, 503 kUnavailable).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "uffdpager/status.h"
+
+namespace uffdpager {
+
+struct CreateSessionRequest {
+  std::string session_id;  // optional: defaults to instance_id
+  std::string instance_id;
+  std::string backing_memory_path;
+  std::string cache_key;  // optional: defaults to the backing path
+  // Kill the VMM (SIGKILL) if the pager meets a fault it cannot serve, rather
+  // than leave it hung on that page.
+  bool kill_client_on_failure = false;
+};
+
+struct CreatedSession {
+  std::string session_id;
+  std::string uffd_socket_path;
+  std::string pager_version;
+};
+
+struct PagerHealth {
+  std::string version;
+  bool draining = false;
+  uint64_t active_sessions = 0;
+};
+
+class PagerClient {
+ public:
+  explicit PagerClient(std::string control_socket_path);
+
+  // DATA/uffd/VERSION/control.sock
+  static std::string ControlSocketPath(const std::string& data_dir, const std::string& version_key);
+
+  Result<PagerHealth> Health() const;
+  Result<nlohmann::json> Stats() const;
+  Result<nlohmann::json> ListSessions() const;  // the "sessions" array
+  Result<nlohmann::json> GetSession(const std::string& session_id) const;
+  Result<CreatedSession> CreateSession(const CreateSessionRequest& request) const;
+  Status CloseSession(const std::string& session_id) const;
+  // Blocks until every page is in and the memory unregistered.
+  Status CompleteSession(const std::string& session_id,
+                         std::chrono::milliseconds timeout = std::chrono::minutes(10)) const;
+  Status Drain() const;
+
+  const std::string& control_socket_path() const { return socket_path_; }
+
+ private:
+  Result<nlohmann::json> Call(const char* method, const std::string& path, const std::string& body,
+                              std::chrono::milliseconds timeout) const;
+  std::string socket_path_;
+};
+
+}  // namespace uffdpager

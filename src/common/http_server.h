@@ -1,0 +1,57 @@
+// HttpServer: HTTP/1.1 on a Unix socket (libmicrohttpd), one thread per
+// connection so a slow request never holds up another. Bounds what a client
+// can make it hold: bodies over `max_body_bytes` are refused with 413 without
+// being stored, and a connection idle for `idle_timeout_seconds` is closed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/http_message.h"
+#include "uffdpager/status.h"
+
+struct MHD_Daemon;
+
+namespace uffdpager {
+
+struct HttpServerOptions {
+  size_t max_body_bytes = 1 << 20;
+  unsigned idle_timeout_seconds = 10;
+  mode_t socket_mode = 0600;
+  // Renders the body of the server's own error answers (413, 500). The pager
+  // answers {"error": ...}; tinyvmm answers Firecracker's {"fault_message": ...}.
+  std::function<std::string(const std::string& message)> error_body;
+};
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+class HttpServer {
+ public:
+  // Creates the socket at `socket_path` and starts serving `handler`.
+  static Result<std::unique_ptr<HttpServer>> Start(const std::string& socket_path, HttpServerOptions options,
+                                                   HttpHandler handler);
+  ~HttpServer();  // stops, waits for running handlers, removes the socket file
+
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  const std::string& socket_path() const { return socket_path_; }
+
+  // Dispatches one complete request; public for the server's C callbacks.
+  HttpResponse Dispatch(const HttpRequest& request) const;
+  HttpResponse ErrorResponse(int status, const std::string& message) const;
+  size_t max_body_bytes() const { return options_.max_body_bytes; }
+
+ private:
+  HttpServer(std::string socket_path, HttpServerOptions options, HttpHandler handler);
+
+  std::string socket_path_;
+  HttpServerOptions options_;
+  HttpHandler handler_;
+  MHD_Daemon* daemon_ = nullptr;
+};
+
+}  // namespace uffdpager

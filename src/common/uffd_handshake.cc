@@ -1,0 +1,215 @@
+#include "common/uffd_handshake.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include <fmt/format.h>
+
+namespace uffdpager {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string SerializeHandshake(const std::vector<GuestRegionMapping>& regions, HandshakeDialect dialect) {
+  std::string out = "[";
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const auto& r = regions[i];
+    if (i > 0) out += ',';
+    out += fmt::format(R"({{"base_host_virt_addr":{},"size":{},"offset":{})", r.base_host_virt_addr, r.size,
+                       r.offset);
+    if (dialect == HandshakeDialect::kV1_12) out += fmt::format(R"(,"page_size":{})", r.page_size);
+    if (dialect != HandshakeDialect::kV1_1) out += fmt::format(R"(,"page_size_kib":{})", r.page_size);
+    out += '}';
+  }
+  out += ']';
+  return out;
+}
+
+namespace {
+
+Result<uint64_t> RequireUnsigned(const Json& obj, const char* field, size_t index) {
+  auto it = obj.find(field);
+  if (it == obj.end()) return Status::InvalidArgument(fmt::format("region {}: missing field \"{}\"", index, field));
+  if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
+    return Status::InvalidArgument(fmt::format("region {}: \"{}\" must be a non-negative integer", index, field));
+  }
+  return it->get<uint64_t>();
+}
+
+bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// Returns an error if any two [start, start+len) ranges overlap.
+Status CheckNoOverlap(std::vector<std::pair<uint64_t, uint64_t>> ranges, const char* what) {
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i - 1].first + ranges[i - 1].second > ranges[i].first) {
+      return Status::InvalidArgument(fmt::format("regions overlap in {} at {:#x}", what, ranges[i].first));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload, const HandshakeLimits& limits) {
+  if (payload.size() > limits.max_message_bytes) {
+    return Status::InvalidArgument(
+        fmt::format("handshake message of {} bytes exceeds {} bytes", payload.size(), limits.max_message_bytes));
+  }
+  Json doc = Json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Status::InvalidArgument("handshake is not valid JSON");
+  const Json* list = &doc;
+  if (doc.is_object()) {
+    auto it = doc.find("mappings");
+    if (it == doc.end()) return Status::InvalidArgument("handshake object has no \"mappings\" array");
+    list = &*it;
+  }
+  if (!list->is_array()) return Status::InvalidArgument("handshake must be a JSON array of regions");
+  if (list->empty()) return Status::InvalidArgument("handshake has no regions");
+  if (list->size() > limits.max_regions) {
+    return Status::InvalidArgument(fmt::format("handshake has {} regions, more than {}", list->size(), limits.max_regions));
+  }
+
+  std::vector<GuestRegionMapping> regions;
+  std::vector<std::pair<uint64_t, uint64_t>> addr_ranges, file_ranges;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const Json& obj = (*list)[i];
+    if (!obj.is_object()) return Status::InvalidArgument(fmt::format("region {} is not an object", i));
+    GuestRegionMapping r;
+    auto base = RequireUnsigned(obj, "base_host_virt_addr", i);
+    if (!base.ok()) return base.status();
+    auto size = RequireUnsigned(obj, "size", i);
+    if (!size.ok()) return size.status();
+    auto offset = RequireUnsigned(obj, "offset", i);
+    if (!offset.ok()) return offset.status();
+    r.base_host_virt_addr = *base;
+    r.size = *size;
+    r.offset = *offset;
+    // 1.12+ sends page_size; 1.7-1.11 only page_size_kib (in bytes despite the
+    // name); before 1.7 neither, and the page size was always 4 KiB.
+    const char* ps_field = obj.contains("page_size") ? "page_size" : obj.contains("page_size_kib") ? "page_size_kib" : nullptr;
+    if (ps_field != nullptr) {
+      auto ps = RequireUnsigned(obj, ps_field, i);
+      if (!ps.ok()) return ps.status();
+      r.page_size = *ps;
+    }
+    if (!IsPowerOfTwo(r.page_size) || r.page_size < 4096 || r.page_size > (1ULL << 30)) {
+      return Status::InvalidArgument(fmt::format("region {}: page size {} is not a power of two between 4 KiB and 1 GiB", i, r.page_size));
+    }
+    if (r.size == 0) return Status::InvalidArgument(fmt::format("region {}: size is zero", i));
+    if (r.base_host_virt_addr % r.page_size != 0 || r.size % r.page_size != 0 || r.offset % r.page_size != 0) {
+      return Status::InvalidArgument(fmt::format("region {}: address, size and offset must be multiples of the page size {}", i, r.page_size));
+    }
+    if (r.base_host_virt_addr + r.size < r.base_host_virt_addr || r.offset + r.size < r.offset) {
+      return Status::InvalidArgument(fmt::format("region {}: address or offset range overflows", i));
+    }
+    addr_ranges.emplace_back(r.base_host_virt_addr, r.size);
+    file_ranges.emplace_back(r.offset, r.size);
+    regions.push_back(r);
+  }
+  UFFD_RETURN_IF_ERROR(CheckNoOverlap(std::move(addr_ranges), "guest addresses"));
+  UFFD_RETURN_IF_ERROR(CheckNoOverlap(std::move(file_ranges), "memory file offsets"));
+  return regions;
+}
+
+Status SendWithFds(int sock, std::string_view payload, std::span<const int> fds) {
+  iovec iov{const_cast<char*>(payload.data()), payload.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * std::max<size_t>(fds.size(), 1)));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+  if (n < 0) return Status::FromErrno(errno, "sendmsg handshake");
+  if (static_cast<size_t>(n) != payload.size()) {
+    return Status::Protocol(fmt::format("sendmsg handshake sent {} of {} bytes", n, payload.size()));
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// Waits until `sock` is readable or the deadline passes. Returns false on
+// timeout; fails with kUnavailable if `cancel_fd` became readable first.
+Result<bool> WaitReadable(int sock, Clock::time_point deadline, int cancel_fd) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left < 0) left = 0;
+    pollfd pfds[2] = {{sock, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+    int rc = ::poll(pfds, cancel_fd >= 0 ? 2 : 1, static_cast<int>(left));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return Status::FromErrno(errno, "poll handshake socket");
+    if (cancel_fd >= 0 && (pfds[1].revents & POLLIN)) return Status::Unavailable("handshake wait cancelled");
+    return rc > 0;
+  }
+}
+
+}  // namespace
+
+Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chrono::milliseconds timeout,
+                                           int cancel_fd) {
+  // After the first bytes, a split message's rest arrives at once; waiting a
+  // little longer only distinguishes "more is coming" from "that was all".
+  constexpr auto kContinuationWait = std::chrono::milliseconds(200);
+  constexpr size_t kMaxFds = 8;
+  const auto deadline = Clock::now() + timeout;
+  ReceivedHandshake out;
+  std::vector<char> buf(std::min<size_t>(max_bytes + 1, 1 << 20));
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds));
+  bool first = true;
+  for (;;) {
+    auto wait_until = first ? deadline : std::min(deadline, Clock::now() + kContinuationWait);
+    auto readable = WaitReadable(sock, wait_until, cancel_fd);
+    if (!readable.ok()) return readable.status();
+    if (!*readable) {
+      if (first) {
+        return Status::Timeout(fmt::format("no handshake received within {} ms", timeout.count()));
+      }
+      return out;  // the peer sent what it had; the parser judges it
+    }
+    iovec iov{buf.data(), buf.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0) return Status::FromErrno(errno, "recvmsg handshake");
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        out.fds.emplace_back(fd);
+      }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) out.control_truncated = true;
+    if (n == 0) {
+      if (first) return Status::Protocol("peer closed the connection without sending a handshake");
+      return out;
+    }
+    first = false;
+    out.payload.append(buf.data(), static_cast<size_t>(n));
+    if (out.payload.size() > max_bytes) {
+      return Status::InvalidArgument(fmt::format("handshake message exceeds {} bytes", max_bytes));
+    }
+    if (nlohmann::json::accept(out.payload)) return out;
+  }
+}
+
+}  // namespace uffdpager

@@ -1,0 +1,32 @@
+// The VMM's half of the UFFD handshake, done exactly as Firecracker does it:
+// create the userfaultfd through /dev/userfaultfd with O_CLOEXEC|O_NONBLOCK,
+// ask UFFDIO_API for UFFD_FEATURE_EVENT_REMOVE only, register every region in
+// MISSING mode, connect (blocking) to the page server's socket and send one
+// message. Used by tinyvmm and by the tests' Firecracker stand-in.
+#pragma once
+
+#include <string>
+
+#include "common/guest_memory.h"
+#include "common/unique_fd.h"
+#include "common/userfaultfd.h"
+
+namespace uffdpager {
+
+struct UffdHandoverOptions {
+  HandshakeDialect dialect = HandshakeDialect::kV1_12;
+  // Firecracker before 1.12 closed its end right after sending; 1.12+ keeps it.
+  bool keep_socket_open = true;
+};
+
+// What the VMM keeps after the handover: its own copy of the uffd (it always
+// holds one) and, for 1.12+, the connection.
+struct UffdHandover {
+  Userfaultfd uffd;
+  UniqueFd connection;
+};
+
+Result<UffdHandover> HandOverGuestMemory(const GuestMemory& memory, const std::string& socket_path,
+                                         const UffdHandoverOptions& options);
+
+}  // namespace uffdpager

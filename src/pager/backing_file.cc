@@ -1,0 +1,47 @@
+#include "pager/backing_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <fmt/format.h>
+
+namespace uffdpager {
+
+std::string FileIdentity::ToString() const {
+  return fmt::format("{}:{}:{}:{}", static_cast<uint64_t>(device), static_cast<uint64_t>(inode), size, mtime_ns);
+}
+
+Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno(errno, "open backing memory file " + path);
+  struct stat st{};
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat backing memory file " + path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("backing memory file " + path + " is not a regular file");
+  FileIdentity id{st.st_dev, st.st_ino, static_cast<uint64_t>(st.st_size),
+                  static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+  return std::shared_ptr<BackingFile>(new BackingFile(path, std::move(fd), id));
+}
+
+Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) const {
+  auto* out = static_cast<uint8_t*>(buffer);
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(fd_.get(), out + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, fmt::format("read {} bytes at offset {} of {}", length, offset, path_));
+    }
+    if (n == 0) {
+      return Status::Error(ErrorCode::kIoError,
+                           fmt::format("{} ends before offset {} (wanted {} bytes; was it truncated?)", path_,
+                                       offset + done, length));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace uffdpager

@@ -1,0 +1,48 @@
+// BackingFile: a snapshot memory file opened read-only, with the identity the
+// page cache keys on so that two different files never share cached pages.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/unique_fd.h"
+#include "uffdpager/status.h"
+
+namespace uffdpager {
+
+// What makes file contents distinct: the inode, and its size and mtime at open
+// (a file rewritten in place gets a new mtime, so stale pages are not reused).
+struct FileIdentity {
+  dev_t device = 0;
+  ino_t inode = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+
+  std::string ToString() const;
+};
+
+class BackingFile {
+ public:
+  static Result<std::shared_ptr<BackingFile>> Open(const std::string& path);
+
+  // Reads exactly `length` bytes at `offset`; a short read (the file was
+  // truncated under us) is an error, never a partly filled page.
+  Status ReadExact(uint64_t offset, void* buffer, size_t length) const;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return identity_.size; }
+  const FileIdentity& identity() const { return identity_; }
+
+ private:
+  BackingFile(std::string path, UniqueFd fd, FileIdentity identity)
+      : path_(std::move(path)), fd_(std::move(fd)), identity_(identity) {}
+
+  std::string path_;
+  UniqueFd fd_;
+  FileIdentity identity_;
+};
+
+}  // namespace uffdpager

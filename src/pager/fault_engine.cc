@@ -1,0 +1,240 @@
+#include "pager/fault_engine.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace uffdpager {
+
+using Clock = std::chrono::steady_clock;
+
+FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing,
+                         PageCache* cache, uint64_t cache_namespace, CounterSink counters)
+    : uffd_(uffd),
+      layout_(std::move(layout)),
+      backing_(std::move(backing)),
+      cache_(cache),
+      cache_namespace_(cache_namespace),
+      counters_(counters),
+      presence_(layout_.regions()) {}
+
+ServeReport FaultEngine::ServeEvents() {
+  ServeReport report;
+  bool stalled = false;
+  for (;;) {
+    size_t read = ReadEvents(&report);
+    if (report.vm_gone) return report;
+    if (stalled && read == 0) {
+      report.retry_pending = true;
+      return report;
+    }
+    stalled = !ServePending(&report);
+    if (report.vm_gone || !stalled) return report;
+  }
+}
+
+size_t FaultEngine::ReadEvents(ServeReport* report) {
+  std::array<uffd_msg, 64> msgs;
+  size_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(uffd_->fd(), msgs.data(), sizeof(msgs));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return total;
+      RecordFailure(report, Status::FromErrno(errno, "read userfaultfd events"));
+      return total;
+    }
+    if (n == 0) return total;
+    size_t count = static_cast<size_t>(n) / sizeof(uffd_msg);
+    auto now = Clock::now();
+    for (size_t i = 0; i < count; ++i) {
+      const uffd_msg& m = msgs[i];
+      switch (m.event) {
+        case UFFD_EVENT_PAGEFAULT:
+          counters_.Add(&FaultCounters::faults);
+          pending_.push_back({m.arg.pagefault.address, now});
+          break;
+        case UFFD_EVENT_REMOVE:
+          HandleRemove(m.arg.remove.start, m.arg.remove.end);
+          break;
+        default:
+          spdlog::warn("ignoring unexpected userfaultfd event {}", m.event);
+          break;
+      }
+    }
+    total += count;
+    if (count < msgs.size()) return total;
+  }
+}
+
+void FaultEngine::HandleRemove(uint64_t start, uint64_t end) {
+  counters_.Add(&FaultCounters::remove_events);
+  counters_.Add(&FaultCounters::removed_bytes, end - start);
+  removed_.Add(start, end);
+  for (size_t r = 0; r < layout_.regions().size(); ++r) presence_.ClearRange(r, start, end);
+}
+
+bool FaultEngine::ServePending(ServeReport* report) {
+  while (!pending_.empty()) {
+    const PendingFault fault = pending_.front();
+    auto loc = layout_.Locate(fault.address);
+    FillResult result;
+    if (!loc) {
+      RecordFailure(report, Status::InvalidArgument(
+                                fmt::format("fault at {:#x} is outside every registered region", fault.address)));
+      result = FillResult::kFailed;
+    } else {
+      result = FillPage(*loc, report);
+    }
+    if (result == FillResult::kRetry) {
+      counters_.Add(&FaultCounters::eagain_retries);
+      return false;
+    }
+    if (result == FillResult::kVmGone) {
+      report->vm_gone = true;
+      return true;
+    }
+    pending_.pop_front();
+    if (result == FillResult::kFailed) counters_.Add(&FaultCounters::unservable_faults);
+    if (result == FillResult::kDone) {
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - fault.read_at).count();
+      counters_.Add(&FaultCounters::fault_service_ns_total, static_cast<uint64_t>(ns));
+      counters_.Max(&FaultCounters::fault_service_ns_max, static_cast<uint64_t>(ns));
+    }
+  }
+  return true;
+}
+
+FaultEngine::FillResult FaultEngine::FillPage(const PageLocation& loc, ServeReport* report) {
+  if (presence_.IsPresent(loc.region, loc.page_index)) {
+    // A duplicate fault on a page we already installed (several threads
+    // touched it before the copy woke them): a wake is all it needs.
+    counters_.Add(&FaultCounters::already_present);
+    (void)uffd_->Wake(loc.page_addr, loc.page_size);
+    return FillResult::kDone;
+  }
+  if (removed_.Overlaps(loc.page_addr, loc.page_addr + loc.page_size)) return FillZeros(loc, report);
+
+  bool hit = false;
+  auto page = cache_->GetOrLoad(
+      PageKey{cache_namespace_, loc.file_offset, loc.page_size},
+      [&](uint8_t* buffer) {
+        auto start = Clock::now();
+        Status st = backing_->ReadExact(loc.file_offset, buffer, loc.page_size);
+        counters_.Add(&FaultCounters::backing_read_ns_total,
+                      static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
+        if (st.ok()) counters_.Add(&FaultCounters::backing_bytes_read, loc.page_size);
+        return st;
+      },
+      &hit);
+  if (!page.ok()) {
+    RecordFailure(report, page.status().WithContext(fmt::format("cannot serve fault at {:#x}", loc.page_addr)));
+    return FillResult::kFailed;
+  }
+  counters_.Add(hit ? &FaultCounters::cache_hits : &FaultCounters::cache_misses);
+  auto outcome = uffd_->Copy(loc.page_addr, (*page)->data(), loc.page_size);
+  if (outcome.error == 0) {
+    counters_.Add(&FaultCounters::pages_copied);
+    counters_.Add(&FaultCounters::bytes_copied, loc.page_size);
+  }
+  return ClassifyOutcome(loc, outcome, "UFFDIO_COPY", report);
+}
+
+FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report) {
+  UffdFillOutcome outcome;
+  if (loc.page_size == 4096) {
+    outcome = uffd_->ZeroPage(loc.page_addr, loc.page_size);
+  } else {
+    if (!zero_huge_page_.valid() || zero_huge_page_.size() < loc.page_size) {
+      auto zeros = MemoryMapping::Map(nullptr, loc.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
+                                      "zero huge page source");
+      if (!zeros.ok()) {
+        RecordFailure(report, zeros.status());
+        return FillResult::kFailed;
+      }
+      zero_huge_page_ = std::move(*zeros);
+    }
+    outcome = uffd_->Copy(loc.page_addr, zero_huge_page_.data(), loc.page_size);
+  }
+  if (outcome.error == 0) counters_.Add(&FaultCounters::zero_pages);
+  return ClassifyOutcome(loc, outcome, "zero fill", report);
+}
+
+FaultEngine::FillResult FaultEngine::ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome,
+                                                      const char* what, ServeReport* report) {
+  switch (outcome.error) {
+    case 0:
+      presence_.MarkPresent(loc.region, loc.page_index);
+      return FillResult::kDone;
+    case EEXIST:
+      // Another path installed it first; make sure nobody still sleeps on it.
+      presence_.MarkPresent(loc.region, loc.page_index);
+      counters_.Add(&FaultCounters::already_present);
+      (void)uffd_->Wake(loc.page_addr, loc.page_size);
+      return FillResult::kDone;
+    case EAGAIN:
+      return FillResult::kRetry;
+    case ESRCH:
+      return FillResult::kVmGone;
+    default:
+      counters_.Add(&FaultCounters::copy_errors);
+      RecordFailure(report, Status::FromErrno(outcome.error, fmt::format("{} of {} bytes at {:#x}", what,
+                                                                          loc.page_size, loc.page_addr)));
+      return FillResult::kFailed;
+  }
+}
+
+void FaultEngine::RecordFailure(ServeReport* report, Status status) {
+  spdlog::error("{}", status.ToString());
+  if (!report->failure) report->failure = std::move(status);
+}
+
+Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* report) {
+  const auto& regions = layout_.regions();
+  size_t installed = 0;
+  *done = false;
+  while (populate_region_ < regions.size()) {
+    const auto& r = regions[populate_region_];
+    uint64_t pages = r.size / r.page_size;
+    for (; populate_page_ < pages; ++populate_page_) {
+      if (installed >= max_pages) return Status::Ok();
+      if (presence_.IsPresent(populate_region_, populate_page_)) continue;
+      uint64_t addr = r.base_host_virt_addr + populate_page_ * r.page_size;
+      // Removed pages read as zeros once unregistered; nothing to install.
+      if (removed_.Overlaps(addr, addr + r.page_size)) continue;
+      PageLocation loc{populate_region_, addr, r.offset + populate_page_ * r.page_size, r.page_size, populate_page_};
+      ServeReport step;
+      FillResult result = FillPage(loc, &step);
+      if (result == FillResult::kRetry) {
+        counters_.Add(&FaultCounters::eagain_retries);
+        report->retry_pending = true;
+        return Status::Ok();  // drain events first; resume at this page
+      }
+      if (result == FillResult::kVmGone) {
+        report->vm_gone = true;
+        return Status::Unavailable("the VM's address space is gone");
+      }
+      if (result == FillResult::kFailed) return *step.failure;
+      counters_.Add(&FaultCounters::completion_pages);
+      ++installed;
+    }
+    ++populate_region_;
+    populate_page_ = 0;
+  }
+  *done = true;
+  return Status::Ok();
+}
+
+Status FaultEngine::UnregisterAll() {
+  for (const auto& r : layout_.regions()) {
+    UFFD_RETURN_IF_ERROR(uffd_->Unregister(r.base_host_virt_addr, r.size));
+  }
+  return Status::Ok();
+}
+
+}  // namespace uffdpager

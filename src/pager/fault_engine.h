@@ -1,0 +1,96 @@
+// FaultEngine: serves one session's userfaultfd.
+//
+// Each wake-up drains every queued event before serving: page faults join a
+// queue, removes mark their range as zeros-from-now-on. Faults are then served
+// in order with UFFDIO_COPY from the shared PageCache (or zeros for removed
+// ranges). When UFFDIO_COPY says EAGAIN (a remove event is queued and not yet
+// read), serving stops, the fault stays at the head of the queue, events are
+// drained again, and serving resumes: no fault is ever dropped for EAGAIN.
+// The engine is driven by its session's thread and is not itself thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "common/memory_mapping.h"
+#include "common/userfaultfd.h"
+#include "pager/backing_file.h"
+#include "pager/fault_counters.h"
+#include "pager/memory_layout.h"
+#include "pager/page_cache.h"
+#include "pager/page_presence.h"
+#include "pager/removed_ranges.h"
+
+namespace uffdpager {
+
+// What one round of serving found.
+struct ServeReport {
+  // UFFDIO_COPY said EAGAIN but no new event was readable yet: the remover
+  // has been read and is finishing its madvise. Poll briefly and serve again.
+  bool retry_pending = false;
+  // The VM's address space is gone (ESRCH): the session is over.
+  bool vm_gone = false;
+  // The first fault this round that could not be served (backing read error,
+  // address outside every region, copy error). That fault is dropped: its
+  // thread stays blocked, so the session must fail loudly.
+  std::optional<Status> failure;
+};
+
+class FaultEngine {
+ public:
+  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
+              uint64_t cache_namespace, CounterSink counters);
+
+  // Reads every queued event, then serves every queued fault.
+  ServeReport ServeEvents();
+
+  // One step of completion: installs up to `max_pages` pages that are neither
+  // present nor removed. Sets *done once every page is in. Demand faults are
+  // served between steps by the caller.
+  Status PopulateStep(size_t max_pages, bool* done, ServeReport* report);
+
+  // Unregisters every region. Call only when PopulateStep reported done.
+  Status UnregisterAll();
+
+  const MemoryLayout& layout() const { return layout_; }
+  uint64_t present_pages() const { return presence_.present_pages(); }
+  uint64_t removed_bytes() const { return removed_.total_bytes(); }
+
+ private:
+  struct PendingFault {
+    uint64_t address;
+    std::chrono::steady_clock::time_point read_at;
+  };
+  enum class FillResult { kDone, kRetry, kVmGone, kFailed };
+
+  // Reads queued events until none is left; returns how many were read.
+  size_t ReadEvents(ServeReport* report);
+  void HandleRemove(uint64_t start, uint64_t end);
+  // Serves the queue in order; returns false if it stopped on EAGAIN.
+  bool ServePending(ServeReport* report);
+  // Installs the page at `loc` (zeros if removed); shared by faults and completion.
+  FillResult FillPage(const PageLocation& loc, ServeReport* report);
+  FillResult FillZeros(const PageLocation& loc, ServeReport* report);
+  FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
+                             ServeReport* report);
+  void RecordFailure(ServeReport* report, Status status);
+
+  Userfaultfd* uffd_;
+  MemoryLayout layout_;
+  std::shared_ptr<BackingFile> backing_;
+  PageCache* cache_;
+  uint64_t cache_namespace_;
+  CounterSink counters_;
+  PagePresence presence_;
+  RemovedRanges removed_;
+  std::deque<PendingFault> pending_;
+  MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
+  // Completion cursor.
+  size_t populate_region_ = 0;
+  uint64_t populate_page_ = 0;
+};
+
+}  // namespace uffdpager

@@ -1,0 +1,63 @@
+// uffd-pager: the host-wide userfaultfd page server.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/logging.h"
+#include "pager/pager_daemon.h"
+#include "pager/pager_version.h"
+
+int main(int argc, char** argv) {
+  uffdpager::PagerOptions options;
+  std::string log_level = "info";
+  CLI::App app{"uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files"};
+  app.set_version_flag("--version", uffdpager::kPagerVersion);
+  app.add_option("--data-dir", options.data_dir, "data directory; files go under DATA/uffd/VERSION/")
+      ->capture_default_str();
+  app.add_option("--version-key", options.version_key, "version key naming this pager's directory")
+      ->default_str(uffdpager::kPagerVersion);
+  app.add_option("--cache-max-bytes", options.cache_max_bytes, "bound of the shared page cache in bytes")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout-ms", options.handshake_timeout_ms,
+                 "how long a connected client may stay silent before it is dropped")
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", options.max_request_bytes, "largest control API request body")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  uffdpager::ConfigureLogging("uffd-pager", log_level);
+  ::umask(077);  // sockets and files are private unless made otherwise
+  // Signals are taken by one thread with sigwait; every other thread (started
+  // after this) inherits the blocked mask. SIGPIPE is ignored outright.
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto daemon = uffdpager::PagerDaemon::Start(options);
+  if (!daemon.ok()) {
+    spdlog::critical("cannot start: {}", daemon.status().ToString());
+    return 1;
+  }
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig != 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      (*daemon)->Shutdown();
+    }
+  });
+  (*daemon)->WaitUntilDone();
+  // Release the signal thread if no signal came, then tear down.
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  daemon->reset();
+  return 0;
+}

@@ -1,0 +1,97 @@
+// PageCache: the host-wide cache of snapshot pages shared by every session.
+//
+// Keyed by (namespace, file offset, length), where a namespace is a cache key
+// bound to one backing file's identity. Bounded by a byte budget split over
+// shards, each with its own lock, so sessions faulting different pages do not
+// contend. Eviction is GCLOCK: a page starts with no credit and earns one per
+// hit (up to kMaxCredit), the clock hand takes one back per pass, and only a
+// page with no credit left is evicted, so pages that many restores fault
+// outlive pages read once. A page still referenced by a copy in progress is
+// never freed under it (PageRef keeps it alive) and is skipped by the hand.
+// Concurrent misses on one page read the backing file once.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "uffdpager/status.h"
+
+namespace uffdpager {
+
+// An immutable, page-aligned buffer holding one page of a memory file.
+class CachedPage {
+ public:
+  explicit CachedPage(size_t size);
+  ~CachedPage();
+  CachedPage(const CachedPage&) = delete;
+  CachedPage& operator=(const CachedPage&) = delete;
+
+  const uint8_t* data() const { return data_; }
+  uint8_t* mutable_data() { return data_; }  // only while loading
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_;
+  size_t size_;
+};
+
+using PageRef = std::shared_ptr<const CachedPage>;
+
+struct PageKey {
+  uint64_t name_space = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const PageKey&) const = default;
+};
+
+struct PageKeyHash {
+  size_t operator()(const PageKey& k) const;
+};
+
+struct PageCacheCounters {
+  uint64_t bytes = 0;
+  uint64_t max_bytes = 0;
+  uint64_t items = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t evictions = 0;
+  uint64_t uncached_loads = 0;  // pages served without being kept (no room)
+};
+
+// How the cache fills a page on a miss: read `length` bytes at the key's offset.
+using PageLoader = std::function<Status(uint8_t* buffer)>;
+
+class PageCache {
+ public:
+  static constexpr uint8_t kMaxCredit = 3;
+
+  explicit PageCache(uint64_t max_bytes, size_t shard_count = 16);
+  ~PageCache();
+
+  // A stable number for `key` (a cache key combined with a file identity).
+  uint64_t InternNamespace(const std::string& key);
+
+  // Returns the page for `key`, calling `load` on a miss. If another caller is
+  // already loading the same page, waits for that load instead of reading
+  // again. `hit` (optional) tells whether the bytes came from memory.
+  Result<PageRef> GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit = nullptr);
+
+  PageCacheCounters Counters() const;
+
+ private:
+  struct Shard;
+  Shard& ShardFor(const PageKey& key);
+
+  uint64_t max_bytes_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::mutex namespaces_mu_;
+  std::unordered_map<std::string, uint64_t> namespaces_;
+};
+
+}  // namespace uffdpager

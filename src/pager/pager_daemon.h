@@ -1,0 +1,62 @@
+// PagerDaemon: one uffd-pager process. Owns its directory
+// DATA/uffd/VERSION/ (control.sock, pager.pid, sessions/<id>.sock), the page
+// cache, the sessions and the control API.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/http_server.h"
+#include "pager/control_api.h"
+#include "pager/fault_counters.h"
+#include "pager/page_cache.h"
+#include "pager/session_registry.h"
+
+namespace uffdpager {
+
+struct PagerOptions {
+  std::string data_dir = "/var/lib/uffd-pager";
+  std::string version_key;  // defaults to the pager's version
+  uint64_t cache_max_bytes = 4ULL << 30;
+  unsigned handshake_timeout_ms = 10000;
+  size_t max_request_bytes = 1 << 20;
+  unsigned http_idle_timeout_seconds = 10;
+};
+
+class PagerDaemon {
+ public:
+  static Result<std::unique_ptr<PagerDaemon>> Start(PagerOptions options);
+  ~PagerDaemon();  // closes every session, removes control.sock and pager.pid
+
+  // Blocks until the pager drained and no session holds a VM, or Shutdown().
+  void WaitUntilDone();
+  void Shutdown();
+
+  const std::string& root_dir() const { return root_dir_; }
+
+ private:
+  explicit PagerDaemon(PagerOptions options);
+  Status Prepare();
+  void Notify();
+
+  PagerOptions options_;
+  std::string root_dir_;
+  std::string pid_path_;
+  FaultCounters counters_;
+  std::atomic<uint64_t> failed_sessions_{0};
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<PageCache> cache_;
+  std::unique_ptr<SessionRegistry> registry_;
+  std::unique_ptr<ControlApi> api_;
+  std::unique_ptr<HttpServer> server_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;
+  bool shutdown_ = false;
+};
+
+}  // namespace uffdpager

@@ -1,0 +1,323 @@
+#include "pager/session.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <csignal>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace uffdpager {
+
+namespace {
+// Pages installed per completion step before demand faults get another turn.
+constexpr size_t kCompletionStepPages = 256;
+// How long to wait before serving again after EAGAIN with no event to read.
+constexpr int kEagainRetryMs = 1;
+}  // namespace
+
+const char* SessionStateName(SessionState state) {
+  switch (state) {
+    case SessionState::kWaiting: return "waiting";
+    case SessionState::kServing: return "serving";
+    case SessionState::kCompleting: return "completing";
+    case SessionState::kCompleted: return "completed";
+    case SessionState::kFailed: return "failed";
+    case SessionState::kClosed: return "closed";
+  }
+  return "unknown";
+}
+
+Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string socket_path,
+                                                const SessionEnvironment& env) {
+  auto backing = BackingFile::Open(spec.backing_path);
+  if (!backing.ok()) return backing.status();
+  std::shared_ptr<Session> session(new Session(std::move(spec), std::move(socket_path), env, std::move(*backing)));
+  session->wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!session->wake_fd_) return Status::FromErrno(errno, "eventfd");
+  auto listener = ListenUnixSocket(session->socket_path_, env.socket_mode);
+  if (!listener.ok()) return listener.status();
+  session->listener_ = std::move(*listener);
+  session->thread_ = std::thread([s = session.get()] { s->Run(); });
+  spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
+               session->socket_path_, session->spec_.instance_id, session->spec_.backing_path,
+               session->spec_.cache_key);
+  return session;
+}
+
+Session::Session(SessionSpec spec, std::string socket_path, const SessionEnvironment& env,
+                 std::shared_ptr<BackingFile> backing)
+    : spec_(std::move(spec)),
+      socket_path_(std::move(socket_path)),
+      env_(env),
+      backing_(std::move(backing)),
+      created_at_(std::chrono::system_clock::now()) {}
+
+Session::~Session() { Close("session destroyed"); }
+
+void Session::Wake() {
+  uint64_t one = 1;
+  (void)!::write(wake_fd_.get(), &one, sizeof(one));
+}
+
+void Session::Close(const std::string& reason) {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  stop_.store(true);
+  if (wake_fd_) Wake();
+  if (thread_.joinable()) thread_.join();
+  FinishCompletion(Status::Unavailable("session closed"));
+  listener_.reset();
+  (void)RemoveSocketFile(socket_path_);
+  engine_.reset();
+  uffd_ = Userfaultfd();
+  connection_.reset();
+  SetState(SessionState::kClosed, reason);
+  spdlog::info("session {}: closed ({})", id(), reason);
+}
+
+SessionState Session::state() const {
+  std::lock_guard lock(mu_);
+  return state_;
+}
+
+bool Session::HoldsVm() const {
+  SessionState s = state();
+  if (s == SessionState::kFailed) return guest_bytes_.load() > 0;  // a refused handshake holds no VM
+  return s != SessionState::kCompleted && s != SessionState::kClosed;
+}
+
+void Session::SetState(SessionState state, const std::string& reason) {
+  std::lock_guard lock(mu_);
+  if (state_ == SessionState::kClosed) return;
+  // A failed session stays failed, with its first reason, until it is closed.
+  if (state_ == SessionState::kFailed && state != SessionState::kClosed) return;
+  state_ = state;
+  if (!reason.empty() && (reason_.empty() || state == SessionState::kFailed)) reason_ = reason;
+}
+
+void Session::Fail(const Status& reason) {
+  bool first = false;
+  {
+    std::lock_guard lock(mu_);
+    first = state_ != SessionState::kFailed && state_ != SessionState::kClosed;
+  }
+  SetState(SessionState::kFailed, reason.ToString());
+  if (!first) return;
+  if (env_.failed_sessions) env_.failed_sessions->fetch_add(1);
+  spdlog::error("session {}: FAILED: {}", id(), reason.ToString());
+  if (spec_.kill_client_on_failure && client_.valid()) {
+    Status killed = client_.Signal(SIGKILL);
+    spdlog::error("session {}: killing VMM pid {} as requested (kill_client_on_failure): {}", id(), client_.pid(),
+                  killed.ok() ? "sent SIGKILL" : killed.ToString());
+  }
+}
+
+void Session::Run() {
+  Status accepted = AcceptVmm();
+  listener_.reset();
+  if (!accepted.ok()) {
+    if (!stop_.load()) Fail(accepted.WithContext("handshake refused"));
+    return;
+  }
+  ServeLoop();
+}
+
+Status Session::AcceptVmm() {
+  for (;;) {
+    pollfd pfds[2] = {{listener_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+    if (::poll(pfds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "poll session socket");
+    }
+    if (stop_.load()) return Status::Unavailable("session stopped");
+    if (!(pfds[0].revents & POLLIN)) continue;
+    UniqueFd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) {
+      if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED) continue;
+      return Status::FromErrno(errno, "accept on " + socket_path_);
+    }
+    PeerCredentials peer{};
+    if (auto creds = GetPeerCredentials(conn.get()); creds.ok()) peer = *creds;
+    auto received = ReceiveHandshake(conn.get(), env_.limits.max_message_bytes, env_.handshake_timeout,
+                                     wake_fd_.get());
+    if (!received.ok()) {
+      if (stop_.load()) return Status::Unavailable("session stopped");
+      if (received.status().code() == ErrorCode::kTimeout) {
+        // Something connected and said nothing: not a VMM mid-handshake (a
+        // VMM sends at once). Drop it and keep waiting for the real one.
+        spdlog::warn("session {}: pid {} connected but sent no handshake within {} ms; connection closed", id(),
+                     peer.pid, env_.handshake_timeout.count());
+        continue;
+      }
+      return received.status();
+    }
+    return AdoptHandshake(std::move(conn), peer, std::move(*received));
+  }
+}
+
+Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer, ReceivedHandshake handshake) {
+  {
+    std::lock_guard lock(mu_);
+    peer_ = peer;
+  }
+  if (peer.pid > 0) {
+    if (auto handle = ProcessHandle::Open(peer.pid); handle.ok()) client_ = std::move(*handle);
+  }
+  if (handshake.control_truncated || handshake.fds.size() != 1) {
+    return Status::Protocol(fmt::format("handshake must carry exactly one fd (the userfaultfd), got {}{}",
+                                        handshake.fds.size(), handshake.control_truncated ? " and more" : ""));
+  }
+  if (!IsUserfaultfd(handshake.fds[0].get())) {
+    return Status::Protocol("the fd sent with the handshake is not a userfaultfd");
+  }
+  auto regions = ParseHandshake(handshake.payload, env_.limits);
+  if (!regions.ok()) return regions.status();
+  auto layout = MemoryLayout::Create(std::move(*regions), backing_->size());
+  if (!layout.ok()) return layout.status();
+  // Our reads must never block; the VMM never reads this fd, so the shared
+  // file status flag does not affect it (Firecracker sets it anyway).
+  int flags = ::fcntl(handshake.fds[0].get(), F_GETFL);
+  if (flags < 0 || ::fcntl(handshake.fds[0].get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return Status::FromErrno(errno, "set O_NONBLOCK on the userfaultfd");
+  }
+  uffd_ = Userfaultfd(std::move(handshake.fds[0]));
+  connection_ = std::move(connection);
+  guest_bytes_.store(layout->total_bytes());
+  {
+    std::lock_guard lock(mu_);
+    region_count_ = layout->regions().size();
+  }
+  auto cache_namespace = env_.cache->InternNamespace(spec_.cache_key + "\n" + backing_->identity().ToString());
+  engine_ = std::make_unique<FaultEngine>(&uffd_, std::move(*layout), backing_, env_.cache, cache_namespace,
+                                          CounterSink(&counters_, env_.global_counters));
+  SetState(SessionState::kServing);
+  // The socket has done its job; remove it so it is never mistaken for live.
+  (void)RemoveSocketFile(socket_path_);
+  spdlog::info("session {}: serving pid {} ({} regions, {} bytes)", id(), peer.pid, region_count_,
+               guest_bytes_.load());
+  return Status::Ok();
+}
+
+void Session::ServeLoop() {
+  bool retry_pending = false;
+  for (;;) {
+    bool completing = completion_requested_.load();
+    int timeout = retry_pending ? kEagainRetryMs : (completing ? 0 : -1);
+    pollfd pfds[3] = {{uffd_.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {client_.fd(), POLLIN, 0}};
+    int rc = ::poll(pfds, client_.valid() ? 3 : 2, timeout);
+    if (rc < 0 && errno != EINTR) {
+      Fail(Status::FromErrno(errno, "poll userfaultfd"));
+      return;
+    }
+    if (stop_.load()) return;
+    if (pfds[1].revents & POLLIN) {
+      uint64_t v;
+      (void)!::read(wake_fd_.get(), &v, sizeof(v));
+    }
+    ServeReport report = engine_->ServeEvents();
+    bool completed = false;
+    if (!report.vm_gone && completion_requested_.load() && !report.retry_pending) completed = StepCompletion(&report);
+    present_pages_.store(engine_->present_pages());
+    if (report.failure) Fail(*report.failure);
+    if (report.vm_gone) {
+      FinishCompletion(Status::Unavailable("the VM's address space is gone"));
+      SetState(SessionState::kClosed, "the VM's address space is gone");
+      spdlog::info("session {}: VM address space gone; session over", id());
+      return;
+    }
+    if (completed) return;
+    if (client_.valid() && (pfds[2].revents & POLLIN)) {
+      // The VMM exited: there is no one left to serve.
+      FinishCompletion(Status::Unavailable("the VMM exited"));
+      SetState(SessionState::kClosed, "the VMM process exited");
+      spdlog::info("session {}: VMM pid {} exited; session over", id(), client_.pid());
+      return;
+    }
+    retry_pending = report.retry_pending;
+  }
+}
+
+bool Session::StepCompletion(ServeReport* report) {
+  bool done = false;
+  Status st = engine_->PopulateStep(kCompletionStepPages, &done, report);
+  if (!st.ok()) {
+    spdlog::error("session {}: completion failed, still serving: {}", id(), st.ToString());
+    FinishCompletion(st);
+    return false;
+  }
+  if (!done) return false;
+  st = engine_->UnregisterAll();
+  if (!st.ok()) {
+    FinishCompletion(st.WithContext("unregister after completion"));
+    return false;
+  }
+  SetState(SessionState::kCompleted);
+  spdlog::info("session {}: complete; {} pages present, memory unregistered", id(), engine_->present_pages());
+  FinishCompletion(Status::Ok());
+  // Nothing is registered any more: the uffd and connection can go.
+  uffd_ = Userfaultfd();
+  connection_.reset();
+  return true;
+}
+
+void Session::FinishCompletion(Status result) {
+  std::optional<std::promise<Status>> promise;
+  {
+    std::lock_guard lock(mu_);
+    if (!completion_) return;
+    promise = std::move(completion_);
+    completion_.reset();
+    if (state_ == SessionState::kCompleting) state_ = SessionState::kServing;
+  }
+  completion_requested_.store(false);
+  promise->set_value(std::move(result));
+}
+
+Status Session::Complete() {
+  std::future<Status> done;
+  {
+    std::lock_guard lock(mu_);
+    if (state_ == SessionState::kCompleting || completion_) {
+      return Status::Conflict("session " + id() + " is already completing");
+    }
+    if (state_ != SessionState::kServing) {
+      return Status::Conflict(fmt::format("session {} is {}, not serving", id(), SessionStateName(state_)));
+    }
+    completion_.emplace();
+    done = completion_->get_future();
+    state_ = SessionState::kCompleting;
+  }
+  completion_requested_.store(true);
+  Wake();
+  return done.get();
+}
+
+nlohmann::json Session::Describe() const {
+  std::lock_guard lock(mu_);
+  nlohmann::json j = {
+      {"session_id", spec_.id},
+      {"instance_id", spec_.instance_id},
+      {"state", SessionStateName(state_)},
+      {"backing_memory_path", spec_.backing_path},
+      {"cache_key", spec_.cache_key},
+      {"uffd_socket_path", socket_path_},
+      {"kill_client_on_failure", spec_.kill_client_on_failure},
+      {"client_pid", peer_.pid},
+      {"regions", region_count_},
+      {"guest_bytes", guest_bytes_.load()},
+      {"present_pages", present_pages_.load()},
+      {"created_at_unix", std::chrono::duration_cast<std::chrono::seconds>(created_at_.time_since_epoch()).count()},
+      {"counters", counters_.ToJson()},
+  };
+  if (!reason_.empty()) j["reason"] = reason_;
+  return j;
+}
+
+}  // namespace uffdpager

@@ -1,0 +1,139 @@
+// Session: one VM's restore, from its socket to its last fault.
+//
+// A session owns a listening socket created before the create call answers,
+// and a thread of its own that (1) waits for the VMM to connect, (2) receives
+// and validates its handshake, (3) serves the userfaultfd until the VMM exits,
+// the VM's address space is gone, completion unregisters the memory, or the
+// session is closed. One thread per session means a slow or stuck session
+// (say, a backing read that hangs) never delays another.
+//
+// A fault the session cannot serve leaves a VM thread blocked forever, so it
+// never passes silently: the session turns Failed with the reason (visible in
+// GET /sessions), the pager counts it, logs it, and, if the session was
+// created with kill_client_on_failure, kills the VMM (pid from SO_PEERCRED).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/process_handle.h"
+#include "common/unique_fd.h"
+#include "common/unix_socket.h"
+#include "common/userfaultfd.h"
+#include "pager/backing_file.h"
+#include "pager/fault_counters.h"
+#include "pager/fault_engine.h"
+#include "pager/page_cache.h"
+
+namespace uffdpager {
+
+enum class SessionState {
+  kWaiting,     // listening; no valid handshake yet
+  kServing,
+  kCompleting,  // serving, and populating every page for complete
+  kCompleted,   // every page in, ranges unregistered; nothing left to serve
+  kFailed,      // a handshake or a fault could not be served; see reason
+  kClosed,      // closed by the API, or the VMM is gone
+};
+const char* SessionStateName(SessionState state);
+
+// What POST /sessions asked for.
+struct SessionSpec {
+  std::string id;
+  std::string instance_id;
+  std::string backing_path;
+  std::string cache_key;
+  bool kill_client_on_failure = false;
+};
+
+// What every session shares with the daemon.
+struct SessionEnvironment {
+  PageCache* cache = nullptr;
+  FaultCounters* global_counters = nullptr;
+  std::atomic<uint64_t>* failed_sessions = nullptr;
+  HandshakeLimits limits;
+  std::chrono::milliseconds handshake_timeout{10000};
+  mode_t socket_mode = 0600;
+};
+
+class Session {
+ public:
+  // Opens the backing file, listens on `socket_path`, starts the thread.
+  static Result<std::shared_ptr<Session>> Start(SessionSpec spec, std::string socket_path,
+                                                const SessionEnvironment& env);
+  ~Session();
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Stops serving, releases the uffd and the socket. Idempotent.
+  void Close(const std::string& reason);
+
+  // Installs every page not yet present, then unregisters the ranges. Blocks
+  // until done. kConflict if the session is not serving or already completing;
+  // on any other failure the session goes on serving.
+  Status Complete();
+
+  SessionState state() const;
+  // True while the session serves or may serve a VM (drain waits for these).
+  bool HoldsVm() const;
+  const std::string& id() const { return spec_.id; }
+  const std::string& socket_path() const { return socket_path_; }
+  nlohmann::json Describe() const;
+
+ private:
+  Session(SessionSpec spec, std::string socket_path, const SessionEnvironment& env,
+          std::shared_ptr<BackingFile> backing);
+
+  void Run();
+  // Accepts connections until one brings a valid handshake (ok), the session
+  // is stopped (kUnavailable), or a handshake is refused (the error).
+  Status AcceptVmm();
+  Status AdoptHandshake(UniqueFd connection, const PeerCredentials& peer, ReceivedHandshake handshake);
+  void ServeLoop();
+  // One completion step between rounds of demand faults; true once the
+  // memory is complete and unregistered (the session has nothing left to do).
+  bool StepCompletion(ServeReport* report);
+  void FinishCompletion(Status result);
+  void Fail(const Status& reason);
+  void SetState(SessionState state, const std::string& reason = {});
+  void Wake();
+
+  const SessionSpec spec_;
+  const std::string socket_path_;
+  const SessionEnvironment env_;
+  const std::shared_ptr<BackingFile> backing_;
+  const std::chrono::system_clock::time_point created_at_;
+
+  UniqueFd listener_;
+  UniqueFd wake_fd_;  // eventfd: close or complete requested
+  UniqueFd connection_;
+  Userfaultfd uffd_;
+  ProcessHandle client_;
+  std::unique_ptr<FaultEngine> engine_;  // touched only by the session thread
+  FaultCounters counters_;
+  std::atomic<uint64_t> present_pages_{0};
+  std::atomic<uint64_t> guest_bytes_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> completion_requested_{false};
+
+  mutable std::mutex mu_;
+  SessionState state_ = SessionState::kWaiting;
+  std::string reason_;  // why it failed or closed
+  PeerCredentials peer_{};
+  size_t region_count_ = 0;
+  std::optional<std::promise<Status>> completion_;
+  bool closed_ = false;
+
+  std::thread thread_;
+};
+
+}  // namespace uffdpager
