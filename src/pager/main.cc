@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
   app.add_option("--handshake-timeout-ms", options.handshake_timeout_ms,
                  "how long a connected client may stay silent before it is dropped")
       ->capture_default_str();
+  app.add_option("--http-idle-timeout-seconds", options.http_idle_timeout_seconds,
+                 "how long a control API connection may stay idle before it is closed")
+      ->capture_default_str();
   app.add_option("--max-request-bytes", options.max_request_bytes, "largest control API request body")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();

@@ -1,7 +1,9 @@
 #include "pager/page_cache.h"
 
-#include <atomic>
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
+#include <list>
 #include <new>
 
 namespace uffdpager {
@@ -30,63 +32,123 @@ struct InflightLoad {
   PageRef page;
 };
 
-struct Slot {
+struct Entry {
   PageKey key;
-  std::shared_ptr<CachedPage> page;  // null when the slot is free
-  uint8_t credit = 0;
+  std::shared_ptr<CachedPage> page;
+  uint8_t freq = 0;      // hits since it entered its queue (capped)
+  bool in_main = false;
 };
 
 }  // namespace
 
+// One shard runs S3-FIFO: new pages enter a small probationary FIFO (a tenth
+// of the shard); a page hit while there is promoted to the main queue when it
+// reaches the head, a page never hit is evicted and remembered as a ghost.
+// The main queue is a CLOCK: a page with hits left is reinserted with one
+// fewer. A miss on a ghost goes straight to main (it was evicted too early).
+// A stream of pages read once therefore only ever churns the small queue.
 struct PageCache::Shard {
+  using List = std::list<Entry>;
+
   std::mutex mu;
   std::condition_variable load_done;
   uint64_t capacity = 0;
   uint64_t bytes = 0;
-  std::unordered_map<PageKey, size_t, PageKeyHash> index;  // key -> slot
+  uint64_t small_bytes = 0;
+  List small, main;
+  std::unordered_map<PageKey, List::iterator, PageKeyHash> index;
   std::unordered_map<PageKey, std::shared_ptr<InflightLoad>, PageKeyHash> inflight;
-  std::vector<Slot> slots;
-  std::vector<size_t> free_slots;
-  size_t hand = 0;
+  std::list<PageKey> ghost_order;
+  std::unordered_map<PageKey, std::list<PageKey>::iterator, PageKeyHash> ghosts;
   uint64_t hits = 0, misses = 0, evictions = 0, uncached = 0;
 
-  // Frees room for `need` bytes by running the clock; false if it cannot
-  // (everything left is in use by copies or the page is bigger than the shard).
+  uint64_t SmallCapacity() const { return std::max<uint64_t>(capacity / 10, 4096); }
+  size_t GhostLimit() const { return std::max<size_t>(capacity / 4096, 16); }
+
+  void Remember(const PageKey& key) {
+    if (ghosts.count(key)) return;
+    ghost_order.push_back(key);
+    ghosts.emplace(key, std::prev(ghost_order.end()));
+    if (ghosts.size() > GhostLimit()) {
+      ghosts.erase(ghost_order.front());
+      ghost_order.pop_front();
+    }
+  }
+
+  bool Forget(const PageKey& key) {
+    auto it = ghosts.find(key);
+    if (it == ghosts.end()) return false;
+    ghost_order.erase(it->second);
+    ghosts.erase(it);
+    return true;
+  }
+
+  void Evict(List& list, List::iterator it) {
+    bytes -= it->page->size();
+    if (!it->in_main) small_bytes -= it->page->size();
+    index.erase(it->key);
+    list.erase(it);
+    ++evictions;
+  }
+
+  // One step at the head of the small queue. Returns false if the head is in
+  // use by a copy (it is rotated, not freed).
+  bool StepSmall() {
+    auto it = small.begin();
+    if (it->page.use_count() > 1) {
+      small.splice(small.end(), small, it);
+      return false;
+    }
+    if (it->freq > 0) {  // hit while on probation: promote
+      it->freq = 0;
+      it->in_main = true;
+      small_bytes -= it->page->size();
+      main.splice(main.end(), small, it);
+      return true;
+    }
+    Remember(it->key);
+    Evict(small, it);
+    return true;
+  }
+
+  bool StepMain() {
+    auto it = main.begin();
+    if (it->page.use_count() > 1 || it->freq > 0) {
+      if (it->freq > 0) --it->freq;
+      main.splice(main.end(), main, it);
+      return it->page.use_count() <= 1;
+    }
+    Evict(main, it);
+    return true;
+  }
+
+  // Frees room for `need` bytes; false if it cannot (the page is larger than
+  // the shard, or what is left is in use by copies right now).
   bool MakeRoom(uint64_t need) {
     if (need > capacity) return false;
-    // Each pass over a slot either evicts it, takes a credit, or skips it as
-    // in use; after (kMaxCredit + 1) full turns nothing more can change.
-    size_t budget = slots.size() * (kMaxCredit + 1) + 1;
-    while (bytes + need > capacity && budget-- > 0 && !slots.empty()) {
-      hand = (hand + 1) % slots.size();
-      Slot& s = slots[hand];
-      if (!s.page) continue;
-      if (s.page.use_count() > 1) continue;  // a copy is reading it right now
-      if (s.credit > 0) {
-        --s.credit;
-        continue;
+    // Every step evicts, promotes, takes a hit away or rotates a page in use;
+    // after this many steps without room, everything left is in use.
+    size_t budget = (small.size() + main.size()) * (kMaxCredit + 2) + 2;
+    while (bytes + need > capacity && budget-- > 0) {
+      if (!small.empty() && (small_bytes > SmallCapacity() || main.empty())) {
+        StepSmall();
+      } else if (!main.empty()) {
+        StepMain();
+      } else {
+        break;
       }
-      bytes -= s.page->size();
-      index.erase(s.key);
-      s.page.reset();
-      free_slots.push_back(hand);
-      ++evictions;
     }
     return bytes + need <= capacity;
   }
 
   void Insert(const PageKey& key, std::shared_ptr<CachedPage> page) {
-    size_t slot;
-    if (!free_slots.empty()) {
-      slot = free_slots.back();
-      free_slots.pop_back();
-    } else {
-      slot = slots.size();
-      slots.emplace_back();
-    }
-    bytes += page->size();
-    slots[slot] = Slot{key, std::move(page), 0};
-    index.emplace(key, slot);
+    bool to_main = Forget(key);
+    uint64_t size = page->size();
+    List& list = to_main ? main : small;
+    list.push_back(Entry{key, std::move(page), 0, to_main});
+    index.emplace(key, std::prev(list.end()));
+    bytes += size;
+    if (!to_main) small_bytes += size;
   }
 };
 
@@ -114,11 +176,11 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
   Shard& shard = ShardFor(key);
   std::unique_lock lock(shard.mu);
   if (auto it = shard.index.find(key); it != shard.index.end()) {
-    Slot& s = shard.slots[it->second];
-    if (s.credit < kMaxCredit) ++s.credit;
+    Entry& e = *it->second;
+    if (e.freq < kMaxCredit) ++e.freq;
     ++shard.hits;
     if (hit) *hit = true;
-    return PageRef(s.page);
+    return PageRef(e.page);
   }
   if (auto it = shard.inflight.find(key); it != shard.inflight.end()) {
     std::shared_ptr<InflightLoad> pending = it->second;

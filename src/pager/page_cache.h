@@ -3,11 +3,12 @@
 // Keyed by (namespace, file offset, length), where a namespace is a cache key
 // bound to one backing file's identity. Bounded by a byte budget split over
 // shards, each with its own lock, so sessions faulting different pages do not
-// contend. Eviction is GCLOCK: a page starts with no credit and earns one per
-// hit (up to kMaxCredit), the clock hand takes one back per pass, and only a
-// page with no credit left is evicted, so pages that many restores fault
-// outlive pages read once. A page still referenced by a copy in progress is
-// never freed under it (PageRef keeps it alive) and is skipped by the hand.
+// contend. Eviction is S3-FIFO (a small probationary FIFO in front of a main
+// CLOCK queue, with ghost keys): a page only one restore faulted leaves from
+// the small queue, while pages that several restores fault are promoted and
+// stay, however long the stream of pages read once. A page still referenced
+// by a copy in progress is never freed under it (PageRef keeps it alive) and
+// eviction passes it by.
 // Concurrent misses on one page read the backing file once.
 #pragma once
 
@@ -69,7 +70,7 @@ using PageLoader = std::function<Status(uint8_t* buffer)>;
 
 class PageCache {
  public:
-  static constexpr uint8_t kMaxCredit = 3;
+  static constexpr uint8_t kMaxCredit = 3;  // hits a main-queue page can bank
 
   explicit PageCache(uint64_t max_bytes, size_t shard_count = 16);
   ~PageCache();

@@ -89,8 +89,17 @@ SessionState Session::state() const {
 
 bool Session::HoldsVm() const {
   SessionState s = state();
-  if (s == SessionState::kFailed) return guest_bytes_.load() > 0;  // a refused handshake holds no VM
+  // A failed session holds a VM while its thread still serves the VMM's
+  // other faults; a refused handshake or a VMM that exited holds none.
+  if (s == SessionState::kFailed) return serving_thread_running_.load();
   return s != SessionState::kCompleted && s != SessionState::kClosed;
+}
+
+void Session::End(const std::string& reason) {
+  FinishCompletion(Status::Unavailable(reason));
+  // A failure stays visible until the API closes the session.
+  if (state() != SessionState::kFailed) SetState(SessionState::kClosed, reason);
+  spdlog::info("session {}: {}; session over", id(), reason);
 }
 
 void Session::SetState(SessionState state, const std::string& reason) {
@@ -126,7 +135,9 @@ void Session::Run() {
     if (!stop_.load()) Fail(accepted.WithContext("handshake refused"));
     return;
   }
+  serving_thread_running_.store(true);
   ServeLoop();
+  serving_thread_running_.store(false);
 }
 
 Status Session::AcceptVmm() {
@@ -227,17 +238,13 @@ void Session::ServeLoop() {
     present_pages_.store(engine_->present_pages());
     if (report.failure) Fail(*report.failure);
     if (report.vm_gone) {
-      FinishCompletion(Status::Unavailable("the VM's address space is gone"));
-      SetState(SessionState::kClosed, "the VM's address space is gone");
-      spdlog::info("session {}: VM address space gone; session over", id());
+      End("the VM's address space is gone");
       return;
     }
     if (completed) return;
     if (client_.valid() && (pfds[2].revents & POLLIN)) {
       // The VMM exited: there is no one left to serve.
-      FinishCompletion(Status::Unavailable("the VMM exited"));
-      SetState(SessionState::kClosed, "the VMM process exited");
-      spdlog::info("session {}: VMM pid {} exited; session over", id(), client_.pid());
+      End("the VMM process (pid " + std::to_string(client_.pid()) + ") exited");
       return;
     }
     retry_pending = report.retry_pending;

@@ -104,6 +104,8 @@ class Session {
   bool StepCompletion(ServeReport* report);
   void FinishCompletion(Status result);
   void Fail(const Status& reason);
+  // The VM is gone: nothing left to serve.
+  void End(const std::string& reason);
   void SetState(SessionState state, const std::string& reason = {});
   void Wake();
 
@@ -124,6 +126,7 @@ class Session {
   std::atomic<uint64_t> guest_bytes_{0};
   std::atomic<bool> stop_{false};
   std::atomic<bool> completion_requested_{false};
+  std::atomic<bool> serving_thread_running_{false};
 
   mutable std::mutex mu_;
   SessionState state_ = SessionState::kWaiting;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite: installs dependencies, then builds and runs every test
+# three times: a normal build, an ASan+UBSan build and a TSan build (the fault
+# engine is concurrent). UFFDPAGER_TEST_BUILDS picks a subset, e.g. "default".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+builds=${UFFDPAGER_TEST_BUILDS:-"default asan tsan"}
+jobs=${UFFDPAGER_TEST_JOBS:-2}
+for b in $builds; do
+  case "$b" in
+    default) dir=build;      sanitize="" ;;
+    asan)    dir=build-asan; sanitize=address ;;
+    tsan)    dir=build-tsan; sanitize=thread ;;
+    *) echo "unknown build '$b' (default, asan, tsan)" >&2; exit 2 ;;
+  esac
+  echo "=== $b build ($dir) ==="
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUFFDPAGER_SANITIZE="$sanitize" >/dev/null
+  ninja -C "$dir"
+  runner=()
+  if [ "$b" = tsan ]; then
+    # GCC 12's TSan cannot map its shadow under the high mmap randomization of
+    # recent kernels; run the suite (and the pagers it starts) without ASLR.
+    runner=(setarch "$(uname -m)" -R)
+    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
+  fi
+  if [ "$b" = asan ]; then
+    export ASAN_OPTIONS="detect_leaks=1 abort_on_error=1 ${ASAN_OPTIONS:-}"
+    export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
+  fi
+  "${runner[@]}" ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+done

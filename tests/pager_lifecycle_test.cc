@@ -1,0 +1,125 @@
+// Session lifecycle through the control API: complete, close, replace, drain.
+#include <sys/mman.h>
+
+#include <thread>
+
+#include "support/pager_fixture.h"
+
+namespace uffdpager::testing {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+const std::vector<uint64_t> kRegions = {8 * kMiB, 4 * kMiB};
+
+class PagerLifecycleTest : public PagerFixture {};
+
+// True if every page of `memory` is resident (so reading it cannot fault).
+bool AllResident(const GuestMemory& memory) {
+  for (size_t r = 0; r < memory.region_count(); ++r) {
+    std::vector<unsigned char> vec(memory.region_size(r) / 4096);
+    if (::mincore(memory.region_data(r), memory.region_size(r), vec.data()) != 0) return false;
+    for (unsigned char v : vec) {
+      if (!(v & 1)) return false;
+    }
+  }
+  return true;
+}
+
+TEST_F(PagerLifecycleTest, CompleteLetsThePagerExitWithMemoryStillRight) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 11);
+  auto vm = VmmStandIn::Restore(CreateSession("c", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // The guest has touched a little; a balloon discarded a range.
+  for (uint64_t off = 0; off < 12 * kMiB; off += 40 * 4096) {
+    (void)*reinterpret_cast<volatile uint8_t*>((*vm)->memory.AtFileOffset(off));
+  }
+  ASSERT_EQ(::madvise((*vm)->memory.AtFileOffset(5 * kMiB), 16 * 4096, MADV_DONTNEED), 0);
+
+  // A demand-faulting thread runs during completion.
+  std::thread toucher([&] { TouchAllPages((*vm)->memory, 1); });
+  Status st = pager_->client().CompleteSession("c");
+  toucher.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  auto s = Session("c");
+  EXPECT_EQ(s["state"], "completed");
+  EXPECT_GT(s["counters"]["completion_pages"].get<uint64_t>(), 0u);
+
+  // Completing twice is a conflict, not a second run.
+  Status again = pager_->client().CompleteSession("c");
+  EXPECT_EQ(again.code(), ErrorCode::kConflict) << again.ToString();
+
+  // The pager may now go away: drain exits since no session holds a VM.
+  ASSERT_TRUE(pager_->client().Drain().ok());
+  int status = 0;
+  ASSERT_TRUE(pager_->WaitForExit(std::chrono::seconds(10), &status)) << pager_->Log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  // Every page but the removed ones is resident, so nothing can fault (and
+  // hang) any more; removed pages read as zeros from plain anonymous memory.
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap, {{5 * kMiB, 5 * kMiB + 16 * 4096}}));
+  EXPECT_TRUE(AllResident((*vm)->memory));
+}
+
+TEST_F(PagerLifecycleTest, CompleteAnswersNotFoundAndConflictForSessionsNotServing) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 12);
+  EXPECT_EQ(pager_->client().CompleteSession("nope").code(), ErrorCode::kNotFound);
+  CreateSession("waiting", snap);
+  Status st = pager_->client().CompleteSession("waiting");
+  EXPECT_EQ(st.code(), ErrorCode::kConflict);
+  EXPECT_NE(st.message().find("waiting"), std::string::npos) << st.ToString();
+  // Still waiting and usable afterwards.
+  EXPECT_EQ(SessionState("waiting"), "waiting");
+}
+
+TEST_F(PagerLifecycleTest, CloseIsIdempotentAndRemovesTheSocket) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 13);
+  std::string sock = CreateSession("x", snap);
+  EXPECT_EQ(::access(sock.c_str(), F_OK), 0);
+  EXPECT_TRUE(pager_->client().CloseSession("x").ok());
+  EXPECT_TRUE(pager_->client().CloseSession("x").ok());
+  EXPECT_TRUE(pager_->client().CloseSession("never-existed").ok());
+  EXPECT_NE(::access(sock.c_str(), F_OK), 0);
+  EXPECT_EQ(pager_->client().GetSession("x").status().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(PagerLifecycleTest, ANewSessionWithALiveIdReplacesIt) {
+  StartPager();
+  std::string a = MakeSnapshot("a", 12 * kMiB, 14);
+  std::string b = MakeSnapshot("b", 12 * kMiB, 15);
+  CreateSession("same", a);
+  std::string sock = CreateSession("same", b);
+  auto list = pager_->client().ListSessions();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0]["backing_memory_path"], b);
+  auto vm = VmmStandIn::Restore(sock, kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, b));
+}
+
+TEST_F(PagerLifecycleTest, DrainRefusesNewSessionsServesOldOnesAndExitsAfterTheLast) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 16);
+  auto vm = VmmStandIn::Restore(CreateSession("d", snap), kRegions);
+  ASSERT_TRUE(vm.ok());
+  ASSERT_TRUE(pager_->client().Drain().ok());
+  auto health = pager_->client().Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_TRUE(health->draining);
+  CreateSessionRequest req{"", "late", snap, "", false};
+  auto refused = pager_->client().CreateSession(req);
+  EXPECT_EQ(refused.status().code(), ErrorCode::kUnavailable) << refused.status().ToString();
+  // The existing session is still served while draining.
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_FALSE(pager_->WaitForExit(std::chrono::milliseconds(300))) << "exited while a session was live";
+  ASSERT_TRUE(pager_->client().CloseSession("d").ok());
+  EXPECT_TRUE(pager_->WaitForExit(std::chrono::seconds(10))) << pager_->Log();
+}
+
+}  // namespace
+}  // namespace uffdpager::testing

@@ -1,0 +1,38 @@
+#include "support/vmm_stand_in.h"
+
+#include <atomic>
+#include <thread>
+
+namespace uffdpager::testing {
+
+Result<std::unique_ptr<VmmStandIn>> VmmStandIn::Restore(const std::string& socket_path,
+                                                        const std::vector<uint64_t>& region_sizes,
+                                                        uint64_t page_size, UffdHandoverOptions options) {
+  auto memory = GuestMemory::Allocate(region_sizes, page_size);
+  if (!memory.ok()) return memory.status();
+  auto handover = HandOverGuestMemory(*memory, socket_path, options);
+  if (!handover.ok()) return handover.status();
+  return std::unique_ptr<VmmStandIn>(new VmmStandIn{std::move(*memory), std::move(*handover)});
+}
+
+uint64_t PageCount(const GuestMemory& memory) { return memory.total_size() / 4096; }
+
+void TouchAllPages(const GuestMemory& memory, int threads) {
+  const uint64_t pages = PageCount(memory);
+  std::atomic<uint64_t> sink{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      uint64_t sum = 0;
+      uint64_t start = pages * static_cast<uint64_t>(t) / static_cast<uint64_t>(threads) / 2;
+      for (uint64_t i = 0; i < pages; ++i) {
+        uint64_t page = (start + i) % pages;
+        sum += *reinterpret_cast<volatile const uint8_t*>(memory.AtFileOffset(page * 4096));
+      }
+      sink += sum;
+    });
+  }
+  for (auto& w : workers) w.join();
+}
+
+}  // namespace uffdpager::testing

@@ -1,0 +1,36 @@
+// VmmStandIn: the tests' Firecracker. Lays out guest memory as Firecracker
+// does (GuestMemory), performs its exact UFFD handshake with the pager
+// (HandOverGuestMemory), and then touches memory the ways a VM does: from
+// several vCPU-like threads colliding on a shared hot set.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/guest_memory.h"
+#include "common/vmm_uffd_handover.h"
+
+namespace uffdpager::testing {
+
+struct VmmStandIn {
+  GuestMemory memory;
+  UffdHandover handover;
+
+  // Allocates the regions and hands them to the pager session at `socket_path`.
+  static Result<std::unique_ptr<VmmStandIn>> Restore(const std::string& socket_path,
+                                                     const std::vector<uint64_t>& region_sizes,
+                                                     uint64_t page_size = 4096,
+                                                     UffdHandoverOptions options = {});
+};
+
+// Reads one byte of every page from `threads` threads. Thread t starts at a
+// different page and wraps around, so every page is faulted by several
+// threads at nearly the same time (duplicate faults on a hot set).
+void TouchAllPages(const GuestMemory& memory, int threads);
+
+// The number of 4 KiB pages of `memory`.
+uint64_t PageCount(const GuestMemory& memory);
+
+}  // namespace uffdpager::testing

@@ -1,0 +1,100 @@
+#include "pager/page_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+namespace uffdpager {
+namespace {
+
+PageLoader FillWith(uint8_t value, std::atomic<int>* loads) {
+  return [value, loads](uint8_t* buf) {
+    loads->fetch_add(1);
+    std::memset(buf, value, 4096);
+    return Status::Ok();
+  };
+}
+
+TEST(PageCacheTest, ConcurrentMissesOnOnePageLoadItOnce) {
+  PageCache cache(1 << 20, 1);
+  std::atomic<int> loads{0};
+  std::atomic<int> wrong{0};
+  PageLoader slow = [&](uint8_t* buf) {
+    loads.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::memset(buf, 7, 4096);
+    return Status::Ok();
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto page = cache.GetOrLoad({1, 0, 4096}, slow);
+      if (!page.ok() || (*page)->data()[4095] != 7) wrong.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(loads.load(), 1);
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(cache.Counters().misses, 1u);
+  EXPECT_EQ(cache.Counters().hits, 7u);
+}
+
+TEST(PageCacheTest, StaysWithinItsBoundAndKeepsPagesThatManyRestoresHit) {
+  // Room for 8 pages. Pages 0-3 are hit by "other restores"; then a stream of
+  // pages read once passes through. The hot pages must survive the stream.
+  PageCache cache(8 * 4096, 1);
+  std::atomic<int> loads{0};
+  for (uint64_t p = 0; p < 4; ++p) {
+    for (int hit = 0; hit < 3; ++hit) ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, FillWith(1, &loads)).ok());
+  }
+  for (uint64_t p = 100; p < 140; ++p) ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, FillWith(2, &loads)).ok());
+  auto c = cache.Counters();
+  EXPECT_LE(c.bytes, 8u * 4096);
+  EXPECT_GT(c.evictions, 0u);
+  int before = loads.load();
+  for (uint64_t p = 0; p < 4; ++p) ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, FillWith(1, &loads)).ok());
+  EXPECT_EQ(loads.load(), before) << "a hot page was evicted by pages read once";
+}
+
+TEST(PageCacheTest, APageInUseIsNeverFreedUnderItsReader) {
+  PageCache cache(2 * 4096, 1);
+  std::atomic<int> loads{0};
+  auto held = cache.GetOrLoad({1, 0, 4096}, FillWith(9, &loads));
+  ASSERT_TRUE(held.ok());
+  for (uint64_t p = 1; p < 20; ++p) ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, FillWith(3, &loads)).ok());
+  // Still readable and intact although the cache churned.
+  EXPECT_EQ((*held)->data()[0], 9);
+  EXPECT_EQ((*held)->data()[4095], 9);
+  EXPECT_LE(cache.Counters().bytes, 2u * 4096);
+}
+
+TEST(PageCacheTest, NamespacesKeepFilesApart) {
+  PageCache cache(1 << 20, 4);
+  uint64_t a = cache.InternNamespace("key\nfile-a");
+  uint64_t b = cache.InternNamespace("key\nfile-b");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, cache.InternNamespace("key\nfile-a"));
+  std::atomic<int> loads{0};
+  auto pa = cache.GetOrLoad({a, 0, 4096}, FillWith(0xa, &loads));
+  auto pb = cache.GetOrLoad({b, 0, 4096}, FillWith(0xb, &loads));
+  ASSERT_TRUE(pa.ok() && pb.ok());
+  EXPECT_EQ((*pa)->data()[0], 0xa);
+  EXPECT_EQ((*pb)->data()[0], 0xb);
+}
+
+TEST(PageCacheTest, AFailedLoadIsReportedToEveryWaiterAndNotCached) {
+  PageCache cache(1 << 20, 1);
+  auto failing = [](uint8_t*) { return Status::FromErrno(EIO, "read"); };
+  auto r = cache.GetOrLoad({1, 0, 4096}, failing);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().error_number(), EIO);
+  EXPECT_EQ(cache.Counters().items, 0u);
+  std::atomic<int> loads{0};
+  EXPECT_TRUE(cache.GetOrLoad({1, 0, 4096}, FillWith(1, &loads)).ok());
+  EXPECT_EQ(loads.load(), 1);
+}
+
+}  // namespace
+}  // namespace uffdpager
