@@ -50,10 +50,11 @@ TEST_F(PagerLifecycleTest, CompleteLetsThePagerExitWithMemoryStillRight) {
   EXPECT_EQ(again.code(), ErrorCode::kConflict) << again.ToString();
 
   // The pager may now go away: drain exits since no session holds a VM.
-  ASSERT_TRUE(pager_->client().Drain().ok());
+  Status drained = pager_->client().Drain();
+  ASSERT_TRUE(drained.ok()) << drained.ToString() << "\n" << pager_->Log();
   int status = 0;
   ASSERT_TRUE(pager_->WaitForExit(std::chrono::seconds(10), &status)) << pager_->Log();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << "\n" << pager_->Log();
 
   // Every page but the removed ones is resident, so nothing can fault (and
   // hang) any more; removed pages read as zeros from plain anonymous memory.

@@ -2,7 +2,10 @@
 
 #include <microhttpd.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <thread>
 #include <exception>
 #include <nlohmann/json.hpp>
 
@@ -89,7 +92,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_
   std::unique_ptr<HttpServer> server(new HttpServer(socket_path, std::move(options), std::move(handler)));
   int listen_fd = listener->get();
   server->daemon_ = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL, 0, nullptr, nullptr, &OnAccess,
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC, 0, nullptr, nullptr, &OnAccess,
       server.get(), MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_TIMEOUT,
       static_cast<unsigned>(server->options_.idle_timeout_seconds), MHD_OPTION_NOTIFY_COMPLETED, &OnCompleted,
       nullptr, MHD_OPTION_END);
@@ -98,9 +101,21 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_
   return server;
 }
 
-HttpServer::~HttpServer() {
-  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+HttpServer::~HttpServer() { Shutdown(std::chrono::seconds(1)); }
+
+void HttpServer::Shutdown(std::chrono::milliseconds grace) {
+  if (daemon_ == nullptr) return;
+  MHD_socket listener = MHD_quiesce_daemon(daemon_);
+  if (listener != MHD_INVALID_SOCKET) ::close(listener);
   (void)RemoveSocketFile(socket_path_);
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (info == nullptr || info->num_connections == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  MHD_stop_daemon(daemon_);
+  daemon_ = nullptr;
 }
 
 HttpResponse HttpServer::Dispatch(const HttpRequest& request) const {

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -33,7 +34,12 @@ class HttpServer {
   // Creates the socket at `socket_path` and starts serving `handler`.
   static Result<std::unique_ptr<HttpServer>> Start(const std::string& socket_path, HttpServerOptions options,
                                                    HttpHandler handler);
-  ~HttpServer();  // stops, waits for running handlers, removes the socket file
+  ~HttpServer();  // Shutdown(1 s) if not done yet
+
+  // Stops accepting connections, lets those in progress finish (so answers
+  // already queued, like a drain's 204, reach their clients) for up to
+  // `grace`, then stops the server and removes the socket file.
+  void Shutdown(std::chrono::milliseconds grace);
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -103,7 +103,12 @@ Status PagerDaemon::Prepare() {
 }
 
 PagerDaemon::~PagerDaemon() {
-  server_.reset();  // no new requests first
+  // Refuse new sessions, then close the live ones (which also answers any
+  // complete still waiting in an HTTP thread), and only then stop the HTTP
+  // server, which waits for its handler threads.
+  draining_.store(true);
+  if (registry_) registry_->CloseAll("pager exiting");
+  server_.reset();
   if (registry_) registry_->CloseAll("pager exiting");
   if (!pid_path_.empty() && LivePidIn(pid_path_) == 0) ::unlink(pid_path_.c_str());
 }
