@@ -7,11 +7,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <fstream>
 #include <thread>
 
+#include "common/unique_fd.h"
 #include "support/pager_fixture.h"
 
 namespace uffdpager::testing {
@@ -50,7 +52,10 @@ TEST_P(PagerDialectTest, ServesEveryPageExactlyToConcurrentThreads) {
   EXPECT_EQ(s["regions"], 2);
   EXPECT_EQ(s["present_pages"], kGuestBytes / 4096);
   const auto& c = s["counters"];
-  EXPECT_EQ(c["pages_copied"].get<uint64_t>(), kGuestBytes / 4096);
+  // Every page went in once: snapshot bytes by UFFDIO_COPY, zero pages
+  // (every 7th page of the generated file) by UFFDIO_ZEROPAGE.
+  EXPECT_EQ(c["pages_copied"].get<uint64_t>() + c["zero_pages"].get<uint64_t>(), kGuestBytes / 4096);
+  EXPECT_EQ(c["zero_pages"].get<uint64_t>(), kGuestBytes / 4096 / 7);
   EXPECT_GE(c["faults"].get<uint64_t>(), kGuestBytes / 4096);
   EXPECT_EQ(c["copy_errors"], 0);
   EXPECT_EQ(c["unservable_faults"], 0);
@@ -181,6 +186,39 @@ TEST_F(PagerRestoreTest, SameCacheKeyOnDifferentFilesNeverSharesBytes) {
   TouchAllPages((*vb)->memory, 2);
   EXPECT_TRUE(MatchesSnapshotFile((*va)->memory, a));
   EXPECT_TRUE(MatchesSnapshotFile((*vb)->memory, b)) << "a VM read another snapshot's bytes";
+}
+
+TEST_F(PagerRestoreTest, ZeroPagesAndHolesAreNeverReadOrCopiedAsBytes) {
+  StartPager();
+  std::string snap = MakeSnapshot("sparse.mem", kGuestBytes, 10);
+  // Punch holes, as a sparse Diff snapshot or a copy with SEEK_HOLE has.
+  const std::vector<std::pair<uint64_t, uint64_t>> holes = {{2 * kMiB, 3 * kMiB}, {9 * kMiB, 9 * kMiB + 512 * 1024}};
+  {
+    UniqueFd fd(::open(snap.c_str(), O_RDWR | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    for (const auto& [s, e] : holes) {
+      ASSERT_EQ(::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, s, e - s), 0) << std::strerror(errno);
+    }
+    if (::lseek(fd.get(), 0, SEEK_HOLE) != off_t(2 * kMiB)) GTEST_SKIP() << "this filesystem does not report holes";
+  }
+  auto vm = VmmStandIn::Restore(CreateSession("z", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+
+  auto file = ReadFileBytes(snap);
+  uint64_t hole_pages = 0, zero_pages = 0;
+  for (uint64_t off = 0; off < kGuestBytes; off += 4096) {
+    bool in_hole = false;
+    for (const auto& [s, e] : holes) in_hole |= off >= s && off < e;
+    hole_pages += in_hole;
+    zero_pages += std::all_of(&file[off], &file[off] + 4096, [](uint8_t b) { return b == 0; });
+  }
+  auto c = Session("z")["counters"];
+  EXPECT_EQ(c["backing_bytes_read"].get<uint64_t>(), kGuestBytes - hole_pages * 4096) << "a hole was read";
+  EXPECT_EQ(c["zero_pages"].get<uint64_t>(), zero_pages);
+  EXPECT_EQ(c["pages_copied"].get<uint64_t>(), kGuestBytes / 4096 - zero_pages);
+  EXPECT_EQ(Stat("cache_zero_items"), zero_pages);
 }
 
 // Reserves 2 MiB huge pages for the test and gives the old count back.

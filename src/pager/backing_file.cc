@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <fmt/format.h>
@@ -22,7 +23,33 @@ Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path) 
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("backing memory file " + path + " is not a regular file");
   FileIdentity id{st.st_dev, st.st_ino, static_cast<uint64_t>(st.st_size),
                   static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
-  return std::shared_ptr<BackingFile>(new BackingFile(path, std::move(fd), id));
+  std::shared_ptr<BackingFile> file(new BackingFile(path, std::move(fd), id));
+  file->MapExtents();
+  return file;
+}
+
+void BackingFile::MapExtents() {
+  const off_t size = static_cast<off_t>(identity_.size);
+  off_t pos = 0;
+  while (pos < size) {
+    off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole from `pos` to the end
+      data_extents_.assign({{0, identity_.size}});  // cannot tell: all data
+      return;
+    }
+    off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    data_extents_.emplace_back(static_cast<uint64_t>(data), static_cast<uint64_t>(hole));
+    pos = hole;
+  }
+}
+
+bool BackingFile::IsHole(uint64_t offset, uint64_t length) const {
+  // The first extent ending after `offset` is the only one that can overlap.
+  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
+                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  return it == data_extents_.end() || it->first >= offset + length;
 }
 
 Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) const {

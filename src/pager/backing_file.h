@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "uffdpager/status.h"
@@ -32,6 +34,10 @@ class BackingFile {
   // truncated under us) is an error, never a partly filled page.
   Status ReadExact(uint64_t offset, void* buffer, size_t length) const;
 
+  // True if [offset, offset+length) lies wholly in a hole of a sparse file:
+  // such a page is zeros and needs no read.
+  bool IsHole(uint64_t offset, uint64_t length) const;
+
   const std::string& path() const { return path_; }
   uint64_t size() const { return identity_.size; }
   const FileIdentity& identity() const { return identity_; }
@@ -39,10 +45,14 @@ class BackingFile {
  private:
   BackingFile(std::string path, UniqueFd fd, FileIdentity identity)
       : path_(std::move(path)), fd_(std::move(fd)), identity_(identity) {}
+  // Maps the file's data extents with SEEK_DATA/SEEK_HOLE (all data where the
+  // filesystem cannot tell).
+  void MapExtents();
 
   std::string path_;
   UniqueFd fd_;
   FileIdentity identity_;
+  std::vector<std::pair<uint64_t, uint64_t>> data_extents_;  // sorted [start, end)
 };
 
 }  // namespace uffdpager

@@ -88,6 +88,7 @@ HttpResponse ControlApi::Stats() {
   j["cache_misses"] = cache.misses;
   j["cache_evictions"] = cache.evictions;
   j["cache_uncached_loads"] = cache.uncached_loads;
+  j["cache_zero_items"] = cache.zero_items;
   j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
   j["active_sessions"] = ctx_.registry->CountActive();
   j["failed_sessions"] = ctx_.failed_sessions->load();

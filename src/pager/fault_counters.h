@@ -12,7 +12,7 @@ struct FaultCounters {
   std::atomic<uint64_t> faults{0};             // page-fault events read
   std::atomic<uint64_t> pages_copied{0};       // UFFDIO_COPY successes
   std::atomic<uint64_t> bytes_copied{0};
-  std::atomic<uint64_t> zero_pages{0};         // pages served as zeros (removed ranges)
+  std::atomic<uint64_t> zero_pages{0};         // pages installed as zeros (zero content, holes, removed ranges)
   std::atomic<uint64_t> already_present{0};    // EEXIST or known-present: answered with a wake
   std::atomic<uint64_t> copy_errors{0};
   std::atomic<uint64_t> eagain_retries{0};

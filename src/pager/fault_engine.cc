@@ -123,9 +123,10 @@ FaultEngine::FillResult FaultEngine::FillPage(const PageLocation& loc, ServeRepo
   bool hit = false;
   auto page = cache_->GetOrLoad(
       PageKey{cache_namespace_, loc.file_offset, loc.page_size},
-      [&](uint8_t* buffer) {
+      [&](CachedPage& out) {
+        if (backing_->IsHole(loc.file_offset, loc.page_size)) return Status::Ok();  // zeros, no read
         auto start = Clock::now();
-        Status st = backing_->ReadExact(loc.file_offset, buffer, loc.page_size);
+        Status st = backing_->ReadExact(loc.file_offset, out.mutable_data(), loc.page_size);
         counters_.Add(&FaultCounters::backing_read_ns_total,
                       static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
         if (st.ok()) counters_.Add(&FaultCounters::backing_bytes_read, loc.page_size);
@@ -137,6 +138,8 @@ FaultEngine::FillResult FaultEngine::FillPage(const PageLocation& loc, ServeRepo
     return FillResult::kFailed;
   }
   counters_.Add(hit ? &FaultCounters::cache_hits : &FaultCounters::cache_misses);
+  // All-zero pages (holes, or zeros found on load) need no bytes copied.
+  if ((*page)->is_zero()) return FillZeros(loc, report);
   auto outcome = uffd_->Copy(loc.page_addr, (*page)->data(), loc.page_size);
   if (outcome.error == 0) {
     counters_.Add(&FaultCounters::pages_copied);

@@ -8,13 +8,30 @@
 
 namespace uffdpager {
 
-CachedPage::CachedPage(size_t size) : size_(size) {
-  size_t alignment = size >= 4096 ? 4096 : 64;
-  data_ = static_cast<uint8_t*>(std::aligned_alloc(alignment, (size + alignment - 1) / alignment * alignment));
-  if (data_ == nullptr) throw std::bad_alloc();
+CachedPage::~CachedPage() { std::free(data_); }
+
+uint8_t* CachedPage::mutable_data() {
+  if (data_ == nullptr) {
+    size_t alignment = size_ >= 4096 ? 4096 : 64;
+    data_ = static_cast<uint8_t*>(std::aligned_alloc(alignment, (size_ + alignment - 1) / alignment * alignment));
+    if (data_ == nullptr) throw std::bad_alloc();
+  }
+  return data_;
 }
 
-CachedPage::~CachedPage() { std::free(data_); }
+void CachedPage::ReleaseIfZero() {
+  if (data_ == nullptr) return;
+  // Word-wise scan; a non-zero page usually differs in its first words.
+  const uint64_t* words = reinterpret_cast<const uint64_t*>(data_);
+  for (size_t i = 0; i < size_ / sizeof(uint64_t); ++i) {
+    if (words[i] != 0) return;
+  }
+  for (size_t i = size_ / sizeof(uint64_t) * sizeof(uint64_t); i < size_; ++i) {
+    if (data_[i] != 0) return;
+  }
+  std::free(data_);
+  data_ = nullptr;
+}
 
 size_t PageKeyHash::operator()(const PageKey& k) const {
   uint64_t h = k.name_space * 0x9E3779B97F4A7C15ULL;
@@ -31,6 +48,11 @@ struct InflightLoad {
   Status status;
   PageRef page;
 };
+
+// What a page costs the cache: its buffer plus the bookkeeping of its entry,
+// so that even pages with no buffer (zeros) are bounded in number.
+constexpr uint64_t kEntryOverheadBytes = 128;
+uint64_t Charge(const CachedPage& page) { return page.memory_bytes() + kEntryOverheadBytes; }
 
 struct Entry {
   PageKey key;
@@ -60,7 +82,7 @@ struct PageCache::Shard {
   std::unordered_map<PageKey, std::shared_ptr<InflightLoad>, PageKeyHash> inflight;
   std::list<PageKey> ghost_order;
   std::unordered_map<PageKey, std::list<PageKey>::iterator, PageKeyHash> ghosts;
-  uint64_t hits = 0, misses = 0, evictions = 0, uncached = 0;
+  uint64_t hits = 0, misses = 0, evictions = 0, uncached = 0, zero_items = 0;
 
   uint64_t SmallCapacity() const { return std::max<uint64_t>(capacity / 10, 4096); }
   size_t GhostLimit() const { return std::max<size_t>(capacity / 4096, 16); }
@@ -84,8 +106,9 @@ struct PageCache::Shard {
   }
 
   void Evict(List& list, List::iterator it) {
-    bytes -= it->page->size();
-    if (!it->in_main) small_bytes -= it->page->size();
+    bytes -= Charge(*it->page);
+    if (!it->in_main) small_bytes -= Charge(*it->page);
+    if (it->page->is_zero()) --zero_items;
     index.erase(it->key);
     list.erase(it);
     ++evictions;
@@ -102,7 +125,7 @@ struct PageCache::Shard {
     if (it->freq > 0) {  // hit while on probation: promote
       it->freq = 0;
       it->in_main = true;
-      small_bytes -= it->page->size();
+      small_bytes -= Charge(*it->page);
       main.splice(main.end(), small, it);
       return true;
     }
@@ -143,7 +166,8 @@ struct PageCache::Shard {
 
   void Insert(const PageKey& key, std::shared_ptr<CachedPage> page) {
     bool to_main = Forget(key);
-    uint64_t size = page->size();
+    uint64_t size = Charge(*page);
+    if (page->is_zero()) ++zero_items;
     List& list = to_main ? main : small;
     list.push_back(Entry{key, std::move(page), 0, to_main});
     index.emplace(key, std::prev(list.end()));
@@ -200,7 +224,8 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
   Status status;
   try {
     page = std::make_shared<CachedPage>(key.length);
-    status = load(page->mutable_data());
+    status = load(*page);
+    if (status.ok()) page->ReleaseIfZero();
   } catch (const std::bad_alloc&) {
     status = Status::Internal("out of memory allocating a " + std::to_string(key.length) + "-byte page");
   }
@@ -210,7 +235,7 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
   pending->status = status;
   if (status.ok()) {
     pending->page = page;
-    if (shard.MakeRoom(page->size())) {
+    if (shard.MakeRoom(Charge(*page))) {
       shard.Insert(key, page);
     } else {
       ++shard.uncached;
@@ -235,6 +260,7 @@ PageCacheCounters PageCache::Counters() const {
     c.misses += shard->misses;
     c.evictions += shard->evictions;
     c.uncached_loads += shard->uncached;
+    c.zero_items += shard->zero_items;
   }
   return c;
 }

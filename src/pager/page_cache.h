@@ -25,20 +25,29 @@
 
 namespace uffdpager {
 
-// An immutable, page-aligned buffer holding one page of a memory file.
+// One page of a memory file: a page-aligned buffer, or, for a page that is
+// all zeros, no buffer at all (zero pages are installed with UFFDIO_ZEROPAGE
+// and cost the cache nothing but their entry). Immutable once loaded.
 class CachedPage {
  public:
-  explicit CachedPage(size_t size);
+  explicit CachedPage(size_t size) : size_(size) {}
   ~CachedPage();
   CachedPage(const CachedPage&) = delete;
   CachedPage& operator=(const CachedPage&) = delete;
 
-  const uint8_t* data() const { return data_; }
-  uint8_t* mutable_data() { return data_; }  // only while loading
-  size_t size() const { return size_; }
+  bool is_zero() const { return data_ == nullptr; }
+  const uint8_t* data() const { return data_; }  // null when is_zero()
+  size_t size() const { return size_; }            // the page's length
+  size_t memory_bytes() const { return data_ ? size_ : 0; }
+
+  // While loading: the buffer to fill (allocated on first call). A loader
+  // that knows the page is zero (a hole) never calls it.
+  uint8_t* mutable_data();
+  // After loading: drops the buffer if every byte is zero.
+  void ReleaseIfZero();
 
  private:
-  uint8_t* data_;
+  uint8_t* data_ = nullptr;
   size_t size_;
 };
 
@@ -63,10 +72,12 @@ struct PageCacheCounters {
   uint64_t misses = 0;
   uint64_t evictions = 0;
   uint64_t uncached_loads = 0;  // pages served without being kept (no room)
+  uint64_t zero_items = 0;      // cached pages that are all zeros (no buffer)
 };
 
-// How the cache fills a page on a miss: read `length` bytes at the key's offset.
-using PageLoader = std::function<Status(uint8_t* buffer)>;
+// How the cache fills a page on a miss: write the key's `length` bytes into
+// page.mutable_data(), or leave it untouched if the page is known to be zero.
+using PageLoader = std::function<Status(CachedPage& page)>;
 
 class PageCache {
  public:

@@ -10,9 +10,9 @@ namespace uffdpager {
 namespace {
 
 PageLoader FillWith(uint8_t value, std::atomic<int>* loads) {
-  return [value, loads](uint8_t* buf) {
+  return [value, loads](CachedPage& page) {
     loads->fetch_add(1);
-    std::memset(buf, value, 4096);
+    std::memset(page.mutable_data(), value, 4096);
     return Status::Ok();
   };
 }
@@ -21,10 +21,10 @@ TEST(PageCacheTest, ConcurrentMissesOnOnePageLoadItOnce) {
   PageCache cache(1 << 20, 1);
   std::atomic<int> loads{0};
   std::atomic<int> wrong{0};
-  PageLoader slow = [&](uint8_t* buf) {
+  PageLoader slow = [&](CachedPage& page) {
     loads.fetch_add(1);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::memset(buf, 7, 4096);
+    std::memset(page.mutable_data(), 7, 4096);
     return Status::Ok();
   };
   std::vector<std::thread> threads;
@@ -86,13 +86,35 @@ TEST(PageCacheTest, NamespacesKeepFilesApart) {
 
 TEST(PageCacheTest, AFailedLoadIsReportedToEveryWaiterAndNotCached) {
   PageCache cache(1 << 20, 1);
-  auto failing = [](uint8_t*) { return Status::FromErrno(EIO, "read"); };
+  auto failing = [](CachedPage&) { return Status::FromErrno(EIO, "read"); };
   auto r = cache.GetOrLoad({1, 0, 4096}, failing);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().error_number(), EIO);
   EXPECT_EQ(cache.Counters().items, 0u);
   std::atomic<int> loads{0};
   EXPECT_TRUE(cache.GetOrLoad({1, 0, 4096}, FillWith(1, &loads)).ok());
+  EXPECT_EQ(loads.load(), 1);
+}
+
+TEST(PageCacheTest, ZeroPagesKeepNoBufferYetStayBounded) {
+  PageCache cache(64 * 1024, 1);
+  std::atomic<int> loads{0};
+  auto zero = cache.GetOrLoad({1, 0, 4096}, [&](CachedPage& p) {
+    loads.fetch_add(1);
+    std::memset(p.mutable_data(), 0, 4096);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(zero.ok());
+  EXPECT_TRUE((*zero)->is_zero());
+  EXPECT_EQ((*zero)->data(), nullptr);
+  auto hole = cache.GetOrLoad({1, 4096, 4096}, [](CachedPage&) { return Status::Ok(); });  // never touched
+  ASSERT_TRUE(hole.ok());
+  EXPECT_TRUE((*hole)->is_zero());
+  EXPECT_EQ(cache.Counters().zero_items, 2u);
+  EXPECT_LT(cache.Counters().bytes, 4096u) << "zero pages must not cost a page of memory";
+  // Thousands of zero pages still respect the bound (their entries cost something).
+  for (uint64_t p = 2; p < 5000; ++p) ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, [](CachedPage&) { return Status::Ok(); }).ok());
+  EXPECT_LE(cache.Counters().bytes, 64u * 1024);
   EXPECT_EQ(loads.load(), 1);
 }
 
