@@ -1,6 +1,9 @@
 // Session lifecycle through the control API: complete, close, replace, drain.
 #include <sys/mman.h>
 
+#include <unistd.h>
+
+#include <cstring>
 #include <thread>
 
 #include "support/pager_fixture.h"
@@ -60,6 +63,27 @@ TEST_F(PagerLifecycleTest, CompleteLetsThePagerExitWithMemoryStillRight) {
   // hang) any more; removed pages read as zeros from plain anonymous memory.
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap, {{5 * kMiB, 5 * kMiB + 16 * 4096}}));
   EXPECT_TRUE(AllResident((*vm)->memory));
+}
+
+TEST_F(PagerLifecycleTest, AFailedCompletionLeavesTheSessionServing) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 17);
+  auto file = ReadFileBytes(snap);
+  auto vm = VmmStandIn::Restore(CreateSession("f", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // The file loses its tail: completion cannot read every page.
+  ASSERT_EQ(::truncate(snap.c_str(), 6 * kMiB), 0);
+  Status st = pager_->client().CompleteSession("f");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("truncated"), std::string::npos) << st.ToString();
+  auto s = Session("f");
+  EXPECT_EQ(s["state"], "serving") << s.dump();
+  EXPECT_EQ(s["counters"]["unservable_faults"], 0) << "a completion failure is not a fault failure";
+  // Pages completion did install, and pages faulted afterwards, are right.
+  for (uint64_t off = 0; off < 6 * kMiB; off += 4096) {
+    ASSERT_EQ(0, std::memcmp((*vm)->memory.AtFileOffset(off), &file[off], 4096)) << "offset " << off;
+  }
+  EXPECT_EQ(SessionState("f"), "serving");
 }
 
 TEST_F(PagerLifecycleTest, CompleteAnswersNotFoundAndConflictForSessionsNotServing) {

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -120,24 +122,11 @@ FaultEngine::FillResult FaultEngine::FillPage(const PageLocation& loc, ServeRepo
   }
   if (removed_.Overlaps(loc.page_addr, loc.page_addr + loc.page_size)) return FillZeros(loc, report);
 
-  bool hit = false;
-  auto page = cache_->GetOrLoad(
-      PageKey{cache_namespace_, loc.file_offset, loc.page_size},
-      [&](CachedPage& out) {
-        if (backing_->IsHole(loc.file_offset, loc.page_size)) return Status::Ok();  // zeros, no read
-        auto start = Clock::now();
-        Status st = backing_->ReadExact(loc.file_offset, out.mutable_data(), loc.page_size);
-        counters_.Add(&FaultCounters::backing_read_ns_total,
-                      static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
-        if (st.ok()) counters_.Add(&FaultCounters::backing_bytes_read, loc.page_size);
-        return st;
-      },
-      &hit);
+  auto page = LoadPage(loc.file_offset, loc.page_size);
   if (!page.ok()) {
     RecordFailure(report, page.status().WithContext(fmt::format("cannot serve fault at {:#x}", loc.page_addr)));
     return FillResult::kFailed;
   }
-  counters_.Add(hit ? &FaultCounters::cache_hits : &FaultCounters::cache_misses);
   // All-zero pages (holes, or zeros found on load) need no bytes copied.
   if ((*page)->is_zero()) return FillZeros(loc, report);
   auto outcome = uffd_->Copy(loc.page_addr, (*page)->data(), loc.page_size);
@@ -146,6 +135,24 @@ FaultEngine::FillResult FaultEngine::FillPage(const PageLocation& loc, ServeRepo
     counters_.Add(&FaultCounters::bytes_copied, loc.page_size);
   }
   return ClassifyOutcome(loc, outcome, "UFFDIO_COPY", report);
+}
+
+Result<PageRef> FaultEngine::LoadPage(uint64_t file_offset, uint64_t page_size) {
+  bool hit = false;
+  auto page = cache_->GetOrLoad(
+      PageKey{cache_namespace_, file_offset, page_size},
+      [&](CachedPage& out) {
+        if (backing_->IsHole(file_offset, page_size)) return Status::Ok();  // zeros, no read
+        auto start = Clock::now();
+        Status st = backing_->ReadExact(file_offset, out.mutable_data(), page_size);
+        counters_.Add(&FaultCounters::backing_read_ns_total,
+                      static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
+        if (st.ok()) counters_.Add(&FaultCounters::backing_bytes_read, page_size);
+        return st;
+      },
+      &hit);
+  if (page.ok()) counters_.Add(hit ? &FaultCounters::cache_hits : &FaultCounters::cache_misses);
+  return page;
 }
 
 FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report) {
@@ -198,21 +205,36 @@ void FaultEngine::RecordFailure(ServeReport* report, Status status) {
 }
 
 Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* report) {
+  // One ioctl installs at most this many bytes, so a demand fault waits for
+  // at most one run (~2 MiB) before the session serves it.
+  constexpr uint64_t kMaxRunBytes = 2ULL << 20;
   const auto& regions = layout_.regions();
   size_t installed = 0;
   *done = false;
   while (populate_region_ < regions.size()) {
     const auto& r = regions[populate_region_];
-    uint64_t pages = r.size / r.page_size;
-    for (; populate_page_ < pages; ++populate_page_) {
+    const uint64_t pages = r.size / r.page_size;
+    const uint64_t max_run = std::max<uint64_t>(1, kMaxRunBytes / r.page_size);
+    while (populate_page_ < pages) {
       if (installed >= max_pages) return Status::Ok();
-      if (presence_.IsPresent(populate_region_, populate_page_)) continue;
-      uint64_t addr = r.base_host_virt_addr + populate_page_ * r.page_size;
-      // Removed pages read as zeros once unregistered; nothing to install.
-      if (removed_.Overlaps(addr, addr + r.page_size)) continue;
-      PageLocation loc{populate_region_, addr, r.offset + populate_page_ * r.page_size, r.page_size, populate_page_};
-      ServeReport step;
-      FillResult result = FillPage(loc, &step);
+      // A run: consecutive pages that are neither present nor removed.
+      uint64_t count = 0;
+      while (populate_page_ + count < pages && count < max_run) {
+        uint64_t page = populate_page_ + count;
+        uint64_t addr = r.base_host_virt_addr + page * r.page_size;
+        if (presence_.IsPresent(populate_region_, page) || removed_.Overlaps(addr, addr + r.page_size)) break;
+        ++count;
+      }
+      if (count == 0) {  // present, or removed (reads as zeros once unregistered)
+        ++populate_page_;
+        continue;
+      }
+      uint64_t done_pages = 0;
+      ServeReport step;  // kept apart: a demand fault's failure is not completion's
+      FillResult result = PopulateRun(populate_region_, populate_page_, count, &done_pages, &step);
+      populate_page_ += done_pages;
+      installed += done_pages;
+      counters_.Add(&FaultCounters::completion_pages, done_pages);
       if (result == FillResult::kRetry) {
         counters_.Add(&FaultCounters::eagain_retries);
         report->retry_pending = true;
@@ -222,15 +244,85 @@ Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* repo
         report->vm_gone = true;
         return Status::Unavailable("the VM's address space is gone");
       }
-      if (result == FillResult::kFailed) return *step.failure;
-      counters_.Add(&FaultCounters::completion_pages);
-      ++installed;
+      if (result == FillResult::kFailed) {
+        // The caller answers complete with this; the session goes on serving.
+        return step.failure ? *step.failure : Status::Internal("completion failed");
+      }
     }
     ++populate_region_;
     populate_page_ = 0;
   }
   *done = true;
   return Status::Ok();
+}
+
+FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed,
+                                                 ServeReport* report) {
+  const GuestRegionMapping& r = layout_.regions()[region];
+  const uint64_t ps = r.page_size;
+  std::vector<PageRef> pages;
+  pages.reserve(count);
+  for (uint64_t i = 0; i < count; ++i) {
+    auto page = LoadPage(r.offset + (first + i) * ps, ps);
+    if (!page.ok()) {
+      RecordFailure(report, page.status().WithContext("completion"));
+      count = i;  // install what we have, then report the failure
+      break;
+    }
+    pages.push_back(std::move(*page));
+  }
+  if (!staging_.valid() || staging_.size() < count * ps) {
+    auto staging = MemoryMapping::Map(nullptr, std::max<uint64_t>(count * ps, 2ULL << 20), PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, "completion staging buffer");
+    if (!staging.ok()) {
+      RecordFailure(report, staging.status());
+      return FillResult::kFailed;
+    }
+    staging_ = std::move(*staging);
+  }
+  uint64_t i = 0;
+  while (i < count) {
+    // A sub-run of pages of one kind: zeros (ZEROPAGE) or bytes (COPY).
+    const bool zero = pages[i]->is_zero() && ps == 4096;
+    uint64_t j = i + 1;
+    while (j < count && (pages[j]->is_zero() && ps == 4096) == zero) ++j;
+    const uint64_t addr = r.base_host_virt_addr + (first + i) * ps;
+    const uint64_t len = (j - i) * ps;
+    UffdFillOutcome outcome;
+    if (zero) {
+      outcome = uffd_->ZeroPage(addr, len, UFFDIO_ZEROPAGE_MODE_DONTWAKE);
+    } else {
+      for (uint64_t k = i; k < j; ++k) {
+        uint8_t* dst = staging_.data() + (k - i) * ps;
+        if (pages[k]->is_zero()) {
+          std::memset(dst, 0, ps);
+        } else {
+          std::memcpy(dst, pages[k]->data(), ps);
+        }
+      }
+      outcome = uffd_->Copy(addr, staging_.data(), len, UFFDIO_COPY_MODE_DONTWAKE);
+    }
+    const uint64_t went_in = outcome.bytes / ps;
+    for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
+    counters_.Add(zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);
+    if (!zero) counters_.Add(&FaultCounters::bytes_copied, went_in * ps);
+    // One wake for the run: a vCPU may have faulted on one of these pages
+    // while we installed them without waking.
+    (void)uffd_->Wake(addr, len);
+    if (outcome.error == 0) {
+      i = j;
+      continue;
+    }
+    PageLocation stuck{region, addr + went_in * ps, r.offset + (first + i + went_in) * ps, ps, first + i + went_in};
+    FillResult result = ClassifyOutcome(stuck, outcome, zero ? "UFFDIO_ZEROPAGE run" : "UFFDIO_COPY run", report);
+    if (result != FillResult::kDone) {
+      *installed = i + went_in;
+      return result;
+    }
+    i += went_in + 1;  // EEXIST: that page is in already; go on after it
+  }
+  *installed = count;
+  return report->failure ? FillResult::kFailed : FillResult::kDone;
 }
 
 Status FaultEngine::UnregisterAll() {

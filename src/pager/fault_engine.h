@@ -71,8 +71,15 @@ class FaultEngine {
   void HandleRemove(uint64_t start, uint64_t end);
   // Serves the queue in order; returns false if it stopped on EAGAIN.
   bool ServePending(ServeReport* report);
-  // Installs the page at `loc` (zeros if removed); shared by faults and completion.
+  // Installs the page at `loc` (zeros if removed or all-zero) for a fault.
   FillResult FillPage(const PageLocation& loc, ServeReport* report);
+  // The page's bytes through the shared cache (one backing read per miss,
+  // none for holes); counts hits, misses and bytes read.
+  Result<PageRef> LoadPage(uint64_t file_offset, uint64_t page_size);
+  // Completion: installs pages [first, first+count) of `region`, all missing
+  // and not removed, with one ioctl per run of same-kind pages (DONTWAKE,
+  // then one wake). *installed says how far it got.
+  FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report);
   FillResult FillZeros(const PageLocation& loc, ServeReport* report);
   FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
                              ServeReport* report);
@@ -88,6 +95,7 @@ class FaultEngine {
   RemovedRanges removed_;
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
+  MemoryMapping staging_;         // completion runs are assembled here
   // Completion cursor.
   size_t populate_region_ = 0;
   uint64_t populate_page_ = 0;
