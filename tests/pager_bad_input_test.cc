@@ -28,6 +28,7 @@ class PagerBadInputTest : public PagerFixture {
     auto vm = VmmStandIn::Restore(CreateSession("good", snap_), kRegions);
     ASSERT_TRUE(vm.ok()) << vm.status().ToString();
     good_ = std::move(*vm);
+    ASSERT_TRUE(WaitFor([&] { return SessionState("good") == "serving"; }));
     file_ = ReadFileBytes(snap_);
     baseline_uffds_ = pager_->CountUserfaultfds();
     ASSERT_EQ(baseline_uffds_, 1u);

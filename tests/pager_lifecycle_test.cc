@@ -71,6 +71,8 @@ TEST_F(PagerLifecycleTest, AFailedCompletionLeavesTheSessionServing) {
   auto file = ReadFileBytes(snap);
   auto vm = VmmStandIn::Restore(CreateSession("f", snap), kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // The handover returns once sent; the pager adopts it a moment later.
+  ASSERT_TRUE(WaitFor([&] { return SessionState("f") == "serving"; }));
   // The file loses its tail: completion cannot read every page.
   ASSERT_EQ(::truncate(snap.c_str(), 6 * kMiB), 0);
   Status st = pager_->client().CompleteSession("f");
