@@ -20,6 +20,7 @@ nlohmann::json FaultCounters::ToJson() const {
       {"cache_misses", get(cache_misses)},
       {"unservable_faults", get(unservable_faults)},
       {"completion_pages", get(completion_pages)},
+      {"fault_around_pages", get(fault_around_pages)},
       {"fault_service_ns_total", get(fault_service_ns_total)},
       {"fault_service_ns_max", get(fault_service_ns_max)},
       {"fault_service_ns_avg", served ? get(fault_service_ns_total) / served : 0},

@@ -16,13 +16,15 @@ namespace uffdpager {
 using Clock = std::chrono::steady_clock;
 
 FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing,
-                         PageCache* cache, uint64_t cache_namespace, CounterSink counters)
+                         PageCache* cache, uint64_t cache_namespace, CounterSink counters,
+                         FaultEngineOptions options)
     : uffd_(uffd),
       layout_(std::move(layout)),
       backing_(std::move(backing)),
       cache_(cache),
       cache_namespace_(cache_namespace),
       counters_(counters),
+      options_(options),
       presence_(layout_.regions()) {}
 
 ServeReport FaultEngine::ServeEvents() {
@@ -90,6 +92,8 @@ bool FaultEngine::ServePending(ServeReport* report) {
       RecordFailure(report, Status::InvalidArgument(
                                 fmt::format("fault at {:#x} is outside every registered region", fault.address)));
       result = FillResult::kFailed;
+    } else if (options_.fault_around_max_pages > 0) {
+      result = FaultAround(*loc, report);
     } else {
       result = FillPage(*loc, report);
     }
@@ -217,14 +221,7 @@ Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* repo
     const uint64_t max_run = std::max<uint64_t>(1, kMaxRunBytes / r.page_size);
     while (populate_page_ < pages) {
       if (installed >= max_pages) return Status::Ok();
-      // A run: consecutive pages that are neither present nor removed.
-      uint64_t count = 0;
-      while (populate_page_ + count < pages && count < max_run) {
-        uint64_t page = populate_page_ + count;
-        uint64_t addr = r.base_host_virt_addr + page * r.page_size;
-        if (presence_.IsPresent(populate_region_, page) || removed_.Overlaps(addr, addr + r.page_size)) break;
-        ++count;
-      }
+      uint64_t count = MissingRunLength(populate_region_, populate_page_, max_run);
       if (count == 0) {  // present, or removed (reads as zeros once unregistered)
         ++populate_page_;
         continue;
@@ -256,8 +253,43 @@ Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* repo
   return Status::Ok();
 }
 
+uint64_t FaultEngine::MissingRunLength(size_t region, uint64_t first, uint64_t max) const {
+  const GuestRegionMapping& r = layout_.regions()[region];
+  const uint64_t pages = r.size / r.page_size;
+  uint64_t count = 0;
+  while (first + count < pages && count < max) {
+    uint64_t page = first + count;
+    uint64_t addr = r.base_host_virt_addr + page * r.page_size;
+    if (presence_.IsPresent(region, page) || removed_.Overlaps(addr, addr + r.page_size)) break;
+    ++count;
+  }
+  return count;
+}
+
+FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeReport* report) {
+  // A fault just past the last window means the guest is walking forward:
+  // grow. Anywhere else: shrink, so random access pays for few extra pages.
+  const uint64_t step = around_window_ * loc.page_size;
+  if (loc.page_addr >= around_last_end_ && loc.page_addr < around_last_end_ + step) {
+    around_window_ = std::min(around_window_ * 2, options_.fault_around_max_pages);
+  } else {
+    around_window_ = std::max<uint64_t>(around_window_ / 2, 1);
+  }
+  uint64_t max = std::min(around_window_, std::max<uint64_t>(1, (2ULL << 20) / loc.page_size));
+  uint64_t count = MissingRunLength(loc.region, loc.page_index, max);
+  if (count <= 1) {  // present, removed, or alone: the plain path
+    around_last_end_ = loc.page_addr + loc.page_size;
+    return FillPage(loc, report);
+  }
+  uint64_t installed = 0;
+  FillResult result = PopulateRun(loc.region, loc.page_index, count, &installed, report, /*rest_optional=*/true);
+  if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
+  around_last_end_ = loc.page_addr + installed * loc.page_size;
+  return result;
+}
+
 FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed,
-                                                 ServeReport* report) {
+                                                 ServeReport* report, bool rest_optional) {
   const GuestRegionMapping& r = layout_.regions()[region];
   const uint64_t ps = r.page_size;
   std::vector<PageRef> pages;
@@ -265,8 +297,10 @@ FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, 
   for (uint64_t i = 0; i < count; ++i) {
     auto page = LoadPage(r.offset + (first + i) * ps, ps);
     if (!page.ok()) {
-      RecordFailure(report, page.status().WithContext("completion"));
-      count = i;  // install what we have, then report the failure
+      count = i;  // install what we have
+      if (i > 0 && rest_optional) break;
+      RecordFailure(report, page.status().WithContext(
+                                fmt::format("cannot load the page at {:#x}", r.base_host_virt_addr + (first + i) * ps)));
       break;
     }
     pages.push_back(std::move(*page));

@@ -39,10 +39,19 @@ struct ServeReport {
   std::optional<Status> failure;
 };
 
+// How the engine serves, beyond the page that faulted.
+struct FaultEngineOptions {
+  // Fault-around: on a demand fault, also install up to this many following
+  // pages that are missing, in the same copy. The window adapts: it doubles
+  // while faults keep landing just past the last window and halves when they
+  // land elsewhere. 0 turns it off.
+  uint64_t fault_around_max_pages = 0;
+};
+
 class FaultEngine {
  public:
   FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
-              uint64_t cache_namespace, CounterSink counters);
+              uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options = {});
 
   // Reads every queued event, then serves every queued fault.
   ServeReport ServeEvents();
@@ -79,7 +88,15 @@ class FaultEngine {
   // Completion: installs pages [first, first+count) of `region`, all missing
   // and not removed, with one ioctl per run of same-kind pages (DONTWAKE,
   // then one wake). *installed says how far it got.
-  FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report);
+  // If a page after the first cannot be loaded and `rest_optional`, the run
+  // is cut short there instead of failing.
+  FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report,
+                         bool rest_optional = false);
+  // How many pages from `first` on (at most `max`) are neither present nor
+  // removed: the longest run completion or fault-around may install.
+  uint64_t MissingRunLength(size_t region, uint64_t first, uint64_t max) const;
+  // Serves a demand fault together with its missing neighbours.
+  FillResult FaultAround(const PageLocation& loc, ServeReport* report);
   FillResult FillZeros(const PageLocation& loc, ServeReport* report);
   FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
                              ServeReport* report);
@@ -91,11 +108,15 @@ class FaultEngine {
   PageCache* cache_;
   uint64_t cache_namespace_;
   CounterSink counters_;
+  FaultEngineOptions options_;
   PagePresence presence_;
   RemovedRanges removed_;
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   MemoryMapping staging_;         // completion runs are assembled here
+  // Fault-around state: the current window and where the last one ended.
+  uint64_t around_window_ = 1;
+  uint64_t around_last_end_ = 0;
   // Completion cursor.
   size_t populate_region_ = 0;
   uint64_t populate_page_ = 0;

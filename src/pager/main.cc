@@ -30,6 +30,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-request-bytes", options.max_request_bytes, "largest control API request body")
       ->capture_default_str();
+  app.add_option("--fault-around-max-pages", options.fault_around_max_pages,
+                 "install up to this many missing neighbours with each demand fault (adaptive; 0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 512));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

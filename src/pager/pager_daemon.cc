@@ -77,6 +77,7 @@ Status PagerDaemon::Prepare() {
   env.global_counters = &counters_;
   env.failed_sessions = &failed_sessions_;
   env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
+  env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
   registry_ = std::make_unique<SessionRegistry>(sessions_dir, env);
 
   ControlApiContext ctx;

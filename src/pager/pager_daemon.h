@@ -25,6 +25,7 @@ struct PagerOptions {
   unsigned handshake_timeout_ms = 10000;
   size_t max_request_bytes = 1 << 20;
   unsigned http_idle_timeout_seconds = 10;
+  uint64_t fault_around_max_pages = 0;
 };
 
 class PagerDaemon {

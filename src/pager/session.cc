@@ -207,7 +207,7 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
   }
   auto cache_namespace = env_.cache->InternNamespace(spec_.cache_key + "\n" + backing_->identity().ToString());
   engine_ = std::make_unique<FaultEngine>(&uffd_, std::move(*layout), backing_, env_.cache, cache_namespace,
-                                          CounterSink(&counters_, env_.global_counters));
+                                          CounterSink(&counters_, env_.global_counters), env_.engine_options);
   SetState(SessionState::kServing);
   // The socket has done its job; remove it so it is never mistaken for live.
   (void)RemoveSocketFile(socket_path_);

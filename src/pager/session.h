@@ -61,6 +61,7 @@ struct SessionEnvironment {
   std::atomic<uint64_t>* failed_sessions = nullptr;
   HandshakeLimits limits;
   std::chrono::milliseconds handshake_timeout{10000};
+  FaultEngineOptions engine_options;
   mode_t socket_mode = 0600;
 };
 
