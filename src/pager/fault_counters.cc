@@ -21,6 +21,7 @@ nlohmann::json FaultCounters::ToJson() const {
       {"unservable_faults", get(unservable_faults)},
       {"completion_pages", get(completion_pages)},
       {"fault_around_pages", get(fault_around_pages)},
+      {"prefetch_pages", get(prefetch_pages)},
       {"fault_service_ns_total", get(fault_service_ns_total)},
       {"fault_service_ns_max", get(fault_service_ns_max)},
       {"fault_service_ns_avg", served ? get(fault_service_ns_total) / served : 0},

@@ -24,6 +24,7 @@ struct FaultCounters {
   std::atomic<uint64_t> unservable_faults{0};
   std::atomic<uint64_t> completion_pages{0};   // pages installed by complete
   std::atomic<uint64_t> fault_around_pages{0}; // neighbours installed with a demand fault
+  std::atomic<uint64_t> prefetch_pages{0};     // pages installed from a recorded working set
   std::atomic<uint64_t> fault_service_ns_total{0};
   std::atomic<uint64_t> fault_service_ns_max{0};
   std::atomic<uint64_t> backing_read_ns_total{0};

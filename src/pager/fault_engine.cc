@@ -92,10 +92,12 @@ bool FaultEngine::ServePending(ServeReport* report) {
       RecordFailure(report, Status::InvalidArgument(
                                 fmt::format("fault at {:#x} is outside every registered region", fault.address)));
       result = FillResult::kFailed;
-    } else if (options_.fault_around_max_pages > 0) {
-      result = FaultAround(*loc, report);
     } else {
-      result = FillPage(*loc, report);
+      bool was_present = presence_.IsPresent(loc->region, loc->page_index);
+      result = options_.fault_around_max_pages > 0 ? FaultAround(*loc, report) : FillPage(*loc, report);
+      if (recording_ && !was_present && result == FillResult::kDone && recorded_.size() < record_limit_) {
+        recorded_.push_back(loc->file_offset);
+      }
     }
     if (result == FillResult::kRetry) {
       counters_.Add(&FaultCounters::eagain_retries);
@@ -357,6 +359,63 @@ FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, 
   }
   *installed = count;
   return report->failure ? FillResult::kFailed : FillResult::kDone;
+}
+
+void FaultEngine::StartRecording(size_t max_pages) {
+  recording_ = true;
+  record_limit_ = max_pages;
+}
+
+std::vector<uint64_t> FaultEngine::TakeRecording() {
+  recording_ = false;
+  return std::move(recorded_);
+}
+
+void FaultEngine::SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size) {
+  prefetch_plan_ = std::move(offsets);
+  prefetch_page_size_ = page_size;
+  prefetch_cursor_ = 0;
+}
+
+void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
+  constexpr uint64_t kMaxRunBytes = 2ULL << 20;
+  size_t installed = 0;
+  while (prefetch_cursor_ < prefetch_plan_.size() && installed < max_pages) {
+    const uint64_t offset = prefetch_plan_[prefetch_cursor_];
+    auto loc = layout_.LocateFileOffset(offset);
+    if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset) {
+      ++prefetch_cursor_;  // the layout changed since the record: skip
+      continue;
+    }
+    // Extend over the plan's consecutive offsets, then keep the missing prefix.
+    const uint64_t ps = loc->page_size;
+    uint64_t span = 1;
+    while (prefetch_cursor_ + span < prefetch_plan_.size() && span < kMaxRunBytes / ps &&
+           prefetch_plan_[prefetch_cursor_ + span] == offset + span * ps) {
+      ++span;
+    }
+    uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
+    if (count == 0) {
+      ++prefetch_cursor_;  // the guest has it already (or discarded it)
+      continue;
+    }
+    uint64_t done = 0;
+    ServeReport step;  // a page prefetch cannot load is not the session's failure
+    FillResult result = PopulateRun(loc->region, loc->page_index, count, &done, &step, /*rest_optional=*/true);
+    counters_.Add(&FaultCounters::prefetch_pages, done);
+    installed += done;
+    if (result == FillResult::kRetry) {
+      prefetch_cursor_ += done;
+      counters_.Add(&FaultCounters::eagain_retries);
+      report->retry_pending = true;
+      return;
+    }
+    if (result == FillResult::kVmGone) {
+      report->vm_gone = true;
+      return;
+    }
+    prefetch_cursor_ += std::max<uint64_t>(done, 1);
+  }
 }
 
 Status FaultEngine::UnregisterAll() {

@@ -61,6 +61,23 @@ class FaultEngine {
   // served between steps by the caller.
   Status PopulateStep(size_t max_pages, bool* done, ServeReport* report);
 
+  // Working-set recording: remembers the memory-file offset of every page a
+  // demand fault brings in, in first-touch order, up to `max_pages`.
+  void StartRecording(size_t max_pages);
+  bool recording() const { return recording_; }
+  size_t recorded_pages() const { return recorded_.size(); }
+  // Stops recording and hands over what was recorded.
+  std::vector<uint64_t> TakeRecording();
+
+  // Prefetch: installs the pages at `offsets` (a recorded working set), in
+  // order, between rounds of demand faults. Pages already present or removed
+  // are skipped; consecutive offsets go in as one run.
+  void SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size);
+  bool prefetching() const { return prefetch_cursor_ < prefetch_plan_.size(); }
+  // Installs up to `max_pages` more pages of the plan. A page that cannot be
+  // loaded is skipped (a demand fault on it will report it).
+  void PrefetchStep(size_t max_pages, ServeReport* report);
+
   // Unregisters every region. Call only when PopulateStep reported done.
   Status UnregisterAll();
 
@@ -114,6 +131,12 @@ class FaultEngine {
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   MemoryMapping staging_;         // completion runs are assembled here
+  bool recording_ = false;
+  size_t record_limit_ = 0;
+  std::vector<uint64_t> recorded_;
+  std::vector<uint64_t> prefetch_plan_;
+  uint64_t prefetch_page_size_ = 0;
+  size_t prefetch_cursor_ = 0;
   // Fault-around state: the current window and where the last one ended.
   uint64_t around_window_ = 1;
   uint64_t around_last_end_ = 0;

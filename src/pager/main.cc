@@ -34,6 +34,11 @@ int main(int argc, char** argv) {
                  "install up to this many missing neighbours with each demand fault (adaptive; 0 = off)")
       ->capture_default_str()
       ->check(CLI::Range(0, 512));
+  app.add_flag("--prefetch", options.prefetch,
+               "record the working set of a cache key's first restores and prefetch it into later ones");
+  app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
+                 "how long after its handshake a restore's faults are recorded as the working set")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

@@ -32,6 +32,15 @@ std::optional<PageLocation> MemoryLayout::Locate(uint64_t addr) const {
                       delta / it->page_size};
 }
 
+std::optional<PageLocation> MemoryLayout::LocateFileOffset(uint64_t offset) const {
+  for (const auto& r : regions_) {
+    if (offset >= r.offset && offset - r.offset < r.size) {
+      return Locate(r.base_host_virt_addr + (offset - r.offset));
+    }
+  }
+  return std::nullopt;
+}
+
 uint64_t MemoryLayout::total_bytes() const {
   uint64_t total = 0;
   for (const auto& r : regions_) total += r.size;

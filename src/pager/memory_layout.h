@@ -27,6 +27,9 @@ class MemoryLayout {
   // Where the page containing `addr` lives; nullopt if outside every region.
   std::optional<PageLocation> Locate(uint64_t addr) const;
 
+  // Where memory-file offset `offset` is mapped; nullopt if no region maps it.
+  std::optional<PageLocation> LocateFileOffset(uint64_t offset) const;
+
   const std::vector<GuestRegionMapping>& regions() const { return regions_; }
   uint64_t total_bytes() const;
 

@@ -78,6 +78,10 @@ Status PagerDaemon::Prepare() {
   env.failed_sessions = &failed_sessions_;
   env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
   env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
+  working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/records");
+  env.working_sets = working_sets_.get();
+  env.prefetch = options_.prefetch;
+  env.record_window = std::chrono::milliseconds(options_.prefetch_record_ms);
   registry_ = std::make_unique<SessionRegistry>(sessions_dir, env);
 
   ControlApiContext ctx;

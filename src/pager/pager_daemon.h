@@ -15,6 +15,7 @@
 #include "pager/fault_counters.h"
 #include "pager/page_cache.h"
 #include "pager/session_registry.h"
+#include "pager/working_set_store.h"
 
 namespace uffdpager {
 
@@ -26,6 +27,8 @@ struct PagerOptions {
   size_t max_request_bytes = 1 << 20;
   unsigned http_idle_timeout_seconds = 10;
   uint64_t fault_around_max_pages = 0;
+  bool prefetch = false;
+  unsigned prefetch_record_ms = 3000;
 };
 
 class PagerDaemon {
@@ -51,6 +54,7 @@ class PagerDaemon {
   std::atomic<uint64_t> failed_sessions_{0};
   std::atomic<bool> draining_{false};
   std::unique_ptr<PageCache> cache_;
+  std::unique_ptr<WorkingSetStore> working_sets_;
   std::unique_ptr<SessionRegistry> registry_;
   std::unique_ptr<ControlApi> api_;
   std::unique_ptr<HttpServer> server_;

@@ -15,6 +15,8 @@ namespace uffdpager {
 namespace {
 // Pages installed per completion step before demand faults get another turn.
 constexpr size_t kCompletionStepPages = 256;
+// Pages prefetched per step before demand faults get another turn.
+constexpr size_t kPrefetchStepPages = 64;
 // How long to wait before serving again after EAGAIN with no event to read.
 constexpr int kEagainRetryMs = 1;
 }  // namespace
@@ -137,7 +139,23 @@ void Session::Run() {
   }
   serving_thread_running_.store(true);
   ServeLoop();
+  FinishRecording();
   serving_thread_running_.store(false);
+}
+
+void Session::FinishRecording() {
+  if (!engine_ || !engine_->recording()) return;
+  WorkingSet set;
+  set.page_size = engine_->layout().regions().front().page_size;
+  set.offsets = engine_->TakeRecording();
+  if (set.offsets.empty()) return;
+  Status st = env_.working_sets->Save(spec_.cache_key, backing_->identity(), set);
+  if (st.ok()) {
+    spdlog::info("session {}: recorded a working set of {} pages for cache key {}", id(), set.offsets.size(),
+                 spec_.cache_key);
+  } else {
+    spdlog::warn("session {}: could not save its working set: {}", id(), st.ToString());
+  }
 }
 
 Status Session::AcceptVmm() {
@@ -208,6 +226,16 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
   auto cache_namespace = env_.cache->InternNamespace(spec_.cache_key + "\n" + backing_->identity().ToString());
   engine_ = std::make_unique<FaultEngine>(&uffd_, std::move(*layout), backing_, env_.cache, cache_namespace,
                                           CounterSink(&counters_, env_.global_counters), env_.engine_options);
+  if (env_.prefetch && env_.working_sets != nullptr) {
+    auto recorded = env_.working_sets->Load(spec_.cache_key, backing_->identity());
+    if (recorded && !recorded->offsets.empty()) {
+      spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
+      engine_->SetPrefetchPlan(std::move(recorded->offsets), recorded->page_size);
+    } else {
+      engine_->StartRecording(guest_bytes_.load() / 4096);
+      record_deadline_ = std::chrono::steady_clock::now() + env_.record_window;
+    }
+  }
   SetState(SessionState::kServing);
   // The socket has done its job; remove it so it is never mistaken for live.
   (void)RemoveSocketFile(socket_path_);
@@ -219,8 +247,15 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
 void Session::ServeLoop() {
   bool retry_pending = false;
   for (;;) {
-    bool completing = completion_requested_.load();
-    int timeout = retry_pending ? kEagainRetryMs : (completing ? 0 : -1);
+    // Completion and prefetch are background work: poll without blocking
+    // while they have some, so demand faults are still served first.
+    bool background = completion_requested_.load() || engine_->prefetching();
+    int timeout = retry_pending ? kEagainRetryMs : (background ? 0 : -1);
+    if (timeout < 0 && engine_->recording()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(record_deadline_ -
+                                                                        std::chrono::steady_clock::now());
+      timeout = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
+    }
     pollfd pfds[3] = {{uffd_.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {client_.fd(), POLLIN, 0}};
     int rc = ::poll(pfds, client_.valid() ? 3 : 2, timeout);
     if (rc < 0 && errno != EINTR) {
@@ -235,6 +270,10 @@ void Session::ServeLoop() {
     ServeReport report = engine_->ServeEvents();
     bool completed = false;
     if (!report.vm_gone && completion_requested_.load() && !report.retry_pending) completed = StepCompletion(&report);
+    if (!completed && !report.vm_gone && !report.retry_pending && engine_->prefetching()) {
+      engine_->PrefetchStep(kPrefetchStepPages, &report);
+    }
+    if (engine_->recording() && std::chrono::steady_clock::now() >= record_deadline_) FinishRecording();
     present_pages_.store(engine_->present_pages());
     if (report.failure) Fail(*report.failure);
     if (report.vm_gone) {

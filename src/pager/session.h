@@ -32,6 +32,7 @@
 #include "pager/fault_counters.h"
 #include "pager/fault_engine.h"
 #include "pager/page_cache.h"
+#include "pager/working_set_store.h"
 
 namespace uffdpager {
 
@@ -62,6 +63,12 @@ struct SessionEnvironment {
   HandshakeLimits limits;
   std::chrono::milliseconds handshake_timeout{10000};
   FaultEngineOptions engine_options;
+  // Working-set record and replay: with a store and `prefetch` set, a session
+  // whose cache key has a valid record prefetches it; one without records the
+  // first `record_window` of its restore for the next ones.
+  WorkingSetStore* working_sets = nullptr;
+  bool prefetch = false;
+  std::chrono::milliseconds record_window{3000};
   mode_t socket_mode = 0600;
 };
 
@@ -105,6 +112,8 @@ class Session {
   bool StepCompletion(ServeReport* report);
   void FinishCompletion(Status result);
   void Fail(const Status& reason);
+  // Persists what the engine recorded (if anything) as this key's working set.
+  void FinishRecording();
   // The VM is gone: nothing left to serve.
   void End(const std::string& reason);
   void SetState(SessionState state, const std::string& reason = {});
@@ -128,6 +137,7 @@ class Session {
   std::atomic<bool> stop_{false};
   std::atomic<bool> completion_requested_{false};
   std::atomic<bool> serving_thread_running_{false};
+  std::chrono::steady_clock::time_point record_deadline_;
 
   mutable std::mutex mu_;
   SessionState state_ = SessionState::kWaiting;

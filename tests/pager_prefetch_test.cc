@@ -1,0 +1,120 @@
+// Working-set record and replay: the first restore of a cache key records
+// what it faulted; later restores get those pages prefetched while they run.
+// A record never outlives a change of its backing file.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "support/pager_fixture.h"
+
+namespace uffdpager::testing {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+const std::vector<uint64_t> kRegions = {8 * kMiB, 4 * kMiB};
+constexpr uint64_t kPages = 12 * kMiB / 4096;
+
+// A third of the pages, spread out, always the same.
+std::vector<uint64_t> WorkingSetPages() {
+  std::mt19937_64 rng(7);
+  std::vector<uint64_t> pages;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    if (rng() % 3 == 0) pages.push_back(p);
+  }
+  return pages;
+}
+
+void Touch(const GuestMemory& memory, const std::vector<uint64_t>& pages) {
+  uint64_t sum = 0;
+  for (uint64_t p : pages) sum += *reinterpret_cast<volatile uint8_t*>(memory.AtFileOffset(p * 4096));
+  (void)sum;
+}
+
+class PagerPrefetchTest : public PagerFixture {
+ protected:
+  void SetUp() override {
+    PagerFixture::SetUp();
+    if (IsSkipped()) return;
+    PagerProcessOptions options;
+    options.extra_args = {"--prefetch", "--prefetch-record-ms", "300"};
+    StartPager(options);
+    snap_ = MakeSnapshot("mem", 12 * kMiB, 51);
+  }
+
+  // Restores, touches the working set, and waits until the session has
+  // recorded it (the record window closes 300 ms after the handshake).
+  void RecordingRestore(const std::string& id) {
+    auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    Touch((*vm)->memory, WorkingSetPages());
+    ASSERT_TRUE(WaitFor([&] { return pager_->Log().find("recorded a working set") != std::string::npos; }))
+        << pager_->Log();
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+    ASSERT_TRUE(pager_->client().CloseSession(id).ok());
+  }
+
+  std::string RecordFile() {
+    for (const auto& e : std::filesystem::directory_iterator(pager_->root_dir() + "/records")) {
+      if (e.path().extension() == ".wset") return e.path().string();
+    }
+    return "";
+  }
+
+  std::string snap_;
+};
+
+TEST_F(PagerPrefetchTest, ALaterRestoreGetsTheRecordedWorkingSetBeforeItAsks) {
+  RecordingRestore("first");
+  ASSERT_FALSE(RecordFile().empty());
+
+  auto vm = VmmStandIn::Restore(CreateSession("second", snap_, "key"), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  const uint64_t wanted = WorkingSetPages().size();
+  // Prefetch runs while the "guest" is idle; it never blocked the handshake.
+  ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() >= wanted; }))
+      << Session("second").dump();
+  Touch((*vm)->memory, WorkingSetPages());
+  auto c = Session("second")["counters"];
+  EXPECT_EQ(c["faults"].get<uint64_t>(), 0u) << "the working set was not all prefetched: " << c.dump();
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+  // Pages outside the working set were still served on demand, exactly.
+  EXPECT_GE(Session("second")["counters"]["faults"].get<uint64_t>(), kPages - wanted);
+}
+
+TEST_F(PagerPrefetchTest, ARecordIsDiscardedWhenTheBackingFileChanges) {
+  RecordingRestore("first");
+  ASSERT_FALSE(RecordFile().empty());
+  // Rewrite the snapshot in place: same path, same key, new content.
+  ASSERT_TRUE(WriteTestSnapshot(snap_, 12 * kMiB, 52));
+  struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, snap_.c_str(), times, 0), 0);
+  auto vm = VmmStandIn::Restore(CreateSession("after-change", snap_, "key"), kRegions);
+  ASSERT_TRUE(vm.ok());
+  Touch((*vm)->memory, WorkingSetPages());
+  EXPECT_EQ(Session("after-change")["counters"]["prefetch_pages"], 0) << "a stale record was replayed";
+  EXPECT_NE(pager_->Log().find("changed since it was recorded"), std::string::npos);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+}
+
+TEST_F(PagerPrefetchTest, ACorruptRecordIsIgnored) {
+  RecordingRestore("first");
+  std::string record = RecordFile();
+  ASSERT_FALSE(record.empty());
+  {
+    std::fstream f(record, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(40);
+    f.put('\x5a');
+  }
+  auto vm = VmmStandIn::Restore(CreateSession("after-corruption", snap_, "key"), kRegions);
+  ASSERT_TRUE(vm.ok());
+  Touch((*vm)->memory, WorkingSetPages());
+  EXPECT_EQ(Session("after-corruption")["counters"]["prefetch_pages"], 0);
+  EXPECT_NE(pager_->Log().find("checksum mismatch"), std::string::npos);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+}
+
+}  // namespace
+}  // namespace uffdpager::testing
