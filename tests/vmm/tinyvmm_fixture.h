@@ -18,7 +18,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "child_process.h"
+#include "common/child_process.h"
+#include "common/wait_for.h"
 #include "common/http_client.h"
 #include "common/userfaultfd.h"
 #include "uffdpager/pager_client.h"
@@ -93,7 +94,7 @@ class TinyVmmTest : public ::testing::Test {
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     if (p.ok()) vmm->process = std::move(*p);
     vmm->api = std::make_unique<HttpClient>(vmm->socket);
-    bool up = Eventually([&] { return vmm->api->Send("GET", "/", "", 1s).ok(); }, 10s);
+    bool up = WaitFor([&] { return vmm->api->Send("GET", "/", "", 1s).ok(); }, 10s);
     EXPECT_TRUE(up) << "tinyvmm did not answer on " << vmm->socket << ":\n" << vmm->process.Log();
     vmms_.push_back(std::move(vmm));
     return *vmms_.back();
@@ -121,7 +122,7 @@ class TinyVmmTest : public ::testing::Test {
 
   // Waits until every vCPU has done at least `steps` steps (bounded).
   void WaitForSteps(VmmInstance& vmm, uint32_t steps) {
-    bool ok = Eventually(
+    bool ok = WaitFor(
         [&] {
           json g = Guest(vmm);
           if (!g.contains("vcpus") || g["vcpus"].empty()) return false;
@@ -165,7 +166,7 @@ class TinyVmmTest : public ::testing::Test {
     ASSERT_TRUE(p.ok()) << p.status().ToString();
     pager_ = std::make_unique<ChildProcess>(std::move(*p));
     pager_client_ = std::make_unique<PagerClient>(PagerClient::ControlSocketPath(data, "t"));
-    ASSERT_TRUE(Eventually([&] { return pager_client_->Health().ok(); }, 10s)) << pager_->Log();
+    ASSERT_TRUE(WaitFor([&] { return pager_client_->Health().ok(); }, 10s)) << pager_->Log();
   }
 
   // A pager session serving `mem`; returns its UFFD socket.

@@ -40,7 +40,7 @@ class TinyVmmStallTest : public TinyVmmTest {
 TEST_F(TinyVmmStallTest, StallIsReportedWhenThePagerDies) {
   VmmInstance& vm = RestoreThenKillPager("victim", {"--stall-timeout-ms", "1000", "--pause-timeout-ms", "1000"});
   auto started = std::chrono::steady_clock::now();
-  bool stalled = Eventually([&] { return Call(vm, "GET", "/", nullptr, 2s).body.value("stalled", false); }, 15s);
+  bool stalled = WaitFor([&] { return Call(vm, "GET", "/", nullptr, 2s).body.value("stalled", false); }, 15s);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
   ASSERT_TRUE(stalled) << "no stall reported: " << Call(vm, "GET", "/").body.dump();
   EXPECT_LT(took.count(), 10000);

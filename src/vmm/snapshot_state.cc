@@ -1,0 +1,206 @@
+#include "vmm/snapshot_state.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "common/unique_fd.h"
+
+namespace uffdpager::vmm {
+
+namespace {
+
+constexpr char kMagic[8] = {'T', 'I', 'N', 'Y', 'V', 'M', 'M', '\0'};
+constexpr size_t kHeaderSize = 24;
+
+uint64_t Fnv1a64(const char* data, size_t len) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < len; ++i) {
+    h ^= static_cast<uint8_t>(data[i]);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+template <typename T>
+void Put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+template <typename T>
+T Get(const std::string& in, size_t at) {
+  T v;
+  std::memcpy(&v, in.data() + at, sizeof(v));
+  return v;
+}
+
+std::string ToHex(const void* data, size_t len) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < len; ++i) {
+    out.push_back(digits[p[i] >> 4]);
+    out.push_back(digits[p[i] & 15]);
+  }
+  return out;
+}
+
+bool FromHex(const std::string& hex, void* data, size_t len) {
+  if (hex.size() != 2 * len) return false;
+  auto* p = static_cast<uint8_t*>(data);
+  for (size_t i = 0; i < len; ++i) {
+    auto nib = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    int hi = nib(hex[2 * i]), lo = nib(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    p[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+#define TINYVMM_REGS(X) \
+  X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13) X(r14) X(r15) \
+  X(rip) X(rflags)
+
+nlohmann::json RegsToJson(const kvm_regs& r) {
+  nlohmann::json j;
+#define X(name) j[#name] = r.name;
+  TINYVMM_REGS(X)
+#undef X
+  return j;
+}
+
+kvm_regs RegsFromJson(const nlohmann::json& j) {
+  kvm_regs r{};
+#define X(name) r.name = j.at(#name).get<uint64_t>();
+  TINYVMM_REGS(X)
+#undef X
+  return r;
+}
+
+}  // namespace
+
+std::string EncodeSnapshotState(const SnapshotState& s) {
+  nlohmann::json vcpus = nlohmann::json::array();
+  for (const auto& v : s.vcpus) {
+    vcpus.push_back({{"regs", RegsToJson(v.regs)},
+                     {"sregs", ToHex(&v.sregs, sizeof(v.sregs))},
+                     {"progress", ProgressToJson(v.progress)}});
+  }
+  nlohmann::json payload = {
+      {"machine",
+       {{"vcpu_count", s.machine.vcpu_count},
+        {"mem_size_mib", s.machine.mem_size_mib},
+        {"smt", s.machine.smt},
+        {"track_dirty_pages", s.machine.track_dirty_pages},
+        {"huge_pages", s.machine.huge_pages}}},
+      {"memory", s.layout.ToJson()},
+      {"guest_program", {{"seed", s.program.seed}, {"write_every", s.program.write_every}}},
+      {"generation", s.generation},
+      {"vcpus", vcpus},
+  };
+  std::string body = payload.dump();
+  std::string out(kMagic, sizeof(kMagic));
+  Put<uint32_t>(out, kSnapshotFormatVersion);
+  Put<uint32_t>(out, 0);
+  Put<uint64_t>(out, body.size());
+  out += body;
+  Put<uint64_t>(out, Fnv1a64(out.data(), out.size()));
+  return out;
+}
+
+Result<SnapshotState> DecodeSnapshotState(const std::string& bytes) {
+  if (bytes.size() < kHeaderSize + 8) return Status::InvalidArgument("snapshot state file is truncated");
+  if (std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    return Status::InvalidArgument("not a tinyvmm snapshot state file (bad magic)");
+  }
+  uint32_t version = Get<uint32_t>(bytes, 8);
+  if (version != kSnapshotFormatVersion) {
+    return Status::InvalidArgument("unsupported snapshot state format version " + std::to_string(version));
+  }
+  uint64_t length = Get<uint64_t>(bytes, 16);
+  if (length != bytes.size() - kHeaderSize - 8) {
+    return Status::InvalidArgument("snapshot state file is truncated or has trailing bytes");
+  }
+  uint64_t stored = Get<uint64_t>(bytes, bytes.size() - 8);
+  if (stored != Fnv1a64(bytes.data(), bytes.size() - 8)) {
+    return Status::InvalidArgument("snapshot state file is corrupt (checksum mismatch)");
+  }
+  try {
+    auto j = nlohmann::json::parse(bytes.begin() + kHeaderSize, bytes.end() - 8);
+    SnapshotState s;
+    const auto& m = j.at("machine");
+    s.machine.vcpu_count = m.at("vcpu_count").get<uint32_t>();
+    s.machine.mem_size_mib = m.at("mem_size_mib").get<uint64_t>();
+    s.machine.smt = m.at("smt").get<bool>();
+    s.machine.track_dirty_pages = m.at("track_dirty_pages").get<bool>();
+    s.machine.huge_pages = m.at("huge_pages").get<std::string>();
+    auto layout = GuestLayout::FromJson(j.at("memory"));
+    if (!layout.ok()) return layout.status();
+    s.layout = *layout;
+    s.program.seed = j.at("guest_program").at("seed").get<uint64_t>();
+    s.program.write_every = j.at("guest_program").at("write_every").get<uint32_t>();
+    s.generation = j.at("generation").get<uint64_t>();
+    for (const auto& v : j.at("vcpus")) {
+      VcpuState vs;
+      vs.regs = RegsFromJson(v.at("regs"));
+      if (!FromHex(v.at("sregs").get<std::string>(), &vs.sregs, sizeof(vs.sregs))) {
+        return Status::InvalidArgument("snapshot state has malformed special registers");
+      }
+      auto p = ProgressFromJson(v.at("progress"));
+      if (!p.ok()) return p.status();
+      vs.progress = *p;
+      s.vcpus.push_back(vs);
+    }
+    if (s.vcpus.size() != s.machine.vcpu_count || s.vcpus.empty() || s.vcpus.size() > kMaxVcpus) {
+      return Status::InvalidArgument("snapshot state has a vCPU count that does not match its vCPUs");
+    }
+    if (s.layout.total_size() != s.machine.mem_size_mib * kMiB) {
+      return Status::InvalidArgument("snapshot state's memory layout does not match its memory size");
+    }
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::InvalidArgument(std::string("snapshot state payload is malformed: ") + e.what());
+  }
+}
+
+Status WriteSnapshotStateFile(const std::string& path, const SnapshotState& state) {
+  std::string bytes = EncodeSnapshotState(state);
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) return Status::FromErrno(errno, "create snapshot state file " + tmp);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno(errno, "write snapshot state file " + tmp);
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) < 0) return Status::FromErrno(errno, "fsync snapshot state file " + tmp);
+  fd.reset();
+  if (::rename(tmp.c_str(), path.c_str()) < 0) return Status::FromErrno(errno, "rename " + tmp + " to " + path);
+  return Status::Ok();
+}
+
+Result<SnapshotState> ReadSnapshotStateFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno(errno, "open snapshot state file " + path);
+  std::string bytes;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno(errno, "read snapshot state file " + path);
+    if (n == 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+    if (bytes.size() > (64u << 20)) return Status::InvalidArgument("snapshot state file is implausibly large");
+  }
+  return DecodeSnapshotState(bytes);
+}
+
+}  // namespace uffdpager::vmm
