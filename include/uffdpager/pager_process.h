@@ -16,6 +16,8 @@
 
 namespace uffdpager {
 
+class ChildProcess;
+
 struct PagerLaunchOptions {
   std::string binary;  // path of the uffd-pager executable
   std::string data_dir;
@@ -37,7 +39,7 @@ class PagerProcess {
   PagerProcess& operator=(const PagerProcess&) = delete;
 
   const PagerClient& client() const { return client_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const;
   const std::string& root_dir() const { return root_dir_; }  // DATA/uffd/VERSION
 
   // Waits for the process to exit on its own; true if it did within `timeout`.
@@ -45,9 +47,8 @@ class PagerProcess {
   void Signal(int signal);
 
  private:
-  PagerProcess(pid_t pid, std::string root_dir);
-  pid_t pid_;
-  bool reaped_ = false;
+  PagerProcess(std::unique_ptr<ChildProcess> process, std::string root_dir);
+  std::unique_ptr<ChildProcess> process_;
   std::string root_dir_;
   PagerClient client_;
 };

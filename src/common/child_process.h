@@ -1,5 +1,6 @@
-// ChildProcess: a program the vmm tests run (tinyvmm, uffd-pager), its output
-// in a log file, killed and reaped on destruction. Every wait is bounded.
+// ChildProcess: a program this process started (uffd-pager, tinyvmm, a VMM),
+// its output in a log file (or our own stderr), killed and reaped on
+// destruction. Every wait is bounded.
 #pragma once
 
 #include <sys/types.h>
@@ -10,10 +11,12 @@
 
 #include "uffdpager/status.h"
 
-namespace uffdpager::vmm::testing {
+namespace uffdpager {
 
 class ChildProcess {
  public:
+  // Starts argv[0] with `argv`; stdout and stderr go to `log_path` (appended),
+  // or stay ours if it is empty.
   static Result<ChildProcess> Spawn(const std::vector<std::string>& argv, const std::string& log_path);
   ChildProcess() = default;
   ChildProcess(ChildProcess&& o) noexcept;
@@ -34,16 +37,4 @@ class ChildProcess {
   std::string log_path_;
 };
 
-// Polls `condition` every 10 ms until it holds or `timeout` passes.
-template <typename F>
-bool Eventually(F condition, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    struct timespec ts{0, 10 * 1000 * 1000};
-    nanosleep(&ts, nullptr);
-  }
-  return condition();
-}
-
-}  // namespace uffdpager::vmm::testing
+}  // namespace uffdpager

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/wait_for.h"
 #include "uffdpager/pager_process.h"
 
 namespace uffdpager::testing {
@@ -38,16 +39,6 @@ class TestPager {
   std::string log_path_;
 };
 
-// Polls `condition` every 10 ms until it holds or `timeout` passes.
-template <typename F>
-bool WaitFor(F condition, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    struct timespec ts{0, 10 * 1000 * 1000};
-    nanosleep(&ts, nullptr);
-  }
-  return condition();
-}
+using ::uffdpager::WaitFor;
 
 }  // namespace uffdpager::testing
