@@ -167,6 +167,8 @@ int main(int argc, char** argv) {
   uint64_t hits = s["cache_hits"].get<uint64_t>(), misses = s["cache_misses"].get<uint64_t>();
   fmt::print("pager served {} faults: {} pages ({:.1f} MiB) copied into {} VMs\n", s["faults"].get<uint64_t>(),
              s["pages_copied"].get<uint64_t>(), served / double(kMiB), vms);
+  fmt::print("  zero pages:        {} (UFFDIO_ZEROPAGE: nothing copied, nothing cached)\n",
+             s["zero_pages"].get<uint64_t>());
   fmt::print("  from disk:         {:.1f} MiB ({} page reads)\n", from_disk / double(kMiB), misses);
   fmt::print("  from shared cache: {:.1f} MiB ({} hits, {:.0f}% of pages)\n", (served - std::min(served, from_disk)) / double(kMiB),
              hits, 100.0 * hits / std::max<uint64_t>(1, hits + misses));
