@@ -1,0 +1,83 @@
+#include "minimal_handler.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/guest_memory.h"
+
+namespace uffdpager::bench {
+
+Result<MemoryMapping> MapSnapshotPopulated(const std::string& path, uint64_t bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno(errno, "open " + path);
+  return MemoryMapping::Map(nullptr, bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd.get(), 0, "snapshot file");
+}
+
+Result<RegisteredRegion> RegisterRegion(uint64_t bytes) {
+  RegisteredRegion region;
+  auto memory = MemoryMapping::MapAlignedAnonymous(bytes, kRegionAlignment, MAP_NORESERVE);
+  if (!memory.ok()) return memory.status();
+  region.memory = std::move(*memory);
+  auto uffd = Userfaultfd::Create(O_CLOEXEC | O_NONBLOCK);
+  if (!uffd.ok()) return uffd.status();
+  region.uffd = std::move(*uffd);
+  if (auto api = region.uffd.NegotiateApi(0); !api.ok()) return api.status();
+  if (auto reg = region.uffd.RegisterMissing(region.memory.address(), bytes); !reg.ok()) return reg.status();
+  return region;
+}
+
+MinimalHandler::MinimalHandler(Userfaultfd& uffd, uintptr_t region_base, const uint8_t* source)
+    : uffd_(uffd), base_(region_base), source_(source) {}
+
+MinimalHandler::~MinimalHandler() { Stop(); }
+
+Status MinimalHandler::Start() {
+  stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_fd_) return Status::FromErrno(errno, "eventfd");
+  thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
+}
+
+void MinimalHandler::Stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof(one));
+  thread_.join();
+}
+
+void MinimalHandler::Run() {
+  pollfd fds[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  for (;;) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents) return;
+    uffd_msg msg;
+    if (::read(uffd_.fd(), &msg, sizeof(msg)) != ssize_t(sizeof(msg))) continue;  // EAGAIN: spurious wake
+    if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
+    uintptr_t page = msg.arg.pagefault.address & ~uintptr_t(4095);
+    UffdFillOutcome out = uffd_.Copy(page, source_ + (page - base_), 4096);
+    if (out.error != 0 && out.error != EEXIST && copy_error_ == 0) copy_error_ = out.error;
+    ++served_;
+  }
+}
+
+Result<std::chrono::nanoseconds> RawBatchedCopy(const MemoryMapping& source, uint64_t batch_bytes) {
+  auto region = RegisterRegion(source.size());
+  if (!region.ok()) return region.status();
+  auto start = std::chrono::steady_clock::now();
+  for (uint64_t off = 0; off < source.size(); off += batch_bytes) {
+    uint64_t len = std::min(batch_bytes, source.size() - off);
+    UffdFillOutcome out = region->uffd.Copy(region->memory.address() + off, source.data() + off, len);
+    if (out.error != 0 || out.bytes != len) {
+      return Status::FromErrno(out.error ? out.error : EIO, "UFFDIO_COPY at offset " + std::to_string(off));
+    }
+  }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start);
+}
+
+}  // namespace uffdpager::bench

@@ -1,0 +1,66 @@
+// The baselines the pager is measured against, built from nothing but the
+// kernel's userfaultfd: a minimal single-purpose fault handler, and raw
+// batched UFFDIO_COPY of a whole file. Both serve from an mmap of the file
+// that is already in memory, so they are the floor no real pager can beat.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+
+#include "common/memory_mapping.h"
+#include "common/unique_fd.h"
+#include "common/userfaultfd.h"
+#include "uffdpager/status.h"
+
+namespace uffdpager::bench {
+
+// The whole snapshot file mapped read-only and pre-faulted (MAP_POPULATE),
+// so reading it never faults during a measurement.
+Result<MemoryMapping> MapSnapshotPopulated(const std::string& path, uint64_t bytes);
+
+// One region of anonymous memory registered with a userfaultfd of our own,
+// laid out as Firecracker lays out guest memory.
+struct RegisteredRegion {
+  MemoryMapping memory;
+  Userfaultfd uffd;
+};
+Result<RegisteredRegion> RegisterRegion(uint64_t bytes);
+
+// One thread: poll the uffd, read ONE event, UFFDIO_COPY one 4 KiB page from
+// `source`, repeat. No cache, no queue, no bookkeeping: what a fault round
+// trip costs on this machine.
+class MinimalHandler {
+ public:
+  MinimalHandler(Userfaultfd& uffd, uintptr_t region_base, const uint8_t* source);
+  ~MinimalHandler();  // stops and joins the thread
+
+  MinimalHandler(const MinimalHandler&) = delete;
+  MinimalHandler& operator=(const MinimalHandler&) = delete;
+
+  Status Start();
+  void Stop();
+  uint64_t faults_served() const { return served_; }
+  // The first copy error, if any (the client would hang on it; the harness
+  // checks this after a bounded wait).
+  int copy_error() const { return copy_error_; }
+
+ private:
+  void Run();
+
+  Userfaultfd& uffd_;
+  const uintptr_t base_;
+  const uint8_t* const source_;
+  UniqueFd stop_fd_;
+  std::thread thread_;
+  uint64_t served_ = 0;
+  int copy_error_ = 0;
+};
+
+// Copies the whole file into a freshly registered region with UFFDIO_COPY in
+// `batch_bytes` batches (nothing touches the region: this is the kernel's
+// population speed, with no faults and no pager). Returns the copy time.
+Result<std::chrono::nanoseconds> RawBatchedCopy(const MemoryMapping& source, uint64_t batch_bytes);
+
+}  // namespace uffdpager::bench

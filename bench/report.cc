@@ -1,0 +1,98 @@
+#include "report.h"
+
+#include <fstream>
+
+#include <fmt/format.h>
+
+namespace uffdpager::bench {
+
+namespace {
+
+using nlohmann::json;
+
+double Num(const json& j, const char* key) { return j.contains(key) ? j[key].get<double>() : 0.0; }
+
+void PrintRestore(const json& r) {
+  fmt::print("\n== Restore: {} working set, {} threads, {} distinct pages ({:.1f} MiB), {} touches ==\n",
+             r["working_set"].get<std::string>(), r["threads"].get<int>(), r["distinct_pages"].get<uint64_t>(),
+             Num(r, "distinct_mib"), r["touches"].get<uint64_t>());
+  fmt::print("{:<28} {:>12} {:>10} {:>12} {:>14} {:>12} {:>10}\n", "variant", "median ms", "faults",
+             "vs file warm", "vs on-demand", "fault-around", "prefetch");
+  for (const json& v : r["variants"]) {
+    std::string name = v["name"].get<std::string>();
+    if (v.contains("skipped")) {
+      fmt::print("{:<28} {}\n", name, v["skipped"].get<std::string>());
+      continue;
+    }
+    auto count = [&v](const char* key) {
+      return v.contains(key) ? fmt::format("{:.0f}", Num(v, key)) : std::string("-");
+    };
+    fmt::print("{:<28} {:>12.1f} {:>10} {:>11.2f}x {:>13.2f}x {:>12} {:>10}\n", name, Num(v, "median_ms"),
+               count("median_faults"), Num(v, "ratio_vs_file_warm"), Num(v, "ratio_vs_on_demand"),
+               count("median_fault_around_pages"), count("median_prefetch_pages"));
+  }
+}
+
+void PrintLatency(const json& l) {
+  fmt::print("\n== Per-fault latency: {} sequential single-page touches per run, one thread ==\n",
+             l["pages_per_run"].get<uint64_t>());
+  fmt::print("{:<18} {:>10} {:>10} {:>10} {:>14} {:>14}\n", "handler", "p50 us", "p99 us", "mean us",
+             "p50 vs minimal", "p99 vs minimal");
+  for (const char* which : {"minimal_handler", "pager_cold", "pager_warm"}) {
+    const json& s = l[which];
+    std::string p50 = "-", p99 = "-";
+    if (std::string(which) != "minimal_handler") {
+      p50 = fmt::format("{:.2f}x", Num(l, (std::string(which) + "_ratio_p50_us").c_str()));
+      p99 = fmt::format("{:.2f}x", Num(l, (std::string(which) + "_ratio_p99_us").c_str()));
+    }
+    fmt::print("{:<18} {:>10.1f} {:>10.1f} {:>10.1f} {:>14} {:>14}\n", which, Num(s, "p50_us"), Num(s, "p99_us"),
+               Num(s, "mean_us"), p50, p99);
+  }
+}
+
+void PrintCompletion(const json& c) {
+  fmt::print("\n== Completion of the whole snapshot ({:.0f} MiB) ==\n", Num(c, "bytes") / (1 << 20));
+  fmt::print("{:<36} {:>10}\n", "method", "GiB/s");
+  fmt::print("{:<36} {:>10.2f}\n", "raw UFFDIO_COPY, 2 MiB batches", Num(c, "raw_uffdio_copy_gib_s"));
+  fmt::print("{:<36} {:>10.2f}\n", "pager POST /sessions/{id}/complete", Num(c, "pager_complete_gib_s"));
+  fmt::print("pager / raw: {:.0f}%\n", 100 * Num(c, "ratio_pager_vs_raw"));
+}
+
+void PrintConcurrent(const json& c) {
+  fmt::print("\n== {} concurrent restores through one pager ({} threads each, {:.1f} MiB working set) ==\n",
+             c["vms"].get<int>(), c["threads_per_vm"].get<int>(), Num(c, "working_set_mib"));
+  fmt::print("median total time:               {:.1f} ms\n", Num(c, "median_total_ms"));
+  fmt::print("median restore time of one VM:   {:.1f} ms\n", Num(c, "median_vm_restore_ms"));
+  fmt::print("backing bytes read / working set: {:.2f}x\n", Num(c, "median_backing_read_per_working_set"));
+  fmt::print("pager VmRSS / VmHWM / RssAnon:   {:.1f} / {:.1f} / {:.1f} MiB (cache bound + 64 MiB = {:.0f} MiB)\n",
+             Num(c, "median_pager_rss_mib"), Num(c, "median_pager_hwm_mib"), Num(c, "median_pager_rss_anon_mib"),
+             Num(c, "rss_bound_mib"));
+}
+
+}  // namespace
+
+void PrintTables(const json& results) {
+  if (results.contains("restore")) {
+    for (const json& r : results["restore"]) PrintRestore(r);
+  }
+  if (results.contains("fault_latency")) PrintLatency(results["fault_latency"]);
+  if (results.contains("completion")) PrintCompletion(results["completion"]);
+  if (results.contains("concurrent")) PrintConcurrent(results["concurrent"]);
+  for (const json& note : results.value("notes", json::array())) fmt::print("note: {}\n", note.get<std::string>());
+  std::fflush(stdout);
+}
+
+Status WriteJson(const json& results, const std::string& path) {
+  {
+    std::ofstream out(path, std::ios::trunc);
+    if (!out) return Status::FromErrno(errno, "open " + path);
+    out << results.dump(2) << "\n";
+    if (!out.flush()) return Status::FromErrno(errno, "write " + path);
+  }
+  std::ifstream in(path);
+  json back = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (back.is_discarded() || back != results) return Status::Internal(path + " does not read back as the results");
+  return Status::Ok();
+}
+
+}  // namespace uffdpager::bench

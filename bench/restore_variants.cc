@@ -1,0 +1,436 @@
+#include "restore_variants.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "common/memory_mapping.h"
+#include "common/unique_fd.h"
+#include "minimal_handler.h"
+#include "stats.h"
+
+namespace uffdpager::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+constexpr auto kRestoreLimit = std::chrono::seconds(300);
+constexpr uint64_t kBatchBytes = 2 * kMiB;
+
+double Ms(std::chrono::nanoseconds d) { return d.count() / 1e6; }
+
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "  %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+// A named series of samples; a skipped series keeps only its note.
+struct Series {
+  std::string name;
+  std::vector<double> ms;
+  // Pager restores: the session's counters (faults served, pages installed
+  // by fault-around and by prefetch), one sample per restore.
+  std::vector<double> faults, fault_around_pages, prefetch_pages;
+  std::string skipped;
+};
+
+bool FlavorAvailable(const BenchConfig& config, const PagerFlavor& flavor) {
+  return flavor.required_flag.empty() || config.pager_help.find(flavor.required_flag) != std::string::npos;
+}
+
+// File backend: what Firecracker's `File` restore does, open + private mmap,
+// then the vCPUs fault pages straight from the page cache.
+Result<double> TimeFileRestore(const BenchConfig& config, const WorkingSet& set) {
+  Deadline deadline("file-backed restore", kRestoreLimit);
+  auto start = Clock::now();
+  UniqueFd fd(::open(config.snapshot_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno(errno, "open " + config.snapshot_path);
+  auto memory = MemoryMapping::Map(nullptr, config.memory_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0,
+                                   "file-backed guest memory");
+  if (!memory.ok()) return memory.status();
+  const uint8_t* base = memory->data();
+  auto address = [base](uint64_t page) { return base + page * kPageSize; };
+  TouchWorkingSet(set, address);
+  double ms = Ms(Clock::now() - start);
+  UFFD_RETURN_IF_ERROR(VerifySample(set, address, config.snapshot_path, config.verify_stride));
+  return ms;
+}
+
+// One restore through `pager`: the handover and the touches are timed (the
+// orchestrator's POST /sessions happens before the VM loads, so it is not).
+Result<double> TimePagerRestore(const BenchConfig& config, const BenchPager& pager, const std::string& session_id,
+                                const WorkingSet& set, nlohmann::json* counters) {
+  auto socket = pager.CreateSession(session_id, config.snapshot_path);
+  if (!socket.ok()) return socket.status();
+  std::unique_ptr<RestoredGuest> guest;
+  double ms = 0;
+  {
+    Deadline deadline("restore through the pager (session " + session_id + ")", kRestoreLimit);
+    auto start = Clock::now();
+    auto handed = BenchPager::HandOver(session_id, *socket, config.memory_bytes);
+    if (!handed.ok()) return handed.status();
+    guest = std::move(*handed);
+    TouchWorkingSet(set, [&guest](uint64_t page) { return guest->PageAddress(page); });
+    ms = Ms(Clock::now() - start);
+  }
+  UFFD_RETURN_IF_ERROR(VerifySample(set, [&guest](uint64_t page) { return guest->PageAddress(page); },
+                                    config.snapshot_path, config.verify_stride));
+  *counters = pager.SessionCounters(session_id);
+  UFFD_RETURN_IF_ERROR(pager.client().CloseSession(session_id));
+  return ms;
+}
+
+json SeriesJson(const Series& s) {
+  json j = {{"name", s.name}};
+  if (!s.skipped.empty()) {
+    j["skipped"] = s.skipped;
+    return j;
+  }
+  j["median_ms"] = Median(s.ms);
+  j["samples_ms"] = s.ms;
+  if (!s.faults.empty()) {
+    j["median_faults"] = Median(s.faults);
+    j["median_fault_around_pages"] = Median(s.fault_around_pages);
+    j["median_prefetch_pages"] = Median(s.prefetch_pages);
+  }
+  return j;
+}
+
+// Reads the first `pages` pages one at a time from one thread, timing each
+// touch: with nothing else in flight, each is one full fault round trip.
+std::vector<double> SequentialTouchLatenciesUs(const uint8_t* base, uint64_t pages) {
+  std::vector<double> us;
+  us.reserve(pages);
+  for (uint64_t p = 0; p < pages; ++p) {
+    timespec a, b;
+    ::clock_gettime(CLOCK_MONOTONIC, &a);
+    (void)*reinterpret_cast<const volatile uint8_t*>(base + p * kPageSize);
+    ::clock_gettime(CLOCK_MONOTONIC, &b);
+    us.push_back((b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3);
+  }
+  return us;
+}
+
+json LatencyJson(const std::vector<double>& us) {
+  double mean = 0;
+  for (double v : us) mean += v;
+  return {{"samples", us.size()},
+          {"p50_us", Percentile(us, 50)},
+          {"p99_us", Percentile(us, 99)},
+          {"mean_us", us.empty() ? 0 : mean / us.size()}};
+}
+
+// The latency client against one pager restore: waits until the pager has
+// adopted the handshake, so the first touch does not include it.
+Result<std::vector<double>> PagerTouchLatencies(const BenchConfig& config, const BenchPager& pager,
+                                                const std::string& session_id, uint64_t pages) {
+  auto socket = pager.CreateSession(session_id, config.snapshot_path);
+  if (!socket.ok()) return socket.status();
+  auto guest = BenchPager::HandOver(session_id, *socket, config.memory_bytes);
+  if (!guest.ok()) return guest.status();
+  UFFD_RETURN_IF_ERROR(pager.WaitForState(session_id, "serving", std::chrono::seconds(10)));
+  std::vector<double> us;
+  {
+    Deadline deadline("latency client through the pager", kRestoreLimit);
+    // The first region is 3/4 of memory, so `pages` consecutive pages of the
+    // file are consecutive in it.
+    us = SequentialTouchLatenciesUs((*guest)->memory.region_data(0), pages);
+  }
+  UFFD_RETURN_IF_ERROR(pager.client().CloseSession(session_id));
+  return us;
+}
+
+// One client process of the concurrency test; returns its exit code and
+// leaves its restore time in *elapsed_ns.
+int RunConcurrentClient(const BenchConfig& config, const std::string& session_id, const std::string& socket,
+                        const WorkingSet& set, uint64_t* elapsed_ns) {
+  auto start = Clock::now();
+  auto guest = BenchPager::HandOver(session_id, socket, config.memory_bytes);
+  if (!guest.ok()) {
+    std::fprintf(stderr, "%s: %s\n", session_id.c_str(), guest.status().ToString().c_str());
+    return 2;
+  }
+  auto address = [&guest](uint64_t page) { return (*guest)->PageAddress(page); };
+  TouchWorkingSet(set, address);
+  *elapsed_ns = uint64_t((Clock::now() - start).count());
+  Status verified = VerifySample(set, address, config.snapshot_path, config.verify_stride);
+  if (!verified.ok()) {
+    std::fprintf(stderr, "%s: %s\n", session_id.c_str(), verified.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+// Waits for every child, at most `limit`; kills the rest after that.
+Status WaitForChildren(std::vector<pid_t>& children, std::chrono::seconds limit) {
+  auto deadline = Clock::now() + limit;
+  int failed = 0;
+  while (!children.empty()) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      if (std::erase(children, pid) && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) ++failed;
+      continue;
+    }
+    if (Clock::now() > deadline) {
+      for (pid_t child : children) ::kill(child, SIGKILL);
+      for (pid_t child : children) ::waitpid(child, &status, 0);
+      return Status::Timeout(std::to_string(children.size()) + " client(s) did not finish in time");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (failed) return Status::Internal(std::to_string(failed) + " client process(es) failed");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& set) {
+  std::vector<Series> series = {{"file_warm"}, {"file_cold"}};
+  std::vector<PagerFlavor> flavors;
+  for (const PagerFlavor& flavor : RestoreFlavors()) {
+    if (FlavorAvailable(config, flavor)) {
+      flavors.push_back(flavor);
+      series.push_back({flavor.name + "_cold"});
+      series.push_back({flavor.name + "_warm"});
+    } else {
+      std::string note = "skipped: `uffd-pager --help` has no " + flavor.required_flag;
+      for (const char* cache : {"_cold", "_warm"}) {
+        Series skipped{flavor.name + cache};
+        skipped.skipped = note;
+        series.push_back(skipped);
+      }
+    }
+  }
+  auto find = [&series](const std::string& name) -> Series& {
+    return *std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
+  };
+
+  // Runs interleave the variants so slow drift of a shared machine spreads
+  // over all of them instead of biasing one.
+  for (unsigned run = 0; run < config.runs; ++run) {
+    UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
+    auto warm = TimeFileRestore(config, set);
+    if (!warm.ok()) return warm.status();
+    find("file_warm").ms.push_back(*warm);
+
+    UFFD_RETURN_IF_ERROR(EvictFromPageCache(config.snapshot_path));
+    auto cold = TimeFileRestore(config, set);
+    if (!cold.ok()) return cold.status();
+    find("file_cold").ms.push_back(*cold);
+
+    for (const PagerFlavor& flavor : flavors) {
+      // The pager's own cache starts empty; the file is in the page cache, so
+      // this measures the pager, not the disk.
+      UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
+      auto pager = BenchPager::Launch(config.pager, flavor, flavor.name);
+      if (!pager.ok()) return pager.status().WithContext("launch " + flavor.name);
+      for (const char* cache : {"cold", "warm"}) {
+        json counters;
+        std::string id = set.name + "-" + cache + "-" + std::to_string(run);
+        auto ms = TimePagerRestore(config, **pager, id, set, &counters);
+        if (!ms.ok()) return ms.status().WithContext(flavor.name + " " + cache);
+        Series& s = find(flavor.name + "_" + cache);
+        s.ms.push_back(*ms);
+        s.faults.push_back(counters.value("faults", 0.0));
+        s.fault_around_pages.push_back(counters.value("fault_around_pages", 0.0));
+        s.prefetch_pages.push_back(counters.value("prefetch_pages", 0.0));
+      }
+    }
+    Progress(set.name + " run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
+  }
+
+  json variants = json::array();
+  double file_warm = Median(find("file_warm").ms);
+  double on_demand_cold = Median(find("pager_on_demand_cold").ms);
+  double on_demand_warm = Median(find("pager_on_demand_warm").ms);
+  for (const Series& s : series) {
+    json j = SeriesJson(s);
+    if (s.skipped.empty()) {
+      double median = Median(s.ms);
+      bool warm_pager = s.name.ends_with("_warm") && s.name.starts_with("pager");
+      j["ratio_vs_file_warm"] = median / file_warm;
+      j["ratio_vs_on_demand"] = median / (warm_pager ? on_demand_warm : on_demand_cold);
+    }
+    variants.push_back(j);
+  }
+  return json{{"working_set", set.name},
+              {"threads", set.per_thread.size()},
+              {"distinct_pages", set.distinct_pages},
+              {"distinct_mib", set.distinct_bytes() / double(kMiB)},
+              {"touches", set.total_touches()},
+              {"variants", variants}};
+}
+
+Result<json> RunFaultLatency(const BenchConfig& config) {
+  const uint64_t pages = std::min(config.latency_pages, config.memory_bytes / 4 * 3 / kPageSize);
+  auto source = MapSnapshotPopulated(config.snapshot_path, pages * kPageSize);
+  if (!source.ok()) return source.status();
+  std::vector<double> minimal, pager_cold, pager_warm;
+  for (unsigned run = 0; run < config.runs; ++run) {
+    {
+      auto region = RegisterRegion((pages * kPageSize + kBatchBytes - 1) / kBatchBytes * kBatchBytes);
+      if (!region.ok()) return region.status();
+      MinimalHandler handler(region->uffd, region->memory.address(), source->data());
+      UFFD_RETURN_IF_ERROR(handler.Start());
+      Deadline deadline("latency client through the minimal handler", kRestoreLimit);
+      auto us = SequentialTouchLatenciesUs(region->memory.data(), pages);
+      minimal.insert(minimal.end(), us.begin(), us.end());
+      handler.Stop();
+      if (handler.copy_error()) return Status::FromErrno(handler.copy_error(), "minimal handler UFFDIO_COPY");
+    }
+    auto pager = BenchPager::Launch(config.pager, OnDemandFlavor(), "latency");
+    if (!pager.ok()) return pager.status().WithContext("launch pager for latency");
+    for (auto [samples, cache] : {std::pair{&pager_cold, "cold"}, std::pair{&pager_warm, "warm"}}) {
+      auto us = PagerTouchLatencies(config, **pager, std::string("latency-") + cache + "-" + std::to_string(run),
+                                    pages);
+      if (!us.ok()) return us.status();
+      samples->insert(samples->end(), us->begin(), us->end());
+    }
+    Progress("fault latency run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
+  }
+  json j = {{"pages_per_run", pages},
+            {"minimal_handler", LatencyJson(minimal)},
+            {"pager_cold", LatencyJson(pager_cold)},
+            {"pager_warm", LatencyJson(pager_warm)}};
+  for (const char* which : {"pager_cold", "pager_warm"}) {
+    for (const char* p : {"p50_us", "p99_us"}) {
+      j[std::string(which) + "_ratio_" + p] = j[which][p].get<double>() / j["minimal_handler"][p].get<double>();
+    }
+  }
+  return j;
+}
+
+Result<json> RunCompletionThroughput(const BenchConfig& config) {
+  auto source = MapSnapshotPopulated(config.snapshot_path, config.memory_bytes);
+  if (!source.ok()) return source.status();
+  std::vector<double> raw_gib_s, pager_gib_s;
+  const double gib = double(config.memory_bytes) / (1ULL << 30);
+  for (unsigned run = 0; run < config.runs; ++run) {
+    {
+      Deadline deadline("raw batched UFFDIO_COPY", kRestoreLimit);
+      auto raw = RawBatchedCopy(*source, kBatchBytes);
+      if (!raw.ok()) return raw.status();
+      raw_gib_s.push_back(gib / (raw->count() / 1e9));
+    }
+    auto pager = BenchPager::Launch(config.pager, OnDemandFlavor(), "completion");
+    if (!pager.ok()) return pager.status().WithContext("launch pager for completion");
+    std::string id = "complete-" + std::to_string(run);
+    auto socket = (*pager)->CreateSession(id, config.snapshot_path);
+    if (!socket.ok()) return socket.status();
+    auto guest = BenchPager::HandOver(id, *socket, config.memory_bytes);
+    if (!guest.ok()) return guest.status();
+    UFFD_RETURN_IF_ERROR((*pager)->WaitForState(id, "serving", std::chrono::seconds(10)));
+    auto start = Clock::now();
+    UFFD_RETURN_IF_ERROR((*pager)->client().CompleteSession(id, std::chrono::seconds(300)));
+    pager_gib_s.push_back(gib / std::chrono::duration<double>(Clock::now() - start).count());
+    // After completion the memory is unregistered: a sample of it must hold
+    // the file's bytes (read here without any fault reaching the pager).
+    for (uint64_t page = 0; page < config.memory_bytes / kPageSize; page += 997) {
+      if (std::memcmp((*guest)->PageAddress(page), source->data() + page * kPageSize, kPageSize) != 0) {
+        return Status::Internal("completed page " + std::to_string(page) + " differs from the snapshot file");
+      }
+    }
+    UFFD_RETURN_IF_ERROR((*pager)->client().CloseSession(id));
+    Progress("completion run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
+  }
+  double raw = Median(raw_gib_s), paged = Median(pager_gib_s);
+  return json{{"bytes", config.memory_bytes},
+              {"batch_bytes", kBatchBytes},
+              {"raw_uffdio_copy_gib_s", raw},
+              {"raw_samples_gib_s", raw_gib_s},
+              {"pager_complete_gib_s", paged},
+              {"pager_samples_gib_s", pager_gib_s},
+              {"ratio_pager_vs_raw", paged / raw}};
+}
+
+Result<json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& set) {
+  PagerSetup setup = config.pager;
+  setup.cache_max_bytes = config.concurrent_cache_bytes;
+  const unsigned vms = config.concurrent_vms;
+  std::vector<double> total_ms, vm_median_ms, read_ratio, rss_mib, hwm_mib, anon_mib;
+  json runs = json::array();
+  for (unsigned run = 0; run < config.runs; ++run) {
+    UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
+    auto pager = BenchPager::Launch(setup, OnDemandFlavor(), "concurrent");
+    if (!pager.ok()) return pager.status().WithContext("launch pager for concurrency");
+    std::vector<std::pair<std::string, std::string>> sessions;
+    for (unsigned vm = 0; vm < vms; ++vm) {
+      std::string id = "vm" + std::to_string(vm) + "-" + std::to_string(run);
+      auto socket = (*pager)->CreateSession(id, config.snapshot_path);
+      if (!socket.ok()) return socket.status();
+      sessions.emplace_back(id, *socket);
+    }
+    // Restore times come back through a shared page, one slot per client.
+    auto shared = MemoryMapping::Map(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0,
+                                     "client results");
+    if (!shared.ok()) return shared.status();
+    auto* elapsed = reinterpret_cast<uint64_t*>(shared->data());
+    std::fflush(nullptr);
+    std::vector<pid_t> children;
+    auto start = Clock::now();
+    for (unsigned vm = 0; vm < vms; ++vm) {
+      pid_t pid = ::fork();
+      if (pid < 0) {
+        for (pid_t child : children) ::kill(child, SIGKILL);
+        (void)WaitForChildren(children, std::chrono::seconds(10));
+        return Status::FromErrno(errno, "fork");
+      }
+      if (pid == 0) ::_exit(RunConcurrentClient(config, sessions[vm].first, sessions[vm].second, set, &elapsed[vm]));
+      children.push_back(pid);
+    }
+    UFFD_RETURN_IF_ERROR(WaitForChildren(children, kRestoreLimit));
+    double ms = Ms(Clock::now() - start);
+
+    auto stats = (*pager)->client().Stats();
+    if (!stats.ok()) return stats.status();
+    auto memory = ReadProcessMemory((*pager)->pid());
+    if (!memory.ok()) return memory.status();
+    std::vector<double> per_vm;
+    for (unsigned vm = 0; vm < vms; ++vm) per_vm.push_back(elapsed[vm] / 1e6);
+    double backing = (*stats).value("backing_bytes_read", 0.0);
+    total_ms.push_back(ms);
+    vm_median_ms.push_back(Median(per_vm));
+    read_ratio.push_back(backing / double(set.distinct_bytes()));
+    rss_mib.push_back(memory->rss_bytes / double(kMiB));
+    hwm_mib.push_back(memory->hwm_bytes / double(kMiB));
+    anon_mib.push_back(memory->anon_bytes / double(kMiB));
+    runs.push_back({{"total_ms", ms},
+                    {"vm_restore_ms", per_vm},
+                    {"backing_bytes_read", backing},
+                    {"cache_bytes", (*stats).value("cache_bytes", 0.0)},
+                    {"cache_hits", (*stats).value("cache_hits", 0.0)},
+                    {"cache_misses", (*stats).value("cache_misses", 0.0)},
+                    {"faults", (*stats).value("faults", 0.0)},
+                    {"pager_vm_rss_bytes", memory->rss_bytes},
+                    {"pager_vm_hwm_bytes", memory->hwm_bytes},
+                    {"pager_rss_anon_bytes", memory->anon_bytes},
+                    {"pager_rss_file_bytes", memory->file_bytes}});
+    for (const auto& [id, socket] : sessions) (void)(*pager)->client().CloseSession(id);
+    Progress("concurrent restores run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
+  }
+  const double bound_mib = setup.cache_max_bytes / double(kMiB) + 64;
+  return json{{"vms", vms},
+              {"threads_per_vm", set.per_thread.size()},
+              {"working_set_mib", set.distinct_bytes() / double(kMiB)},
+              {"cache_max_bytes", setup.cache_max_bytes},
+              {"median_total_ms", Median(total_ms)},
+              {"median_vm_restore_ms", Median(vm_median_ms)},
+              {"median_backing_read_per_working_set", Median(read_ratio)},
+              {"median_pager_rss_mib", Median(rss_mib)},
+              {"median_pager_hwm_mib", Median(hwm_mib)},
+              {"median_pager_rss_anon_mib", Median(anon_mib)},
+              {"rss_bound_mib", bound_mib},
+              {"runs", runs}};
+}
+
+}  // namespace uffdpager::bench

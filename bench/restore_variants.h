@@ -1,0 +1,46 @@
+// The four measurements of restore_bench. Each runs its baselines and the
+// real pager side by side in the same process run and returns its results
+// as JSON (raw samples plus medians and ratios); report.cc prints them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "pager_harness.h"
+#include "workload.h"
+
+namespace uffdpager::bench {
+
+struct BenchConfig {
+  std::string snapshot_path;
+  uint64_t memory_bytes = 0;
+  unsigned runs = 5;
+  unsigned vcpu_threads = 4;
+  uint64_t latency_pages = 8192;   // sequential single-page touches per latency run
+  unsigned concurrent_vms = 16;
+  uint64_t concurrent_cache_bytes = 0;  // pager cache bound in the concurrency test
+  uint64_t verify_stride = 61;     // check every N-th touched page against the file
+  PagerSetup pager;                // binary, work dir, cache bound of the other tests
+  std::string pager_help;          // `uffd-pager --help`, to see which flavors exist
+};
+
+// 1. Time until 4 vCPU-like threads have touched `set`: file backend (page
+// cache warm and cold) against every pager flavor (its cache cold on a fresh
+// pager, then warm on a second restore through the same pager).
+Result<nlohmann::json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& set);
+
+// 2. Per-fault service latency of sequential single-page touches: the
+// minimal handler against the pager (cache cold and warm).
+Result<nlohmann::json> RunFaultLatency(const BenchConfig& config);
+
+// 3. Populating the whole snapshot: POST /sessions/{id}/complete on an
+// untouched session against raw 2 MiB UFFDIO_COPY batches.
+Result<nlohmann::json> RunCompletionThroughput(const BenchConfig& config);
+
+// 4. `concurrent_vms` client processes restoring one snapshot through one
+// pager at once: total time, disk reads per working set, pager memory.
+Result<nlohmann::json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& set);
+
+}  // namespace uffdpager::bench

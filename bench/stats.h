@@ -1,0 +1,40 @@
+// Small measurement helpers: order statistics over samples, the page cache
+// state of a file, and a process's memory from /proc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "uffdpager/status.h"
+
+namespace uffdpager::bench {
+
+// The median of `samples` (mean of the two middle ones for an even count);
+// 0 when empty.
+double Median(std::vector<double> samples);
+
+// The p-th percentile (0..100), nearest-rank; 0 when empty.
+double Percentile(std::vector<double> samples, double p);
+
+// Evicts `path` from the page cache: fadvise(DONTNEED) on the file, then a
+// global drop_caches (clean page cache only) so nothing it left behind
+// (e.g. readahead of neighbours) survives. Needs root for drop_caches; the
+// fadvise alone is used when that write fails.
+Status EvictFromPageCache(const std::string& path);
+
+// Reads the whole file once so it sits in the page cache.
+Status WarmPageCache(const std::string& path);
+
+// VmRSS and VmHWM of `pid` in bytes, from /proc/PID/status.
+struct ProcessMemory {
+  uint64_t rss_bytes = 0;
+  uint64_t hwm_bytes = 0;
+  uint64_t anon_bytes = 0;   // RssAnon: heap, the page cache's buffers
+  uint64_t file_bytes = 0;   // RssFile: mapped files (and the binary)
+};
+Result<ProcessMemory> ReadProcessMemory(pid_t pid);
+
+}  // namespace uffdpager::bench
