@@ -41,6 +41,27 @@ TEST_F(PagerFaultAroundTest, ASequentialWalkTakesFarFewerFaults) {
   EXPECT_EQ(c["backing_bytes_read"].get<uint64_t>(), 12 * kMiB);
 }
 
+TEST_F(PagerFaultAroundTest, InterleavedSequentialThreadsEachGetTheirWindow) {
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 44);
+  auto vm = VmmStandIn::Restore(CreateSession("streams", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // Four "vCPUs" each walk their own quarter forward, at the same time.
+  std::vector<std::thread> walkers;
+  for (uint64_t t = 0; t < 4; ++t) {
+    walkers.emplace_back([&, t] {
+      uint64_t sum = 0;
+      for (uint64_t p = t * kPages / 4; p < (t + 1) * kPages / 4; ++p) {
+        sum += *reinterpret_cast<volatile uint8_t*>((*vm)->memory.AtFileOffset(p * 4096));
+      }
+      (void)sum;
+    });
+  }
+  for (auto& w : walkers) w.join();
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  auto c = Session("streams")["counters"];
+  EXPECT_LT(c["faults"].get<uint64_t>(), kPages / 4) << c.dump();
+}
+
 TEST_F(PagerFaultAroundTest, NeverInstallsSnapshotBytesInARemovedRange) {
   std::string snap = MakeSnapshot("mem", 12 * kMiB, 42);
   auto vm = VmmStandIn::Restore(CreateSession("rm", snap), kRegions);

@@ -269,24 +269,35 @@ uint64_t FaultEngine::MissingRunLength(size_t region, uint64_t first, uint64_t m
 }
 
 FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeReport* report) {
-  // A fault just past the last window means the guest is walking forward:
-  // grow. Anywhere else: shrink, so random access pays for few extra pages.
-  const uint64_t step = around_window_ * loc.page_size;
-  if (loc.page_addr >= around_last_end_ && loc.page_addr < around_last_end_ + step) {
-    around_window_ = std::min(around_window_ * 2, options_.fault_around_max_pages);
-  } else {
-    around_window_ = std::max<uint64_t>(around_window_ / 2, 1);
+  // Which stream does this fault continue? One whose last window ended at
+  // most a window before it; else the least recently used slot starts anew.
+  AccessStream* stream = nullptr;
+  for (AccessStream& s : streams_) {
+    if (s.window > 0 && loc.page_addr >= s.next_addr && loc.page_addr < s.next_addr + s.window * loc.page_size) {
+      stream = &s;
+      break;
+    }
   }
-  uint64_t max = std::min(around_window_, std::max<uint64_t>(1, (2ULL << 20) / loc.page_size));
+  if (stream != nullptr) {
+    stream->window = std::min(stream->window * 2, options_.fault_around_max_pages);
+  } else {
+    stream = &streams_[0];
+    for (AccessStream& s : streams_) {
+      if (s.last_used < stream->last_used) stream = &s;
+    }
+    stream->window = 1;
+  }
+  stream->last_used = ++stream_clock_;
+  uint64_t max = std::min(stream->window, std::max<uint64_t>(1, (2ULL << 20) / loc.page_size));
   uint64_t count = MissingRunLength(loc.region, loc.page_index, max);
   if (count <= 1) {  // present, removed, or alone: the plain path
-    around_last_end_ = loc.page_addr + loc.page_size;
+    stream->next_addr = loc.page_addr + loc.page_size;
     return FillPage(loc, report);
   }
   uint64_t installed = 0;
   FillResult result = PopulateRun(loc.region, loc.page_index, count, &installed, report, /*rest_optional=*/true);
   if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
-  around_last_end_ = loc.page_addr + installed * loc.page_size;
+  stream->next_addr = loc.page_addr + std::max<uint64_t>(installed, 1) * loc.page_size;
   return result;
 }
 

@@ -42,9 +42,11 @@ struct ServeReport {
 // How the engine serves, beyond the page that faulted.
 struct FaultEngineOptions {
   // Fault-around: on a demand fault, also install up to this many following
-  // pages that are missing, in the same copy. The window adapts: it doubles
-  // while faults keep landing just past the last window and halves when they
-  // land elsewhere. 0 turns it off.
+  // pages that are missing, in the same copy. The window adapts per access
+  // stream (several vCPUs walk at once): a fault just past where a stream's
+  // last window ended doubles that stream's window; any other fault starts a
+  // new stream (replacing the least recently used) with a window of one page,
+  // so random access costs no extra pages. 0 turns it off.
   uint64_t fault_around_max_pages = 0;
 };
 
@@ -137,9 +139,16 @@ class FaultEngine {
   std::vector<uint64_t> prefetch_plan_;
   uint64_t prefetch_page_size_ = 0;
   size_t prefetch_cursor_ = 0;
-  // Fault-around state: the current window and where the last one ended.
-  uint64_t around_window_ = 1;
-  uint64_t around_last_end_ = 0;
+  // Fault-around state: recent forward streams, where each last window ended
+  // and how wide it was.
+  struct AccessStream {
+    uint64_t next_addr = 0;
+    uint64_t window = 0;  // 0: unused slot
+    uint64_t last_used = 0;
+  };
+  static constexpr size_t kStreams = 8;
+  AccessStream streams_[kStreams];
+  uint64_t stream_clock_ = 0;
   // Completion cursor.
   size_t populate_region_ = 0;
   uint64_t populate_page_ = 0;

@@ -1,5 +1,7 @@
 #include "pager/page_cache.h"
 
+#include "pager/page_allocator.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <iterator>
@@ -8,12 +10,11 @@
 
 namespace uffdpager {
 
-CachedPage::~CachedPage() { std::free(data_); }
+CachedPage::~CachedPage() { PageAllocator::Default().Free(data_, size_); }
 
 uint8_t* CachedPage::mutable_data() {
   if (data_ == nullptr) {
-    size_t alignment = size_ >= 4096 ? 4096 : 64;
-    data_ = static_cast<uint8_t*>(std::aligned_alloc(alignment, (size_ + alignment - 1) / alignment * alignment));
+    data_ = PageAllocator::Default().Allocate(size_);
     if (data_ == nullptr) throw std::bad_alloc();
   }
   return data_;
@@ -29,7 +30,7 @@ void CachedPage::ReleaseIfZero() {
   for (size_t i = size_ / sizeof(uint64_t) * sizeof(uint64_t); i < size_; ++i) {
     if (data_[i] != 0) return;
   }
-  std::free(data_);
+  PageAllocator::Default().Free(data_, size_);
   data_ = nullptr;
 }
 

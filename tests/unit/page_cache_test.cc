@@ -1,5 +1,7 @@
 #include "pager/page_cache.h"
 
+#include "pager/page_allocator.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -94,6 +96,29 @@ TEST(PageCacheTest, AFailedLoadIsReportedToEveryWaiterAndNotCached) {
   std::atomic<int> loads{0};
   EXPECT_TRUE(cache.GetOrLoad({1, 0, 4096}, FillWith(1, &loads)).ok());
   EXPECT_EQ(loads.load(), 1);
+}
+
+TEST(PageAllocatorTest, RecyclesSmallPagesInsteadOfGrowing) {
+  PageAllocator allocator;
+  std::vector<uint8_t*> pages;
+  for (int i = 0; i < 600; ++i) {  // more than one 2 MiB chunk's worth
+    uint8_t* p = allocator.Allocate(4096);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 4096, 0u);
+    std::memset(p, i & 0xff, 4096);
+    pages.push_back(p);
+  }
+  EXPECT_EQ(allocator.chunk_count(), 2u);
+  for (int round = 0; round < 10; ++round) {
+    for (uint8_t* p : pages) allocator.Free(p, 4096);
+    for (auto& p : pages) p = allocator.Allocate(4096);
+  }
+  EXPECT_EQ(allocator.chunk_count(), 2u) << "freed pages were not reused";
+  uint8_t* huge = allocator.Allocate(2 << 20);
+  ASSERT_NE(huge, nullptr);
+  huge[(2 << 20) - 1] = 1;
+  allocator.Free(huge, 2 << 20);
+  for (uint8_t* p : pages) allocator.Free(p, 4096);
 }
 
 TEST(PageCacheTest, ZeroPagesKeepNoBufferYetStayBounded) {
