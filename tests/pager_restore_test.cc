@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "support/huge_pages.h"
 #include "support/pager_fixture.h"
 
 namespace uffdpager::testing {
@@ -220,43 +221,6 @@ TEST_F(PagerRestoreTest, ZeroPagesAndHolesAreNeverReadOrCopiedAsBytes) {
   EXPECT_EQ(c["pages_copied"].get<uint64_t>(), kGuestBytes / 4096 - zero_pages);
   EXPECT_EQ(Stat("cache_zero_items"), zero_pages);
 }
-
-// Reserves 2 MiB huge pages for the test and gives the old count back.
-class HugePageReservation {
- public:
-  explicit HugePageReservation(long extra) {
-    old_ = Read();
-    if (old_ < 0) return;
-    Write(old_ + extra);
-    ok_ = FreeHugePages() >= extra;
-  }
-  ~HugePageReservation() {
-    if (old_ >= 0) Write(old_);
-  }
-  bool ok() const { return ok_; }
-  long old() const { return old_; }
-
- private:
-  static constexpr const char* kPath = "/proc/sys/vm/nr_hugepages";
-  static long Read() {
-    std::ifstream in(kPath);
-    long v = -1;
-    in >> v;
-    return v;
-  }
-  static void Write(long v) {
-    std::ofstream out(kPath);
-    out << v;
-  }
-  static long FreeHugePages() {
-    std::ifstream in("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
-    long v = 0;
-    in >> v;
-    return v;
-  }
-  long old_ = -1;
-  bool ok_ = false;
-};
 
 TEST_F(PagerRestoreTest, HugePagesAreServedIn2MiBUnits) {
   HugePageReservation reservation(8);

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "support/huge_pages.h"
 #include "tinyvmm_fixture.h"
 
 namespace uffdpager::vmm::testing {
@@ -174,6 +175,35 @@ TEST_F(TinyVmmRestoreTest, DiffOnARestoredVmMergesExactly) {
   ::close(fd);
   std::ofstream(Path("d3.merged"), std::ios::binary).write(reinterpret_cast<const char*>(base.data()), base.size());
   ExpectModelMatches("d2.state", "d2.mem", "d3.state", "d3.merged");
+}
+
+TEST_F(TinyVmmRestoreTest, HugePageGuestRestoresThroughThePagerIn2MiBPages) {
+  // Source (32 MiB) and restored guest (32 MiB) in 2 MiB pages, plus slack.
+  ::uffdpager::testing::HugePageReservation reservation(40);
+  if (!reservation.ok()) GTEST_SKIP() << "the kernel refused to reserve 40 huge pages of 2 MiB";
+  VmmInstance& source = StartVmm("huge-source");
+  ExpectNoContent(source, "PUT", "/machine-config",
+                  {{"vcpu_count", 2}, {"mem_size_mib", 32}, {"huge_pages", "2M"}});
+  ExpectNoContent(source, "PUT", "/actions", {{"action_type", "InstanceStart"}});
+  WaitForSteps(source, 300);
+  Pause(source);
+  Snapshot(source, "h1.state", "h1.mem");
+
+  StartPager();
+  std::string socket = PagerSession("huge-restore", "h1.mem");
+  ASSERT_FALSE(socket.empty());
+  VmmInstance& vm = StartVmm("huge-restored");
+  LoadUffd(vm, "h1.state", socket, /*resume=*/true);
+  RunFurtherAndSnapshot(vm, "h1.state", "h2.state", "h2.mem");
+  ExpectModelMatches("h1.state", "h1.mem", "h2.state", "h2.mem");
+  auto sessions = pager_client_->ListSessions();
+  ASSERT_TRUE(sessions.ok());
+  ASSERT_EQ(sessions->size(), 1u);
+  const auto& c = (*sessions)[0]["counters"];
+  // Every page went in as a whole 2 MiB page.
+  EXPECT_GT(c["pages_copied"].get<uint64_t>(), 0u);
+  EXPECT_EQ(c["bytes_copied"].get<uint64_t>(), c["pages_copied"].get<uint64_t>() * 2 * kMiB) << c.dump();
+  EXPECT_EQ(c["copy_errors"], 0);
 }
 
 }  // namespace
