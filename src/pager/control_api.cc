@@ -133,10 +133,6 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
     if (!it->is_boolean()) return ErrorResponse(400, "\"kill_client_on_failure\" must be a boolean");
     spec.kill_client_on_failure = it->get<bool>();
   }
-  if (!IsValidSessionId(spec.id)) {
-    return ErrorResponse(400, "session id \"" + spec.id +
-                                  "\" is invalid: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
-  }
   auto session = ctx_.registry->Create(spec);
   if (!session.ok()) {
     const Status& st = session.status();

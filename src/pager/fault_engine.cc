@@ -211,9 +211,6 @@ void FaultEngine::RecordFailure(ServeReport* report, Status status) {
 }
 
 Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* report) {
-  // One ioctl installs at most this many bytes, so a demand fault waits for
-  // at most one run (~2 MiB) before the session serves it.
-  constexpr uint64_t kMaxRunBytes = 2ULL << 20;
   const auto& regions = layout_.regions();
   size_t installed = 0;
   *done = false;
@@ -288,7 +285,7 @@ FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeR
     stream->window = 1;
   }
   stream->last_used = ++stream_clock_;
-  uint64_t max = std::min(stream->window, std::max<uint64_t>(1, (2ULL << 20) / loc.page_size));
+  uint64_t max = std::min(stream->window, std::max<uint64_t>(1, kMaxRunBytes / loc.page_size));
   uint64_t count = MissingRunLength(loc.region, loc.page_index, max);
   if (count <= 1) {  // present, removed, or alone: the plain path
     stream->next_addr = loc.page_addr + loc.page_size;
@@ -319,7 +316,7 @@ FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, 
     pages.push_back(std::move(*page));
   }
   if (!staging_.valid() || staging_.size() < count * ps) {
-    auto staging = MemoryMapping::Map(nullptr, std::max<uint64_t>(count * ps, 2ULL << 20), PROT_READ | PROT_WRITE,
+    auto staging = MemoryMapping::Map(nullptr, std::max<uint64_t>(count * ps, kMaxRunBytes), PROT_READ | PROT_WRITE,
                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, "completion staging buffer");
     if (!staging.ok()) {
       RecordFailure(report, staging.status());
@@ -389,7 +386,6 @@ void FaultEngine::SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_s
 }
 
 void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
-  constexpr uint64_t kMaxRunBytes = 2ULL << 20;
   size_t installed = 0;
   while (prefetch_cursor_ < prefetch_plan_.size() && installed < max_pages) {
     const uint64_t offset = prefetch_plan_[prefetch_cursor_];

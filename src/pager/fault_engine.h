@@ -52,6 +52,10 @@ struct FaultEngineOptions {
 
 class FaultEngine {
  public:
+  // The most one UFFDIO_COPY installs: bounds completion, prefetch and
+  // fault-around runs, so a demand fault waits for at most one run.
+  static constexpr uint64_t kMaxRunBytes = 2ULL << 20;
+
   FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
               uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options = {});
 

@@ -21,7 +21,8 @@ std::string SessionRegistry::SocketPathFor(const std::string& id) const { return
 
 Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
   if (!IsValidSessionId(spec.id)) {
-    return Status::InvalidArgument("session id \"" + spec.id + "\" must be 1-128 characters of [A-Za-z0-9._-] not starting with '.'");
+    return Status::InvalidArgument("session id \"" + spec.id +
+                                   "\" is invalid: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
   }
   std::lock_guard create_lock(create_mu_);
   std::shared_ptr<Session> old;
