@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -39,11 +40,28 @@ TEST_F(PagerLifecycleTest, CompleteLetsThePagerExitWithMemoryStillRight) {
   }
   ASSERT_EQ(::madvise((*vm)->memory.AtFileOffset(5 * kMiB), 16 * 4096, MADV_DONTNEED), 0);
 
-  // A demand-faulting thread runs during completion.
-  std::thread toucher([&] { TouchAllPages((*vm)->memory, 1); });
-  Status st = pager_->client().CompleteSession("c");
+  // A demand-faulting thread runs during completion; it publishes the page
+  // it is on, so a fault left unwoken shows up as a named page, not a hang.
+  const uint64_t pages = PageCount((*vm)->memory);
+  std::atomic<uint64_t> touching{0};
+  std::atomic<bool> touched{false};
+  std::thread toucher([&] {
+    for (uint64_t p = 0; p < pages; ++p) {
+      touching.store(p);
+      (void)*reinterpret_cast<volatile const uint8_t*>((*vm)->memory.AtFileOffset(p * 4096));
+    }
+    touched = true;
+  });
+  Status st = pager_->client().CompleteSession("c", std::chrono::seconds(60));
+  if (!WaitFor([&] { return touched.load(); }, std::chrono::seconds(30))) {
+    ADD_FAILURE() << "the toucher is still blocked on page " << touching.load() << " 30 s after complete answered "
+                  << st.ToString() << "\nsession: " << Session("c").dump() << "\n"
+                  << pager_->Log();
+    // Releasing our uffd wakes every thread waiting on it, so the test ends.
+    (*vm)->handover.uffd = Userfaultfd();
+  }
   toucher.join();
-  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << pager_->Log();
   auto s = Session("c");
   EXPECT_EQ(s["state"], "completed");
   EXPECT_GT(s["counters"]["completion_pages"].get<uint64_t>(), 0u);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -67,6 +68,29 @@ Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) cons
                                        offset + done, length));
     }
     done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status BackingFile::ReadRange(uint64_t offset, void* buffer, size_t length, uint64_t* bytes_read) const {
+  auto* out = static_cast<uint8_t*>(buffer);
+  const uint64_t end = offset + length;
+  uint64_t pos = offset;
+  // The first extent ending after `pos`; extents are sorted and disjoint.
+  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), pos,
+                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  while (pos < end) {
+    const uint64_t data_start = it == data_extents_.end() ? end : std::min(std::max(it->first, pos), end);
+    if (data_start > pos) {  // a hole: zeros, nothing to read
+      std::memset(out + (pos - offset), 0, data_start - pos);
+      pos = data_start;
+      continue;
+    }
+    const uint64_t data_end = std::min(it->second, end);
+    UFFD_RETURN_IF_ERROR(ReadExact(pos, out + (pos - offset), data_end - pos));
+    *bytes_read += data_end - pos;
+    pos = data_end;
+    ++it;
   }
   return Status::Ok();
 }

@@ -34,6 +34,11 @@ class BackingFile {
   // truncated under us) is an error, never a partly filled page.
   Status ReadExact(uint64_t offset, void* buffer, size_t length) const;
 
+  // Fills `buffer` with [offset, offset+length): holes are zero-filled without
+  // a read, data is read with one pread per extent piece. Adds the bytes it
+  // really read to *bytes_read. A short read is an error, as in ReadExact.
+  Status ReadRange(uint64_t offset, void* buffer, size_t length, uint64_t* bytes_read) const;
+
   // True if [offset, offset+length) lies wholly in a hole of a sparse file:
   // such a page is zeros and needs no read.
   bool IsHole(uint64_t offset, uint64_t length) const;

@@ -227,7 +227,7 @@ Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* repo
       }
       uint64_t done_pages = 0;
       ServeReport step;  // kept apart: a demand fault's failure is not completion's
-      FillResult result = PopulateRun(populate_region_, populate_page_, count, &done_pages, &step);
+      FillResult result = PopulateRun(populate_region_, populate_page_, count, &done_pages, &step, RunUse::kCompletion);
       populate_page_ += done_pages;
       installed += done_pages;
       counters_.Add(&FaultCounters::completion_pages, done_pages);
@@ -292,80 +292,131 @@ FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeR
     return FillPage(loc, report);
   }
   uint64_t installed = 0;
-  FillResult result = PopulateRun(loc.region, loc.page_index, count, &installed, report, /*rest_optional=*/true);
+  FillResult result = PopulateRun(loc.region, loc.page_index, count, &installed, report, RunUse::kFaultAround);
   if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
   stream->next_addr = loc.page_addr + std::max<uint64_t>(installed, 1) * loc.page_size;
   return result;
 }
 
+bool FaultEngine::EnsureStaging(ServeReport* report) {
+  if (staging_.valid()) return true;
+  auto staging = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
+                                    "run staging buffer");
+  if (!staging.ok()) {
+    RecordFailure(report, staging.status());
+    return false;
+  }
+  staging_ = std::move(*staging);
+  return true;
+}
+
+Status FaultEngine::ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
+                                       uint64_t* valid_pages) {
+  RangeReader reader = [this](uint64_t offset, uint64_t length, uint8_t* out) {
+    auto start = Clock::now();
+    uint64_t read = 0;
+    Status st = backing_->ReadRange(offset, out, length, &read);
+    if (read > 0) {
+      counters_.Add(&FaultCounters::backing_read_ns_total,
+                    static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
+      counters_.Add(&FaultCounters::backing_bytes_read, read);
+    }
+    return st;
+  };
+  RunReadResult result;
+  Status st = cache_->ReadRun(PageRun{cache_namespace_, file_offset, page_size, count},
+                              use == RunUse::kCompletion ? RunKeep::kNone : RunKeep::kShare, reader, staging_.data(),
+                              &staging_zero_, &result);
+  counters_.Add(&FaultCounters::cache_hits, result.hits);
+  counters_.Add(&FaultCounters::cache_misses, result.misses);
+  *valid_pages = result.valid_pages;
+  return st;
+}
+
+uint64_t FaultEngine::ZeroStretch(uint64_t from, uint64_t count) const {
+  uint64_t end = from;
+  while (end < count && staging_zero_[end]) ++end;
+  return end - from;
+}
+
 FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed,
-                                                 ServeReport* report, bool rest_optional) {
+                                                 ServeReport* report, RunUse use) {
   const GuestRegionMapping& r = layout_.regions()[region];
   const uint64_t ps = r.page_size;
-  std::vector<PageRef> pages;
-  pages.reserve(count);
-  for (uint64_t i = 0; i < count; ++i) {
-    auto page = LoadPage(r.offset + (first + i) * ps, ps);
-    if (!page.ok()) {
-      count = i;  // install what we have
-      if (i > 0 && rest_optional) break;
-      RecordFailure(report, page.status().WithContext(
-                                fmt::format("cannot load the page at {:#x}", r.base_host_virt_addr + (first + i) * ps)));
-      break;
+  *installed = 0;
+  if (!EnsureStaging(report)) return FillResult::kFailed;
+  uint64_t valid = 0;
+  Status loaded = ReadRunIntoStaging(r.offset + first * ps, ps, count, use, &valid);
+  if (!loaded.ok()) {
+    // Fault-around and prefetch install what could be read; completion, and
+    // any run whose first page is unreadable, fail.
+    if (valid == 0 || use == RunUse::kCompletion) {
+      RecordFailure(report, loaded.WithContext(fmt::format("cannot load the page at {:#x}",
+                                                           r.base_host_virt_addr + (first + valid) * ps)));
     }
-    pages.push_back(std::move(*page));
+    count = valid;
   }
-  if (!staging_.valid() || staging_.size() < count * ps) {
-    auto staging = MemoryMapping::Map(nullptr, std::max<uint64_t>(count * ps, kMaxRunBytes), PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, "completion staging buffer");
-    if (!staging.ok()) {
-      RecordFailure(report, staging.status());
-      return FillResult::kFailed;
+  if (count == 0) return FillResult::kFailed;
+  // Split the run into ioctls. A stretch of zero pages goes in with
+  // UFFDIO_ZEROPAGE when it is long (a hole, untouched memory) or is the whole
+  // run; a lone zero page among data is cheaper copied with its neighbours
+  // than given an ioctl of its own.
+  struct Segment {
+    uint64_t first, end;
+    bool zero;
+  };
+  std::array<Segment, 64> segments;
+  size_t nsegments = 0;
+  for (uint64_t i = 0; i < count && nsegments < segments.size();) {
+    const uint64_t zeros = ps == 4096 ? ZeroStretch(i, count) : 0;
+    const bool zero = zeros > 0 && (zeros >= kMinZeroStretchPages || zeros == count);
+    uint64_t j = i + (zero ? zeros : 0);
+    while (!zero && j < count) {
+      const uint64_t z = ps == 4096 ? ZeroStretch(j, count) : 0;
+      if (z >= kMinZeroStretchPages) break;
+      j += std::max<uint64_t>(z, 1);
     }
-    staging_ = std::move(*staging);
+    segments[nsegments++] = {i, j, zero};
+    i = j;
   }
-  uint64_t i = 0;
-  while (i < count) {
-    // A sub-run of pages of one kind: zeros (ZEROPAGE) or bytes (COPY).
-    const bool zero = pages[i]->is_zero() && ps == 4096;
-    uint64_t j = i + 1;
-    while (j < count && (pages[j]->is_zero() && ps == 4096) == zero) ++j;
-    const uint64_t addr = r.base_host_virt_addr + (first + i) * ps;
-    const uint64_t len = (j - i) * ps;
-    UffdFillOutcome outcome;
-    if (zero) {
-      outcome = uffd_->ZeroPage(addr, len, UFFDIO_ZEROPAGE_MODE_DONTWAKE);
-    } else {
-      for (uint64_t k = i; k < j; ++k) {
-        uint8_t* dst = staging_.data() + (k - i) * ps;
-        if (pages[k]->is_zero()) {
-          std::memset(dst, 0, ps);
-        } else {
-          std::memcpy(dst, pages[k]->data(), ps);
-        }
-      }
-      outcome = uffd_->Copy(addr, staging_.data(), len, UFFDIO_COPY_MODE_DONTWAKE);
-    }
-    const uint64_t went_in = outcome.bytes / ps;
-    for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
-    counters_.Add(zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);
-    if (!zero) counters_.Add(&FaultCounters::bytes_copied, went_in * ps);
-    // One wake for the run: a vCPU may have faulted on one of these pages
-    // while we installed them without waking.
-    (void)uffd_->Wake(addr, len);
-    if (outcome.error == 0) {
-      i = j;
+  count = segments[nsegments - 1].end;  // (a run needing more ioctls than that ends early)
+  // One ioctl wakes its own range; several go in without waking (a vCPU
+  // faulting on any of these pages meanwhile keeps sleeping) and then one wake
+  // covers the run.
+  const bool batched = nsegments > 1;
+  const uint64_t run_addr = r.base_host_virt_addr + first * ps;
+  FillResult result = FillResult::kDone;
+  uint64_t done = 0;
+  size_t n = 0;
+  while (n < nsegments) {
+    const Segment& seg = segments[n];
+    const uint64_t i = std::max(seg.first, done);  // past a page EEXIST skipped
+    if (i >= seg.end) {
+      ++n;
       continue;
     }
-    PageLocation stuck{region, addr + went_in * ps, r.offset + (first + i + went_in) * ps, ps, first + i + went_in};
-    FillResult result = ClassifyOutcome(stuck, outcome, zero ? "UFFDIO_ZEROPAGE run" : "UFFDIO_COPY run", report);
-    if (result != FillResult::kDone) {
-      *installed = i + went_in;
-      return result;
+    const uint64_t addr = run_addr + i * ps;
+    const uint64_t len = (seg.end - i) * ps;
+    UffdFillOutcome outcome =
+        seg.zero ? uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
+                 : uffd_->Copy(addr, staging_.data() + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+    const uint64_t went_in = outcome.bytes / ps;
+    for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
+    counters_.Add(seg.zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);
+    if (!seg.zero) counters_.Add(&FaultCounters::bytes_copied, went_in * ps);
+    done = i + went_in;
+    if (outcome.error == 0) {
+      ++n;
+      continue;
     }
-    i += went_in + 1;  // EEXIST: that page is in already; go on after it
+    PageLocation stuck{region, addr + went_in * ps, r.offset + (first + done) * ps, ps, first + done};
+    result = ClassifyOutcome(stuck, outcome, seg.zero ? "UFFDIO_ZEROPAGE run" : "UFFDIO_COPY run", report);
+    if (result != FillResult::kDone) break;
+    ++done;  // EEXIST: that page is in already; go on after it
   }
-  *installed = count;
+  if (batched || result != FillResult::kDone) (void)uffd_->Wake(run_addr, std::max<uint64_t>(done, 1) * ps);
+  *installed = done;
+  if (result != FillResult::kDone) return result;
   return report->failure ? FillResult::kFailed : FillResult::kDone;
 }
 
@@ -383,36 +434,63 @@ void FaultEngine::SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_s
   prefetch_plan_ = std::move(offsets);
   prefetch_page_size_ = page_size;
   prefetch_cursor_ = 0;
+  prefetch_window_.clear();
+  prefetch_window_pos_ = 0;
+}
+
+bool FaultEngine::prefetching() const {
+  return prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size();
+}
+
+bool FaultEngine::RefillPrefetchWindow() {
+  if (prefetch_cursor_ >= prefetch_plan_.size()) return false;
+  // The plan is in first-touch order, which interleaves the vCPUs' streams
+  // and scatters neighbouring pages far apart. Installing the next window of
+  // it in file order turns that back into long runs (one ioctl each), while
+  // the window keeps early-touched pages early.
+  const size_t take = std::min(kPrefetchWindowPages, prefetch_plan_.size() - prefetch_cursor_);
+  prefetch_window_.assign(prefetch_plan_.begin() + static_cast<ptrdiff_t>(prefetch_cursor_),
+                          prefetch_plan_.begin() + static_cast<ptrdiff_t>(prefetch_cursor_ + take));
+  prefetch_cursor_ += take;
+  std::sort(prefetch_window_.begin(), prefetch_window_.end());
+  prefetch_window_.erase(std::unique(prefetch_window_.begin(), prefetch_window_.end()), prefetch_window_.end());
+  prefetch_window_pos_ = 0;
+  return true;
 }
 
 void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
   size_t installed = 0;
-  while (prefetch_cursor_ < prefetch_plan_.size() && installed < max_pages) {
-    const uint64_t offset = prefetch_plan_[prefetch_cursor_];
+  size_t runs = 0;
+  // Bounded in pages and in ioctls: a scattered plan goes in one page per
+  // run, and a demand fault should not wait behind hundreds of those.
+  while (installed < max_pages && runs < kPrefetchRunsPerStep) {
+    if (prefetch_window_pos_ >= prefetch_window_.size() && !RefillPrefetchWindow()) return;
+    const uint64_t offset = prefetch_window_[prefetch_window_pos_];
     auto loc = layout_.LocateFileOffset(offset);
     if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset) {
-      ++prefetch_cursor_;  // the layout changed since the record: skip
+      ++prefetch_window_pos_;  // the layout changed since the record: skip
       continue;
     }
-    // Extend over the plan's consecutive offsets, then keep the missing prefix.
+    // Extend over the window's consecutive offsets, then keep the missing prefix.
     const uint64_t ps = loc->page_size;
     uint64_t span = 1;
-    while (prefetch_cursor_ + span < prefetch_plan_.size() && span < kMaxRunBytes / ps &&
-           prefetch_plan_[prefetch_cursor_ + span] == offset + span * ps) {
+    while (prefetch_window_pos_ + span < prefetch_window_.size() && span < kMaxRunBytes / ps &&
+           prefetch_window_[prefetch_window_pos_ + span] == offset + span * ps) {
       ++span;
     }
     uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
     if (count == 0) {
-      ++prefetch_cursor_;  // the guest has it already (or discarded it)
+      ++prefetch_window_pos_;  // the guest has it already (or discarded it)
       continue;
     }
     uint64_t done = 0;
     ServeReport step;  // a page prefetch cannot load is not the session's failure
-    FillResult result = PopulateRun(loc->region, loc->page_index, count, &done, &step, /*rest_optional=*/true);
+    FillResult result = PopulateRun(loc->region, loc->page_index, count, &done, &step, RunUse::kPrefetch);
     counters_.Add(&FaultCounters::prefetch_pages, done);
     installed += done;
+    ++runs;
     if (result == FillResult::kRetry) {
-      prefetch_cursor_ += done;
+      prefetch_window_pos_ += done;
       counters_.Add(&FaultCounters::eagain_retries);
       report->retry_pending = true;
       return;
@@ -421,7 +499,7 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
       report->vm_gone = true;
       return;
     }
-    prefetch_cursor_ += std::max<uint64_t>(done, 1);
+    prefetch_window_pos_ += std::max<uint64_t>(done, 1);
   }
 }
 

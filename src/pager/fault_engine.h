@@ -55,6 +55,12 @@ class FaultEngine {
   // The most one UFFDIO_COPY installs: bounds completion, prefetch and
   // fault-around runs, so a demand fault waits for at most one run.
   static constexpr uint64_t kMaxRunBytes = 2ULL << 20;
+  // Zero pages in a run shorter than this are copied with their neighbours.
+  static constexpr uint64_t kMinZeroStretchPages = 16;
+  // Plan entries the prefetcher sorts into runs at a time (32 MiB of 4 KiB pages).
+  static constexpr size_t kPrefetchWindowPages = 8192;
+  // Runs one PrefetchStep installs at most before demand faults get a turn.
+  static constexpr size_t kPrefetchRunsPerStep = 32;
 
   FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
               uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options = {});
@@ -75,11 +81,12 @@ class FaultEngine {
   // Stops recording and hands over what was recorded.
   std::vector<uint64_t> TakeRecording();
 
-  // Prefetch: installs the pages at `offsets` (a recorded working set), in
-  // order, between rounds of demand faults. Pages already present or removed
-  // are skipped; consecutive offsets go in as one run.
+  // Prefetch: installs the pages at `offsets` (a recorded working set)
+  // between rounds of demand faults, a window of kPrefetchWindowPages entries
+  // at a time in file order, so consecutive offsets go in as one run. Pages
+  // already present or removed are skipped.
   void SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size);
-  bool prefetching() const { return prefetch_cursor_ < prefetch_plan_.size(); }
+  bool prefetching() const;
   // Installs up to `max_pages` more pages of the plan. A page that cannot be
   // loaded is skipped (a demand fault on it will report it).
   void PrefetchStep(size_t max_pages, ServeReport* report);
@@ -108,13 +115,30 @@ class FaultEngine {
   // The page's bytes through the shared cache (one backing read per miss,
   // none for holes); counts hits, misses and bytes read.
   Result<PageRef> LoadPage(uint64_t file_offset, uint64_t page_size);
-  // Completion: installs pages [first, first+count) of `region`, all missing
-  // and not removed, with one ioctl per run of same-kind pages (DONTWAKE,
-  // then one wake). *installed says how far it got.
-  // If a page after the first cannot be loaded and `rest_optional`, the run
-  // is cut short there instead of failing.
+  // Why a run is installed: decides whether its pages are kept in the shared
+  // cache and whether a page that cannot be loaded fails the run.
+  enum class RunUse {
+    kFaultAround,  // a demand fault and its neighbours: kept; neighbours optional
+    kPrefetch,     // a recorded working set: kept; pages after the first optional
+    kCompletion,   // the rest of the memory, which no other session asked for: not kept; all required
+  };
+  // Installs pages [first, first+count) of `region`, all missing and not
+  // removed (count * page size <= kMaxRunBytes): their bytes are assembled in
+  // the staging buffer with one backing read per range the cache lacks, then
+  // go in with one UFFDIO_COPY (long zero stretches: UFFDIO_ZEROPAGE), DONTWAKE,
+  // then one wake. *installed says how far it got.
   FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report,
-                         bool rest_optional = false);
+                         RunUse use);
+  bool EnsureStaging(ServeReport* report);
+  // Fills the staging buffer (and staging_zero_) with `count` pages from
+  // `file_offset`; *valid_pages is how many leading pages it holds.
+  Status ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
+                            uint64_t* valid_pages);
+  // How many staged pages from `from` on are zero.
+  uint64_t ZeroStretch(uint64_t from, uint64_t count) const;
+  // Takes the next window of the prefetch plan, in file order; false when the
+  // plan is done.
+  bool RefillPrefetchWindow();
   // How many pages from `first` on (at most `max`) are neither present nor
   // removed: the longest run completion or fault-around may install.
   uint64_t MissingRunLength(size_t region, uint64_t first, uint64_t max) const;
@@ -136,13 +160,16 @@ class FaultEngine {
   RemovedRanges removed_;
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
-  MemoryMapping staging_;         // completion runs are assembled here
+  MemoryMapping staging_;         // runs are assembled here (kMaxRunBytes)
+  std::vector<uint8_t> staging_zero_;  // per staged page: all zeros?
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
   std::vector<uint64_t> prefetch_plan_;
   uint64_t prefetch_page_size_ = 0;
-  size_t prefetch_cursor_ = 0;
+  size_t prefetch_cursor_ = 0;  // next plan entry to take into the window
+  std::vector<uint64_t> prefetch_window_;
+  size_t prefetch_window_pos_ = 0;
   // Fault-around state: recent forward streams, where each last window ended
   // and how wide it was.
   struct AccessStream {

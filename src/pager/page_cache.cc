@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <list>
 #include <new>
@@ -20,16 +21,26 @@ uint8_t* CachedPage::mutable_data() {
   return data_;
 }
 
+namespace {
+
+// Word-wise scan; a non-zero page usually differs in its first words.
+bool IsAllZero(const uint8_t* bytes, size_t size) {
+  size_t words = size / sizeof(uint64_t);
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w;
+    std::memcpy(&w, bytes + i * sizeof(uint64_t), sizeof(w));
+    if (w != 0) return false;
+  }
+  for (size_t i = words * sizeof(uint64_t); i < size; ++i) {
+    if (bytes[i] != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 void CachedPage::ReleaseIfZero() {
-  if (data_ == nullptr) return;
-  // Word-wise scan; a non-zero page usually differs in its first words.
-  const uint64_t* words = reinterpret_cast<const uint64_t*>(data_);
-  for (size_t i = 0; i < size_ / sizeof(uint64_t); ++i) {
-    if (words[i] != 0) return;
-  }
-  for (size_t i = size_ / sizeof(uint64_t) * sizeof(uint64_t); i < size_; ++i) {
-    if (data_[i] != 0) return;
-  }
+  if (data_ == nullptr || !IsAllZero(data_, size_)) return;
   PageAllocator::Default().Free(data_, size_);
   data_ = nullptr;
 }
@@ -43,11 +54,23 @@ size_t PageKeyHash::operator()(const PageKey& k) const {
 
 namespace {
 
-// A load in progress; waiters block on the shard's condition variable.
+// A load in progress; waiters block on the shard's condition variable. An
+// abandoned load (a run read that stopped before this page) tells its waiters
+// to load the page themselves.
 struct InflightLoad {
   bool done = false;
+  bool abandoned = false;
   Status status;
   PageRef page;
+};
+
+// Where ReadRun gets each page of a run from.
+enum class RunSource : uint8_t { kCached, kRead, kWait };
+
+struct RunScratch {
+  std::vector<RunSource> source;
+  std::vector<PageRef> cached;
+  std::vector<std::shared_ptr<InflightLoad>> loads;
 };
 
 // What a page costs the cache: its buffer plus the bookkeeping of its entry,
@@ -200,16 +223,19 @@ PageCache::Shard& PageCache::ShardFor(const PageKey& key) {
 Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit) {
   Shard& shard = ShardFor(key);
   std::unique_lock lock(shard.mu);
-  if (auto it = shard.index.find(key); it != shard.index.end()) {
-    Entry& e = *it->second;
-    if (e.freq < kMaxCredit) ++e.freq;
-    ++shard.hits;
-    if (hit) *hit = true;
-    return PageRef(e.page);
-  }
-  if (auto it = shard.inflight.find(key); it != shard.inflight.end()) {
+  for (;;) {
+    if (auto it = shard.index.find(key); it != shard.index.end()) {
+      Entry& e = *it->second;
+      if (e.freq < kMaxCredit) ++e.freq;
+      ++shard.hits;
+      if (hit) *hit = true;
+      return PageRef(e.page);
+    }
+    auto it = shard.inflight.find(key);
+    if (it == shard.inflight.end()) break;
     std::shared_ptr<InflightLoad> pending = it->second;
     shard.load_done.wait(lock, [&] { return pending->done; });
+    if (pending->abandoned) continue;  // look again; likely load it ourselves
     if (!pending->status.ok()) return pending->status;
     ++shard.hits;
     if (hit) *hit = true;
@@ -248,6 +274,158 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
   if (hit) *hit = false;
   if (!status.ok()) return status;
   return PageRef(std::move(page));
+}
+
+Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out,
+                          std::vector<uint8_t>* zero, RunReadResult* result) {
+  const uint64_t ps = run.page_size;
+  auto key_of = [&](uint64_t i) { return PageKey{run.name_space, run.first_offset + i * ps, ps}; };
+  // Per-thread scratch: a run of single pages is common (prefetch of a
+  // scattered working set), and allocating three vectors for each would cost
+  // about as much as the copy.
+  static thread_local RunScratch scratch;
+  auto& source = scratch.source;
+  auto& cached = scratch.cached;
+  auto& loads = scratch.loads;  // our claims (kRead with kShare), others' loads (kWait)
+  source.assign(run.count, RunSource::kRead);
+  cached.assign(run.count, nullptr);
+  loads.assign(run.count, nullptr);
+  using Source = RunSource;
+  zero->assign(run.count, 0);
+  *result = {};
+
+  // 1. Look every page up; claim the misses when they are to be shared.
+  for (uint64_t i = 0; i < run.count; ++i) {
+    const PageKey key = key_of(i);
+    Shard& shard = ShardFor(key);
+    std::lock_guard lock(shard.mu);
+    if (auto it = shard.index.find(key); it != shard.index.end()) {
+      Entry& e = *it->second;
+      if (e.freq < kMaxCredit) ++e.freq;
+      ++shard.hits;
+      cached[i] = e.page;
+      source[i] = Source::kCached;
+      continue;
+    }
+    if (keep == RunKeep::kShare) {
+      if (auto it = shard.inflight.find(key); it != shard.inflight.end()) {
+        loads[i] = it->second;
+        source[i] = Source::kWait;
+        continue;
+      }
+      loads[i] = std::make_shared<InflightLoad>();
+      shard.inflight.emplace(key, loads[i]);
+    }
+    ++shard.misses;
+  }
+
+  // 2. Copy the hits out, read each contiguous range of misses at once.
+  Status status;
+  uint64_t valid = run.count;
+  for (uint64_t i = 0; i < run.count;) {
+    if (source[i] == Source::kCached) {
+      if (cached[i]->is_zero()) {
+        std::memset(out + i * ps, 0, ps);
+        (*zero)[i] = 1;
+      } else {
+        std::memcpy(out + i * ps, cached[i]->data(), ps);
+      }
+      cached[i].reset();
+      ++result->hits;
+      ++i;
+      continue;
+    }
+    if (source[i] == Source::kWait) {
+      ++i;
+      continue;
+    }
+    uint64_t j = i + 1;
+    while (j < run.count && source[j] == Source::kRead) ++j;
+    if (status.ok()) {
+      status = read(run.first_offset + i * ps, (j - i) * ps, out + i * ps);
+      if (!status.ok()) valid = i;
+    }
+    i = j;
+  }
+
+  // 3. Publish our claims before waiting on anyone else's, so two runs that
+  // overlap never wait on each other.
+  for (uint64_t i = 0; i < run.count; ++i) {
+    if (source[i] != Source::kRead) continue;
+    const bool ok = i < valid;
+    if (ok) {
+      (*zero)[i] = IsAllZero(out + i * ps, ps) ? 1 : 0;
+      ++result->misses;
+    }
+    if (!loads[i]) continue;  // RunKeep::kNone: nothing claimed
+    std::shared_ptr<CachedPage> page;
+    if (ok) {
+      try {
+        page = std::make_shared<CachedPage>(ps);
+        if (!(*zero)[i]) std::memcpy(page->mutable_data(), out + i * ps, ps);
+      } catch (const std::bad_alloc&) {
+        page.reset();  // not kept; waiters read it themselves
+      }
+    }
+    const PageKey key = key_of(i);
+    Shard& shard = ShardFor(key);
+    {
+      std::lock_guard lock(shard.mu);
+      loads[i]->done = true;
+      if (page) {
+        loads[i]->page = page;
+        if (shard.MakeRoom(Charge(*page))) {
+          shard.Insert(key, page);
+        } else {
+          ++shard.uncached;
+        }
+      } else {
+        loads[i]->abandoned = true;
+      }
+      shard.inflight.erase(key);
+    }
+    shard.load_done.notify_all();
+  }
+
+  // 4. Pages other callers were loading: take their bytes, or read them here
+  // if their load did not give any.
+  for (uint64_t i = 0; i < valid; ++i) {
+    if (source[i] != Source::kWait) continue;
+    const PageKey key = key_of(i);
+    Shard& shard = ShardFor(key);
+    PageRef page;
+    {
+      std::unique_lock lock(shard.mu);
+      shard.load_done.wait(lock, [&] { return loads[i]->done; });
+      if (!loads[i]->abandoned && loads[i]->status.ok()) {
+        page = loads[i]->page;
+        ++shard.hits;
+      } else {
+        ++shard.misses;
+      }
+    }
+    if (page) {
+      if (page->is_zero()) {
+        std::memset(out + i * ps, 0, ps);
+        (*zero)[i] = 1;
+      } else {
+        std::memcpy(out + i * ps, page->data(), ps);
+      }
+      ++result->hits;
+      continue;
+    }
+    Status st = read(key.offset, ps, out + i * ps);
+    if (!st.ok()) {
+      if (status.ok()) status = st;
+      valid = i;
+      break;
+    }
+    (*zero)[i] = IsAllZero(out + i * ps, ps) ? 1 : 0;
+    ++result->misses;
+  }
+  result->valid_pages = valid;
+  loads.clear();  // keep no load alive past the call
+  return status;
 }
 
 PageCacheCounters PageCache::Counters() const {

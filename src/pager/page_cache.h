@@ -79,6 +79,31 @@ struct PageCacheCounters {
 // page.mutable_data(), or leave it untouched if the page is known to be zero.
 using PageLoader = std::function<Status(CachedPage& page)>;
 
+// A run of consecutive pages of one namespace, as completion, prefetch and
+// fault-around install them.
+struct PageRun {
+  uint64_t name_space = 0;
+  uint64_t first_offset = 0;
+  uint64_t page_size = 0;
+  uint64_t count = 0;
+};
+
+// Reads [offset, offset+length) of the memory file into `out`.
+using RangeReader = std::function<Status(uint64_t offset, uint64_t length, uint8_t* out)>;
+
+// What one ReadRun did.
+struct RunReadResult {
+  uint64_t valid_pages = 0;  // pages [0, valid_pages) of `out` hold the run's bytes
+  uint64_t hits = 0;         // pages that came from memory (or another caller's read)
+  uint64_t misses = 0;       // pages this call read from the file
+};
+
+// Whether a run's pages are kept in the cache after they are read.
+enum class RunKeep {
+  kShare,  // keep them: other sessions of the snapshot will want them (prefetch, fault-around)
+  kNone,   // don't: only this session needs them (completion); hits are still used
+};
+
 class PageCache {
  public:
   static constexpr uint8_t kMaxCredit = 3;  // hits a main-queue page can bank
@@ -93,6 +118,17 @@ class PageCache {
   // already loading the same page, waits for that load instead of reading
   // again. `hit` (optional) tells whether the bytes came from memory.
   Result<PageRef> GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit = nullptr);
+
+  // Fills out[0, run.count * run.page_size) with the run's bytes and
+  // zero[i] with whether page i is all zeros, for installing the run with
+  // one ioctl. Cached pages are copied; pages missing from the cache are read
+  // with `read`, one call per contiguous range rather than one per page; with
+  // RunKeep::kShare they are claimed first (single flight: a concurrent
+  // GetOrLoad or ReadRun of the same page waits for this read) and kept.
+  // If a read fails, the pages before the failed range are still valid
+  // (result->valid_pages) and the error is returned.
+  Status ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out,
+                 std::vector<uint8_t>* zero, RunReadResult* result);
 
   PageCacheCounters Counters() const;
 
