@@ -1,12 +1,16 @@
 // Working-set record and replay: the first restore of a cache key records
 // what it faulted; later restores get those pages prefetched while they run.
 // A record never outlives a change of its backing file.
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "support/pager_fixture.h"
 
@@ -50,7 +54,8 @@ class PagerPrefetchTest : public PagerFixture {
     auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
     ASSERT_TRUE(vm.ok()) << vm.status().ToString();
     Touch((*vm)->memory, WorkingSetPages());
-    ASSERT_TRUE(WaitFor([&] { return pager_->Log().find("recorded a working set") != std::string::npos; }))
+    ASSERT_TRUE(WaitFor([&] { return pager_->Log().find("recorded a working set") != std::string::npos; },
+                        std::chrono::seconds(30)))
         << pager_->Log();
     EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
     ASSERT_TRUE(pager_->client().CloseSession(id).ok());
@@ -74,7 +79,8 @@ TEST_F(PagerPrefetchTest, ALaterRestoreGetsTheRecordedWorkingSetBeforeItAsks) {
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   const uint64_t wanted = WorkingSetPages().size();
   // Prefetch runs while the "guest" is idle; it never blocked the handshake.
-  ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() >= wanted; }))
+  ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() >= wanted; },
+                      std::chrono::seconds(60)))
       << Session("second").dump();
   Touch((*vm)->memory, WorkingSetPages());
   auto c = Session("second")["counters"];
@@ -82,6 +88,36 @@ TEST_F(PagerPrefetchTest, ALaterRestoreGetsTheRecordedWorkingSetBeforeItAsks) {
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
   // Pages outside the working set were still served on demand, exactly.
   EXPECT_GE(Session("second")["counters"]["faults"].get<uint64_t>(), kPages - wanted);
+}
+
+TEST_F(PagerPrefetchTest, PrefetchRacingFaultsAndRemovesLeavesEveryByteRight) {
+  RecordingRestore("first");
+  ASSERT_FALSE(RecordFile().empty());
+  auto vm = VmmStandIn::Restore(CreateSession("racing", snap_, "key"), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  const GuestMemory& memory = (*vm)->memory;
+  // While the prefetcher installs the working set, two threads fault every
+  // page and a balloon removes ranges inside the working set. A removed range
+  // must read as zeros afterwards, whoever got to its pages first.
+  std::thread toucher([&] { TouchAllPages(memory, 2); });
+  std::vector<std::pair<uint64_t, uint64_t>> removed;
+  for (uint64_t off = 0; off < 12 * kMiB; off += kMiB) {
+    const uint64_t start = off + 128 * 1024;
+    ASSERT_EQ(::madvise(memory.AtFileOffset(start), 16 * 4096, MADV_DONTNEED), 0) << std::strerror(errno);
+    removed.emplace_back(start, start + 16 * 4096);
+  }
+  toucher.join();
+  EXPECT_TRUE(MatchesSnapshotFile(memory, snap_, removed));
+  for (const auto& [start, end] : removed) {
+    for (uint64_t off = start; off < end; off += 4096) {
+      const uint8_t* page = memory.AtFileOffset(off);
+      ASSERT_TRUE(std::all_of(page, page + 4096, [](uint8_t b) { return b == 0; }))
+          << "removed page at " << off << " holds snapshot bytes";
+    }
+  }
+  auto s = Session("racing");
+  EXPECT_EQ(s["state"], "serving") << s.dump();
+  EXPECT_GT(s["counters"]["prefetch_pages"].get<uint64_t>(), 0u) << s.dump();
 }
 
 TEST_F(PagerPrefetchTest, ARecordIsDiscardedWhenTheBackingFileChanges) {
