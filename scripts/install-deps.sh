@@ -12,7 +12,8 @@ packages=(
   libgtest-dev libgmock-dev # tests
   libbenchmark-dev       # benchmarks
   liburing-dev           # batched backing reads (prefetch path)
-  libsystemd-dev         # sd_notify readiness
+  libsystemd-dev         # sd_notify readiness, status and watchdog
+  clang                  # libFuzzer targets (scripts/fuzz.sh); GCC has no libFuzzer
   util-linux procps      # setarch (TSan runs), pgrep/ps in tests
 )
 missing=()

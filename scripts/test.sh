@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite: installs dependencies, then builds and runs every test
 # three times: a normal build, an ASan+UBSan build and a TSan build (the fault
-# engine is concurrent). UFFDPAGER_TEST_BUILDS picks a subset, e.g. "default".
+# engine is concurrent), then a short run of each libFuzzer target (clang,
+# ASan+UBSan; scripts/fuzz.sh). UFFDPAGER_TEST_BUILDS picks a subset, e.g.
+# "default" or "default fuzz".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-builds=${UFFDPAGER_TEST_BUILDS:-"default asan tsan"}
+builds=${UFFDPAGER_TEST_BUILDS:-"default asan tsan fuzz"}
 jobs=${UFFDPAGER_TEST_JOBS:-2}
 for b in $builds; do
   case "$b" in
     default) dir=build;      sanitize="" ;;
     asan)    dir=build-asan; sanitize=address ;;
     tsan)    dir=build-tsan; sanitize=thread ;;
-    *) echo "unknown build '$b' (default, asan, tsan)" >&2; exit 2 ;;
+    fuzz)
+      echo "=== fuzz (build-fuzz) ==="
+      UFFDPAGER_FUZZ_SECONDS=${UFFDPAGER_FUZZ_SECONDS:-20} bash scripts/fuzz.sh
+      continue ;;
+    *) echo "unknown build '$b' (default, asan, tsan, fuzz)" >&2; exit 2 ;;
   esac
   echo "=== $b build ($dir) ==="
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUFFDPAGER_SANITIZE="$sanitize" >/dev/null

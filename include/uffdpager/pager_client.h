@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -25,6 +26,14 @@ struct CreateSessionRequest {
   // Kill the VMM (SIGKILL) if the pager meets a fault it cannot serve, rather
   // than leave it hung on that page.
   bool kill_client_on_failure = false;
+  // Security (all optional). The session socket is given to this user and/or
+  // group (a jailed VMM's), instead of the pager-wide --socket-owner/-group.
+  std::optional<uint32_t> socket_uid;
+  std::optional<uint32_t> socket_gid;
+  // Only a peer with this uid (and this pid) may hand over its memory; any
+  // other process that connects is turned away (SO_PEERCRED).
+  std::optional<uint32_t> expected_uid;
+  std::optional<int32_t> expected_pid;
 };
 
 struct CreatedSession {

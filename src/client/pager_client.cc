@@ -71,6 +71,10 @@ Result<CreatedSession> PagerClient::CreateSession(const CreateSessionRequest& re
   if (!request.session_id.empty()) body["session_id"] = request.session_id;
   if (!request.cache_key.empty()) body["cache_key"] = request.cache_key;
   if (request.kill_client_on_failure) body["kill_client_on_failure"] = true;
+  if (request.socket_uid) body["socket_uid"] = *request.socket_uid;
+  if (request.socket_gid) body["socket_gid"] = *request.socket_gid;
+  if (request.expected_uid) body["expected_uid"] = *request.expected_uid;
+  if (request.expected_pid) body["expected_pid"] = *request.expected_pid;
   auto j = Call("POST", "/sessions", body.dump(), std::chrono::seconds(30));
   if (!j.ok()) return j.status();
   return CreatedSession{j->value("session_id", ""), j->value("uffd_socket_path", ""), j->value("pager_version", "")};

@@ -89,15 +89,29 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_
                                                      HttpHandler handler) {
   auto listener = ListenUnixSocket(socket_path, options.socket_mode);
   if (!listener.ok()) return listener.status();
-  std::unique_ptr<HttpServer> server(new HttpServer(socket_path, std::move(options), std::move(handler)));
-  int listen_fd = listener->get();
+  if (options.prepare_socket) {
+    Status prepared = options.prepare_socket(socket_path);
+    if (!prepared.ok()) {
+      (void)RemoveSocketFile(socket_path);
+      return prepared;
+    }
+  }
+  auto server = StartOnListener(std::move(*listener), socket_path, std::move(options), std::move(handler));
+  if (server.ok()) (*server)->owns_socket_file_ = true;
+  return server;
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::StartOnListener(UniqueFd listener, const std::string& name,
+                                                               HttpServerOptions options, HttpHandler handler) {
+  std::unique_ptr<HttpServer> server(new HttpServer(name, std::move(options), std::move(handler)));
+  int listen_fd = listener.get();
   server->daemon_ = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC, 0, nullptr, nullptr, &OnAccess,
       server.get(), MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_TIMEOUT,
       static_cast<unsigned>(server->options_.idle_timeout_seconds), MHD_OPTION_NOTIFY_COMPLETED, &OnCompleted,
       nullptr, MHD_OPTION_END);
-  if (server->daemon_ == nullptr) return Status::Internal("libmicrohttpd failed to start on " + socket_path);
-  listener->release();  // the daemon owns and closes the listening socket now
+  if (server->daemon_ == nullptr) return Status::Internal("libmicrohttpd failed to start on " + name);
+  listener.release();  // the daemon owns and closes the listening socket now
   return server;
 }
 
@@ -107,7 +121,7 @@ void HttpServer::Shutdown(std::chrono::milliseconds grace) {
   if (daemon_ == nullptr) return;
   MHD_socket listener = MHD_quiesce_daemon(daemon_);
   if (listener != MHD_INVALID_SOCKET) ::close(listener);
-  (void)RemoveSocketFile(socket_path_);
+  if (owns_socket_file_) (void)RemoveSocketFile(socket_path_);
   auto deadline = std::chrono::steady_clock::now() + grace;
   while (std::chrono::steady_clock::now() < deadline) {
     const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/http_message.h"
+#include "common/unique_fd.h"
 #include "uffdpager/status.h"
 
 struct MHD_Daemon;
@@ -25,6 +26,9 @@ struct HttpServerOptions {
   // Renders the body of the server's own error answers (413, 500). The pager
   // answers {"error": ...}; tinyvmm answers Firecracker's {"fault_message": ...}.
   std::function<std::string(const std::string& message)> error_body;
+  // Start() only: called with the socket's path once it is bound, before
+  // any connection is accepted (to give it an owner or group, say).
+  std::function<Status(const std::string& socket_path)> prepare_socket;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
@@ -34,6 +38,10 @@ class HttpServer {
   // Creates the socket at `socket_path` and starts serving `handler`.
   static Result<std::unique_ptr<HttpServer>> Start(const std::string& socket_path, HttpServerOptions options,
                                                    HttpHandler handler);
+  // Serves on a socket the caller already listens on (a loopback TCP port,
+  // say); `name` is how logs call it. No file is removed at shutdown.
+  static Result<std::unique_ptr<HttpServer>> StartOnListener(UniqueFd listener, const std::string& name,
+                                                             HttpServerOptions options, HttpHandler handler);
   ~HttpServer();  // Shutdown(1 s) if not done yet
 
   // Stops accepting connections, lets those in progress finish (so answers
@@ -54,7 +62,8 @@ class HttpServer {
  private:
   HttpServer(std::string socket_path, HttpServerOptions options, HttpHandler handler);
 
-  std::string socket_path_;
+  std::string socket_path_;  // the socket file (or the name of a listener passed in)
+  bool owns_socket_file_ = false;
   HttpServerOptions options_;
   HttpHandler handler_;
   MHD_Daemon* daemon_ = nullptr;

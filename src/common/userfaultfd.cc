@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <string>
 
 namespace uffdpager {
@@ -68,23 +69,37 @@ static UffdFillOutcome FillOutcome(int rc, int64_t reported, uint64_t len) {
   return out;
 }
 
+template <typename Fill>
+UffdFillOutcome Userfaultfd::TimedFill(Fill fill) {
+  if (fill_observer_ == nullptr) return fill();
+  auto start = std::chrono::steady_clock::now();
+  UffdFillOutcome outcome = fill();  // errno already captured in the outcome
+  fill_observer_->OnFill(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count()));
+  return outcome;
+}
+
 UffdFillOutcome Userfaultfd::Copy(uintptr_t dst, const void* src, uint64_t len, uint64_t mode) {
-  uffdio_copy copy{};
-  copy.dst = dst;
-  copy.src = reinterpret_cast<uintptr_t>(src);
-  copy.len = len;
-  copy.mode = mode;
-  int rc = ::ioctl(fd(), UFFDIO_COPY, &copy);
-  return FillOutcome(rc, copy.copy, len);
+  return TimedFill([&] {
+    uffdio_copy copy{};
+    copy.dst = dst;
+    copy.src = reinterpret_cast<uintptr_t>(src);
+    copy.len = len;
+    copy.mode = mode;
+    int rc = ::ioctl(fd(), UFFDIO_COPY, &copy);
+    return FillOutcome(rc, copy.copy, len);
+  });
 }
 
 UffdFillOutcome Userfaultfd::ZeroPage(uintptr_t dst, uint64_t len, uint64_t mode) {
-  uffdio_zeropage zp{};
-  zp.range.start = dst;
-  zp.range.len = len;
-  zp.mode = mode;
-  int rc = ::ioctl(fd(), UFFDIO_ZEROPAGE, &zp);
-  return FillOutcome(rc, zp.zeropage, len);
+  return TimedFill([&] {
+    uffdio_zeropage zp{};
+    zp.range.start = dst;
+    zp.range.len = len;
+    zp.mode = mode;
+    int rc = ::ioctl(fd(), UFFDIO_ZEROPAGE, &zp);
+    return FillOutcome(rc, zp.zeropage, len);
+  });
 }
 
 Status Userfaultfd::Wake(uintptr_t addr, uint64_t len) {

@@ -20,6 +20,16 @@ struct UffdFillOutcome {
   int error = 0;
 };
 
+// Told how long each UFFDIO_COPY / UFFDIO_ZEROPAGE took: the pager's copy
+// latency metric. Implementations must be thread-safe and cheap.
+class UffdFillObserver {
+ public:
+  virtual void OnFill(uint64_t nanoseconds) = 0;
+
+ protected:
+  ~UffdFillObserver() = default;
+};
+
 class Userfaultfd {
  public:
   Userfaultfd() = default;
@@ -48,8 +58,17 @@ class Userfaultfd {
   bool valid() const { return fd_.valid(); }
   UniqueFd& owned_fd() { return fd_; }
 
+  // Times every Copy and ZeroPage for `observer` (null: no timing). The
+  // observer must outlive this object.
+  void set_fill_observer(UffdFillObserver* observer) { fill_observer_ = observer; }
+
  private:
+  // Runs one fill ioctl, timed when an observer is set.
+  template <typename Fill>
+  UffdFillOutcome TimedFill(Fill fill);
+
   UniqueFd fd_;
+  UffdFillObserver* fill_observer_ = nullptr;
 };
 
 // True if `fd` refers to a userfaultfd (checked through /proc/self/fd).

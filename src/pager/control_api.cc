@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "pager/metrics_page.h"
 #include "pager/pager_version.h"
+#include "pager/prometheus_exposition.h"
 
 namespace uffdpager {
 
@@ -11,7 +13,13 @@ using Json = nlohmann::json;
 
 namespace {
 
-HttpResponse JsonResponse(int status, const Json& body) { return HttpResponse{status, body.dump(), "application/json"}; }
+// Paths, ids and cache keys come from clients and need not be UTF-8, which
+// JSON requires: such bytes are answered as U+FFFD rather than failing the
+// whole answer (a session with such a cache key would otherwise break
+// GET /sessions for everyone).
+HttpResponse JsonResponse(int status, const Json& body) {
+  return HttpResponse{status, body.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json"};
+}
 HttpResponse ErrorResponse(int status, const std::string& message) { return JsonResponse(status, {{"error", message}}); }
 HttpResponse NoContent() { return HttpResponse{204, "", ""}; }
 
@@ -49,6 +57,20 @@ bool OptionalString(const Json& body, const char* field, std::string* out, std::
   return true;
 }
 
+// Reads an optional id field (a uid, gid or pid): a non-negative integer no
+// larger than `max`; false (with *error set) if present but not one.
+template <typename T>
+bool OptionalId(const Json& body, const char* field, uint64_t max, std::optional<T>* out, std::string* error) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_number_unsigned() || it->get<uint64_t>() > max) {
+    *error = std::string("\"") + field + "\" must be an integer from 0 to " + std::to_string(max);
+    return false;
+  }
+  *out = static_cast<T>(it->get<uint64_t>());
+  return true;
+}
+
 }  // namespace
 
 HttpResponse ControlApi::Handle(const HttpRequest& request) {
@@ -57,6 +79,7 @@ HttpResponse ControlApi::Handle(const HttpRequest& request) {
   auto method_not_allowed = [&] { return ErrorResponse(405, m + " is not allowed on " + request.path); };
   if (parts.size() == 1 && parts[0] == "health") return m == "GET" ? Health() : method_not_allowed();
   if (parts.size() == 1 && parts[0] == "stats") return m == "GET" ? Stats() : method_not_allowed();
+  if (parts.size() == 1 && parts[0] == "metrics") return m == "GET" ? Metrics() : method_not_allowed();
   if (parts.size() == 1 && parts[0] == "drain") return m == "POST" ? Drain() : method_not_allowed();
   if (parts.size() == 1 && parts[0] == "sessions") {
     if (m == "GET") return ListSessions();
@@ -71,11 +94,39 @@ HttpResponse ControlApi::Handle(const HttpRequest& request) {
   return ErrorResponse(404, "no such endpoint: " + m + " " + request.path);
 }
 
+HttpResponse ControlApi::HandleMetricsOnly(const HttpRequest& request) {
+  if (request.path != "/metrics") return ErrorResponse(404, "only GET /metrics is served here");
+  if (request.method != "GET") return ErrorResponse(405, request.method + " is not allowed on /metrics");
+  return Metrics();
+}
+
 HttpResponse ControlApi::Health() {
-  return JsonResponse(200, {{"version", ctx_.version_key},
-                            {"pager_version", kPagerVersion},
-                            {"draining", ctx_.draining->load()},
-                            {"active_sessions", ctx_.registry->CountActive()}});
+  Json j = {{"version", ctx_.version_key},
+            {"pager_version", kPagerVersion},
+            {"draining", ctx_.draining->load()},
+            {"active_sessions", ctx_.registry->CountActive()}};
+  if (!ctx_.metrics_addr.empty()) j["metrics_addr"] = ctx_.metrics_addr;
+  return JsonResponse(200, j);
+}
+
+HttpResponse ControlApi::Metrics() {
+  MetricsPageSources sources;
+  sources.counters = ctx_.counters;
+  sources.cache = ctx_.cache->Counters();
+  sources.registry = ctx_.metrics;
+  for (auto state : {SessionState::kWaiting, SessionState::kServing, SessionState::kCompleting,
+                     SessionState::kCompleted, SessionState::kFailed, SessionState::kClosed}) {
+    sources.sessions_by_state[SessionStateName(state)] = 0;
+  }
+  for (const auto& session : ctx_.registry->List()) ++sources.sessions_by_state[SessionStateName(session->state())];
+  sources.failed_sessions = ctx_.failed_sessions->load();
+  sources.refused_peers = ctx_.refused_peers->load();
+  sources.draining = ctx_.draining->load();
+  sources.uptime_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.started_at).count();
+  sources.version_key = ctx_.version_key;
+  sources.pager_version = kPagerVersion;
+  return HttpResponse{200, RenderMetricsPage(sources), PrometheusWriter::kContentType};
 }
 
 HttpResponse ControlApi::Stats() {
@@ -92,6 +143,7 @@ HttpResponse ControlApi::Stats() {
   j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
   j["active_sessions"] = ctx_.registry->CountActive();
   j["failed_sessions"] = ctx_.failed_sessions->load();
+  j["refused_peers"] = ctx_.refused_peers->load();
   j["draining"] = ctx_.draining->load();
   j["version"] = ctx_.version_key;
   j["uptime_seconds"] =
@@ -132,6 +184,17 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
   if (auto it = body.find("kill_client_on_failure"); it != body.end() && !it->is_null()) {
     if (!it->is_boolean()) return ErrorResponse(400, "\"kill_client_on_failure\" must be a boolean");
     spec.kill_client_on_failure = it->get<bool>();
+  }
+  // (uid_t)-1 means "unchanged" to chown and is nobody's uid: not accepted.
+  constexpr uint64_t kMaxId = 0xfffffffeULL;
+  if (!OptionalId(body, "socket_uid", kMaxId, &spec.socket_ownership.uid, &error) ||
+      !OptionalId(body, "socket_gid", kMaxId, &spec.socket_ownership.gid, &error) ||
+      !OptionalId(body, "expected_uid", kMaxId, &spec.expected_peer.uid, &error) ||
+      !OptionalId(body, "expected_pid", 0x7fffffffULL, &spec.expected_peer.pid, &error)) {
+    return ErrorResponse(400, error);
+  }
+  if (spec.expected_peer.pid && *spec.expected_peer.pid == 0) {
+    return ErrorResponse(400, "\"expected_pid\" must be positive");
   }
   auto session = ctx_.registry->Create(spec);
   if (!session.ok()) {

@@ -7,6 +7,7 @@
 //   POST /sessions/{id}/close       204, idempotent
 //   POST /sessions/{id}/complete    204 once every page is in and unregistered
 //   POST /drain                     refuse new sessions, exit when the last closes
+//   GET  /metrics                   Prometheus text (also on --metrics-addr)
 // Errors answer {"error": "..."} with a status that says what went wrong.
 #pragma once
 
@@ -17,6 +18,7 @@
 
 #include "common/http_message.h"
 #include "pager/fault_counters.h"
+#include "pager/metrics_registry.h"
 #include "pager/page_cache.h"
 #include "pager/session_registry.h"
 
@@ -27,8 +29,11 @@ struct ControlApiContext {
   PageCache* cache = nullptr;
   FaultCounters* counters = nullptr;
   std::atomic<uint64_t>* failed_sessions = nullptr;
+  std::atomic<uint64_t>* refused_peers = nullptr;
   std::atomic<bool>* draining = nullptr;
   std::function<void()> on_drain;  // wakes the daemon to check for exit
+  const MetricsRegistry* metrics = nullptr;
+  std::string metrics_addr;  // where /metrics is also served over TCP, if anywhere
   std::string version_key;
   std::chrono::steady_clock::time_point started_at;
 };
@@ -37,10 +42,14 @@ class ControlApi {
  public:
   explicit ControlApi(ControlApiContext context) : ctx_(std::move(context)) {}
   HttpResponse Handle(const HttpRequest& request);
+  // The only route served on --metrics-addr: GET /metrics; everything else
+  // is 404 there, so the TCP port never exposes the control API.
+  HttpResponse HandleMetricsOnly(const HttpRequest& request);
 
  private:
   HttpResponse Health();
   HttpResponse Stats();
+  HttpResponse Metrics();
   HttpResponse ListSessions();
   HttpResponse CreateSession(const std::string& body);
   HttpResponse DescribeSession(const std::string& id);

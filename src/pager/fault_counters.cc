@@ -1,5 +1,7 @@
 #include "pager/fault_counters.h"
 
+#include "pager/metrics_registry.h"
+
 namespace uffdpager {
 
 nlohmann::json FaultCounters::ToJson() const {
@@ -28,5 +30,7 @@ nlohmann::json FaultCounters::ToJson() const {
       {"backing_read_ns_total", get(backing_read_ns_total)},
   };
 }
+
+void CounterSink::ObserveLatency(Field field, uint64_t n) const { latencies_->ObserveCounterSample(field, n); }
 
 }  // namespace uffdpager

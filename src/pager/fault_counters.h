@@ -32,15 +32,23 @@ struct FaultCounters {
   nlohmann::json ToJson() const;
 };
 
-// Adds to a session's counters and the pager-wide ones together.
+class LatencyHistograms;
+
+// Adds to a session's counters and the pager-wide ones together, and, where
+// given, to its cache key's counters and (for the *_ns_total timing fields,
+// one sample per call) the latency histograms.
 class CounterSink {
  public:
   using Field = std::atomic<uint64_t> FaultCounters::*;
-  CounterSink(FaultCounters* session, FaultCounters* global) : session_(session), global_(global) {}
+  CounterSink(FaultCounters* session, FaultCounters* global, FaultCounters* cache_key = nullptr,
+              LatencyHistograms* latencies = nullptr)
+      : session_(session), global_(global), cache_key_(cache_key), latencies_(latencies) {}
 
   void Add(Field field, uint64_t n = 1) const {
     (session_->*field).fetch_add(n, std::memory_order_relaxed);
     (global_->*field).fetch_add(n, std::memory_order_relaxed);
+    if (cache_key_ != nullptr) (cache_key_->*field).fetch_add(n, std::memory_order_relaxed);
+    if (latencies_ != nullptr) ObserveLatency(field, n);
   }
   void Max(Field field, uint64_t v) const {
     RaiseTo(session_->*field, v);
@@ -53,8 +61,12 @@ class CounterSink {
     while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
     }
   }
+  void ObserveLatency(Field field, uint64_t n) const;
+
   FaultCounters* session_;
   FaultCounters* global_;
+  FaultCounters* cache_key_;
+  LatencyHistograms* latencies_;
 };
 
 }  // namespace uffdpager

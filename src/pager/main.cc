@@ -39,6 +39,16 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
                  "how long after its handshake a restore's faults are recorded as the working set")
       ->capture_default_str();
+  app.add_option("--socket-owner", options.socket_owner,
+                 "user (name or uid) that owns control.sock and the session sockets (default: the pager's user)");
+  app.add_option("--socket-group", options.socket_group,
+                 "group (name or gid) given the sockets, with mode 0660 (default: none, mode 0600)");
+  app.add_option("--allowed-backing-root", options.allowed_backing_roots,
+                 "serve only backing files beneath this directory (repeatable; default: any path)")
+      ->take_all()
+      ->allow_extra_args(false);
+  app.add_option("--metrics-addr", options.metrics_addr,
+                 "also serve GET /metrics (Prometheus) on this loopback HOST:PORT, e.g. 127.0.0.1:9464");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

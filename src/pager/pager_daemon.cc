@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "pager/loopback_listener.h"
 #include "pager/pager_version.h"
 
 namespace uffdpager {
@@ -32,6 +33,21 @@ pid_t LivePidIn(const std::string& pid_path) {
   return (::kill(pid, 0) == 0 || errno == EPERM) ? pid : 0;
 }
 
+Result<SocketOwnership> ResolveOwnership(const PagerOptions& options) {
+  SocketOwnership ownership;
+  if (!options.socket_owner.empty()) {
+    auto uid = ResolveUser(options.socket_owner);
+    if (!uid.ok()) return uid.status().WithContext("--socket-owner");
+    ownership.uid = *uid;
+  }
+  if (!options.socket_group.empty()) {
+    auto gid = ResolveGroup(options.socket_group);
+    if (!gid.ok()) return gid.status().WithContext("--socket-group");
+    ownership.gid = *gid;
+  }
+  return ownership;
+}
+
 }  // namespace
 
 PagerDaemon::PagerDaemon(PagerOptions options) : options_(std::move(options)) {}
@@ -51,6 +67,14 @@ Status PagerDaemon::Prepare() {
   root_dir_ = options_.data_dir + "/uffd/" + options_.version_key;
   std::string sessions_dir = root_dir_ + "/sessions";
   UFFD_RETURN_IF_ERROR(MakeDirs(sessions_dir));
+  auto ownership = ResolveOwnership(options_);
+  if (!ownership.ok()) return ownership.status();
+  auto policy = BackingPathPolicy::Create(options_.allowed_backing_roots);
+  if (!policy.ok()) return policy.status();
+  backing_policy_ = std::move(*policy);
+  // A VMM of another user (per-session socket_uid, --socket-owner) must be
+  // able to reach its socket by name; listing stays private.
+  UFFD_RETURN_IF_ERROR(MakeSearchable({options_.data_dir + "/uffd", root_dir_, sessions_dir}));
   pid_path_ = root_dir_ + "/pager.pid";
   if (pid_t other = LivePidIn(pid_path_); other != 0) {
     return Status::Error(ErrorCode::kAlreadyExists, "another uffd-pager (pid " + std::to_string(other) +
@@ -76,6 +100,10 @@ Status PagerDaemon::Prepare() {
   env.cache = cache_.get();
   env.global_counters = &counters_;
   env.failed_sessions = &failed_sessions_;
+  env.refused_peers = &refused_peers_;
+  env.socket_ownership = *ownership;
+  env.backing_policy = &backing_policy_;
+  env.metrics = &metrics_;
   env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
   env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
   working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/records");
@@ -89,19 +117,48 @@ Status PagerDaemon::Prepare() {
   ctx.cache = cache_.get();
   ctx.counters = &counters_;
   ctx.failed_sessions = &failed_sessions_;
+  ctx.refused_peers = &refused_peers_;
+  ctx.metrics = &metrics_;
   ctx.draining = &draining_;
   ctx.on_drain = [this] { Notify(); };
   ctx.version_key = options_.version_key;
   ctx.started_at = std::chrono::steady_clock::now();
-  api_ = std::make_unique<ControlApi>(std::move(ctx));
 
   HttpServerOptions http;
   http.max_body_bytes = options_.max_request_bytes;
   http.idle_timeout_seconds = options_.http_idle_timeout_seconds;
+  // Bound before the API exists so /health can tell where it really is.
+  std::optional<LoopbackListener> metrics_listener;
+  if (!options_.metrics_addr.empty()) {
+    auto listener = ListenOnLoopback(options_.metrics_addr);
+    if (!listener.ok()) return listener.status();
+    ctx.metrics_addr = listener->address;
+    metrics_listener = std::move(*listener);
+  }
+  api_ = std::make_unique<ControlApi>(std::move(ctx));
+  if (metrics_listener) {
+    std::string name = "tcp:" + metrics_listener->address;
+    auto metrics_server = HttpServer::StartOnListener(
+        std::move(metrics_listener->fd), name, http, [this](const HttpRequest& r) { return api_->HandleMetricsOnly(r); });
+    if (!metrics_server.ok()) return metrics_server.status();
+    metrics_server_ = std::move(*metrics_server);
+    spdlog::info("serving /metrics on {}", metrics_listener->address);
+  }
+  // The owner and group are set before the first connection is accepted:
+  // whoever sees the API answer may rely on them.
+  http.prepare_socket = [ownership = *ownership](const std::string& path) {
+    return ApplySocketOwnership(path, ownership);
+  };
   auto server = HttpServer::Start(root_dir_ + "/control.sock", http,
                                   [this](const HttpRequest& r) { return api_->Handle(r); });
   if (!server.ok()) return server.status();
   server_ = std::move(*server);
+  if (backing_policy_.restricted()) {
+    spdlog::info("backing files allowed only beneath: {}", backing_policy_.DescribeRoots());
+  }
+  // Only now can a client use us: systemd starts units ordered after this
+  // one (and the client library's start of this unit returns) at READY=1.
+  systemd_.Ready("serving " + server_->socket_path());
   spdlog::info("uffd-pager {} serving {} (version key {}, cache {} bytes)", kPagerVersion, server_->socket_path(),
                options_.version_key, options_.cache_max_bytes);
   return Status::Ok();
@@ -112,7 +169,9 @@ PagerDaemon::~PagerDaemon() {
   // complete still waiting in an HTTP thread), and only then stop the HTTP
   // server, which waits for its handler threads.
   draining_.store(true);
+  systemd_.Stopping();
   if (registry_) registry_->CloseAll("pager exiting");
+  metrics_server_.reset();
   server_.reset();
   if (registry_) registry_->CloseAll("pager exiting");
   if (!pid_path_.empty() && LivePidIn(pid_path_) == 0) ::unlink(pid_path_.c_str());
@@ -142,10 +201,25 @@ void PagerDaemon::WaitUntilDone() {
         return;
       }
     }
+    lock.unlock();
+    ReportToSystemd();
+    lock.lock();
     // Sessions also end on their own (a VMM exits), which nobody announces;
     // look again now and then.
     changed_.wait_for(lock, std::chrono::milliseconds(200));
   }
+}
+
+void PagerDaemon::ReportToSystemd() {
+  if (!systemd_.enabled()) return;
+  // Counting takes the registry's lock: a pager whose registry deadlocked
+  // stops pinging, and systemd restarts it.
+  size_t active = registry_->CountActive();
+  if (active != announced_sessions_) {
+    announced_sessions_ = active;
+    systemd_.Status(std::to_string(active) + " sessions" + (draining_.load() ? ", draining" : ""));
+  }
+  if (systemd_.WatchdogDue()) systemd_.PingWatchdog();
 }
 
 }  // namespace uffdpager

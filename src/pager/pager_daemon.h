@@ -9,12 +9,15 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "common/http_server.h"
+#include "pager/backing_path_policy.h"
 #include "pager/control_api.h"
 #include "pager/fault_counters.h"
 #include "pager/page_cache.h"
 #include "pager/session_registry.h"
+#include "pager/systemd_notifier.h"
 #include "pager/working_set_store.h"
 
 namespace uffdpager {
@@ -29,6 +32,13 @@ struct PagerOptions {
   uint64_t fault_around_max_pages = 0;
   bool prefetch = false;
   unsigned prefetch_record_ms = 3000;
+  // Security: who may connect to the sockets (user/group names or ids; empty:
+  // only the pager's user), and where backing files may live (empty: anywhere).
+  std::string socket_owner;
+  std::string socket_group;
+  std::vector<std::string> allowed_backing_roots;
+  // Also serve GET /metrics on this loopback HOST:PORT (empty: only on control.sock).
+  std::string metrics_addr;
 };
 
 class PagerDaemon {
@@ -46,18 +56,27 @@ class PagerDaemon {
   explicit PagerDaemon(PagerOptions options);
   Status Prepare();
   void Notify();
+  // Tells systemd we are alive (watchdog) and how many sessions we hold.
+  void ReportToSystemd();
 
   PagerOptions options_;
   std::string root_dir_;
   std::string pid_path_;
   FaultCounters counters_;
   std::atomic<uint64_t> failed_sessions_{0};
+  std::atomic<uint64_t> refused_peers_{0};
   std::atomic<bool> draining_{false};
+  BackingPathPolicy backing_policy_;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;
   std::unique_ptr<SessionRegistry> registry_;
   std::unique_ptr<ControlApi> api_;
+  MetricsRegistry metrics_;
   std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<HttpServer> metrics_server_;  // --metrics-addr
+
+  SystemdNotifier systemd_;
+  size_t announced_sessions_ = SIZE_MAX;  // what STATUS= last said
 
   std::mutex mu_;
   std::condition_variable changed_;

@@ -33,7 +33,8 @@ const char* SessionStateName(SessionState state) {
 
 Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string socket_path,
                                                 const SessionEnvironment& env) {
-  auto backing = BackingFile::Open(spec.backing_path);
+  auto backing =
+      env.backing_policy ? env.backing_policy->Open(spec.backing_path) : BackingFile::Open(spec.backing_path);
   if (!backing.ok()) return backing.status();
   std::shared_ptr<Session> session(new Session(std::move(spec), std::move(socket_path), env, std::move(*backing)));
   session->wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -41,6 +42,8 @@ Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string so
   auto listener = ListenUnixSocket(session->socket_path_, env.socket_mode);
   if (!listener.ok()) return listener.status();
   session->listener_ = std::move(*listener);
+  UFFD_RETURN_IF_ERROR(
+      ApplySocketOwnership(session->socket_path_, env.socket_ownership.OverriddenBy(session->spec_.socket_ownership)));
   session->thread_ = std::thread([s = session.get()] { s->Run(); });
   spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
                session->socket_path_, session->spec_.instance_id, session->spec_.backing_path,
@@ -54,7 +57,8 @@ Session::Session(SessionSpec spec, std::string socket_path, const SessionEnviron
       socket_path_(std::move(socket_path)),
       env_(env),
       backing_(std::move(backing)),
-      created_at_(std::chrono::system_clock::now()) {}
+      created_at_(std::chrono::system_clock::now()),
+      cache_key_counters_(env.metrics ? env.metrics->CountersForCacheKey(spec_.cache_key) : nullptr) {}
 
 Session::~Session() { Close("session destroyed"); }
 
@@ -171,7 +175,7 @@ Status Session::AcceptVmm() {
       return Status::FromErrno(errno, "accept on " + socket_path_);
     }
     PeerCredentials peer{};
-    if (auto creds = GetPeerCredentials(conn.get()); creds.ok()) peer = *creds;
+    if (!AcceptPeer(conn.get(), &peer)) continue;
     auto received = ReceiveHandshake(conn.get(), env_.limits.max_message_bytes, env_.handshake_timeout,
                                      wake_fd_.get());
     if (!received.ok()) {
@@ -187,6 +191,20 @@ Status Session::AcceptVmm() {
     }
     return AdoptHandshake(std::move(conn), peer, std::move(*received));
   }
+}
+
+bool Session::AcceptPeer(int conn, PeerCredentials* peer) {
+  auto creds = GetPeerCredentials(conn);
+  Status verdict = creds.ok() ? CheckPeer(*creds, spec_.expected_peer) : creds.status();
+  if (creds.ok()) *peer = *creds;
+  if (verdict.ok() || (!creds.ok() && spec_.expected_peer.any())) return true;
+  // Not the VMM this session waits for: turn it away without reading what it
+  // sends, and keep waiting for the right one (an intruder must not be able
+  // to fail someone else's session).
+  refused_peers_.fetch_add(1);
+  if (env_.refused_peers) env_.refused_peers->fetch_add(1);
+  spdlog::warn("session {}: refused a connection: {}", id(), verdict.ToString());
+  return false;
 }
 
 Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer, ReceivedHandshake handshake) {
@@ -215,6 +233,7 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
     return Status::FromErrno(errno, "set O_NONBLOCK on the userfaultfd");
   }
   uffd_ = Userfaultfd(std::move(handshake.fds[0]));
+  if (env_.metrics) uffd_.set_fill_observer(&env_.metrics->latencies());
   connection_ = std::move(connection);
   guest_bytes_.store(layout->total_bytes());
   {
@@ -223,7 +242,9 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
   }
   auto cache_namespace = env_.cache->InternNamespace(spec_.cache_key + "\n" + backing_->identity().ToString());
   engine_ = std::make_unique<FaultEngine>(&uffd_, std::move(*layout), backing_, env_.cache, cache_namespace,
-                                          CounterSink(&counters_, env_.global_counters), env_.engine_options);
+                                          CounterSink(&counters_, env_.global_counters, cache_key_counters_.get(),
+                                                      env_.metrics ? &env_.metrics->latencies() : nullptr),
+                                          env_.engine_options);
   if (env_.prefetch && env_.working_sets != nullptr) {
     auto recorded = env_.working_sets->Load(spec_.cache_key, backing_->identity());
     if (recorded && !recorded->offsets.empty()) {
@@ -353,6 +374,7 @@ nlohmann::json Session::Describe() const {
       {"cache_key", spec_.cache_key},
       {"uffd_socket_path", socket_path_},
       {"kill_client_on_failure", spec_.kill_client_on_failure},
+      {"refused_peers", refused_peers_.load()},
       {"client_pid", peer_.pid},
       {"regions", region_count_},
       {"guest_bytes", guest_bytes_.load()},
@@ -361,6 +383,10 @@ nlohmann::json Session::Describe() const {
       {"counters", counters_.ToJson()},
   };
   if (!reason_.empty()) j["reason"] = reason_;
+  if (spec_.expected_peer.uid) j["expected_uid"] = *spec_.expected_peer.uid;
+  if (spec_.expected_peer.pid) j["expected_pid"] = *spec_.expected_peer.pid;
+  if (spec_.socket_ownership.uid) j["socket_uid"] = *spec_.socket_ownership.uid;
+  if (spec_.socket_ownership.gid) j["socket_gid"] = *spec_.socket_ownership.gid;
   return j;
 }
 

@@ -29,9 +29,13 @@
 #include "common/unix_socket.h"
 #include "common/userfaultfd.h"
 #include "pager/backing_file.h"
+#include "pager/backing_path_policy.h"
 #include "pager/fault_counters.h"
 #include "pager/fault_engine.h"
+#include "pager/metrics_registry.h"
 #include "pager/page_cache.h"
+#include "pager/peer_check.h"
+#include "pager/socket_permissions.h"
 #include "pager/working_set_store.h"
 
 namespace uffdpager {
@@ -53,6 +57,10 @@ struct SessionSpec {
   std::string backing_path;
   std::string cache_key;
   bool kill_client_on_failure = false;
+  // Who may connect (over the pager-wide --socket-owner/--socket-group).
+  SocketOwnership socket_ownership;
+  // Which process must be on the other end; anyone else is turned away.
+  ExpectedPeer expected_peer;
 };
 
 // What every session shares with the daemon.
@@ -70,6 +78,13 @@ struct SessionEnvironment {
   bool prefetch = false;
   std::chrono::milliseconds record_window{3000};
   mode_t socket_mode = 0600;
+  SocketOwnership socket_ownership;  // the pager-wide default
+  // Which backing paths may be opened; null: any.
+  const BackingPathPolicy* backing_policy = nullptr;
+  // Connections turned away because the peer was not the expected one.
+  std::atomic<uint64_t>* refused_peers = nullptr;
+  // Latency histograms and per-cache-key counters; null: not kept.
+  MetricsRegistry* metrics = nullptr;
 };
 
 class Session {
@@ -105,6 +120,8 @@ class Session {
   // Accepts connections until one brings a valid handshake (ok), the session
   // is stopped (kUnavailable), or a handshake is refused (the error).
   Status AcceptVmm();
+  // False (logged, counted) if `conn`'s peer is not the one the spec expects.
+  bool AcceptPeer(int conn, PeerCredentials* peer);
   Status AdoptHandshake(UniqueFd connection, const PeerCredentials& peer, ReceivedHandshake handshake);
   void ServeLoop();
   // One completion step between rounds of demand faults; true once the
@@ -132,8 +149,10 @@ class Session {
   ProcessHandle client_;
   std::unique_ptr<FaultEngine> engine_;  // touched only by the session thread
   FaultCounters counters_;
+  std::shared_ptr<FaultCounters> cache_key_counters_;  // shared with the key's other sessions
   std::atomic<uint64_t> present_pages_{0};
   std::atomic<uint64_t> guest_bytes_{0};
+  std::atomic<uint64_t> refused_peers_{0};
   std::atomic<bool> stop_{false};
   std::atomic<bool> completion_requested_{false};
   std::atomic<bool> serving_thread_running_{false};
