@@ -12,6 +12,21 @@ using nlohmann::json;
 
 double Num(const json& j, const char* key) { return j.contains(key) ? j[key].get<double>() : 0.0; }
 
+// A table cell for an optional count or ratio: "-" when the variant lacks it.
+std::string CountCell(const json& v, const char* key) {
+  return v.contains(key) ? fmt::format("{:.0f}", Num(v, key)) : std::string("-");
+}
+std::string RatioCell(const json& v, const char* key) {
+  return v.contains(key) ? fmt::format("{:.2f}x", Num(v, key)) : std::string("-");
+}
+
+// Prints a skipped variant's row (its reason); true if it was skipped.
+bool PrintIfSkipped(const json& v) {
+  if (!v.contains("skipped")) return false;
+  fmt::print("{:<28} {}\n", v["name"].get<std::string>(), v["skipped"].get<std::string>());
+  return true;
+}
+
 void PrintRestore(const json& r) {
   fmt::print("\n== Restore: {} working set, {} threads, {} distinct pages ({:.1f} MiB), {} touches ==\n",
              r["working_set"].get<std::string>(), r["threads"].get<int>(), r["distinct_pages"].get<uint64_t>(),
@@ -20,13 +35,8 @@ void PrintRestore(const json& r) {
              "vs file warm", "vs on-demand", "fault-around", "prefetch");
   for (const json& v : r["variants"]) {
     std::string name = v["name"].get<std::string>();
-    if (v.contains("skipped")) {
-      fmt::print("{:<28} {}\n", name, v["skipped"].get<std::string>());
-      continue;
-    }
-    auto count = [&v](const char* key) {
-      return v.contains(key) ? fmt::format("{:.0f}", Num(v, key)) : std::string("-");
-    };
+    if (PrintIfSkipped(v)) continue;
+    auto count = [&v](const char* key) { return CountCell(v, key); };
     fmt::print("{:<28} {:>12.1f} {:>10} {:>11.2f}x {:>13.2f}x {:>12} {:>10}\n", name, Num(v, "median_ms"),
                count("median_faults"), Num(v, "ratio_vs_file_warm"), Num(v, "ratio_vs_on_demand"),
                count("median_fault_around_pages"), count("median_prefetch_pages"));
@@ -69,6 +79,23 @@ void PrintConcurrent(const json& c) {
              Num(c, "rss_bound_mib"));
 }
 
+void PrintTinyVmm(const json& t) {
+  fmt::print("\n== Restore through tinyvmm: {} MiB KVM guest, {} vCPUs, {} steps each ({} pages, {:.1f} MiB read) ==\n",
+             t["guest_mib"].get<uint64_t>(), t["vcpus"].get<int>(), t["steps_per_vcpu"].get<uint64_t>(),
+             t["distinct_pages_read"].get<uint64_t>(), Num(t, "distinct_mib_read"));
+  fmt::print("{:<28} {:>10} {:>10} {:>10} {:>12} {:>14} {:>10}\n", "variant", "median ms", "load ms", "faults",
+             "vs file warm", "vs on-demand", "prefetch");
+  for (const json& v : t["variants"]) {
+    std::string name = v["name"].get<std::string>();
+    if (PrintIfSkipped(v)) continue;
+    auto count = [&v](const char* key) { return CountCell(v, key); };
+    auto ratio = [&v](const char* key) { return RatioCell(v, key); };
+    fmt::print("{:<28} {:>10.1f} {:>10.1f} {:>10} {:>12} {:>14} {:>10}\n", name, Num(v, "median_ms"),
+               Num(v, "median_load_ms"), count("median_faults"), ratio("ratio_vs_file_warm"),
+               ratio("ratio_vs_on_demand"), count("median_prefetch_pages"));
+  }
+}
+
 }  // namespace
 
 void PrintTables(const json& results) {
@@ -78,6 +105,7 @@ void PrintTables(const json& results) {
   if (results.contains("fault_latency")) PrintLatency(results["fault_latency"]);
   if (results.contains("completion")) PrintCompletion(results["completion"]);
   if (results.contains("concurrent")) PrintConcurrent(results["concurrent"]);
+  if (results.contains("tinyvmm")) PrintTinyVmm(results["tinyvmm"]);
   for (const json& note : results.value("notes", json::array())) fmt::print("note: {}\n", note.get<std::string>());
   std::fflush(stdout);
 }

@@ -21,6 +21,7 @@
 #include "report.h"
 #include "restore_variants.h"
 #include "stats.h"
+#include "tinyvmm_restore.h"
 
 namespace fs = std::filesystem;
 using namespace uffdpager;
@@ -29,7 +30,14 @@ using nlohmann::json;
 
 namespace {
 
-const std::set<std::string> kSections = {"restore", "latency", "completion", "concurrent"};
+const std::set<std::string> kSections = {"restore", "latency", "completion", "concurrent", "tinyvmm"};
+
+// The tinyvmm built next to this benchmark, when the build has the VMM.
+#ifdef RESTORE_BENCH_TINYVMM_BIN
+constexpr char kTinyVmmBin[] = RESTORE_BENCH_TINYVMM_BIN;
+#else
+constexpr char kTinyVmmBin[] = "";
+#endif
 
 json MachineJson() {
   utsname u{};
@@ -82,6 +90,8 @@ int main(int argc, char** argv) {
   bool quick = false, check_json = false;
   std::string json_out;
   std::vector<std::string> sections(kSections.begin(), kSections.end());
+  TinyVmmBenchConfig tinyvmm;
+  tinyvmm.binary = kTinyVmmBin;
 
   CLI::App app{"restore_bench: restore and fault cost of uffd-pager against its baselines, in one run"};
   app.add_option("--memory-mib", memory_mib, "snapshot (guest memory) size in MiB; a multiple of 8")
@@ -102,15 +112,29 @@ int main(int argc, char** argv) {
   app.add_option("--cache-max-mib", cache_max_mib, "pager cache bound (default: the snapshot size)");
   app.add_option("--concurrent-cache-mib", concurrent_cache_mib,
                  "pager cache bound in the concurrency test (default: a quarter of the snapshot)");
-  app.add_option("--sections", sections, "which measurements to run")
+  auto* sections_option = app.add_option("--sections", sections, "which measurements to run")
       ->check(CLI::IsMember(kSections))->capture_default_str();
+  app.add_option("--tinyvmm-bin", tinyvmm.binary, "the tinyvmm for the tinyvmm section")->capture_default_str();
+  app.add_option("--tinyvmm-mib", tinyvmm.memory_mib, "guest memory of the tinyvmm section (MiB)")
+      ->capture_default_str()->check(CLI::Range(32, 16384));
+  app.add_option("--tinyvmm-vcpus", tinyvmm.vcpus, "vCPUs of the tinyvmm guest")
+      ->capture_default_str()->check(CLI::Range(1, 32));
+  app.add_option("--tinyvmm-steps", tinyvmm.target_steps,
+                 "pages each vCPU walks after the restore before the clock stops (default: one pass, as many as "
+                 "it has pages)");
   app.add_flag("--check-json", check_json, "fail unless --json-out was written and reads back (smoke test)");
   CLI11_PARSE(app, argc, argv);
 
+  bool tinyvmm_left_out = false;
   if (quick) {
     memory_mib = 64;
     config.runs = 1;
     config.latency_pages = 1024;
+    // A KVM guest per variant costs seconds: the smoke test leaves it out
+    // unless asked for by name, and then runs a small one.
+    tinyvmm_left_out = sections_option->count() == 0 && std::erase(sections, "tinyvmm") > 0;
+    tinyvmm.memory_mib = 32;
+    tinyvmm.target_steps = 2000;
   }
   if (memory_mib % 8 != 0) return Fail(Status::InvalidArgument("--memory-mib must be a multiple of 8"), "options");
   if (check_json && json_out.empty()) return Fail(Status::InvalidArgument("--check-json needs --json-out"), "options");
@@ -135,6 +159,7 @@ int main(int argc, char** argv) {
   auto data_root = ScopedTempDir::Create();
   if (!data_root.ok()) return Fail(data_root.status(), "create pager data directory");
   config.pager.data_root = data_root->path();
+  tinyvmm.work_dir = fs::absolute(work_dir + "/tinyvmm").string();
   config.snapshot_path = fs::absolute(work_dir + fmt::format("/snapshot-{}mib.mem", memory_mib)).string();
   std::fprintf(stderr, "restore_bench: %llu MiB snapshot at %s, %u run(s)\n",
                static_cast<unsigned long long>(memory_mib), config.snapshot_path.c_str(), config.runs);
@@ -157,6 +182,8 @@ int main(int argc, char** argv) {
                     {"cache_max_bytes", config.pager.cache_max_bytes},
                     {"concurrent_cache_max_bytes", config.concurrent_cache_bytes},
                     {"pager_binary", config.pager.binary},
+                    {"tinyvmm_mib", tinyvmm.memory_mib},
+                    {"tinyvmm_vcpus", tinyvmm.vcpus},
                     {"quick", quick}}},
                   {"notes", json::array()}};
   for (const PagerFlavor& flavor : RestoreFlavors()) {
@@ -165,6 +192,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (tinyvmm_left_out) results["notes"].push_back("tinyvmm section left out in --quick (ask: --sections tinyvmm)");
   auto started = std::chrono::steady_clock::now();
   if (wanted.count("restore")) {
     results["restore"] = json::array();
@@ -188,6 +216,15 @@ int main(int argc, char** argv) {
     auto r = RunConcurrentRestores(config, realistic);
     if (!r.ok()) return Fail(r.status(), "concurrent restores");
     results["concurrent"] = *r;
+  }
+  if (wanted.count("tinyvmm")) {
+    if (std::string why = TinyVmmUnavailableReason(tinyvmm); !why.empty()) {
+      results["notes"].push_back("tinyvmm section skipped: " + why);
+    } else {
+      auto r = RunTinyVmmRestore(config, tinyvmm);
+      if (!r.ok()) return Fail(r.status(), "tinyvmm restores");
+      results["tinyvmm"] = *r;
+    }
   }
   results["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
