@@ -27,8 +27,6 @@ FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr
       options_(options),
       presence_(layout_.regions()) {}
 
-FaultEngine::~FaultEngine() { StopPrefetch(); }
-
 ServeReport FaultEngine::ServeEvents() {
   ServeReport report;
   bool stalled = false;
@@ -45,11 +43,6 @@ ServeReport FaultEngine::ServeEvents() {
 }
 
 size_t FaultEngine::ReadEvents(ServeReport* report) {
-  // A remove read here lets its madvise go on, so it must be recorded before
-  // the prefetcher can next decide that a page is not removed.
-  events_waiting_.store(true);
-  std::lock_guard lock(remove_mu_);
-  events_waiting_.store(false);
   std::array<uffd_msg, 64> msgs;
   size_t total = 0;
   for (;;) {
@@ -234,8 +227,7 @@ Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* repo
       }
       uint64_t done_pages = 0;
       ServeReport step;  // kept apart: a demand fault's failure is not completion's
-      FillResult result = PopulateRun(staging_, populate_region_, populate_page_, count, &done_pages, &step,
-                                      RunUse::kCompletion);
+      FillResult result = PopulateRun(populate_region_, populate_page_, count, &done_pages, &step, RunUse::kCompletion);
       populate_page_ += done_pages;
       installed += done_pages;
       counters_.Add(&FaultCounters::completion_pages, done_pages);
@@ -300,26 +292,26 @@ FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeR
     return FillPage(loc, report);
   }
   uint64_t installed = 0;
-  FillResult result = PopulateRun(staging_, loc.region, loc.page_index, count, &installed, report, RunUse::kFaultAround);
+  FillResult result = PopulateRun(loc.region, loc.page_index, count, &installed, report, RunUse::kFaultAround);
   if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
   stream->next_addr = loc.page_addr + std::max<uint64_t>(installed, 1) * loc.page_size;
   return result;
 }
 
-bool FaultEngine::EnsureBuffer(RunBuffer& buffer, ServeReport* report) {
-  if (buffer.bytes.valid()) return true;
-  auto bytes = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
-                                  "run staging buffer");
-  if (!bytes.ok()) {
-    RecordFailure(report, bytes.status());
+bool FaultEngine::EnsureStaging(ServeReport* report) {
+  if (staging_.valid()) return true;
+  auto staging = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
+                                    "run staging buffer");
+  if (!staging.ok()) {
+    RecordFailure(report, staging.status());
     return false;
   }
-  buffer.bytes = std::move(*bytes);
+  staging_ = std::move(*staging);
   return true;
 }
 
-Status FaultEngine::ReadRunIntoBuffer(RunBuffer& buffer, uint64_t file_offset, uint64_t page_size, uint64_t count,
-                                      RunUse use, uint64_t* valid_pages) {
+Status FaultEngine::ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
+                                       uint64_t* valid_pages) {
   RangeReader reader = [this](uint64_t offset, uint64_t length, uint8_t* out) {
     auto start = Clock::now();
     uint64_t read = 0;
@@ -333,28 +325,28 @@ Status FaultEngine::ReadRunIntoBuffer(RunBuffer& buffer, uint64_t file_offset, u
   };
   RunReadResult result;
   Status st = cache_->ReadRun(PageRun{cache_namespace_, file_offset, page_size, count},
-                              use == RunUse::kCompletion ? RunKeep::kNone : RunKeep::kShare, reader,
-                              buffer.bytes.data(), &buffer.zero, &result);
+                              use == RunUse::kCompletion ? RunKeep::kNone : RunKeep::kShare, reader, staging_.data(),
+                              &staging_zero_, &result);
   counters_.Add(&FaultCounters::cache_hits, result.hits);
   counters_.Add(&FaultCounters::cache_misses, result.misses);
   *valid_pages = result.valid_pages;
   return st;
 }
 
-uint64_t FaultEngine::ZeroStretch(const RunBuffer& buffer, uint64_t from, uint64_t count) {
+uint64_t FaultEngine::ZeroStretch(uint64_t from, uint64_t count) const {
   uint64_t end = from;
-  while (end < count && buffer.zero[end]) ++end;
+  while (end < count && staging_zero_[end]) ++end;
   return end - from;
 }
 
-FaultEngine::FillResult FaultEngine::PopulateRun(RunBuffer& buffer, size_t region, uint64_t first, uint64_t count,
-                                                 uint64_t* installed, ServeReport* report, RunUse use) {
+FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed,
+                                                 ServeReport* report, RunUse use) {
   const GuestRegionMapping& r = layout_.regions()[region];
   const uint64_t ps = r.page_size;
   *installed = 0;
-  if (!EnsureBuffer(buffer, report)) return FillResult::kFailed;
+  if (!EnsureStaging(report)) return FillResult::kFailed;
   uint64_t valid = 0;
-  Status loaded = ReadRunIntoBuffer(buffer, r.offset + first * ps, ps, count, use, &valid);
+  Status loaded = ReadRunIntoStaging(r.offset + first * ps, ps, count, use, &valid);
   if (!loaded.ok()) {
     // Fault-around and prefetch install what could be read; completion, and
     // any run whose first page is unreadable, fail.
@@ -376,11 +368,11 @@ FaultEngine::FillResult FaultEngine::PopulateRun(RunBuffer& buffer, size_t regio
   std::array<Segment, 64> segments;
   size_t nsegments = 0;
   for (uint64_t i = 0; i < count && nsegments < segments.size();) {
-    const uint64_t zeros = ps == 4096 ? ZeroStretch(buffer, i, count) : 0;
+    const uint64_t zeros = ps == 4096 ? ZeroStretch(i, count) : 0;
     const bool zero = zeros > 0 && (zeros >= kMinZeroStretchPages || zeros == count);
     uint64_t j = i + (zero ? zeros : 0);
     while (!zero && j < count) {
-      const uint64_t z = ps == 4096 ? ZeroStretch(buffer, j, count) : 0;
+      const uint64_t z = ps == 4096 ? ZeroStretch(j, count) : 0;
       if (z >= kMinZeroStretchPages) break;
       j += std::max<uint64_t>(z, 1);
     }
@@ -407,7 +399,7 @@ FaultEngine::FillResult FaultEngine::PopulateRun(RunBuffer& buffer, size_t regio
     const uint64_t len = (seg.end - i) * ps;
     UffdFillOutcome outcome =
         seg.zero ? uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
-                 : uffd_->Copy(addr, buffer.bytes.data() + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+                 : uffd_->Copy(addr, staging_.data() + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
     const uint64_t went_in = outcome.bytes / ps;
     for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
     counters_.Add(seg.zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);
@@ -438,22 +430,16 @@ std::vector<uint64_t> FaultEngine::TakeRecording() {
   return std::move(recorded_);
 }
 
-void FaultEngine::StartPrefetch(std::vector<uint64_t> offsets, uint64_t page_size) {
-  StopPrefetch();
+void FaultEngine::SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size) {
   prefetch_plan_ = std::move(offsets);
   prefetch_page_size_ = page_size;
   prefetch_cursor_ = 0;
   prefetch_window_.clear();
   prefetch_window_pos_ = 0;
-  prefetch_stop_.store(false);
-  prefetch_running_.store(true);
-  prefetcher_ = std::thread([this] { PrefetchLoop(); });
 }
 
-void FaultEngine::StopPrefetch() {
-  prefetch_stop_.store(true);
-  if (prefetcher_.joinable()) prefetcher_.join();
-  prefetch_running_.store(false);
+bool FaultEngine::prefetching() const {
+  return prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size();
 }
 
 bool FaultEngine::RefillPrefetchWindow() {
@@ -472,50 +458,49 @@ bool FaultEngine::RefillPrefetchWindow() {
   return true;
 }
 
-void FaultEngine::PrefetchLoop() {
-  RunBuffer buffer;
-  while (!prefetch_stop_.load()) {
-    if (prefetch_window_pos_ >= prefetch_window_.size() && !RefillPrefetchWindow()) break;
+void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
+  size_t installed = 0;
+  size_t runs = 0;
+  // Bounded in pages and in ioctls: a scattered plan goes in one page per
+  // run, and a demand fault should not wait behind hundreds of those.
+  while (installed < max_pages && runs < kPrefetchRunsPerStep) {
+    if (prefetch_window_pos_ >= prefetch_window_.size() && !RefillPrefetchWindow()) return;
     const uint64_t offset = prefetch_window_[prefetch_window_pos_];
     auto loc = layout_.LocateFileOffset(offset);
     if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset) {
       ++prefetch_window_pos_;  // the layout changed since the record: skip
       continue;
     }
-    // Extend over the window's consecutive offsets.
+    // Extend over the window's consecutive offsets, then keep the missing prefix.
     const uint64_t ps = loc->page_size;
-    const uint64_t max_run = std::max<uint64_t>(1, kPrefetchMaxRunBytes / ps);
     uint64_t span = 1;
-    while (prefetch_window_pos_ + span < prefetch_window_.size() && span < max_run &&
+    while (prefetch_window_pos_ + span < prefetch_window_.size() && span < kMaxRunBytes / ps &&
            prefetch_window_[prefetch_window_pos_ + span] == offset + span * ps) {
       ++span;
     }
-    // Let a waiting event reader go first: it is serving a demand fault.
-    while (events_waiting_.load() && !prefetch_stop_.load()) std::this_thread::yield();
-    uint64_t done = 0;
-    FillResult result;
-    {
-      std::lock_guard lock(remove_mu_);
-      const uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
-      if (count == 0) {
-        ++prefetch_window_pos_;  // the guest has it already (or discarded it)
-        continue;
-      }
-      ServeReport step;  // a page prefetch cannot load is not the session's failure
-      result = PopulateRun(buffer, loc->region, loc->page_index, count, &done, &step, RunUse::kPrefetch);
-    }
-    counters_.Add(&FaultCounters::prefetch_pages, done);
-    if (result == FillResult::kRetry) {
-      // A remove is queued and not read yet: let the session thread read it.
-      prefetch_window_pos_ += done;
-      counters_.Add(&FaultCounters::eagain_retries);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
+    if (count == 0) {
+      ++prefetch_window_pos_;  // the guest has it already (or discarded it)
       continue;
     }
-    if (result == FillResult::kVmGone) break;
+    uint64_t done = 0;
+    ServeReport step;  // a page prefetch cannot load is not the session's failure
+    FillResult result = PopulateRun(loc->region, loc->page_index, count, &done, &step, RunUse::kPrefetch);
+    counters_.Add(&FaultCounters::prefetch_pages, done);
+    installed += done;
+    ++runs;
+    if (result == FillResult::kRetry) {
+      prefetch_window_pos_ += done;
+      counters_.Add(&FaultCounters::eagain_retries);
+      report->retry_pending = true;
+      return;
+    }
+    if (result == FillResult::kVmGone) {
+      report->vm_gone = true;
+      return;
+    }
     prefetch_window_pos_ += std::max<uint64_t>(done, 1);
   }
-  prefetch_running_.store(false);
 }
 
 Status FaultEngine::UnregisterAll() {

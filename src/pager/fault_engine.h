@@ -6,20 +6,14 @@
 // ranges). When UFFDIO_COPY says EAGAIN (a remove event is queued and not yet
 // read), serving stops, the fault stays at the head of the queue, events are
 // drained again, and serving resumes: no fault is ever dropped for EAGAIN.
-// The engine is driven by its session's thread; the one exception is the
-// prefetcher, a thread of the engine's own that installs a recorded working
-// set concurrently (see StartPrefetch for how the two stay consistent).
+// The engine is driven by its session's thread and is not itself thread-safe.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <thread>
-#include <vector>
 
 #include "common/memory_mapping.h"
 #include "common/userfaultfd.h"
@@ -66,15 +60,10 @@ class FaultEngine {
   // Plan entries the prefetcher sorts into runs at a time (32 MiB of 4 KiB pages).
   static constexpr size_t kPrefetchWindowPages = 8192;
   // Runs one PrefetchStep installs at most before demand faults get a turn.
-  // The largest run the prefetcher installs: it holds the event lock while it
-  // copies, so this bounds how long reading a demand fault can wait for it.
-  static constexpr uint64_t kPrefetchMaxRunBytes = 512ULL << 10;
+  static constexpr size_t kPrefetchRunsPerStep = 32;
 
   FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
               uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options = {});
-  ~FaultEngine();
-  FaultEngine(const FaultEngine&) = delete;
-  FaultEngine& operator=(const FaultEngine&) = delete;
 
   // Reads every queued event, then serves every queued fault.
   ServeReport ServeEvents();
@@ -92,22 +81,15 @@ class FaultEngine {
   // Stops recording and hands over what was recorded.
   std::vector<uint64_t> TakeRecording();
 
-  // Prefetch: installs the pages at `offsets` (a recorded working set) on a
-  // thread of its own, while the session thread keeps serving demand faults,
-  // so a fault never queues behind prefetch work and the two use both cores.
-  // The plan goes in a window of kPrefetchWindowPages entries at a time in
-  // file order, so consecutive offsets go in as one run. Pages already
-  // present or removed are skipped; a page that cannot be loaded is skipped
-  // too (a demand fault on it will report it). Consistency with removes: the
-  // prefetcher checks and copies a run under remove_mu_, and events are read
-  // under it, so a range is recorded as removed before the madvise that
-  // removes it can go on (the kernel holds it until its event is read), and
-  // no copy lands in it afterwards. Overlap with demand faults or completion
-  // costs an EEXIST, nothing more.
-  void StartPrefetch(std::vector<uint64_t> offsets, uint64_t page_size);
-  // Stops the prefetcher and waits for it. Completion calls it first.
-  void StopPrefetch();
-  bool prefetching() const { return prefetch_running_.load(); }
+  // Prefetch: installs the pages at `offsets` (a recorded working set)
+  // between rounds of demand faults, a window of kPrefetchWindowPages entries
+  // at a time in file order, so consecutive offsets go in as one run. Pages
+  // already present or removed are skipped.
+  void SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size);
+  bool prefetching() const;
+  // Installs up to `max_pages` more pages of the plan. A page that cannot be
+  // loaded is skipped (a demand fault on it will report it).
+  void PrefetchStep(size_t max_pages, ServeReport* report);
 
   // Unregisters every region. Call only when PopulateStep reported done.
   Status UnregisterAll();
@@ -122,12 +104,6 @@ class FaultEngine {
     std::chrono::steady_clock::time_point read_at;
   };
   enum class FillResult { kDone, kRetry, kVmGone, kFailed };
-  // Where a run's bytes are assembled: one for the session thread, one for
-  // the prefetcher.
-  struct RunBuffer {
-    MemoryMapping bytes;        // kMaxRunBytes
-    std::vector<uint8_t> zero;  // per page: all zeros?
-  };
 
   // Reads queued events until none is left; returns how many were read.
   size_t ReadEvents(ServeReport* report);
@@ -151,17 +127,15 @@ class FaultEngine {
   // the staging buffer with one backing read per range the cache lacks, then
   // go in with one UFFDIO_COPY (long zero stretches: UFFDIO_ZEROPAGE), DONTWAKE,
   // then one wake. *installed says how far it got.
-  FillResult PopulateRun(RunBuffer& buffer, size_t region, uint64_t first, uint64_t count, uint64_t* installed,
-                         ServeReport* report, RunUse use);
-  bool EnsureBuffer(RunBuffer& buffer, ServeReport* report);
-  // Fills `buffer` with `count` pages from `file_offset`; *valid_pages is how
-  // many leading pages it holds.
-  Status ReadRunIntoBuffer(RunBuffer& buffer, uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
-                           uint64_t* valid_pages);
-  // How many buffered pages from `from` on are zero.
-  static uint64_t ZeroStretch(const RunBuffer& buffer, uint64_t from, uint64_t count);
-  // The prefetcher's thread.
-  void PrefetchLoop();
+  FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report,
+                         RunUse use);
+  bool EnsureStaging(ServeReport* report);
+  // Fills the staging buffer (and staging_zero_) with `count` pages from
+  // `file_offset`; *valid_pages is how many leading pages it holds.
+  Status ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
+                            uint64_t* valid_pages);
+  // How many staged pages from `from` on are zero.
+  uint64_t ZeroStretch(uint64_t from, uint64_t count) const;
   // Takes the next window of the prefetch plan, in file order; false when the
   // plan is done.
   bool RefillPrefetchWindow();
@@ -186,18 +160,11 @@ class FaultEngine {
   RemovedRanges removed_;
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
-  RunBuffer staging_;             // the session thread's runs are assembled here
+  MemoryMapping staging_;         // runs are assembled here (kMaxRunBytes)
+  std::vector<uint8_t> staging_zero_;  // per staged page: all zeros?
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
-  // Held while events are read (session thread) and while the prefetcher
-  // checks and installs a run; see StartPrefetch.
-  std::mutex remove_mu_;
-  std::atomic<bool> events_waiting_{false};  // the session thread wants remove_mu_: prefetcher, yield
-  // The prefetcher's state; its plan and window are touched only by it.
-  std::thread prefetcher_;
-  std::atomic<bool> prefetch_stop_{false};
-  std::atomic<bool> prefetch_running_{false};
   std::vector<uint64_t> prefetch_plan_;
   uint64_t prefetch_page_size_ = 0;
   size_t prefetch_cursor_ = 0;  // next plan entry to take into the window

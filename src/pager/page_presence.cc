@@ -7,21 +7,20 @@ namespace uffdpager {
 PagePresence::PagePresence(const std::vector<GuestRegionMapping>& sorted_regions) {
   for (const auto& r : sorted_regions) {
     uint64_t pages = r.size / r.page_size;
-    const uint64_t words = (pages + 63) / 64;
-    auto bits = std::make_unique<std::atomic<uint64_t>[]>(words);
-    for (uint64_t i = 0; i < words; ++i) bits[i].store(0, std::memory_order_relaxed);
-    regions_.push_back({r.base_host_virt_addr, r.page_size, pages, std::move(bits)});
+    regions_.push_back({r.base_host_virt_addr, r.page_size, pages, std::vector<uint64_t>((pages + 63) / 64, 0)});
   }
 }
 
 bool PagePresence::IsPresent(size_t region, uint64_t page_index) const {
-  return (regions_[region].words[page_index / 64].load(std::memory_order_relaxed) >> (page_index % 64)) & 1;
+  return (regions_[region].words[page_index / 64] >> (page_index % 64)) & 1;
 }
 
 void PagePresence::MarkPresent(size_t region, uint64_t page_index) {
-  const uint64_t bit = 1ULL << (page_index % 64);
-  if (!(regions_[region].words[page_index / 64].fetch_or(bit, std::memory_order_relaxed) & bit)) {
-    present_.fetch_add(1, std::memory_order_relaxed);
+  uint64_t& word = regions_[region].words[page_index / 64];
+  uint64_t bit = 1ULL << (page_index % 64);
+  if (!(word & bit)) {
+    word |= bit;
+    ++present_;
   }
 }
 
@@ -34,9 +33,11 @@ void PagePresence::ClearRange(size_t region, uint64_t start, uint64_t end) {
   uint64_t first = (start - r.base) / r.page_size;
   uint64_t last = (end - r.base + r.page_size - 1) / r.page_size;  // exclusive
   for (uint64_t i = first; i < last; ++i) {
-    const uint64_t bit = 1ULL << (i % 64);
-    if (r.words[i / 64].fetch_and(~bit, std::memory_order_relaxed) & bit) {
-      present_.fetch_sub(1, std::memory_order_relaxed);
+    uint64_t& word = r.words[i / 64];
+    uint64_t bit = 1ULL << (i % 64);
+    if (word & bit) {
+      word &= ~bit;
+      --present_;
     }
   }
 }

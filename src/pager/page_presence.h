@@ -1,13 +1,9 @@
 // PagePresence: which pages of a session's regions this pager has installed.
 // Lets duplicate faults be answered with a wake instead of a cache lookup, and
 // lets completion skip what is already in. A remove clears the bits.
-// Thread-safe: the session thread and its prefetcher mark pages concurrently
-// (each bit is set or cleared atomically; a stale read only costs an EEXIST).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "common/uffd_handshake.h"
@@ -22,17 +18,17 @@ class PagePresence {
   void MarkPresent(size_t region, uint64_t page_index);
   // Clears every page of `region` that overlaps [start, end) (host addresses).
   void ClearRange(size_t region, uint64_t start, uint64_t end);
-  uint64_t present_pages() const { return present_.load(std::memory_order_relaxed); }
+  uint64_t present_pages() const { return present_; }
 
  private:
   struct RegionBits {
     uint64_t base = 0;
     uint64_t page_size = 0;
     uint64_t pages = 0;
-    std::unique_ptr<std::atomic<uint64_t>[]> words;
+    std::vector<uint64_t> words;
   };
   std::vector<RegionBits> regions_;
-  std::atomic<uint64_t> present_{0};
+  uint64_t present_ = 0;
 };
 
 }  // namespace uffdpager

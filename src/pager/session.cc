@@ -15,6 +15,8 @@ namespace uffdpager {
 namespace {
 // Pages installed per completion step before demand faults get another turn.
 constexpr size_t kCompletionStepPages = 512;
+// Pages prefetched per step before demand faults get another turn.
+constexpr size_t kPrefetchStepPages = 64;
 // How long to wait before serving again after EAGAIN with no event to read.
 constexpr int kEagainRetryMs = 1;
 }  // namespace
@@ -249,7 +251,7 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
     auto recorded = env_.working_sets->Load(spec_.cache_key, backing_->identity());
     if (recorded && !recorded->offsets.empty()) {
       spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
-      engine_->StartPrefetch(std::move(recorded->offsets), recorded->page_size);
+      engine_->SetPrefetchPlan(std::move(recorded->offsets), recorded->page_size);
     } else {
       engine_->StartRecording(guest_bytes_.load() / 4096);
       record_deadline_ = std::chrono::steady_clock::now() + env_.record_window;
@@ -266,10 +268,9 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
 void Session::ServeLoop() {
   bool retry_pending = false;
   for (;;) {
-    // Completion is background work: poll without blocking while it has
-    // some, so demand faults are still served first. (Prefetch runs on the
-    // engine's own thread.)
-    bool background = completion_requested_.load();
+    // Completion and prefetch are background work: poll without blocking
+    // while they have some, so demand faults are still served first.
+    bool background = completion_requested_.load() || engine_->prefetching();
     int timeout = retry_pending ? kEagainRetryMs : (background ? 0 : -1);
     if (timeout < 0 && engine_->recording()) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(record_deadline_ -
@@ -290,6 +291,9 @@ void Session::ServeLoop() {
     ServeReport report = engine_->ServeEvents();
     bool completed = false;
     if (!report.vm_gone && completion_requested_.load() && !report.retry_pending) completed = StepCompletion(&report);
+    if (!completed && !report.vm_gone && !report.retry_pending && engine_->prefetching()) {
+      engine_->PrefetchStep(kPrefetchStepPages, &report);
+    }
     if (engine_->recording() && std::chrono::steady_clock::now() >= record_deadline_) FinishRecording();
     present_pages_.store(engine_->present_pages());
     if (report.failure) Fail(*report.failure);
@@ -308,8 +312,6 @@ void Session::ServeLoop() {
 }
 
 bool Session::StepCompletion(ServeReport* report) {
-  // Completion installs everything anyway; a prefetcher would only race it.
-  engine_->StopPrefetch();
   bool done = false;
   Status st = engine_->PopulateStep(kCompletionStepPages, &done, report);
   if (!st.ok()) {
