@@ -1,0 +1,221 @@
+// fork_bench: time to fork N instances from one standby source, for sources
+// of several memory sizes, with the uffd backend (forks name the source's
+// bytes; the pager serves each fork's first restore lazily) against the
+// eager copy of the file backend, in ONE run. For each fork it reports the
+// fork time (snapctl's fork to Running: metadata, plus for uffd a pager
+// session and a Uffd load; for file a copy of the memory file and a File
+// load) and the time to the guest's first progress after the fork started.
+// The uffd fork time must not grow with memory size (2 GiB / 64 MiB ≤ 1.5).
+// docs/benchmarks.md has the command and the numbers.
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/http_client.h"
+#include "common/logging.h"
+#include "common/wait_for.h"
+#include "lifecycle/detached_process.h"
+#include "uffdpager/lifecycle.h"
+
+namespace fs = std::filesystem;
+using namespace uffdpager;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kSkip = 77;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// vCPU 0's step, or -1 while the guest does not answer.
+int64_t GuestStep(const std::string& api_socket) {
+  auto r = HttpClient(api_socket).Send("GET", "/tinyvmm/guest", "", std::chrono::seconds(2));
+  if (!r.ok() || r->status != 200) return -1;
+  json g = json::parse(r->body, nullptr, false);
+  if (!g.is_object() || !g.contains("vcpus") || g["vcpus"].empty()) return -1;
+  return g["vcpus"][0].value("step", int64_t{-1});
+}
+
+struct ForkSample {
+  double fork_ms = 0;
+  double first_progress_ms = 0;
+};
+
+struct Row {
+  uint64_t mem_mib = 0;
+  std::string backend;
+  std::vector<ForkSample> samples;
+  json ToJson() const {
+    json s = json::array();
+    std::vector<double> f, p;
+    for (const auto& x : samples) {
+      s.push_back({{"fork_ms", x.fork_ms}, {"first_progress_ms", x.first_progress_ms}});
+      f.push_back(x.fork_ms);
+      p.push_back(x.first_progress_ms);
+    }
+    return {{"mem_mib", mem_mib},
+            {"backend", backend},
+            {"fork_ms_median", Median(f)},
+            {"first_progress_ms_median", Median(p)},
+            {"samples", s}};
+  }
+};
+
+Status Check(const Status& st, const std::string& what) { return st.ok() ? st : st.WithContext(what); }
+
+// One source of `mem_mib`, then N forks with each backend.
+Result<std::vector<Row>> BenchSize(const std::string& work, uint64_t mem_mib, int forks, const DataDirConfig& base) {
+  std::string data = work + "/size-" + std::to_string(mem_mib);
+  UFFD_RETURN_IF_ERROR(Lifecycle::InitDataDir(data, base));
+  auto uffd = Lifecycle::Open({data, "", MemoryBackend::kUffd});
+  auto file = Lifecycle::Open({data, "", MemoryBackend::kFile});
+  if (!uffd.ok()) return uffd.status();
+  if (!file.ok()) return file.status();
+  BootConfig boot;
+  boot.vcpu_count = 1;
+  boot.mem_size_mib = mem_mib;
+  UFFD_RETURN_IF_ERROR(Check((*uffd)->Create("src", boot), "create source"));
+  std::string src_api = data + "/instances/src/api.sock";
+  if (!WaitFor([&] { return GuestStep(src_api) >= 300; }, std::chrono::seconds(30))) {
+    return Status::Timeout("the source guest made no progress");
+  }
+  UFFD_RETURN_IF_ERROR(Check((*uffd)->Standby("src"), "standby source"));
+  std::vector<Row> rows;
+  for (auto* life : {uffd->get(), file->get()}) {
+    Row row{mem_mib, MemoryBackendName(life->config().backend), {}};
+    std::vector<std::string> names;
+    for (int i = 0; i < forks; ++i) {
+      std::string name = row.backend + "-" + std::to_string(i);
+      std::string api = data + "/instances/" + name + "/api.sock";
+      auto t0 = Clock::now();
+      UFFD_RETURN_IF_ERROR(Check(life->Fork("src", name, ForkTarget::kRunning), "fork " + name));
+      auto t1 = Clock::now();
+      // The restored guest stands at the snapshot's step; any later step is
+      // progress the guest made on its restored memory.
+      int64_t at_restore = GuestStep(api);
+      bool moved = WaitFor([&] { return GuestStep(api) > at_restore; }, std::chrono::seconds(30),
+                           std::chrono::milliseconds(1));
+      auto t2 = Clock::now();
+      if (!moved) return Status::Timeout(name + " made no progress");
+      row.samples.push_back({Ms(t1 - t0), Ms(t2 - t0)});
+      names.push_back(name);
+    }
+    for (const auto& n : names) UFFD_RETURN_IF_ERROR(Check(life->Delete(n), "delete " + n));
+    rows.push_back(row);
+  }
+  UFFD_RETURN_IF_ERROR((*uffd)->Delete("src"));
+  return rows;
+}
+
+void StopPager(const std::string& data) {
+  std::ifstream in(data + "/uffd/default/pager.pid");
+  pid_t pid = 0;
+  if (!(in >> pid) || pid <= 0) return;
+  auto id = lifecycle::IdentifyProcess(pid);
+  if (id.ok()) (void)id->Terminate();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fork_bench: fork N instances from one standby source; uffd vs eager copy"};
+  std::vector<uint64_t> sizes = {64, 512, 2048};
+  int forks = 4;
+  bool quick = false, check_json = false;
+  std::string work_dir, json_out;
+  DataDirConfig config;
+  config.vmm_binary = FORK_BENCH_VMM_BIN;
+  config.pager_binary = FORK_BENCH_PAGER_BIN;
+  config.pager_cache_bytes = 4ULL << 30;
+  app.add_option("--sizes-mib", sizes, "source memory sizes")->delimiter(',')->capture_default_str();
+  app.add_option("--forks", forks, "forks per size and backend")->capture_default_str();
+  app.add_option("--work-dir", work_dir, "where the data directories go (default: a new /tmp/fork-bench.*)");
+  app.add_option("--json-out", json_out, "write the results as JSON here");
+  app.add_flag("--quick", quick, "smoke run: one 32 MiB source, 2 forks");
+  app.add_flag("--check-json", check_json, "re-read --json-out and check its shape (smoke test)");
+  app.add_option("--vmm", config.vmm_binary, "VMM binary")->capture_default_str();
+  app.add_option("--pager", config.pager_binary, "uffd-pager binary")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  ConfigureLogging("fork_bench", "warn");
+  if (quick) {
+    sizes = {32};
+    forks = 2;
+  }
+  if (::access("/dev/kvm", R_OK | W_OK) != 0 || ::access("/dev/userfaultfd", R_OK | W_OK) != 0) {
+    std::cerr << "fork_bench: needs /dev/kvm and /dev/userfaultfd; skipping\n";
+    return kSkip;
+  }
+  // The VMMs and the pager are started detached; as a subreaper we collect
+  // them when they exit.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  bool own_work_dir = work_dir.empty();
+  if (own_work_dir) {
+    char tmpl[] = "/tmp/fork-bench.XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) return 1;
+    work_dir = tmpl;
+  } else {
+    fs::remove_all(work_dir);
+    fs::create_directories(work_dir);
+  }
+  json results = json::array();
+  std::map<std::pair<std::string, uint64_t>, double> median_fork;
+  int exit_code = 0;
+  for (uint64_t size : sizes) {
+    auto rows = BenchSize(work_dir, size, forks, config);
+    StopPager(work_dir + "/size-" + std::to_string(size));
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    if (!rows.ok()) {
+      std::cerr << "fork_bench: " << size << " MiB: " << rows.status().ToString() << "\n";
+      exit_code = 1;
+      break;
+    }
+    for (const auto& r : *rows) {
+      json j = r.ToJson();
+      results.push_back(j);
+      median_fork[{r.backend, size}] = j["fork_ms_median"].get<double>();
+      std::cout << fmt::format("{:>6} MiB  {:<5} fork median {:8.1f} ms   first progress median {:8.1f} ms   ({})\n",
+                               size, r.backend, j["fork_ms_median"].get<double>(),
+                               j["first_progress_ms_median"].get<double>(), forks);
+    }
+    fs::remove_all(work_dir + "/size-" + std::to_string(size));
+  }
+  json out = {{"forks", forks}, {"results", results}};
+  if (exit_code == 0 && sizes.size() > 1) {
+    double lo = median_fork[{"uffd", sizes.front()}], hi = median_fork[{"uffd", sizes.back()}];
+    double ratio = lo > 0 ? hi / lo : 0;
+    out["uffd_fork_time_ratio_largest_to_smallest"] = ratio;
+    std::cout << fmt::format("uffd fork time {} MiB / {} MiB = {:.2f} (target <= 1.5: {})\n", sizes.back(),
+                             sizes.front(), ratio, ratio <= 1.5 ? "met" : "NOT met");
+  }
+  if (!json_out.empty()) std::ofstream(json_out) << out.dump(2) << "\n";
+  if (check_json && !json_out.empty()) {
+    std::ifstream in(json_out);
+    json back = json::parse(in, nullptr, false);
+    bool ok = back.is_object() && back["results"].is_array() && !back["results"].empty();
+    for (const auto& r : back["results"]) ok = ok && r["samples"].size() == static_cast<size_t>(forks);
+    if (!ok) {
+      std::cerr << "fork_bench: " << json_out << " does not have the expected shape\n";
+      exit_code = 1;
+    }
+  }
+  if (own_work_dir) fs::remove_all(work_dir);
+  return exit_code;
+}

@@ -1,0 +1,81 @@
+#include "lifecycle/firecracker_driver.h"
+
+#include <unistd.h>
+
+#include "common/wait_for.h"
+
+namespace uffdpager::lifecycle {
+
+using nlohmann::json;
+
+Result<ProcessIdentity> FirecrackerDriver::Launch(const VmmLaunch& launch, std::chrono::milliseconds ready_timeout) {
+  ::unlink(launch.api_socket.c_str());
+  std::vector<std::string> argv = {launch.binary, "--api-sock", launch.api_socket, "--id", launch.instance_id};
+  argv.insert(argv.end(), launch.args.begin(), launch.args.end());
+  auto process = SpawnDetached(argv, launch.log_path);
+  if (!process.ok()) return process.status();
+  FirecrackerDriver driver(launch.api_socket);
+  bool up = WaitFor([&] { return !process->IsAlive() || driver.Describe(std::chrono::seconds(1)).ok(); },
+                    ready_timeout);
+  if (!process->IsAlive()) {
+    return Status::Unavailable("VMM " + launch.binary + " exited at start-up; see " + launch.log_path);
+  }
+  if (!up) {
+    (void)process->Terminate();
+    return Status::Timeout("VMM did not answer on " + launch.api_socket + "; see " + launch.log_path);
+  }
+  return *process;
+}
+
+Status FirecrackerDriver::Call(const char* method, const std::string& path, const json& body,
+                               std::chrono::milliseconds timeout) const {
+  auto r = api_.Send(method, path, body.is_null() ? "" : body.dump(), timeout);
+  if (!r.ok()) return r.status().WithContext(std::string(method) + " " + path);
+  if (r->status >= 200 && r->status < 300) return Status::Ok();
+  json j = json::parse(r->body, nullptr, false);
+  std::string fault = j.is_object() ? j.value("fault_message", r->body) : r->body;
+  return Status::Error(r->status >= 500 ? ErrorCode::kInternal : ErrorCode::kConflict,
+                       std::string(method) + " " + path + " -> " + std::to_string(r->status) + ": " + fault);
+}
+
+Status FirecrackerDriver::Boot(const BootConfig& boot) {
+  UFFD_RETURN_IF_ERROR(Call("PUT", "/machine-config",
+                            {{"vcpu_count", boot.vcpu_count},
+                             {"mem_size_mib", boot.mem_size_mib},
+                             {"track_dirty_pages", true}}));
+  for (const auto& [path, body] : boot.pre_boot_requests.items()) UFFD_RETURN_IF_ERROR(Call("PUT", path, body));
+  return Call("PUT", "/actions", {{"action_type", "InstanceStart"}});
+}
+
+Status FirecrackerDriver::Pause() { return Call("PATCH", "/vm", {{"state", "Paused"}}); }
+
+Status FirecrackerDriver::Resume() { return Call("PATCH", "/vm", {{"state", "Resumed"}}); }
+
+Status FirecrackerDriver::CreateSnapshot(SnapshotKind kind, const std::string& state_path,
+                                         const std::string& mem_path) {
+  return Call("PUT", "/snapshot/create",
+              {{"snapshot_type", kind == SnapshotKind::kDiff ? "Diff" : "Full"},
+               {"snapshot_path", state_path},
+               {"mem_file_path", mem_path}});
+}
+
+Status FirecrackerDriver::LoadSnapshot(const std::string& state_path, LoadBackend backend,
+                                       const std::string& backend_path, bool resume) {
+  return Call("PUT", "/snapshot/load",
+              {{"snapshot_path", state_path},
+               {"mem_backend",
+                {{"backend_type", backend == LoadBackend::kUffd ? "Uffd" : "File"}, {"backend_path", backend_path}}},
+               {"track_dirty_pages", true},
+               {"resume_vm", resume}});
+}
+
+Result<json> FirecrackerDriver::Describe(std::chrono::milliseconds timeout) const {
+  auto r = api_.Send("GET", "/", "", timeout);
+  if (!r.ok()) return r.status();
+  if (r->status != 200) return Status::Protocol("GET / -> " + std::to_string(r->status) + ": " + r->body);
+  json j = json::parse(r->body, nullptr, false);
+  if (!j.is_object()) return Status::Protocol("GET / answered no JSON object");
+  return j;
+}
+
+}  // namespace uffdpager::lifecycle

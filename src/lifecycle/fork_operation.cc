@@ -1,0 +1,151 @@
+// Fork: a new instance from a source's memory.
+//
+// From a standby snapshot (the hot path): the fork's folder is built in a
+// staging folder — the snapshot folder copied without its memory, metadata
+// that names the blob really holding the bytes — and renamed into place (the
+// commit). With the uffd backend no memory is copied at all: the fork
+// records its source's blob (for a fork of an unmaterialized fork, that is
+// already the owner's blob) and arms one-shot UFFD, so its first restore is
+// served lazily by the pager. With the file backend the fork gets its own
+// cheap copy of the blob (a reflink where the filesystem has them).
+//
+// From a running source: the source is paused, a Full snapshot is written
+// into a new blob the fork owns, and the source is resumed. Full, whatever
+// the source's memory: a Diff would need the source's base bytes copied
+// first, and a Full written into a file nobody else knows is always safe. A
+// Full snapshot resets the source's dirty log, so the source's next standby
+// must be Full too; that is recorded before the snapshot is taken.
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "lifecycle/crash_point.h"
+#include "lifecycle/durable_file.h"
+#include "lifecycle/operations.h"
+#include "lifecycle/snapshot_copy.h"
+
+namespace uffdpager::lifecycle {
+
+namespace {
+
+InstanceState StateAtRest(ForkTarget target) {
+  return target == ForkTarget::kStopped ? InstanceState::kStopped : InstanceState::kStandby;
+}
+
+InstanceMetadata NewFork(const InstanceMetadata& source, const std::string& name, ForkTarget target) {
+  InstanceMetadata f;
+  f.name = name;
+  f.state = StateAtRest(target);
+  f.vcpu_count = source.vcpu_count;
+  f.mem_size_mib = source.mem_size_mib;
+  f.forked_from = source.name;
+  f.needs_full_snapshot = true;
+  return f;
+}
+
+Status ForkFromSnapshot(Context& c, const InstanceMetadata& source, const std::string& name, ForkTarget target,
+                        JournalEntry& e) {
+  const std::string staging = c.store.StagingDir(name);
+  UFFD_RETURN_IF_ERROR(CopySnapshotDirectory(c.store.SnapshotDir(source.name), staging + "/snapshot"));
+  CrashPoint("fork.after_copy_dir");
+  InstanceMetadata f = NewFork(source, name, target);
+  if (c.config.backend == MemoryBackend::kUffd) {
+    // The bytes stay where they are; the fork only names them.
+    f.snapshot = SnapshotRecord{source.snapshot->state_file, source.snapshot->memory_blob, false};
+    f.one_shot_uffd = true;
+  } else {
+    std::string blob = c.store.NewBlobId();
+    e.data["blob"] = blob;
+    UFFD_RETURN_IF_ERROR(c.journal.Record(e));
+    auto copied = CopyFileCheaply(c.store.BlobPath(source.snapshot->memory_blob), c.store.BlobPath(blob));
+    if (!copied.ok()) return copied.status();
+    CrashPoint("fork.after_copy_memory");
+    f.snapshot = SnapshotRecord{source.snapshot->state_file, blob, true};
+  }
+  return c.store.SaveInto(staging, f);
+}
+
+Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& name, ForkTarget target,
+                       JournalEntry& e) {
+  const std::string staging = c.store.StagingDir(name);
+  const std::string blob = c.store.NewBlobId();
+  const std::string state_file = InstanceStore::NewStateFileName();
+  const bool was_running = source.state == InstanceState::kRunning;
+  e.data["blob"] = blob;
+  e.data["source_paused"] = was_running;
+  UFFD_RETURN_IF_ERROR(c.journal.Record(e));
+  std::error_code ec;
+  std::filesystem::create_directories(staging + "/snapshot", ec);
+  if (ec) return Status::FromErrno(ec.value(), "create " + staging);
+  if (!source.needs_full_snapshot) {
+    source.needs_full_snapshot = true;
+    UFFD_RETURN_IF_ERROR(c.store.Save(source));
+  }
+  FirecrackerDriver driver(source.vmm->api_socket);
+  if (was_running) UFFD_RETURN_IF_ERROR(driver.Pause());
+  CrashPoint("fork.after_pause_source");
+  Status snap = driver.CreateSnapshot(SnapshotKind::kFull, staging + "/snapshot/" + state_file, c.store.BlobPath(blob));
+  Status resumed = was_running ? driver.Resume() : Status::Ok();
+  UFFD_RETURN_IF_ERROR(snap);
+  UFFD_RETURN_IF_ERROR(resumed);
+  CrashPoint("fork.after_snapshot");
+  InstanceMetadata f = NewFork(source, name, target);
+  f.snapshot = SnapshotRecord{state_file, blob, true};
+  return c.store.SaveInto(staging, f);
+}
+
+}  // namespace
+
+Status ForkInstance(Context& c, const std::string& source_name, const std::string& name, ForkTarget target) {
+  UFFD_RETURN_IF_ERROR(ValidateInstanceName(name));
+  if (c.store.Exists(name)) return Status::Error(ErrorCode::kAlreadyExists, "instance " + name + " exists");
+  auto source = c.store.Load(source_name);
+  if (!source.ok()) return source.status();
+  const bool live = (source->state == InstanceState::kRunning || source->state == InstanceState::kPaused) &&
+                    source->vmm && source->vmm->process.IsAlive();
+  const bool at_rest = (source->state == InstanceState::kStandby || source->state == InstanceState::kStopped) &&
+                       source->snapshot.has_value();
+  if (!live && !at_rest) {
+    return Status::Conflict("cannot fork " + source_name + ": it is " + InstanceStateName(source->state) +
+                            (source->snapshot ? "" : " without a snapshot") + (source->vmm ? " and its VMM is gone" : ""));
+  }
+
+  JournalEntry e{"fork", name, {{"source", source_name}, {"staging", c.store.StagingDir(name)}}};
+  UFFD_RETURN_IF_ERROR(c.journal.Record(e));
+  Status built = live ? ForkFromRunning(c, *source, name, target, e) : ForkFromSnapshot(c, *source, name, target, e);
+  if (built.ok()) {
+    CrashPoint("fork.before_commit");
+    built = RenameDurably(c.store.StagingDir(name), c.store.InstanceDir(name));
+  }
+  if (!built.ok()) {
+    (void)RecoverFork(c, e);  // undo now: drop the staging folder and any copy, resume the source
+    return built.WithContext("fork " + source_name + " -> " + name);
+  }
+  CrashPoint("fork.after_commit");
+  UFFD_RETURN_IF_ERROR(c.journal.Finish(name));
+  spdlog::info("forked {} from {} ({})", name, source_name, live ? "running source, Full snapshot" : "standby snapshot");
+  if (target != ForkTarget::kRunning) return Status::Ok();
+  auto fork = c.store.Load(name);
+  if (!fork.ok()) return fork.status();
+  return RestoreInstance(c, *fork, /*resume=*/true);
+}
+
+Status RecoverFork(Context& c, const JournalEntry& e) {
+  if (!c.store.Exists(e.instance)) {
+    spdlog::warn("rolling back the interrupted fork {}", e.instance);
+    std::error_code ec;
+    std::filesystem::remove_all(c.store.StagingDir(e.instance), ec);
+    std::string blob = e.data.value("blob", "");
+    if (!blob.empty()) ::unlink(c.store.BlobPath(blob).c_str());
+  }
+  // A source paused for the snapshot must not stay paused.
+  if (e.data.value("source_paused", false)) {
+    auto source = c.store.Load(e.data.value("source", ""));
+    if (source.ok() && source->state == InstanceState::kRunning && source->vmm && source->vmm->process.IsAlive()) {
+      (void)FirecrackerDriver(source->vmm->api_socket).Resume();
+    }
+  }
+  return c.journal.Finish(e.instance);
+}
+
+}  // namespace uffdpager::lifecycle

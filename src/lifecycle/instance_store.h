@@ -1,0 +1,64 @@
+// InstanceStore: the data directory's layout and the instances in it.
+//
+//   DATA/config.json              DataDirConfig
+//   DATA/lock                     DataDirLock
+//   DATA/instances/NAME/          one folder per instance:
+//       instance.json             InstanceMetadata (atomic writes)
+//       snapshot/                 the VM state files (no memory: see blobs)
+//       api.sock, vmm.log         the running VMM's API socket and output
+//   DATA/instances/.staging-NAME/ a fork being built; renamed into place
+//   DATA/blobs/ID                 memory files; live while metadata names them
+//   DATA/journal/NAME.json        the operation in flight on NAME
+//   DATA/trash/                   instance folders being deleted
+//   DATA/uffd/VERSION/            the pager's own files
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lifecycle/instance_metadata.h"
+#include "uffdpager/status.h"
+
+namespace uffdpager::lifecycle {
+
+class InstanceStore {
+ public:
+  explicit InstanceStore(std::string data_dir) : data_dir_(std::move(data_dir)) {}
+
+  // Creates the folders that every command expects.
+  Status Prepare() const;
+
+  const std::string& data_dir() const { return data_dir_; }
+  std::string InstanceDir(const std::string& name) const { return data_dir_ + "/instances/" + name; }
+  std::string SnapshotDir(const std::string& name) const { return InstanceDir(name) + "/snapshot"; }
+  std::string StateFilePath(const std::string& name, const std::string& file) const {
+    return SnapshotDir(name) + "/" + file;
+  }
+  std::string ApiSocketPath(const std::string& name) const { return InstanceDir(name) + "/api.sock"; }
+  std::string VmmLogPath(const std::string& name) const { return InstanceDir(name) + "/vmm.log"; }
+  std::string StagingDir(const std::string& name) const { return data_dir_ + "/instances/.staging-" + name; }
+  std::string BlobPath(const std::string& id) const { return data_dir_ + "/blobs/" + id; }
+  std::string JournalDir() const { return data_dir_ + "/journal"; }
+
+  // A fresh blob id; the blob does not exist yet.
+  std::string NewBlobId() const;
+  // A fresh state file name for NAME's next snapshot.
+  static std::string NewStateFileName();
+
+  bool Exists(const std::string& name) const;
+  Result<InstanceMetadata> Load(const std::string& name) const;
+  Status Save(const InstanceMetadata& metadata) const;
+  // Writes metadata into a folder that is not (yet) the instance's own.
+  Status SaveInto(const std::string& dir, const InstanceMetadata& metadata) const;
+  Result<std::vector<std::string>> Names() const;
+  // Moves the folder to the trash (one atomic rename), then removes it.
+  Status Remove(const std::string& name) const;
+  // Empties the trash and drops staging folders no journal claims (called
+  // after the journal has been replayed).
+  void SweepLeftovers() const;
+
+ private:
+  std::string data_dir_;
+};
+
+}  // namespace uffdpager::lifecycle

@@ -1,0 +1,44 @@
+#include "lifecycle/lifecycle_journal.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "lifecycle/durable_file.h"
+
+namespace uffdpager::lifecycle {
+
+Status LifecycleJournal::Record(const JournalEntry& entry) const {
+  nlohmann::json j = {{"op", entry.op}, {"instance", entry.instance}, {"data", entry.data}};
+  return WriteFileAtomically(PathOf(entry.instance), j.dump(2) + "\n");
+}
+
+Status LifecycleJournal::Finish(const std::string& instance) const {
+  if (::unlink(PathOf(instance).c_str()) < 0 && errno != ENOENT) {
+    return Status::FromErrno(errno, "remove " + PathOf(instance));
+  }
+  return SyncDirectory(dir_);
+}
+
+Result<std::vector<JournalEntry>> LifecycleJournal::Pending() const {
+  std::vector<JournalEntry> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    std::string path = e.path().string();
+    if (e.path().extension() != ".json") {
+      ::unlink(path.c_str());  // a temporary of a record write that never finished
+      continue;
+    }
+    auto text = ReadWholeFile(path);
+    if (!text.ok()) return text.status();
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("journal record " + path + " is not JSON");
+    out.push_back({j.value("op", ""), j.value("instance", ""), j.value("data", nlohmann::json::object())});
+  }
+  if (ec) return Status::FromErrno(ec.value(), "list " + dir_);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.instance < b.instance; });
+  return out;
+}
+
+}  // namespace uffdpager::lifecycle

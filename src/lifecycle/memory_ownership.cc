@@ -1,0 +1,71 @@
+#include "lifecycle/memory_ownership.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+namespace uffdpager::lifecycle {
+
+namespace {
+
+void AddBlobsOf(const InstanceMetadata& m, std::set<std::string>* out) {
+  if (m.snapshot) out->insert(m.snapshot->memory_blob);
+  if (m.vmm && !m.vmm->backing_blob.empty()) out->insert(m.vmm->backing_blob);
+}
+
+}  // namespace
+
+Result<std::set<std::string>> MemoryOwnership::ReferencedBlobs() const {
+  auto names = store_.Names();
+  if (!names.ok()) return names.status();
+  std::set<std::string> out;
+  for (const auto& name : *names) {
+    auto m = store_.Load(name);
+    // An unreadable metadata file might name any blob: keep them all.
+    if (!m.ok()) return m.status().WithContext("cannot tell which blobs are in use");
+    AddBlobsOf(*m, &out);
+  }
+  return out;
+}
+
+Result<std::set<std::string>> MemoryOwnership::Readers(const std::string& blob, const std::string& except) const {
+  auto names = store_.Names();
+  if (!names.ok()) return names.status();
+  std::set<std::string> out;
+  for (const auto& name : *names) {
+    if (name == except) continue;
+    auto m = store_.Load(name);
+    if (!m.ok()) return m.status();
+    std::set<std::string> blobs;
+    AddBlobsOf(*m, &blobs);
+    if (blobs.count(blob)) out.insert(name);
+  }
+  return out;
+}
+
+Result<bool> MemoryOwnership::MayWriteInPlace(const InstanceMetadata& m) const {
+  if (!m.snapshot || !m.snapshot->owns_memory) return false;
+  if (!m.vmm || m.vmm->memory_source != MemorySource::kFile || m.vmm->backing_blob != m.snapshot->memory_blob) {
+    return false;
+  }
+  auto readers = Readers(m.snapshot->memory_blob, m.name);
+  if (!readers.ok()) return readers.status();
+  return readers->empty();
+}
+
+Status MemoryOwnership::CollectGarbage(const std::set<std::string>& also_live) const {
+  auto live = ReferencedBlobs();
+  if (!live.ok()) return live.status();
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(store_.data_dir() + "/blobs", ec)) {
+    std::string id = e.path().filename().string();
+    if (live->count(id) || also_live.count(id)) continue;
+    spdlog::debug("removing unreferenced memory blob {}", id);
+    ::unlink(e.path().c_str());
+  }
+  return Status::Ok();
+}
+
+}  // namespace uffdpager::lifecycle

@@ -1,0 +1,38 @@
+// MemoryOwnership: who may read and who may write each memory blob.
+//
+// There is no reference count stored anywhere: a blob is referenced by every
+// instance whose metadata names it (as its snapshot's memory or as the
+// backing of its live VMM), and by every operation in the journal. Counting
+// from the metadata each time means a crash can never leave a count wrong:
+// after recovery, a blob no one names is garbage, and a blob someone names is
+// never removed — deleting a source whose forks still read its bytes keeps
+// them alive.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "lifecycle/instance_store.h"
+
+namespace uffdpager::lifecycle {
+
+class MemoryOwnership {
+ public:
+  explicit MemoryOwnership(const InstanceStore& store) : store_(store) {}
+
+  // Every blob named by any instance's metadata.
+  Result<std::set<std::string>> ReferencedBlobs() const;
+  // Instances other than `except` that read `blob` (snapshot or live VMM).
+  Result<std::set<std::string>> Readers(const std::string& blob, const std::string& except) const;
+  // May `metadata`'s instance write a Diff into its snapshot's blob? Only if
+  // it created the blob, its VMM was restored from that very file, and no
+  // other instance (nor a pager session of another) reads it.
+  Result<bool> MayWriteInPlace(const InstanceMetadata& metadata) const;
+  // Removes blobs that nothing references, keeping `also_live`.
+  Status CollectGarbage(const std::set<std::string>& also_live) const;
+
+ private:
+  const InstanceStore& store_;
+};
+
+}  // namespace uffdpager::lifecycle

@@ -1,0 +1,30 @@
+// The lifecycle's operations, each in its own file, and their recovery from
+// a journal record a crash left behind.
+#pragma once
+
+#include "lifecycle/lifecycle_context.h"
+
+namespace uffdpager::lifecycle {
+
+using Context = Lifecycle::Context;
+
+// restore_operation.cc
+Status RestoreInstance(Context& c, InstanceMetadata m, bool resume);
+Status RecoverRestore(Context& c, const JournalEntry& e);
+// standby_operation.cc
+Status StandbyInstance(Context& c, InstanceMetadata m);
+Status RecoverStandby(Context& c, const JournalEntry& e);
+// fork_operation.cc
+Status ForkInstance(Context& c, const std::string& source, const std::string& name, ForkTarget target);
+Status RecoverFork(Context& c, const JournalEntry& e);
+// create_operation.cc
+Status CreateInstance(Context& c, const std::string& name, const BootConfig& boot);
+Status RecoverCreate(Context& c, const JournalEntry& e);
+// instance_probe.cc
+InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m);
+
+// The process identity a journal record names under `key` (pid 0 if none).
+ProcessIdentity JournaledProcess(const JournalEntry& e, const char* key);
+nlohmann::json JournalProcess(const ProcessIdentity& p);
+
+}  // namespace uffdpager::lifecycle

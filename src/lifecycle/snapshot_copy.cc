@@ -1,0 +1,102 @@
+#include "lifecycle/snapshot_copy.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+
+#include "common/unique_fd.h"
+#include "lifecycle/durable_file.h"
+
+namespace uffdpager::lifecycle {
+
+namespace {
+
+// Copies [offset, offset+len) with copy_file_range, falling back to
+// read/write where the kernel refuses (cross-device on old kernels).
+Status CopyRange(int in, int out, uint64_t offset, uint64_t len, const std::string& what) {
+  while (len > 0) {
+    loff_t in_off = static_cast<loff_t>(offset), out_off = static_cast<loff_t>(offset);
+    ssize_t n = ::copy_file_range(in, &in_off, out, &out_off, len, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
+      char buf[1 << 16];
+      ssize_t r = ::pread(in, buf, std::min<uint64_t>(len, sizeof(buf)), static_cast<off_t>(offset));
+      if (r <= 0) return Status::FromErrno(r < 0 ? errno : EIO, "read " + what);
+      ssize_t w = ::pwrite(out, buf, static_cast<size_t>(r), static_cast<off_t>(offset));
+      if (w != r) return Status::FromErrno(w < 0 ? errno : EIO, "write copy of " + what);
+      n = r;
+    } else if (n < 0) {
+      return Status::FromErrno(errno, "copy_file_range " + what);
+    } else if (n == 0) {
+      return Status::Error(ErrorCode::kIoError, what + " ended early while copying");
+    }
+    offset += static_cast<uint64_t>(n);
+    len -= static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<CopyReport> CopyFileCheaply(const std::string& from, const std::string& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return Status::FromErrno(errno, "open " + from);
+  struct stat st{};
+  if (::fstat(in.get(), &st) < 0) return Status::FromErrno(errno, "stat " + from);
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out) return Status::FromErrno(errno, "create " + to);
+  CopyReport report;
+  auto fail = [&](Status st) {
+    ::unlink(to.c_str());
+    return st;
+  };
+  if (::ioctl(out.get(), FICLONE, in.get()) == 0) {
+    report.reflinked = true;
+  } else {
+    // No reflink here (EOPNOTSUPP, EXDEV, EINVAL): copy the data extents;
+    // the holes stay holes.
+    if (::ftruncate(out.get(), st.st_size) < 0) return fail(Status::FromErrno(errno, "size " + to));
+    uint64_t size = static_cast<uint64_t>(st.st_size);
+    for (uint64_t at = 0; at < size;) {
+      off_t data = ::lseek(in.get(), static_cast<off_t>(at), SEEK_DATA);
+      if (data < 0 && errno == ENXIO) break;  // only a hole is left
+      if (data < 0) return fail(Status::FromErrno(errno, "SEEK_DATA in " + from));
+      off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
+      if (hole < 0) return fail(Status::FromErrno(errno, "SEEK_HOLE in " + from));
+      uint64_t len = static_cast<uint64_t>(hole - data);
+      Status copied = CopyRange(in.get(), out.get(), static_cast<uint64_t>(data), len, from);
+      if (!copied.ok()) return fail(copied);
+      report.bytes_copied += len;
+      at = static_cast<uint64_t>(hole);
+    }
+  }
+  if (::fsync(out.get()) < 0) return fail(Status::FromErrno(errno, "fsync " + to));
+  return report;
+}
+
+Status CopySnapshotDirectory(const std::string& from_dir, const std::string& to_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(to_dir, ec);
+  if (ec) return Status::FromErrno(ec.value(), "create " + to_dir);
+  for (const auto& entry : std::filesystem::directory_iterator(from_dir, ec)) {
+    std::string name = entry.path().filename().string();
+    // symlink_status: a socket or a link is never followed or copied.
+    auto type = entry.symlink_status(ec).type();
+    if (type != std::filesystem::file_type::regular) continue;
+    if (name.rfind("memory", 0) == 0) continue;
+    if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".sock") == 0) continue;
+    if (name.find(".tmp.") != std::string::npos) continue;  // never a half-written file
+    auto copied = CopyFileCheaply(entry.path().string(), to_dir + "/" + name);
+    if (!copied.ok()) return copied.status();
+  }
+  if (ec) return Status::FromErrno(ec.value(), "list " + from_dir);
+  return SyncDirectory(to_dir);
+}
+
+}  // namespace uffdpager::lifecycle

@@ -1,0 +1,139 @@
+// Standby: snapshot a live instance into memory it owns, then stop its VMM.
+//
+// Where the memory goes decides whether anyone else can be hurt:
+//  - In place (a Diff into the instance's own blob) only when it created
+//    that blob, its VMM maps exactly that file, and no other instance or
+//    pager session reads it (MemoryOwnership::MayWriteInPlace).
+//  - Otherwise into a new blob. A Diff holds only the pages dirtied since
+//    the load, so the new blob starts as a cheap copy (reflink, else sparse
+//    copy) of the bytes the VMM was restored from — for a UFFD-restored
+//    fork, its source's blob — and the Diff is merged into it. The source's
+//    blob is only read.
+//  - A Full snapshot (fresh boot, or the dirty log was reset by a Full
+//    snapshot taken for a fork) always goes into a new blob.
+// The commit is one metadata write naming the new state file and blob. Only
+// then is the VMM stopped and its pager session closed, so a crash before it
+// leaves a live VM and the previous snapshot untouched (except after an
+// interrupted in-place Diff, whose blob is then no longer trusted).
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "lifecycle/crash_point.h"
+#include "lifecycle/operations.h"
+#include "lifecycle/snapshot_copy.h"
+
+namespace uffdpager::lifecycle {
+
+Status StandbyInstance(Context& c, InstanceMetadata m) {
+  if ((m.state != InstanceState::kRunning && m.state != InstanceState::kPaused) || !m.vmm) {
+    return Status::Conflict("instance " + m.name + " is " + InstanceStateName(m.state) + ", not running");
+  }
+  const VmmRecord vmm = *m.vmm;
+  if (!vmm.process.IsAlive()) {
+    return Status::Unavailable("the VMM of " + m.name + " (pid " + std::to_string(vmm.process.pid) +
+                               ") is gone; nothing to snapshot (stop or delete it)");
+  }
+  auto in_place = m.needs_full_snapshot ? Result<bool>(false) : c.memory.MayWriteInPlace(m);
+  if (!in_place.ok()) return in_place.status();
+  const SnapshotKind kind = m.needs_full_snapshot ? SnapshotKind::kFull : SnapshotKind::kDiff;
+  const std::string blob = *in_place ? m.snapshot->memory_blob : c.store.NewBlobId();
+  const std::string state_file = InstanceStore::NewStateFileName();
+  const bool was_running = m.state == InstanceState::kRunning;
+
+  JournalEntry e{"standby",
+                 m.name,
+                 {{"in_place", *in_place},
+                  {"blob", blob},
+                  {"state_file", state_file},
+                  {"was_running", was_running},
+                  {"vmm", JournalProcess(vmm.process)},
+                  {"pager_session", vmm.pager_session}}};
+  UFFD_RETURN_IF_ERROR(c.journal.Record(e));
+  FirecrackerDriver driver(vmm.api_socket);
+  auto undo = [&](const Status& why, bool blob_suspect) {
+    if (!*in_place) ::unlink(c.store.BlobPath(blob).c_str());
+    ::unlink(c.store.StateFilePath(m.name, state_file).c_str());
+    // Taking a snapshot reads and clears the VMM's dirty log, so after an
+    // attempt that did not commit the log is no base for a Diff any more.
+    // And a failed in-place write may have changed some pages of the blob:
+    // that snapshot is gone.
+    if (blob_suspect) m.snapshot.reset();
+    m.needs_full_snapshot = true;
+    (void)c.store.Save(m);
+    if (was_running) (void)driver.Resume();
+    (void)c.journal.Finish(m.name);
+    return why.WithContext("standby " + m.name);
+  };
+  if (was_running) {
+    if (Status st = driver.Pause(); !st.ok()) return undo(st, false);
+  }
+  CrashPoint("standby.after_pause");
+  if (!*in_place && kind == SnapshotKind::kDiff) {
+    auto copied = CopyFileCheaply(c.store.BlobPath(vmm.backing_blob), c.store.BlobPath(blob));
+    if (!copied.ok()) return undo(copied.status(), false);
+    spdlog::info("standby {}: new memory blob {} ({}, {} bytes copied) from {}", m.name, blob,
+                 copied->reflinked ? "reflink" : "sparse copy", copied->bytes_copied, vmm.backing_blob);
+  }
+  CrashPoint("standby.after_copy");
+  if (Status st = driver.CreateSnapshot(kind, c.store.StateFilePath(m.name, state_file), c.store.BlobPath(blob));
+      !st.ok()) {
+    return undo(st, *in_place);
+  }
+  CrashPoint("standby.after_snapshot");
+
+  const std::string old_state_file = m.snapshot ? m.snapshot->state_file : "";
+  m.snapshot = SnapshotRecord{state_file, blob, true};
+  m.vmm.reset();
+  m.state = InstanceState::kStandby;
+  m.one_shot_uffd = false;
+  m.needs_full_snapshot = true;  // no VMM, no dirty log
+  if (Status st = c.store.Save(m); !st.ok()) return undo(st, *in_place);
+  CrashPoint("standby.after_commit");
+
+  // The snapshot is durable: the VM may go, and with it the session that
+  // served its memory.
+  Status ended = c.EndVmm(vmm);
+  if (!old_state_file.empty() && old_state_file != state_file) {
+    ::unlink(c.store.StateFilePath(m.name, old_state_file).c_str());
+  }
+  spdlog::info("standby {}: {} snapshot into {} blob {}", m.name, kind == SnapshotKind::kDiff ? "Diff" : "Full",
+               *in_place ? "its own" : "new", blob);
+  UFFD_RETURN_IF_ERROR(ended);
+  return c.journal.Finish(m.name);
+}
+
+Status RecoverStandby(Context& c, const JournalEntry& e) {
+  const std::string state_file = e.data.value("state_file", "");
+  const bool in_place = e.data.value("in_place", false);
+  VmmRecord vmm;
+  vmm.process = JournaledProcess(e, "vmm");
+  vmm.pager_session = e.data.value("pager_session", "");
+  auto m = c.store.Load(e.instance);
+  if (!m.ok()) return c.journal.Finish(e.instance);  // the instance is gone
+  if (m->snapshot && m->snapshot->state_file == state_file) {
+    // Committed: finish the tail.
+    UFFD_RETURN_IF_ERROR(c.EndVmm(vmm));
+    return c.journal.Finish(e.instance);
+  }
+  spdlog::warn("rolling back the interrupted standby of {}", e.instance);
+  ::unlink(c.store.StateFilePath(e.instance, state_file).c_str());
+  bool alive = vmm.process.IsAlive();
+  // The snapshot may have been taken, clearing the dirty log: only a Full
+  // one is safe next. An in-place write may have reached the blob.
+  m->needs_full_snapshot = true;
+  if (in_place) m->snapshot.reset();
+  if (!alive) {
+    // The VM died with the command: what is left is the last snapshot.
+    (void)c.pager.CloseSession(vmm.pager_session);
+    m->vmm.reset();
+    m->state = InstanceState::kStopped;
+    m->needs_full_snapshot = true;
+  } else if (e.data.value("was_running", false)) {
+    (void)FirecrackerDriver(m->vmm ? m->vmm->api_socket : c.store.ApiSocketPath(e.instance)).Resume();
+  }
+  UFFD_RETURN_IF_ERROR(c.store.Save(*m));
+  return c.journal.Finish(e.instance);
+}
+
+}  // namespace uffdpager::lifecycle

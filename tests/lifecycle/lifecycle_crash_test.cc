@@ -1,0 +1,171 @@
+// Crash safety: snapctl is killed (UFFDPAGER_LIFECYCLE_CRASH_AT makes it
+// _exit at a named step) in the middle of a fork, a restore or a standby.
+// The next command must find a consistent data directory — no journal
+// record, staging folder or unnamed blob left, no stray VMM or pager
+// session, nothing half-written trusted — and nothing lost: the interrupted
+// operation was either undone (the instance as before, still usable) or
+// completed, and the guests are still exactly right.
+#include <set>
+
+#include "lifecycle_fixture.h"
+
+namespace uffdpager::lifecycle::testing {
+namespace {
+
+class LifecycleCrashTest : public LifecycleTest {
+ protected:
+  // Live VMM processes started for instance `name` of this data directory.
+  int LiveVmms(const std::string& name) {
+    int count = 0;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      std::string pid = e.path().filename().string();
+      if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream in(e.path() / "cmdline", std::ios::binary);
+      std::string cmd((std::istreambuf_iterator<char>(in)), {});
+      if (cmd.find(ApiSocket(name) + std::string(1, '\0')) == std::string::npos) continue;
+      auto id = IdentifyProcess(std::stoi(pid));
+      if (id.ok() && id->IsAlive()) ++count;
+    }
+    return count;
+  }
+
+  std::string SessionState(const std::string& name) {
+    auto s = Pager().GetSession(name);
+    return s.ok() ? s->value("state", "") : "none";
+  }
+
+  void Crash(std::vector<std::string> args, const std::string& point) {
+    ASSERT_EQ(Snapctl(args, point), kCrashExitCode) << "snapctl did not stop at " << point;
+    ASSERT_EQ(Snapctl({"recover"}), 0) << "recovery after " << point;
+    ExpectConsistentDataDir();
+  }
+
+  KeptSnapshot MakeSource(int vcpus = 1) {
+    Ok({"create", "src", "--vcpus", std::to_string(vcpus), "--mem-mib", "32"});
+    WaitForSteps("src", Steps(300));
+    Ok({"standby", "src"});
+    return Keep("src", "s1");
+  }
+};
+
+TEST_F(LifecycleCrashTest, ForkAndOneShotRestoreInterruptedAtEveryStep) {
+  KeptSnapshot s1 = MakeSource();
+  const std::vector<std::string> points = {"fork.after_copy_dir",   "fork.before_commit",   "fork.after_commit",
+                                           "restore.after_session", "restore.after_launch", "restore.after_load",
+                                           "restore.after_commit"};
+  for (size_t i = 0; i < points.size(); ++i) {
+    SCOPED_TRACE(points[i]);
+    std::string name = "c" + std::to_string(i);
+    Crash({"fork", "src", name, "--state", "running"}, points[i]);
+    bool committed_fork = points[i].rfind("fork.", 0) != 0 || points[i] == "fork.after_commit";
+    EXPECT_EQ(HasInstance(name), committed_fork);
+    if (!HasInstance(name)) {
+      EXPECT_FALSE(fs::exists(data_ + "/instances/.staging-" + name));
+      Ok({"fork", "src", name, "--state", "running"});
+    } else if (points[i] != "restore.after_commit") {
+      // The restore was undone: the fork is as it was, flag armed, no VMM
+      // and no session left behind.
+      json m = Metadata(name);
+      EXPECT_EQ(m["state"], "Standby");
+      EXPECT_EQ(m["one_shot_uffd"], true);
+      EXPECT_EQ(LiveVmms(name), 0);
+      EXPECT_NE(SessionState(name), "serving");
+      Ok({"restore", name});
+    }
+    EXPECT_EQ(LiveVmms(name), 1);
+    EXPECT_EQ(Show(name).state, InstanceState::kRunning) << Show(name).reason;
+    WaitForSteps(name, s1.step + Steps(150));
+    Ok({"standby", name});
+    ExpectExact(s1, Keep(name, name));
+    Ok({"delete", name});
+  }
+  ExpectConsistentDataDir();
+}
+
+TEST_F(LifecycleCrashTest, StandbyOfAUffdForkInterruptedAtEveryStep) {
+  KeptSnapshot s1 = MakeSource();
+  const std::string source_digest = Digest(BlobPath(BlobOf("src")));
+  const std::vector<std::string> points = {"standby.after_pause", "standby.after_copy", "standby.after_snapshot",
+                                           "standby.after_commit"};
+  for (size_t i = 0; i < points.size(); ++i) {
+    SCOPED_TRACE(points[i]);
+    std::string name = "c" + std::to_string(i);
+    Ok({"fork", "src", name, "--state", "running"});
+    WaitForSteps(name, s1.step + Steps(150));
+    Crash({"standby", name}, points[i]);
+    if (points[i] == "standby.after_commit") {
+      EXPECT_EQ(Show(name).state, InstanceState::kStandby);
+      EXPECT_EQ(LiveVmms(name), 0) << "the VMM of a committed standby is stopped by recovery";
+      EXPECT_NE(SessionState(name), "serving");
+    } else {
+      // Undone: the VM is alive and running again, still on the pager.
+      InstanceStatus s = Show(name);
+      EXPECT_EQ(s.state, InstanceState::kRunning) << s.reason;
+      EXPECT_EQ(SessionState(name), "serving");
+      json g = Guest(name);
+      uint32_t before = g["vcpus"][0]["step"].get<uint32_t>();
+      WaitForSteps(name, before + Steps(50));
+      Ok({"standby", name});
+    }
+    EXPECT_EQ(Digest(BlobPath(BlobOf("src"))), source_digest) << "the source's bytes never change";
+    ExpectExact(s1, Keep(name, name));
+    Ok({"delete", name});
+  }
+  ExpectConsistentDataDir();
+}
+
+TEST_F(LifecycleCrashTest, InPlaceStandbyInterruptedIsNotTrusted) {
+  KeptSnapshot s1 = MakeSource();
+  Ok({"restore", "src"});
+  WaitForSteps("src", s1.step + Steps(200));
+  const std::string own = BlobOf("src");
+  Crash({"standby", "src"}, "standby.after_snapshot");
+  // The blob took a Diff that was never committed: the snapshot is dropped,
+  // the VM (which holds everything) keeps running, and the next standby is
+  // a Full one into a new blob.
+  json m = Metadata("src");
+  EXPECT_FALSE(m.contains("snapshot"));
+  EXPECT_EQ(m["needs_full_snapshot"], true);
+  EXPECT_EQ(Show("src").state, InstanceState::kRunning);
+  WaitForSteps("src", s1.step + Steps(300));
+  Ok({"standby", "src"});
+  EXPECT_NE(BlobOf("src"), own);
+  ExpectExact(s1, Keep("src", "s2"));
+  ExpectConsistentDataDir();
+}
+
+TEST_F(LifecycleCrashTest, ForkOfARunningInstanceInterrupted) {
+  KeptSnapshot s1 = MakeSource();
+  Ok({"restore", "src"});
+  for (const std::string point : {"fork.after_pause_source", "fork.after_snapshot", "fork.before_commit"}) {
+    SCOPED_TRACE(point);
+    Crash({"fork", "src", "f", "--state", "standby"}, point);
+    EXPECT_FALSE(HasInstance("f"));
+    // The source, paused for the snapshot, runs again.
+    EXPECT_EQ(Show("src").state, InstanceState::kRunning);
+    uint32_t before = Guest("src")["vcpus"][0]["step"].get<uint32_t>();
+    WaitForSteps("src", before + Steps(50));
+  }
+  Ok({"fork", "src", "f", "--state", "standby"});
+  KeptSnapshot f = Keep("f", "f");
+  ExpectExact(s1, f);
+  Ok({"standby", "src"});  // Full: the fork's snapshot reset its dirty log
+  ExpectExact(s1, Keep("src", "s2"));
+  ExpectConsistentDataDir();
+}
+
+TEST_F(LifecycleCrashTest, EagerForkInterruptedLeavesNoCopy) {
+  Init("file");
+  KeptSnapshot s1 = MakeSource();
+  std::set<std::string> before = Blobs();
+  Crash({"fork", "src", "f", "--state", "running"}, "fork.after_copy_memory");
+  EXPECT_FALSE(HasInstance("f"));
+  EXPECT_EQ(Blobs(), before) << "the half-made copy is removed";
+  Ok({"fork", "src", "f", "--state", "running"});
+  WaitForSteps("f", s1.step + Steps(100));
+  Ok({"standby", "f"});
+  ExpectExact(s1, Keep("f", "f"));
+}
+
+}  // namespace
+}  // namespace uffdpager::lifecycle::testing

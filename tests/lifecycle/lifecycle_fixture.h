@@ -1,0 +1,280 @@
+// LifecycleTest: runs the real snapctl binary (a subprocess per command, as
+// an operator would, so that a crash injected into one command kills only
+// that command) over a private data directory, with real tinyvmm guests and
+// the real uffd-pager that snapctl starts. Guest state is checked exactly
+// against tinyvmm's host-side model (VerifyGuestProgress) between snapshots
+// the test keeps copies of. Skips where /dev/kvm or userfaultfd is missing.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/child_process.h"
+#include "common/http_client.h"
+#include "common/userfaultfd.h"
+#include "common/wait_for.h"
+#include "lifecycle/crash_point.h"
+#include "lifecycle/detached_process.h"
+#include "uffdpager/lifecycle.h"
+#include "uffdpager/pager_client.h"
+#include "vmm/guest_program.h"
+#include "vmm/snapshot_state.h"
+#include "vmm/snapshot_verifier.h"
+
+#ifndef SNAPCTL_BIN
+#error "SNAPCTL_BIN must name the snapctl binary"
+#endif
+
+namespace uffdpager::lifecycle::testing {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// A snapshot the test copied out of the data directory, to verify later
+// snapshots against even after the instance is gone.
+struct KeptSnapshot {
+  std::string state;
+  std::string mem;
+  uint32_t step = 0;  // vCPU 0's step in it
+};
+
+class LifecycleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/kvm is not available on this machine";
+    auto uffd = Userfaultfd::Create(O_CLOEXEC | O_NONBLOCK);
+    if (!uffd.ok()) GTEST_SKIP() << "userfaultfd is not available: " << uffd.status().ToString();
+    // snapctl starts VMMs and the pager detached; as a subreaper this test
+    // inherits them when their intermediate parent exits, and reaps them.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    char tmpl[] = "/tmp/lc.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    data_ = dir_ + "/data";
+    fs::create_directories(dir_ + "/kept");
+    Init("uffd");
+  }
+
+  void TearDown() override {
+    if (!data_.empty() && fs::exists(data_ + "/config.json")) {
+      // Stop every VMM the data directory knows of, then the pager.
+      auto life = Lifecycle::Open({data_, "", std::nullopt});
+      if (life.ok()) {
+        auto list = (*life)->List();
+        if (list.ok()) {
+          for (const auto& s : *list) (void)(*life)->Delete(s.name);
+        }
+      }
+      StopPager();
+    }
+    ReapChildren();
+    if (dir_.empty()) return;
+    if (!HasFailure()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+      return;
+    }
+    std::cerr << "test files kept in " << dir_ << "\n";
+    for (const auto& f : fs::recursive_directory_iterator(dir_)) {
+      if (f.path().extension() == ".log") {
+        std::ifstream in(f.path());
+        std::string text((std::istreambuf_iterator<char>(in)), {});
+        if (text.size() > 6000) text = "..." + text.substr(text.size() - 6000);
+        std::cerr << "==== " << f.path() << "\n" << text << "\n";
+      }
+    }
+  }
+
+  void Init(const std::string& backend) {
+    ASSERT_EQ(Snapctl({"init", "--backend", backend, "--vmm-arg=--mem-hole-start-mib", "--vmm-arg=16",
+                       "--vmm-arg=--mem-hole-size-mib", "--vmm-arg=16", "--pager-cache-bytes",
+                       std::to_string(256u << 20)}),
+              0);
+  }
+
+  // Runs snapctl; returns its exit status (-1 if it did not exit normally).
+  // `crash_at` arms UFFDPAGER_LIFECYCLE_CRASH_AT for this command only.
+  int Snapctl(std::vector<std::string> args, const std::string& crash_at = "", const std::string& extra_flag = "") {
+    std::vector<std::string> argv;
+    if (!crash_at.empty()) argv = {"/usr/bin/env", "UFFDPAGER_LIFECYCLE_CRASH_AT=" + crash_at};
+    argv.insert(argv.end(), {SNAPCTL_BIN, "--data-dir", data_, "--log-level", "info"});
+    if (!extra_flag.empty()) argv.push_back(extra_flag);
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = ChildProcess::Spawn(argv, dir_ + "/snapctl.log");
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    if (!p.ok()) return -1;
+    int status = 0;
+    if (!p->WaitForExit(120s, &status)) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  void Ok(std::vector<std::string> args) {
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    ASSERT_EQ(Snapctl(args), 0) << "snapctl " << joined << "failed; see " << dir_ << "/snapctl.log";
+  }
+
+  // The checked state, in process (the library snapctl is built on).
+  InstanceStatus Show(const std::string& name) {
+    auto life = Lifecycle::Open({data_, "", std::nullopt});
+    EXPECT_TRUE(life.ok()) << life.status().ToString();
+    if (!life.ok()) return {};
+    auto s = (*life)->Show(name);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? *s : InstanceStatus{};
+  }
+
+  json Metadata(const std::string& name) {
+    std::ifstream in(data_ + "/instances/" + name + "/instance.json");
+    return json::parse(in, nullptr, false);
+  }
+  std::string BlobOf(const std::string& name) { return Metadata(name)["snapshot"].value("memory_blob", ""); }
+  std::string BlobPath(const std::string& blob) { return data_ + "/blobs/" + blob; }
+  std::set<std::string> Blobs() {
+    std::set<std::string> out;
+    for (const auto& e : fs::directory_iterator(data_ + "/blobs")) out.insert(e.path().filename().string());
+    return out;
+  }
+  bool HasInstance(const std::string& name) { return fs::exists(data_ + "/instances/" + name + "/instance.json"); }
+
+  // Nothing half-done is left: no journal record, no staging folder, no
+  // trash, and every blob is named by some instance.
+  void ExpectConsistentDataDir() {
+    EXPECT_TRUE(fs::is_empty(data_ + "/journal")) << "journal records left";
+    EXPECT_TRUE(fs::is_empty(data_ + "/trash"));
+    std::set<std::string> named;
+    for (const auto& e : fs::directory_iterator(data_ + "/instances")) {
+      std::string n = e.path().filename().string();
+      EXPECT_NE(n.rfind(".staging-", 0), 0u) << "staging folder left: " << n;
+      json m = Metadata(n);
+      ASSERT_TRUE(m.is_object()) << n << " has no readable metadata";
+      if (m.contains("snapshot")) {
+        named.insert(m["snapshot"]["memory_blob"].get<std::string>());
+        EXPECT_TRUE(fs::exists(BlobPath(m["snapshot"]["memory_blob"].get<std::string>())));
+        EXPECT_TRUE(fs::exists(data_ + "/instances/" + n + "/snapshot/" +
+                               m["snapshot"]["state_file"].get<std::string>()));
+      }
+      if (m.contains("vmm") && !m["vmm"].value("backing_blob", "").empty()) {
+        named.insert(m["vmm"]["backing_blob"].get<std::string>());
+      }
+    }
+    EXPECT_EQ(Blobs(), named) << "blobs on disk vs blobs named by metadata";
+  }
+
+  std::string ApiSocket(const std::string& name) { return data_ + "/instances/" + name + "/api.sock"; }
+
+  json Guest(const std::string& name) {
+    auto r = HttpClient(ApiSocket(name)).Send("GET", "/tinyvmm/guest", "", 5s);
+    if (!r.ok() || r->status != 200) return json();
+    return json::parse(r->body, nullptr, false);
+  }
+
+  // Guest progress to wait for, scaled down where a sanitizer slows every
+  // fault the pager serves (the checks are exact at any step count).
+  static uint32_t Steps(uint32_t n) {
+#if defined(UFFDPAGER_TSAN_BUILD)
+    return std::max<uint32_t>(n / 4, 20);
+#elif defined(UFFDPAGER_SANITIZER_BUILD)
+    return std::max<uint32_t>(n / 2, 20);
+#else
+    return n;
+#endif
+  }
+
+  void WaitForSteps(const std::string& name, uint32_t steps) {
+    bool ok = WaitFor(
+        [&] {
+          json g = Guest(name);
+          if (!g.is_object() || !g.contains("vcpus") || g["vcpus"].empty()) return false;
+          for (const auto& v : g["vcpus"]) {
+            if (v["step"].get<uint32_t>() < steps) return false;
+          }
+          return true;
+        },
+        60s, 20ms);
+    ASSERT_TRUE(ok) << name << " did not reach step " << steps << ": " << Guest(name).dump();
+  }
+
+  // Copies the instance's current snapshot out of the data directory.
+  KeptSnapshot Keep(const std::string& name, const std::string& label) {
+    json m = Metadata(name);
+    KeptSnapshot k{dir_ + "/kept/" + label + ".state", dir_ + "/kept/" + label + ".mem"};
+    if (!m.contains("snapshot")) {
+      ADD_FAILURE() << name << " has no snapshot to keep";
+      return k;
+    }
+    fs::copy_file(data_ + "/instances/" + name + "/snapshot/" + m["snapshot"]["state_file"].get<std::string>(),
+                  k.state);
+    fs::copy_file(BlobPath(m["snapshot"]["memory_blob"].get<std::string>()), k.mem);
+    auto s = vmm::ReadSnapshotStateFile(k.state);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    if (s.ok() && !s->vcpus.empty()) k.step = s->vcpus[0].progress.step;
+    return k;
+  }
+
+  // `to` is exactly what the guest model computes from `from`: every vCPU's
+  // checksum, and every walked page's bytes (the guest's markers).
+  void ExpectExact(const KeptSnapshot& from, const KeptSnapshot& to) {
+    auto report = vmm::VerifyGuestProgress(from.state, from.mem, to.state, to.mem);
+    ASSERT_TRUE(report.ok()) << from.state << " -> " << to.state << ": " << report.status().ToString();
+    EXPECT_GT(report->steps_replayed, 0u);
+    EXPECT_GT(report->pages_compared, 0u);
+  }
+
+  // The generation the VMM wrote into guest memory at its last load.
+  static uint64_t GenerationIn(const std::string& mem) {
+    std::ifstream in(mem, std::ios::binary);
+    in.seekg(vmm::kGenerationGpa);
+    uint64_t g = 0;
+    in.read(reinterpret_cast<char*>(&g), sizeof(g));
+    return g;
+  }
+
+  static std::string Digest(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    uint64_t h = 1469598103934665603ULL;
+    char buf[1 << 16];
+    while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<uint8_t>(buf[i])) * 1099511628211ULL;
+    }
+    return std::to_string(h);
+  }
+
+  PagerClient Pager() { return PagerClient(PagerClient::ControlSocketPath(data_, "default")); }
+
+  void StopPager() {
+    std::ifstream in(data_ + "/uffd/default/pager.pid");
+    pid_t pid = 0;
+    if (!(in >> pid) || pid <= 0) return;
+    auto id = IdentifyProcess(pid);
+    if (id.ok()) (void)id->Terminate();
+  }
+
+  // The detached processes snapctl started came to us (subreaper) when
+  // they exited; collect them.
+  static void ReapChildren() {
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+
+  std::string dir_;
+  std::string data_;
+};
+
+}  // namespace uffdpager::lifecycle::testing
