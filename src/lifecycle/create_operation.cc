@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "lifecycle/crash_point.h"
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 #include "lifecycle/operations.h"
 
 namespace uffdpager::lifecycle {

@@ -13,7 +13,7 @@
 #include "common/process_handle.h"
 #include "common/unique_fd.h"
 #include "common/wait_for.h"
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 
 namespace uffdpager::lifecycle {
 

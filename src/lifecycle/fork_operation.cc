@@ -20,7 +20,7 @@
 #include <filesystem>
 
 #include "lifecycle/crash_point.h"
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 #include "lifecycle/operations.h"
 #include "lifecycle/snapshot_copy.h"
 

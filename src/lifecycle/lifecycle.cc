@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "lifecycle/data_dir_lock.h"
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 #include "lifecycle/operations.h"
 
 namespace uffdpager {

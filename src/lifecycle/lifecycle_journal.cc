@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 
 namespace uffdpager::lifecycle {
 

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/logging.h"
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 #include "uffdpager/lifecycle.h"
 
 #ifndef UFFDPAGER_DEFAULT_VMM_BIN
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   Status st;
   if (create->parsed()) {
     if (!boot_config_path.empty()) {
-      auto text = lifecycle::ReadWholeFile(boot_config_path);
+      auto text = ReadWholeFile(boot_config_path);
       if (!text.ok()) return Fail(text.status());
       boot.pre_boot_requests = nlohmann::json::parse(*text, nullptr, false);
       if (!boot.pre_boot_requests.is_object()) return Fail(Status::InvalidArgument(boot_config_path + ": not a JSON object"));

@@ -11,7 +11,7 @@
 #include <filesystem>
 
 #include "common/unique_fd.h"
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 
 namespace uffdpager::lifecycle {
 

@@ -6,11 +6,11 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "common/durable_file.h"
 
 namespace uffdpager {
 
@@ -42,9 +42,9 @@ std::string WorkingSetStore::PathFor(const std::string& cache_key) const {
 
 std::optional<WorkingSet> WorkingSetStore::Load(const std::string& cache_key, const FileIdentity& identity) {
   std::string path = PathFor(cache_key);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  auto read = ReadWholeFile(path);
+  if (!read.ok()) return std::nullopt;  // no record (or none readable): record anew
+  const std::string& bytes = *read;
   auto reject = [&](const char* why) -> std::optional<WorkingSet> {
     spdlog::info("working-set record {} for cache key {} discarded: {}", path, cache_key, why);
     std::error_code ec;
@@ -85,16 +85,7 @@ Status WorkingSetStore::Save(const std::string& cache_key, const FileIdentity& i
   Append(&bytes, set.offsets.data(), set.offsets.size() * 8);
   uint64_t sum = Fnv1a(bytes.data(), bytes.size());
   Append(&bytes, &sum, sizeof(sum));
-  std::string path = PathFor(cache_key);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) return Status::FromErrno(errno, "write " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno(errno, "rename " + tmp);
-  return Status::Ok();
+  return WriteFileAtomically(PathFor(cache_key), bytes);
 }
 
 }  // namespace uffdpager

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "common/durable_file.h"
 #include "common/unique_fd.h"
 
 namespace uffdpager::vmm {
@@ -170,37 +171,14 @@ Result<SnapshotState> DecodeSnapshotState(const std::string& bytes) {
 }
 
 Status WriteSnapshotStateFile(const std::string& path, const SnapshotState& state) {
-  std::string bytes = EncodeSnapshotState(state);
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) return Status::FromErrno(errno, "create snapshot state file " + tmp);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::FromErrno(errno, "write snapshot state file " + tmp);
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd.get()) < 0) return Status::FromErrno(errno, "fsync snapshot state file " + tmp);
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) < 0) return Status::FromErrno(errno, "rename " + tmp + " to " + path);
-  return Status::Ok();
+  return WriteFileAtomically(path, EncodeSnapshotState(state)).WithContext("write snapshot state file");
 }
 
 Result<SnapshotState> ReadSnapshotStateFile(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Status::FromErrno(errno, "open snapshot state file " + path);
-  std::string bytes;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::FromErrno(errno, "read snapshot state file " + path);
-    if (n == 0) break;
-    bytes.append(buf, static_cast<size_t>(n));
-    if (bytes.size() > (64u << 20)) return Status::InvalidArgument("snapshot state file is implausibly large");
-  }
-  return DecodeSnapshotState(bytes);
+  // A state file is a few KiB; a huge one is not ours.
+  auto bytes = ReadWholeFile(path, 64u << 20);
+  if (!bytes.ok()) return bytes.status().WithContext("read snapshot state file");
+  return DecodeSnapshotState(*bytes);
 }
 
 }  // namespace uffdpager::vmm

@@ -1,20 +1,25 @@
-// Durable files: what the lifecycle trusts after a crash must have been
+// Durable files: what the lifecycle, tinyvmm's state files and the pager's
+// working-set records trust after a crash must have been
 // written completely or not at all. A file is written to a temporary name,
 // fsync'd, renamed over the final name, and the directory fsync'd, so a
 // reader sees the old contents or the new ones, never a mix.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "uffdpager/status.h"
 
-namespace uffdpager::lifecycle {
+namespace uffdpager {
 
 Status WriteFileAtomically(const std::string& path, const std::string& contents);
-Result<std::string> ReadWholeFile(const std::string& path);
+// Reads a file that is expected to be small; one larger than `max_bytes` is
+// an error rather than an allocation the caller did not plan for.
+Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes = SIZE_MAX);
 // Makes a rename or unlink in `dir` durable.
 Status SyncDirectory(const std::string& dir);
 // rename(2) plus the fsync of the target's directory.
 Status RenameDurably(const std::string& from, const std::string& to);
 
-}  // namespace uffdpager::lifecycle
+}  // namespace uffdpager

@@ -1,4 +1,4 @@
-#include "lifecycle/durable_file.h"
+#include "common/durable_file.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,7 +9,7 @@
 
 #include "common/unique_fd.h"
 
-namespace uffdpager::lifecycle {
+namespace uffdpager {
 
 namespace {
 
@@ -63,19 +63,22 @@ Status WriteFileAtomically(const std::string& path, const std::string& contents)
   return RenameDurably(tmp, path);
 }
 
-Result<std::string> ReadWholeFile(const std::string& path) {
+Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Status::FromErrno(errno, "open " + path);
   std::string out;
-  char buf[16384];
+  char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd.get(), buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, "read " + path);
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      return Status::InvalidArgument(path + " is larger than " + std::to_string(max_bytes) + " bytes");
+    }
   }
   return out;
 }
 
-}  // namespace uffdpager::lifecycle
+}  // namespace uffdpager
