@@ -149,16 +149,24 @@ Result<PageRef> FaultEngine::LoadPage(uint64_t file_offset, uint64_t page_size) 
       PageKey{cache_namespace_, file_offset, page_size},
       [&](CachedPage& out) {
         if (backing_->IsHole(file_offset, page_size)) return Status::Ok();  // zeros, no read
-        auto start = Clock::now();
-        Status st = backing_->ReadExact(file_offset, out.mutable_data(), page_size);
-        counters_.Add(&FaultCounters::backing_read_ns_total,
-                      static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
-        if (st.ok()) counters_.Add(&FaultCounters::backing_bytes_read, page_size);
-        return st;
+        return ReadBacking(file_offset, page_size, out.mutable_data());
       },
       &hit);
   if (page.ok()) counters_.Add(hit ? &FaultCounters::cache_hits : &FaultCounters::cache_misses);
   return page;
+}
+
+Status FaultEngine::ReadBacking(uint64_t offset, uint64_t length, uint8_t* out) {
+  auto start = Clock::now();
+  uint64_t read = 0;
+  Status st = backing_->ReadRange(offset, out, length, &read);
+  // One latency sample per read the file really saw (a range of holes is none).
+  if (read > 0 || !st.ok()) {
+    counters_.Add(&FaultCounters::backing_read_ns_total,
+                  static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
+  }
+  counters_.Add(&FaultCounters::backing_bytes_read, read);
+  return st;
 }
 
 FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report) {
@@ -313,15 +321,7 @@ bool FaultEngine::EnsureStaging(ServeReport* report) {
 Status FaultEngine::ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
                                        uint64_t* valid_pages) {
   RangeReader reader = [this](uint64_t offset, uint64_t length, uint8_t* out) {
-    auto start = Clock::now();
-    uint64_t read = 0;
-    Status st = backing_->ReadRange(offset, out, length, &read);
-    if (read > 0) {
-      counters_.Add(&FaultCounters::backing_read_ns_total,
-                    static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
-      counters_.Add(&FaultCounters::backing_bytes_read, read);
-    }
-    return st;
+    return ReadBacking(offset, length, out);
   };
   RunReadResult result;
   Status st = cache_->ReadRun(PageRun{cache_namespace_, file_offset, page_size, count},

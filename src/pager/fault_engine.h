@@ -115,6 +115,9 @@ class FaultEngine {
   // The page's bytes through the shared cache (one backing read per miss,
   // none for holes); counts hits, misses and bytes read.
   Result<PageRef> LoadPage(uint64_t file_offset, uint64_t page_size);
+  // Reads [offset, offset+length) of the backing file (holes as zeros), timed
+  // and counted: the one backing read of the demand path and of runs.
+  Status ReadBacking(uint64_t offset, uint64_t length, uint8_t* out);
   // Why a run is installed: decides whether its pages are kept in the shared
   // cache and whether a page that cannot be loaded fails the run.
   enum class RunUse {

@@ -37,6 +37,17 @@ bool IsAllZero(const uint8_t* bytes, size_t size) {
   return true;
 }
 
+// Writes a cached page's bytes (zeros if it has none) to `out`; returns
+// whether the page is all zeros.
+uint8_t CopyOut(const CachedPage& page, uint8_t* out) {
+  if (page.is_zero()) {
+    std::memset(out, 0, page.size());
+    return 1;
+  }
+  std::memcpy(out, page.data(), page.size());
+  return 0;
+}
+
 }  // namespace
 
 void CachedPage::ReleaseIfZero() {
@@ -324,12 +335,7 @@ Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& r
   uint64_t valid = run.count;
   for (uint64_t i = 0; i < run.count;) {
     if (source[i] == Source::kCached) {
-      if (cached[i]->is_zero()) {
-        std::memset(out + i * ps, 0, ps);
-        (*zero)[i] = 1;
-      } else {
-        std::memcpy(out + i * ps, cached[i]->data(), ps);
-      }
+      (*zero)[i] = CopyOut(*cached[i], out + i * ps);
       cached[i].reset();
       ++result->hits;
       ++i;
@@ -405,12 +411,7 @@ Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& r
       }
     }
     if (page) {
-      if (page->is_zero()) {
-        std::memset(out + i * ps, 0, ps);
-        (*zero)[i] = 1;
-      } else {
-        std::memcpy(out + i * ps, page->data(), ps);
-      }
+      (*zero)[i] = CopyOut(*page, out + i * ps);
       ++result->hits;
       continue;
     }
