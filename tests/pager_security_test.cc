@@ -11,6 +11,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "common/http_client.h"
 #include "common/unix_socket.h"
@@ -249,10 +250,16 @@ TEST_F(PagerSecurityTest, BackingFilesOutsideTheAllowedRootsAreRefused) {
   auto vm = VmmStandIn::Restore(good->uffd_socket_path, kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
 
-  auto refused = [&](const std::string& path, const std::string& words) {
+  // A path outside the roots is a refusal for lack of permission (403); a
+  // missing file beneath one is a bad request (400).
+  auto refused = [&](const std::string& path, const std::string& words,
+                     ErrorCode code = ErrorCode::kPermissionDenied) {
     auto r = Create({.session_id = "bad", .backing_memory_path = path});
     ASSERT_FALSE(r.ok()) << path << " was allowed";
-    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument) << r.status().ToString();
+    EXPECT_EQ(r.status().code(), code) << r.status().ToString();
+    EXPECT_NE(r.status().ToString().find(code == ErrorCode::kPermissionDenied ? "HTTP 403" : "HTTP 400"),
+              std::string::npos)
+        << r.status().ToString();
     EXPECT_NE(r.status().ToString().find(words), std::string::npos) << r.status().ToString();
   };
   refused(outside_, "not beneath an allowed backing root");
@@ -263,7 +270,7 @@ TEST_F(PagerSecurityTest, BackingFilesOutsideTheAllowedRootsAreRefused) {
   refused(dir_ / "snaps/escape", "leads outside the allowed root");
   std::filesystem::create_symlink("/proc/self/root" + outside_, dir_ / "snaps/magic");
   refused(dir_ / "snaps/magic", "leads outside the allowed root");
-  refused(dir_ / "snaps/missing", "No such file");
+  refused(dir_ / "snaps/missing", "No such file", ErrorCode::kInvalidArgument);
   EXPECT_EQ(pager_->client().ListSessions()->size(), 1u) << "a refused create left a session";
 
   // A symlink that stays beneath the root, and the second root, are fine.
@@ -272,6 +279,85 @@ TEST_F(PagerSecurityTest, BackingFilesOutsideTheAllowedRootsAreRefused) {
   std::filesystem::copy_file(snap_, dir_ / "more/mem");
   ExpectGoodClientServed("second-root", {.backing_memory_path = dir_ / "more/mem"});
 
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+}
+
+// True if `uid` may execute `path` (every directory on the way searchable),
+// asked from a child that becomes that user.
+bool ExecutableBy(uid_t uid, gid_t gid, const std::string& path) {
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) _exit(1);
+    _exit(::access(path.c_str(), X_OK) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+TEST_F(PagerSecurityTest, RefusalsForLackOfPermissionAnswer403) {
+  // A pager running as nobody, as an unprivileged deployment would: the
+  // kernel refuses it a file it may not read, and a socket it may not give
+  // away (chown). Both are refusals, 403, not pager faults (500).
+  if (!ExecutableBy(kNobody, kNobody, UFFD_PAGER_BIN)) GTEST_SKIP() << "nobody may not run " << UFFD_PAGER_BIN;
+  if (!ExecutableBy(0, 0, "/usr/bin/setpriv")) GTEST_SKIP() << "no /usr/bin/setpriv";
+  std::string wrapper = dir_ / "pager-as-nobody";
+  {
+    std::ofstream out(wrapper);
+    out << "#!/bin/sh\nexec /usr/bin/setpriv --reuid=" << kNobody << " --regid=" << kNobody
+        << " --clear-groups " << UFFD_PAGER_BIN << " \"$@\"\n";
+  }
+  ASSERT_EQ(::chmod(wrapper.c_str(), 0755), 0);
+  std::string data = dir_ / "nobody-data";
+  std::filesystem::create_directories(data);
+  ASSERT_EQ(::chown(data.c_str(), kNobody, kNobody), 0);
+  std::string unreadable = dir_ / "snaps/private-mem";
+  std::filesystem::copy_file(snap_, unreadable);
+  ASSERT_EQ(::chmod(unreadable.c_str(), 0600), 0);
+  ASSERT_EQ(::chmod(snap_.c_str(), 0644), 0);
+
+  PagerLaunchOptions launch;
+  launch.binary = wrapper;
+  launch.data_dir = data;
+  launch.version_key = "nobody";
+  launch.cache_max_bytes = 64 * kMiB;
+  launch.log_path = dir_ / "pager-nobody.log";
+  launch.extra_args = {"--log-level", "debug"};
+  auto pager = PagerProcess::Launch(launch);
+  if (!pager.ok()) {
+    auto log = ReadFileBytes(launch.log_path);
+    FAIL() << pager.status().ToString() << "\n" << std::string(log.begin(), log.end());
+  }
+  const PagerClient& client = (*pager)->client();
+
+  auto expect_403 = [&](CreateSessionRequest req, const std::string& words) {
+    if (req.backing_memory_path.empty()) req.backing_memory_path = snap_;
+    req.instance_id = "vm-" + req.session_id;
+    auto r = client.CreateSession(req);
+    ASSERT_FALSE(r.ok()) << req.session_id << " was allowed";
+    EXPECT_EQ(r.status().code(), ErrorCode::kPermissionDenied) << r.status().ToString();
+    EXPECT_NE(r.status().ToString().find("HTTP 403"), std::string::npos) << r.status().ToString();
+    EXPECT_NE(r.status().ToString().find(words), std::string::npos) << r.status().ToString();
+  };
+  expect_403({.session_id = "unreadable", .backing_memory_path = unreadable}, "Permission denied");
+  expect_403({.session_id = "give-away", .socket_uid = 1234}, "chown");
+  // A raw answer says 403 too.
+  HttpClient http(client.control_socket_path());
+  auto raw = http.Send("POST", "/sessions",
+                       R"({"instance_id":"raw","backing_memory_path":")" + unreadable + R"("})");
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  EXPECT_EQ(raw->status, 403) << raw->body;
+
+  // What it may read, it serves.
+  CreateSessionRequest good;
+  good.session_id = "readable";
+  good.instance_id = "vm-readable";
+  good.backing_memory_path = snap_;
+  auto created = client.CreateSession(good);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   TouchAllPages((*vm)->memory, 2);
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
 }

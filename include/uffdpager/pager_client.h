@@ -3,8 +3,10 @@
 //
 // Every call is one HTTP request on the control socket. A non-2xx answer
 // comes back as a Status whose message is the pager's {"error"} text and
-// whose code follows the HTTP status (400 kInvalidArgument, 404 kNotFound,
-// 409 kConflict, 503 kUnavailable).
+// whose code follows the HTTP status (400 and 413 kInvalidArgument, 403
+// kPermissionDenied, 404 kNotFound, 409 kConflict, 503 kUnavailable, any
+// other kInternal). No answer at all (no socket, nobody listening) is
+// kUnavailable.
 #pragma once
 
 #include <chrono>
@@ -55,7 +57,9 @@ class PagerClient {
   // DATA/uffd/VERSION/control.sock
   static std::string ControlSocketPath(const std::string& data_dir, const std::string& version_key);
 
-  Result<PagerHealth> Health() const;
+  // `timeout` bounds the whole exchange: callers polling a pager that may be
+  // wedged (PagerService) keep their own deadline.
+  Result<PagerHealth> Health(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
   Result<nlohmann::json> Stats() const;
   Result<nlohmann::json> ListSessions() const;  // the "sessions" array
   Result<nlohmann::json> GetSession(const std::string& session_id) const;

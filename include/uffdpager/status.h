@@ -18,6 +18,7 @@ enum class ErrorCode {
   kOk = 0,
   kInvalidArgument,  // the caller's input is wrong (bad body, bad handshake)
   kNotFound,         // a named thing does not exist
+  kPermissionDenied,  // refused: the caller (or the pager on its behalf) may not do this
   kAlreadyExists,
   kIoError,          // a system call failed for another reason
   kProtocol,         // a peer broke the protocol (HTTP, handshake)
@@ -41,6 +42,7 @@ class [[nodiscard]] Status {
   static Status FromErrno(int error_number, std::string context);
   static Status InvalidArgument(std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); }
   static Status NotFound(std::string m) { return Error(ErrorCode::kNotFound, std::move(m)); }
+  static Status PermissionDenied(std::string m) { return Error(ErrorCode::kPermissionDenied, std::move(m)); }
   static Status Protocol(std::string m) { return Error(ErrorCode::kProtocol, std::move(m)); }
   static Status Conflict(std::string m) { return Error(ErrorCode::kConflict, std::move(m)); }
   static Status Unavailable(std::string m) { return Error(ErrorCode::kUnavailable, std::move(m)); }

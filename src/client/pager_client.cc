@@ -11,6 +11,7 @@ namespace {
 ErrorCode CodeForHttpStatus(int status) {
   switch (status) {
     case 400: return ErrorCode::kInvalidArgument;
+    case 403: return ErrorCode::kPermissionDenied;
     case 404: return ErrorCode::kNotFound;
     case 409: return ErrorCode::kConflict;
     case 413: return ErrorCode::kInvalidArgument;
@@ -44,8 +45,8 @@ Result<Json> PagerClient::Call(const char* method, const std::string& path, cons
   return parsed;
 }
 
-Result<PagerHealth> PagerClient::Health() const {
-  auto j = Call("GET", "/health", "", std::chrono::seconds(10));
+Result<PagerHealth> PagerClient::Health(std::chrono::milliseconds timeout) const {
+  auto j = Call("GET", "/health", "", timeout);
   if (!j.ok()) return j.status();
   PagerHealth h;
   h.version = j->value("version", "");

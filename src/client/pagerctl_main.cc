@@ -4,8 +4,10 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "uffdpager/pager_client.h"
+#include "uffdpager/pager_service.h"
 
 namespace {
 
@@ -57,7 +59,62 @@ int main(int argc, char** argv) {
   auto* complete = app.add_subcommand("complete", "populate every page of a session, then unregister");
   complete->add_option("session_id", id)->required();
   auto* drain = app.add_subcommand("drain", "refuse new sessions; exit after the last closes");
+  uffdpager::PagerServiceOptions service_options;
+  int64_t ready_timeout_ms = service_options.ready_timeout.count();
+  std::vector<std::string> start_command;
+  auto* ensure = app.add_subcommand("ensure", "start this version's pager (its systemd unit) unless it answers");
+  ensure->add_option("--ready-timeout-ms", ready_timeout_ms, "bound on the start command plus the wait for /health")
+      ->capture_default_str();
+  ensure->add_option("start_command", start_command,
+                     "after --: the start command; {version} and {data_dir} are replaced "
+                     "(default: systemctl start uffd-pager@{version}.service)");
+  auto* drain_others =
+      app.add_subcommand("drain-others", "drain the pager of every other version under DATA/uffd/ (upgrade)");
   CLI11_PARSE(app, argc, argv);
+
+  if (ensure->parsed() || drain_others->parsed()) {
+    if (version_key.empty()) {
+      std::cerr << "pagerctl: " << (ensure->parsed() ? "ensure" : "drain-others")
+                << " needs --version-key (and --data-dir)\n";
+      return 2;
+    }
+    service_options.data_dir = data_dir;
+    service_options.version_key = version_key;
+    service_options.ready_timeout = std::chrono::milliseconds(ready_timeout_ms);
+    if (!start_command.empty()) service_options.start_command = start_command;
+    auto service = uffdpager::PagerService::Create(service_options);
+    if (!service.ok()) return Fail(service.status());
+    if (ensure->parsed()) {
+      auto pager = service->EnsureRunning();
+      if (!pager.ok()) {
+        // A start that timed out left the pager as unreachable as one that failed.
+        int rc = Fail(pager.status());
+        return pager.status().code() == uffdpager::ErrorCode::kTimeout ? 3 : rc;
+      }
+      auto h = pager->Health();
+      if (!h.ok()) return Fail(h.status());
+      if (json) {
+        std::cout << Json{{"version", h->version}, {"draining", h->draining}, {"active_sessions", h->active_sessions},
+                          {"control_socket", pager->control_socket_path()}}
+                  << "\n";
+      } else {
+        std::cout << fmt::format("uffd-pager {} is up on {}; {} active session(s)\n", h->version,
+                                 pager->control_socket_path(), h->active_sessions);
+      }
+    } else {
+      auto drained = service->DrainOtherVersions();
+      if (!drained.ok()) return Fail(drained.status());
+      if (json) {
+        std::cout << Json{{"drained", *drained}} << "\n";
+      } else if (drained->empty()) {
+        std::cout << "no other version of uffd-pager answers under " << data_dir << "/uffd\n";
+      } else {
+        std::cout << fmt::format("draining {}: they serve their VMs and exit when the last session closes\n",
+                                 fmt::join(*drained, ", "));
+      }
+    }
+    return 0;
+  }
 
   if (socket.empty()) {
     if (version_key.empty()) {

@@ -9,6 +9,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kOk: return "ok";
     case ErrorCode::kInvalidArgument: return "invalid_argument";
     case ErrorCode::kNotFound: return "not_found";
+    case ErrorCode::kPermissionDenied: return "permission_denied";
     case ErrorCode::kAlreadyExists: return "already_exists";
     case ErrorCode::kIoError: return "io_error";
     case ErrorCode::kProtocol: return "protocol_error";
@@ -26,6 +27,10 @@ Status Status::FromErrno(int error_number, std::string context) {
     case ENOENT: code = ErrorCode::kNotFound; break;
     case EEXIST: code = ErrorCode::kAlreadyExists; break;
     case EINVAL: code = ErrorCode::kInvalidArgument; break;
+    // The kernel refused for lack of permission (file mode, a chown only root
+    // may do, a capability): a refusal, answered 403, not an I/O failure.
+    case EACCES:
+    case EPERM: code = ErrorCode::kPermissionDenied; break;
     case ETIMEDOUT: code = ErrorCode::kTimeout; break;
     case ECONNREFUSED:
     case ESRCH: code = ErrorCode::kUnavailable; break;

@@ -47,7 +47,7 @@ Result<UniqueFd> BackingPathPolicy::OpenBeneath(const Root& root, const std::str
     if (fd >= 0) return UniqueFd(static_cast<int>(fd));
     if (errno == EINTR || errno == EAGAIN) continue;
     if (errno == EXDEV || errno == ELOOP) {
-      return Status::InvalidArgument(
+      return Status::PermissionDenied(
           fmt::format("backing memory path {} leads outside the allowed root {}", path, root.path));
     }
     return Status::FromErrno(errno, "open backing memory file " + path);
@@ -68,7 +68,7 @@ Result<std::shared_ptr<BackingFile>> BackingPathPolicy::Open(const std::string& 
     if (!file.ok()) return file.status().WithContext("backing memory file " + path);
     return file;
   }
-  return Status::InvalidArgument(
+  return Status::PermissionDenied(
       fmt::format("backing memory path {} is not beneath an allowed backing root ({})", path, DescribeRoots()));
 }
 

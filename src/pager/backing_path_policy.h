@@ -24,8 +24,9 @@ class BackingPathPolicy {
   // No roots: any absolute path the pager can read is allowed.
   static Result<BackingPathPolicy> Create(const std::vector<std::string>& allowed_roots);
 
-  // Opens `path` if the policy allows it. A path outside every root is
-  // kInvalidArgument with a message naming the roots.
+  // Opens `path` if the policy allows it. A path outside every root, or one
+  // that leads out of its root, is kPermissionDenied (403) with a message
+  // naming the roots; a file the pager may not read is too (EACCES).
   Result<std::shared_ptr<BackingFile>> Open(const std::string& path) const;
 
   bool restricted() const { return !roots_.empty(); }

@@ -26,6 +26,7 @@ HttpResponse NoContent() { return HttpResponse{204, "", ""}; }
 int HttpStatusFor(const Status& st) {
   switch (st.code()) {
     case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kPermissionDenied: return 403;
     case ErrorCode::kNotFound: return 404;
     case ErrorCode::kConflict: return 409;
     case ErrorCode::kUnavailable: return 503;
@@ -199,7 +200,10 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
   auto session = ctx_.registry->Create(spec);
   if (!session.ok()) {
     const Status& st = session.status();
-    // A backing file that cannot be opened is a bad request, not a pager fault.
+    // A backing file that does not exist is a bad request, not a pager fault.
+    // A refusal for lack of permission is 403: a path outside the allowed
+    // backing roots, a file the pager may not read, a socket owner the pager
+    // may not give (not root).
     int status = st.code() == ErrorCode::kNotFound ? 400 : HttpStatusFor(st);
     spdlog::warn("create session {} refused: {}", spec.id, st.ToString());
     return ErrorResponse(status, st.ToString());

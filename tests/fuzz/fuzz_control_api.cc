@@ -96,8 +96,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ControlApi api(std::move(ctx));
 
   HttpResponse response = api.Handle(request);
-  // 500 only for a system call the environment refused (chown when not root).
-  static const int kKnown[] = {200, 204, 400, 404, 405, 409, 413, 500, 503};
+  // 403 for a backing path outside the policy's root or a system call
+  // refused for lack of permission (chown when not root); 500 only for
+  // another system call the environment refused.
+  static const int kKnown[] = {200, 204, 400, 403, 404, 405, 409, 413, 500, 503};
   Require(std::find(std::begin(kKnown), std::end(kKnown), response.status) != std::end(kKnown));
   if (response.status == 204) {
     Require(response.body.empty());
