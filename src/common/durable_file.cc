@@ -34,7 +34,7 @@ Status RenameDurably(const std::string& from, const std::string& to) {
   return Status::Ok();
 }
 
-Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+Status WriteFileAtomically(const std::string& path, const std::string& contents, Durability durability) {
   // The temporary name is unique per process so two writers never share it;
   // a crash leaves at most a "*.tmp.PID" file that nothing ever reads.
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -54,13 +54,19 @@ Status WriteFileAtomically(const std::string& path, const std::string& contents)
       p += n;
       left -= static_cast<size_t>(n);
     }
-    if (::fsync(fd.get()) < 0) {
+    if (durability == Durability::kPowerLoss && ::fsync(fd.get()) < 0) {
       Status st = Status::FromErrno(errno, "fsync " + tmp);
       ::unlink(tmp.c_str());
       return st;
     }
   }
-  return RenameDurably(tmp, path);
+  if (durability == Durability::kPowerLoss) return RenameDurably(tmp, path);
+  if (::rename(tmp.c_str(), path.c_str()) < 0) {
+    Status st = Status::FromErrno(errno, "rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  return Status::Ok();
 }
 
 Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes) {

@@ -13,7 +13,16 @@
 
 namespace uffdpager {
 
-Status WriteFileAtomically(const std::string& path, const std::string& contents);
+// What a written file must survive. The pager's session records only need to
+// outlive the pager process (a host crash takes the VMs with it), and they are
+// written on the restore path, where an fsync costs milliseconds.
+enum class Durability {
+  kPowerLoss,     // fsync the file and its directory
+  kProcessCrash,  // rename only: the page cache keeps it if the writer dies
+};
+
+Status WriteFileAtomically(const std::string& path, const std::string& contents,
+                           Durability durability = Durability::kPowerLoss);
 // Reads a file that is expected to be small; one larger than `max_bytes` is
 // an error rather than an allocation the caller did not plan for.
 Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes = SIZE_MAX);

@@ -14,12 +14,16 @@ class ProcessHandle {
  public:
   ProcessHandle() = default;
   static Result<ProcessHandle> Open(pid_t pid);
+  // Takes a pidfd opened elsewhere (kept across a restart or handed over).
+  static ProcessHandle Adopt(UniqueFd pidfd, pid_t pid) { return ProcessHandle(std::move(pidfd), pid); }
 
   bool valid() const { return fd_.valid(); }
   int fd() const { return fd_.get(); }
   pid_t pid() const { return pid_; }
   bool HasExited() const;
   Status Signal(int signal) const;
+  // Gives up the pidfd (to park it in the fd store or hand it over).
+  UniqueFd TakeFd() { return std::move(fd_); }
 
  private:
   ProcessHandle(UniqueFd fd, pid_t pid) : fd_(std::move(fd)), pid_(pid) {}

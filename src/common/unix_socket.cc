@@ -35,11 +35,11 @@ Status RemoveSocketFile(const std::string& path) {
   return Status::Ok();
 }
 
-Result<UniqueFd> ListenUnixSocket(const std::string& path, mode_t mode, int backlog) {
+Result<UniqueFd> ListenUnixSocket(const std::string& path, mode_t mode, int backlog, int type) {
   auto addr = MakeAddress(path);
   if (!addr.ok()) return addr.status();
   UFFD_RETURN_IF_ERROR(RemoveSocketFile(path));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
   if (!fd) return Status::FromErrno(errno, "socket(AF_UNIX)");
   // The daemons run with umask 077 (set once at start-up, since umask is
   // process-wide), so the socket is private from bind until the chmod.
@@ -51,10 +51,10 @@ Result<UniqueFd> ListenUnixSocket(const std::string& path, mode_t mode, int back
   return fd;
 }
 
-Result<UniqueFd> ConnectUnixSocket(const std::string& path) {
+Result<UniqueFd> ConnectUnixSocket(const std::string& path, int type) {
   auto addr = MakeAddress(path);
   if (!addr.ok()) return addr.status();
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
   if (!fd) return Status::FromErrno(errno, "socket(AF_UNIX)");
   for (;;) {
     if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(sockaddr_un)) == 0) return fd;

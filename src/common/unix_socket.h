@@ -1,6 +1,7 @@
 // Unix stream sockets: listening, connecting, and asking who the peer is.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <string>
@@ -12,10 +13,11 @@ namespace uffdpager {
 
 // Binds and listens on `path` with permission bits `mode`. A stale socket file
 // left at `path` is replaced; any other kind of file there is an error.
-Result<UniqueFd> ListenUnixSocket(const std::string& path, mode_t mode, int backlog = 64);
+// `type` is SOCK_STREAM (what Firecracker speaks) or SOCK_SEQPACKET.
+Result<UniqueFd> ListenUnixSocket(const std::string& path, mode_t mode, int backlog = 64, int type = SOCK_STREAM);
 
 // Blocking connect to a SOCK_STREAM socket, as Firecracker does.
-Result<UniqueFd> ConnectUnixSocket(const std::string& path);
+Result<UniqueFd> ConnectUnixSocket(const std::string& path, int type = SOCK_STREAM);
 
 struct PeerCredentials {
   pid_t pid = 0;

@@ -80,6 +80,7 @@ void FaultEngine::HandleRemove(uint64_t start, uint64_t end) {
   counters_.Add(&FaultCounters::remove_events);
   counters_.Add(&FaultCounters::removed_bytes, end - start);
   removed_.Add(start, end);
+  ++remove_generation_;
   for (size_t r = 0; r < layout_.regions().size(); ++r) presence_.ClearRange(r, start, end);
 }
 

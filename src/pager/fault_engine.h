@@ -97,6 +97,13 @@ class FaultEngine {
   const MemoryLayout& layout() const { return layout_; }
   uint64_t present_pages() const { return presence_.present_pages(); }
   uint64_t removed_bytes() const { return removed_.total_bytes(); }
+  const RemovedRanges& removed() const { return removed_; }
+  // Changes whenever a remove event is read: the session persists the ranges
+  // when it moves.
+  uint64_t remove_generation() const { return remove_generation_; }
+  // A session taken over from another process: ranges the VMM discarded
+  // while that process served it. Their pages are zeros from now on.
+  void RestoreRemoved(uint64_t start, uint64_t end) { removed_.Add(start, end); }
 
  private:
   struct PendingFault {
@@ -161,6 +168,7 @@ class FaultEngine {
   FaultEngineOptions options_;
   PagePresence presence_;
   RemovedRanges removed_;
+  uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   MemoryMapping staging_;         // runs are assembled here (kMaxRunBytes)

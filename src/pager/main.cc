@@ -49,6 +49,11 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_option("--metrics-addr", options.metrics_addr,
                  "also serve GET /metrics (Prometheus) on this loopback HOST:PORT, e.g. 127.0.0.1:9464");
+  app.add_option("--take-over", options.take_over_versions,
+                 "at start, take the live sessions of the pager of this version key (repeatable); it exits "
+                 "once they are ours");
+  app.add_flag("--take-over-all", options.take_over_all,
+               "at start, take the live sessions of every other version's pager under DATA/uffd/");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -67,6 +68,7 @@ Status PagerDaemon::Prepare() {
   root_dir_ = options_.data_dir + "/uffd/" + options_.version_key;
   std::string sessions_dir = root_dir_ + "/sessions";
   UFFD_RETURN_IF_ERROR(MakeDirs(sessions_dir));
+  UFFD_RETURN_IF_ERROR(MakeDirs(root_dir_ + "/live"));
   auto ownership = ResolveOwnership(options_);
   if (!ownership.ok()) return ownership.status();
   auto policy = BackingPathPolicy::Create(options_.allowed_backing_roots);
@@ -80,10 +82,15 @@ Status PagerDaemon::Prepare() {
     return Status::Error(ErrorCode::kAlreadyExists, "another uffd-pager (pid " + std::to_string(other) +
                                                         ") already serves " + root_dir_);
   }
-  // Sockets left by a pager that died are dead ends for a VMM: remove them.
+  // What a predecessor that crashed left: records, and the fds systemd kept.
+  recovery_ = std::make_unique<RecoveryStore>(root_dir_ + "/live");
+  std::vector<RecoveredSession> recovered = recovery_->TakeAll();
+  std::set<std::string> recovered_sockets;
+  for (const auto& r : recovered) recovered_sockets.insert(r.record.socket_path);
+  // Other sockets left by a pager that died are dead ends for a VMM: remove them.
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(sessions_dir, ec)) {
-    if (entry.is_socket(ec)) fs::remove(entry.path(), ec);
+    if (entry.is_socket(ec) && recovered_sockets.count(entry.path().string()) == 0) fs::remove(entry.path(), ec);
   }
   {
     std::string tmp = pid_path_ + ".tmp";
@@ -110,7 +117,15 @@ Status PagerDaemon::Prepare() {
   env.working_sets = working_sets_.get();
   env.prefetch = options_.prefetch;
   env.record_window = std::chrono::milliseconds(options_.prefetch_record_ms);
+  env.recovery = recovery_.get();
   registry_ = std::make_unique<SessionRegistry>(sessions_dir, env);
+  RecoverSessions(std::move(recovered));
+  TakeOverOlderPagers();
+  auto handover = HandoverServer::Start(
+      root_dir_ + "/handover.sock",
+      [this](UniqueFd conn, const std::string& taker) { GiveSessionsTo(std::move(conn), taker); });
+  if (!handover.ok()) return handover.status().WithContext("hand-over socket");
+  handover_ = std::move(*handover);
 
   ControlApiContext ctx;
   ctx.registry = registry_.get();
@@ -165,6 +180,8 @@ Status PagerDaemon::Prepare() {
 }
 
 PagerDaemon::~PagerDaemon() {
+  // First: a hand-over in progress uses the registry.
+  handover_.reset();
   // Refuse new sessions, then close the live ones (which also answers any
   // complete still waiting in an HTTP thread), and only then stop the HTTP
   // server, which waits for its handler threads.
@@ -175,6 +192,66 @@ PagerDaemon::~PagerDaemon() {
   server_.reset();
   if (registry_) registry_->CloseAll("pager exiting");
   if (!pid_path_.empty() && LivePidIn(pid_path_) == 0) ::unlink(pid_path_.c_str());
+}
+
+void PagerDaemon::RecoverSessions(std::vector<RecoveredSession> recovered) {
+  if (recovered.empty()) return;
+  spdlog::info("found {} sessions of a previous pager process ({})", recovered.size(),
+               recovery_->fd_store_enabled() ? "fds from systemd's fd store" : "no fd store: serving ones are lost");
+  for (auto& r : recovered) {
+    std::string id = r.record.spec.id;
+    auto adopted = registry_->Adopt(std::move(r), "recovered after a pager restart",
+                                    SessionRegistry::OnUnservable::kKeepAsLost);
+    if (!adopted.ok()) spdlog::error("session {}: {}", id, adopted.status().ToString());
+  }
+}
+
+void PagerDaemon::TakeOverOlderPagers() {
+  std::vector<std::string> versions = options_.take_over_versions;
+  if (options_.take_over_all) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(options_.data_dir + "/uffd", ec)) {
+      if (entry.is_directory(ec)) versions.push_back(entry.path().filename().string());
+    }
+  }
+  for (const auto& version : versions) {
+    if (version == options_.version_key || !IsValidSessionId(version)) continue;
+    std::string socket = options_.data_dir + "/uffd/" + version + "/handover.sock";
+    auto taken = TakeOverSessions(socket, options_.version_key, [&](RecoveredSession session) {
+      auto adopted = registry_->Adopt(std::move(session), "taken over from version " + version,
+                                      SessionRegistry::OnUnservable::kRefuse);
+      return adopted.ok() ? Status::Ok() : adopted.status();
+    });
+    if (taken.ok()) {
+      spdlog::info("took over {} sessions from the pager of version {}", *taken, version);
+    } else if (taken.status().code() == ErrorCode::kNotFound) {
+      spdlog::info("no pager of version {} is running; nothing to take over", version);
+    } else {
+      spdlog::error("taking over from version {}: {}", version, taken.status().ToString());
+    }
+  }
+}
+
+void PagerDaemon::GiveSessionsTo(UniqueFd conn, const std::string& taker_version) {
+  // New sessions belong to the taker now; and until the hand-over is over,
+  // an empty registry must not let WaitUntilDone exit.
+  handing_over_.store(true);
+  draining_.store(true);
+  std::vector<RecoveredSession> detached = registry_->DetachAll();
+  size_t count = detached.size();
+  size_t given = GiveSessions(conn.get(), std::move(detached), [this](RecoveredSession session, bool adopted) {
+    if (adopted) {
+      recovery_->Forget(session.record);  // the taker keeps its own
+      return;
+    }
+    std::string id = session.record.spec.id;
+    auto back = registry_->Adopt(std::move(session), "kept: the hand-over failed",
+                                 SessionRegistry::OnUnservable::kKeepAsLost);
+    if (!back.ok()) spdlog::error("session {}: {}", id, back.status().ToString());
+  });
+  spdlog::info("handed {} of {} sessions to version {}; draining the rest", given, count, taker_version);
+  handing_over_.store(false);
+  Notify();
 }
 
 void PagerDaemon::Notify() {
@@ -192,7 +269,7 @@ void PagerDaemon::WaitUntilDone() {
   std::unique_lock lock(mu_);
   for (;;) {
     if (shutdown_) return;
-    if (draining_.load()) {
+    if (draining_.load() && !handing_over_.load()) {
       lock.unlock();
       size_t holding = registry_->CountHoldingVm();
       lock.lock();

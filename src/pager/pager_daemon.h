@@ -16,6 +16,8 @@
 #include "pager/control_api.h"
 #include "pager/fault_counters.h"
 #include "pager/page_cache.h"
+#include "pager/recovery_store.h"
+#include "pager/session_handover.h"
 #include "pager/session_registry.h"
 #include "pager/systemd_notifier.h"
 #include "pager/working_set_store.h"
@@ -39,6 +41,10 @@ struct PagerOptions {
   std::vector<std::string> allowed_backing_roots;
   // Also serve GET /metrics on this loopback HOST:PORT (empty: only on control.sock).
   std::string metrics_addr;
+  // Upgrade: at start, take the live sessions of these versions' pagers
+  // (or of every other version's), which then exit.
+  std::vector<std::string> take_over_versions;
+  bool take_over_all = false;
 };
 
 class PagerDaemon {
@@ -56,6 +62,12 @@ class PagerDaemon {
   explicit PagerDaemon(PagerOptions options);
   Status Prepare();
   void Notify();
+  // Serves again the sessions a crashed predecessor left (records and fd store).
+  void RecoverSessions(std::vector<RecoveredSession> recovered);
+  // Takes the sessions of the pagers named by --take-over / --take-over-all.
+  void TakeOverOlderPagers();
+  // The giver's side of a hand-over: runs on the hand-over server's thread.
+  void GiveSessionsTo(UniqueFd conn, const std::string& taker_version);
   // Tells systemd we are alive (watchdog) and how many sessions we hold.
   void ReportToSystemd();
 
@@ -69,7 +81,10 @@ class PagerDaemon {
   BackingPathPolicy backing_policy_;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;
+  std::unique_ptr<RecoveryStore> recovery_;
   std::unique_ptr<SessionRegistry> registry_;
+  std::unique_ptr<HandoverServer> handover_;
+  std::atomic<bool> handing_over_{false};
   std::unique_ptr<ControlApi> api_;
   MetricsRegistry metrics_;
   std::unique_ptr<HttpServer> server_;

@@ -14,6 +14,7 @@ class RemovedRanges {
   bool Contains(uint64_t addr) const;
   bool Overlaps(uint64_t start, uint64_t end) const;
   uint64_t total_bytes() const;
+  const std::map<uint64_t, uint64_t>& ranges() const { return ranges_; }
 
  private:
   std::map<uint64_t, uint64_t> ranges_;  // start -> end, disjoint, not adjacent

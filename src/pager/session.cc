@@ -33,23 +33,121 @@ const char* SessionStateName(SessionState state) {
   return "unknown";
 }
 
+Result<std::shared_ptr<BackingFile>> Session::OpenBacking(const std::string& path, const SessionEnvironment& env) {
+  return env.backing_policy ? env.backing_policy->Open(path) : BackingFile::Open(path);
+}
+
+Status Session::CreateWakeFds() {
+  wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_fd_) return Status::FromErrno(errno, "eventfd");
+  detach_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!detach_fd_) return Status::FromErrno(errno, "eventfd");
+  return Status::Ok();
+}
+
+Status Session::Listen() {
+  auto listener = ListenUnixSocket(socket_path_, env_.socket_mode);
+  if (!listener.ok()) return listener.status();
+  listener_ = std::move(*listener);
+  return ApplySocketOwnership(socket_path_, env_.socket_ownership.OverriddenBy(spec_.socket_ownership));
+}
+
+void Session::StartThread() {
+  thread_ = std::thread([this] { Run(); });
+}
+
 Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string socket_path,
                                                 const SessionEnvironment& env) {
-  auto backing =
-      env.backing_policy ? env.backing_policy->Open(spec.backing_path) : BackingFile::Open(spec.backing_path);
+  auto backing = OpenBacking(spec.backing_path, env);
   if (!backing.ok()) return backing.status();
   std::shared_ptr<Session> session(new Session(std::move(spec), std::move(socket_path), env, std::move(*backing)));
-  session->wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!session->wake_fd_) return Status::FromErrno(errno, "eventfd");
-  auto listener = ListenUnixSocket(session->socket_path_, env.socket_mode);
-  if (!listener.ok()) return listener.status();
-  session->listener_ = std::move(*listener);
-  UFFD_RETURN_IF_ERROR(
-      ApplySocketOwnership(session->socket_path_, env.socket_ownership.OverriddenBy(session->spec_.socket_ownership)));
-  session->thread_ = std::thread([s = session.get()] { s->Run(); });
+  session->incarnation_ = NextSessionIncarnation();
+  UFFD_RETURN_IF_ERROR(session->CreateWakeFds());
+  session->owns_socket_file_ = true;
+  UFFD_RETURN_IF_ERROR(session->Listen());
+  // Before the create call answers: once the caller has the socket path, a
+  // crash of this process must not lose the session.
+  UFFD_RETURN_IF_ERROR(session->KeepRecord({SessionFdRole::kListener}));
+  session->StartThread();
   spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
                session->socket_path_, session->spec_.instance_id, session->spec_.backing_path,
                session->spec_.cache_key);
+  return session;
+}
+
+Result<std::shared_ptr<Session>> Session::Adopt(RecoveredSession recovered, std::string origin,
+                                                const SessionEnvironment& env) {
+  SessionRecord& record = recovered.record;
+  auto backing = OpenBacking(record.spec.backing_path, env);
+  if (!backing.ok()) return backing.status().WithContext("reopen the backing file");
+  if ((*backing)->identity().ToString() != record.backing_identity) {
+    return Status::Conflict(fmt::format(
+        "the backing file {} is not the file the session began with (identity {} then, {} now); serving it "
+        "would give the VM other bytes",
+        record.spec.backing_path, record.backing_identity, (*backing)->identity().ToString()));
+  }
+  std::shared_ptr<Session> session(new Session(record.spec, record.socket_path, env, std::move(*backing)));
+  session->incarnation_ = record.incarnation;
+  session->origin_ = std::move(origin);
+  // Until it serves, a failed adoption must not forget the record or remove
+  // the socket: they may still be another pager's (a refused hand-over) or
+  // needed to report the loss (a restart).
+  session->recovery_forgotten_.store(true);
+  UFFD_RETURN_IF_ERROR(session->CreateWakeFds());
+  if (record.phase == SessionPhase::kWaiting) {
+    if (recovered.fds.listener) {
+      // Connections made while nobody listened are queued on it.
+      session->listener_ = std::move(recovered.fds.listener);
+    } else {
+      UFFD_RETURN_IF_ERROR(session->Listen());
+    }
+    UFFD_RETURN_IF_ERROR(session->KeepRecord({SessionFdRole::kListener}));
+  } else {
+    if (!recovered.fds.uffd) {
+      return Status::NotFound(
+          "its userfaultfd did not come back (the pager ran without systemd's fd store, or crashed while "
+          "taking the VMM's memory)");
+    }
+    if (recovered.fds.client) {
+      session->client_ = ProcessHandle::Adopt(std::move(recovered.fds.client), record.client_pid);
+    }
+    session->peer_.pid = record.client_pid;
+    UFFD_RETURN_IF_ERROR(session->BeginServing(record.regions, std::move(recovered.fds.uffd),
+                                               std::move(recovered.fds.connection)));
+    for (const auto& [start, end] : record.removed) session->engine_->RestoreRemoved(start, end);
+    session->phase_ = SessionPhase::kServing;
+    Status kept = session->KeepRecord({SessionFdRole::kUffd, SessionFdRole::kConnection, SessionFdRole::kClient});
+    if (!kept.ok()) spdlog::error("session {}: a further crash would lose it: {}", session->id(), kept.ToString());
+    // Faults the previous process read but never answered leave their
+    // threads asleep; no event will come for them again. Wake every thread
+    // on every region: a page still missing faults again, to us.
+    for (const auto& region : session->engine_->layout().regions()) {
+      Status woke = session->uffd_.Wake(region.base_host_virt_addr, region.size);
+      if (!woke.ok()) spdlog::warn("session {}: {}", session->id(), woke.ToString());
+    }
+    session->SetState(SessionState::kServing);
+  }
+  session->owns_socket_file_ = true;
+  session->recovery_forgotten_.store(false);
+  session->StartThread();
+  spdlog::info("session {}: {} ({}, socket {})", session->id(), session->origin_,
+               record.phase == SessionPhase::kServing ? "serving" : "waiting for its VMM", session->socket_path_);
+  return session;
+}
+
+std::shared_ptr<Session> Session::Lost(RecoveredSession recovered, const Status& why, const SessionEnvironment& env) {
+  const SessionRecord& record = recovered.record;
+  std::shared_ptr<Session> session(new Session(record.spec, record.socket_path, env, nullptr));
+  session->incarnation_ = record.incarnation;
+  session->origin_ = "lost in a pager restart";
+
+  session->peer_.pid = record.client_pid;
+  if (recovered.fds.client) {
+    session->client_ = ProcessHandle::Adopt(std::move(recovered.fds.client), record.client_pid);
+  }
+  // Its record stays until the session is closed: a further restart reports
+  // the loss again.
+  session->Fail(why.WithContext("cannot serve this session after the pager restarted"));
   return session;
 }
 
@@ -80,10 +178,11 @@ void Session::Close(const std::string& reason) {
   if (thread_.joinable()) thread_.join();
   FinishCompletion(Status::Unavailable("session closed"));
   listener_.reset();
-  (void)RemoveSocketFile(socket_path_);
+  if (owns_socket_file_) (void)RemoveSocketFile(socket_path_);
   engine_.reset();
   uffd_ = Userfaultfd();
   connection_.reset();
+  ForgetRecovery();
   SetState(SessionState::kClosed, reason);
   spdlog::info("session {}: closed ({})", id(), reason);
 }
@@ -103,6 +202,7 @@ bool Session::HoldsVm() const {
 
 void Session::End(const std::string& reason) {
   FinishCompletion(Status::Unavailable(reason));
+  ForgetRecovery();
   // A failure stays visible until the API closes the session.
   if (state() != SessionState::kFailed) SetState(SessionState::kClosed, reason);
   spdlog::info("session {}: {}; session over", id(), reason);
@@ -135,11 +235,17 @@ void Session::Fail(const Status& reason) {
 }
 
 void Session::Run() {
-  Status accepted = AcceptVmm();
-  listener_.reset();
-  if (!accepted.ok()) {
-    if (!stop_.load()) Fail(accepted.WithContext("handshake refused"));
-    return;
+  if (!engine_) {  // an adopted serving session has its VMM already
+    Status accepted = AcceptVmm();
+    if (!accepted.ok() && detach_requested_.load()) return;  // the listener goes to the taker
+    listener_.reset();
+    if (!accepted.ok()) {
+      if (!stop_.load()) {
+        Fail(accepted.WithContext("handshake refused"));
+        ForgetRecovery();  // it holds no VM: nothing to recover
+      }
+      return;
+    }
   }
   serving_thread_running_.store(true);
   ServeLoop();
@@ -164,12 +270,12 @@ void Session::FinishRecording() {
 
 Status Session::AcceptVmm() {
   for (;;) {
-    pollfd pfds[2] = {{listener_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
-    if (::poll(pfds, 2, -1) < 0) {
+    pollfd pfds[3] = {{listener_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {detach_fd_.get(), POLLIN, 0}};
+    if (::poll(pfds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, "poll session socket");
     }
-    if (stop_.load()) return Status::Unavailable("session stopped");
+    if (stop_.load() || detach_requested_.load()) return Status::Unavailable("session stopped");
     if (!(pfds[0].revents & POLLIN)) continue;
     UniqueFd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!conn) {
@@ -226,15 +332,41 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
   }
   auto regions = ParseHandshake(handshake.payload, env_.limits);
   if (!regions.ok()) return regions.status();
-  auto layout = MemoryLayout::Create(std::move(*regions), backing_->size());
+  UFFD_RETURN_IF_ERROR(BeginServing(std::move(*regions), std::move(handshake.fds[0]), std::move(connection)));
+  if (env_.prefetch && env_.working_sets != nullptr) {
+    auto recorded = env_.working_sets->Load(spec_.cache_key, backing_->identity());
+    if (recorded && !recorded->offsets.empty()) {
+      spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
+      engine_->SetPrefetchPlan(std::move(recorded->offsets), recorded->page_size);
+    } else {
+      engine_->StartRecording(guest_bytes_.load() / 4096);
+      record_deadline_ = std::chrono::steady_clock::now() + env_.record_window;
+    }
+  }
+  // Before the first fault is served: from here on a crash of this process
+  // must leave a successor everything it needs.
+  phase_ = SessionPhase::kServing;
+  Status kept = KeepRecord({SessionFdRole::kUffd, SessionFdRole::kConnection, SessionFdRole::kClient});
+  if (!kept.ok()) spdlog::error("session {}: a crash of the pager would lose it: {}", id(), kept.ToString());
+  if (env_.recovery) env_.recovery->ReleaseFd(RecordKey(), SessionFdRole::kListener);
+  SetState(SessionState::kServing);
+  // The socket has done its job; remove it so it is never mistaken for live.
+  (void)RemoveSocketFile(socket_path_);
+  spdlog::info("session {}: serving pid {} ({} regions, {} bytes)", id(), peer.pid, region_count_,
+               guest_bytes_.load());
+  return Status::Ok();
+}
+
+Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd uffd, UniqueFd connection) {
+  auto layout = MemoryLayout::Create(std::move(regions), backing_->size());
   if (!layout.ok()) return layout.status();
   // Our reads must never block; the VMM never reads this fd, so the shared
   // file status flag does not affect it (Firecracker sets it anyway).
-  int flags = ::fcntl(handshake.fds[0].get(), F_GETFL);
-  if (flags < 0 || ::fcntl(handshake.fds[0].get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+  int flags = ::fcntl(uffd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(uffd.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
     return Status::FromErrno(errno, "set O_NONBLOCK on the userfaultfd");
   }
-  uffd_ = Userfaultfd(std::move(handshake.fds[0]));
+  uffd_ = Userfaultfd(std::move(uffd));
   if (env_.metrics) uffd_.set_fill_observer(&env_.metrics->latencies());
   connection_ = std::move(connection);
   guest_bytes_.store(layout->total_bytes());
@@ -247,22 +379,50 @@ Status Session::AdoptHandshake(UniqueFd connection, const PeerCredentials& peer,
                                           CounterSink(&counters_, env_.global_counters, cache_key_counters_.get(),
                                                       env_.metrics ? &env_.metrics->latencies() : nullptr),
                                           env_.engine_options);
-  if (env_.prefetch && env_.working_sets != nullptr) {
-    auto recorded = env_.working_sets->Load(spec_.cache_key, backing_->identity());
-    if (recorded && !recorded->offsets.empty()) {
-      spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
-      engine_->SetPrefetchPlan(std::move(recorded->offsets), recorded->page_size);
-    } else {
-      engine_->StartRecording(guest_bytes_.load() / 4096);
-      record_deadline_ = std::chrono::steady_clock::now() + env_.record_window;
-    }
-  }
-  SetState(SessionState::kServing);
-  // The socket has done its job; remove it so it is never mistaken for live.
-  (void)RemoveSocketFile(socket_path_);
-  spdlog::info("session {}: serving pid {} ({} regions, {} bytes)", id(), peer.pid, region_count_,
-               guest_bytes_.load());
   return Status::Ok();
+}
+
+SessionRecord Session::RecordKey() const {
+  SessionRecord record;
+  record.spec = spec_;
+  record.socket_path = socket_path_;
+  record.incarnation = incarnation_;
+  return record;
+}
+
+SessionRecord Session::MakeRecord() const {
+  SessionRecord record = RecordKey();
+  record.phase = phase_;
+  if (backing_) record.backing_identity = backing_->identity().ToString();
+  if (engine_) {
+    record.regions = engine_->layout().regions();
+    for (const auto& [start, end] : engine_->removed().ranges()) record.removed.emplace_back(start, end);
+  }
+  std::lock_guard lock(mu_);
+  record.client_pid = peer_.pid;
+  return record;
+}
+
+Status Session::KeepRecord(std::initializer_list<SessionFdRole> roles) {
+  if (!env_.recovery) return Status::Ok();
+  SessionRecord record = MakeRecord();
+  UFFD_RETURN_IF_ERROR(env_.recovery->Save(record));
+  for (SessionFdRole role : roles) {
+    int fd = -1;
+    switch (role) {
+      case SessionFdRole::kListener: fd = listener_.get(); break;
+      case SessionFdRole::kUffd: fd = uffd_.fd(); break;
+      case SessionFdRole::kConnection: fd = connection_.get(); break;
+      case SessionFdRole::kClient: fd = client_.fd(); break;
+    }
+    UFFD_RETURN_IF_ERROR(env_.recovery->StoreFd(record, role, fd));
+  }
+  return Status::Ok();
+}
+
+void Session::ForgetRecovery() {
+  if (!env_.recovery || recovery_forgotten_.exchange(true)) return;
+  env_.recovery->Forget(RecordKey());
 }
 
 void Session::ServeLoop() {
@@ -277,18 +437,28 @@ void Session::ServeLoop() {
                                                                         std::chrono::steady_clock::now());
       timeout = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
     }
-    pollfd pfds[3] = {{uffd_.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {client_.fd(), POLLIN, 0}};
-    int rc = ::poll(pfds, client_.valid() ? 3 : 2, timeout);
+    pollfd pfds[4] = {{uffd_.fd(), POLLIN, 0},
+                      {wake_fd_.get(), POLLIN, 0},
+                      {detach_fd_.get(), POLLIN, 0},
+                      {client_.fd(), POLLIN, 0}};
+    int rc = ::poll(pfds, client_.valid() ? 4 : 3, timeout);
     if (rc < 0 && errno != EINTR) {
       Fail(Status::FromErrno(errno, "poll userfaultfd"));
       return;
     }
-    if (stop_.load()) return;
+    if (stop_.load() || detach_requested_.load()) return;
     if (pfds[1].revents & POLLIN) {
       uint64_t v;
       (void)!::read(wake_fd_.get(), &v, sizeof(v));
     }
     ServeReport report = engine_->ServeEvents();
+    if (engine_->remove_generation() != saved_remove_generation_) {
+      // The VMM discarded memory: a successor must serve those ranges as
+      // zeros too, so the record follows each batch of removes.
+      saved_remove_generation_ = engine_->remove_generation();
+      Status kept = KeepRecord({});
+      if (!kept.ok()) spdlog::error("session {}: {}", id(), kept.ToString());
+    }
     bool completed = false;
     if (!report.vm_gone && completion_requested_.load() && !report.retry_pending) completed = StepCompletion(&report);
     if (!completed && !report.vm_gone && !report.retry_pending && engine_->prefetching()) {
@@ -302,7 +472,7 @@ void Session::ServeLoop() {
       return;
     }
     if (completed) return;
-    if (client_.valid() && (pfds[2].revents & POLLIN)) {
+    if (client_.valid() && (pfds[3].revents & POLLIN)) {
       // The VMM exited: there is no one left to serve.
       End("the VMM process (pid " + std::to_string(client_.pid()) + ") exited");
       return;
@@ -326,6 +496,7 @@ bool Session::StepCompletion(ServeReport* report) {
     return false;
   }
   SetState(SessionState::kCompleted);
+  ForgetRecovery();  // nothing registered is left to recover
   spdlog::info("session {}: complete; {} pages present, memory unregistered", id(), engine_->present_pages());
   FinishCompletion(Status::Ok());
   // Nothing is registered any more: the uffd and connection can go.
@@ -366,6 +537,44 @@ Status Session::Complete() {
   return done.get();
 }
 
+Result<RecoveredSession> Session::Detach() {
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Status::Conflict("session " + id() + " is closed");
+    bool holds_vm = state_ == SessionState::kFailed ? serving_thread_running_.load()
+                                                    : state_ != SessionState::kCompleted && state_ != SessionState::kClosed;
+    if (!holds_vm) return Status::Conflict(fmt::format("session {} is {}: nothing to hand over", id(), SessionStateName(state_)));
+    closed_ = true;  // Close() does nothing from here on
+  }
+  detach_requested_.store(true);
+  uint64_t one = 1;
+  (void)!::write(detach_fd_.get(), &one, sizeof(one));
+  if (thread_.joinable()) thread_.join();
+  FinishCompletion(Status::Unavailable("session " + id() + " was handed over to another pager"));
+  if (state() == SessionState::kClosed || state() == SessionState::kCompleted || (!uffd_.valid() && !listener_)) {
+    // It ended on its own while it was being stopped.
+    listener_.reset();
+    engine_.reset();
+    uffd_ = Userfaultfd();
+    connection_.reset();
+    ForgetRecovery();
+    SetState(SessionState::kClosed, "ended");
+    return Status::Conflict("session " + id() + " ended while it was being handed over");
+  }
+  RecoveredSession out;
+  out.record = MakeRecord();
+  out.fds.listener = std::move(listener_);
+  out.fds.uffd = std::move(uffd_.owned_fd());
+  out.fds.connection = std::move(connection_);
+  out.fds.client = client_.TakeFd();
+  engine_.reset();
+  uffd_ = Userfaultfd();
+  SetState(SessionState::kClosed, "handed over to another pager");
+  spdlog::info("session {}: detached for hand-over ({})", id(),
+               out.record.phase == SessionPhase::kServing ? "serving" : "waiting for its VMM");
+  return out;
+}
+
 nlohmann::json Session::Describe() const {
   std::lock_guard lock(mu_);
   nlohmann::json j = {
@@ -383,6 +592,8 @@ nlohmann::json Session::Describe() const {
       {"present_pages", present_pages_.load()},
       {"created_at_unix", std::chrono::duration_cast<std::chrono::seconds>(created_at_.time_since_epoch()).count()},
       {"counters", counters_.ToJson()},
+      {"origin", origin_},
+      {"incarnation", incarnation_},
   };
   if (!reason_.empty()) j["reason"] = reason_;
   if (spec_.expected_peer.uid) j["expected_uid"] = *spec_.expected_peer.uid;

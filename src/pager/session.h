@@ -35,6 +35,8 @@
 #include "pager/metrics_registry.h"
 #include "pager/page_cache.h"
 #include "pager/peer_check.h"
+#include "pager/recovery_store.h"
+#include "pager/session_record.h"
 #include "pager/socket_permissions.h"
 #include "pager/working_set_store.h"
 
@@ -49,19 +51,6 @@ enum class SessionState {
   kClosed,      // closed by the API, or the VMM is gone
 };
 const char* SessionStateName(SessionState state);
-
-// What POST /sessions asked for.
-struct SessionSpec {
-  std::string id;
-  std::string instance_id;
-  std::string backing_path;
-  std::string cache_key;
-  bool kill_client_on_failure = false;
-  // Who may connect (over the pager-wide --socket-owner/--socket-group).
-  SocketOwnership socket_ownership;
-  // Which process must be on the other end; anyone else is turned away.
-  ExpectedPeer expected_peer;
-};
 
 // What every session shares with the daemon.
 struct SessionEnvironment {
@@ -85,6 +74,9 @@ struct SessionEnvironment {
   std::atomic<uint64_t>* refused_peers = nullptr;
   // Latency histograms and per-cache-key counters; null: not kept.
   MetricsRegistry* metrics = nullptr;
+  // Where sessions keep what a restarted pager needs to take them back;
+  // null: nothing is kept (tests of the session alone).
+  RecoveryStore* recovery = nullptr;
 };
 
 class Session {
@@ -92,6 +84,19 @@ class Session {
   // Opens the backing file, listens on `socket_path`, starts the thread.
   static Result<std::shared_ptr<Session>> Start(SessionSpec spec, std::string socket_path,
                                                 const SessionEnvironment& env);
+  // Takes over a session another pager process served (the same pager before
+  // a crash, or an older version handing over): serves on with the fds that
+  // came back, after waking every thread that faulted while nobody served.
+  // `origin` says where it came from (shown in Describe). Fails if the
+  // record cannot be served safely (its userfaultfd is missing, its backing
+  // file is not the same file any more).
+  static Result<std::shared_ptr<Session>> Adopt(RecoveredSession recovered, std::string origin,
+                                                const SessionEnvironment& env);
+  // A session a restarted pager found but cannot serve: kept as Failed with
+  // `why`, so the loss is visible (and its VMM killed when the session asked
+  // for that) rather than a VM hanging silently. Closing it forgets it.
+  static std::shared_ptr<Session> Lost(RecoveredSession recovered, const Status& why,
+                                       const SessionEnvironment& env);
   ~Session();
 
   Session(const Session&) = delete;
@@ -99,6 +104,13 @@ class Session {
 
   // Stops serving, releases the uffd and the socket. Idempotent.
   void Close(const std::string& reason);
+
+  // Stops serving without releasing anything, for a pager taking over: the
+  // record and every fd, the session's record and fd-store entries untouched
+  // (the caller forgets them once the taker has them, or adopts them back).
+  // A fault read but not yet served is left to the taker's wake.
+  // kConflict if the session holds no VM (ended, completed, refused).
+  Result<RecoveredSession> Detach();
 
   // Installs every page not yet present, then unregisters the ranges. Blocks
   // until done. kConflict if the session is not serving or already completing;
@@ -116,6 +128,19 @@ class Session {
   Session(SessionSpec spec, std::string socket_path, const SessionEnvironment& env,
           std::shared_ptr<BackingFile> backing);
 
+  static Result<std::shared_ptr<BackingFile>> OpenBacking(const std::string& path, const SessionEnvironment& env);
+  Status CreateWakeFds();
+  Status Listen();
+  void StartThread();
+  // Takes over a VMM's memory: the layout, the engine, the fds.
+  Status BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd uffd, UniqueFd connection);
+  // The record as it stands: call from the session thread, or when it is not running.
+  SessionRecord MakeRecord() const;
+  // Enough of a record to name its file and fds (any thread).
+  SessionRecord RecordKey() const;
+  // Saves the record and parks the fds of `roles`. Without a recovery store: OK.
+  Status KeepRecord(std::initializer_list<SessionFdRole> roles);
+  void ForgetRecovery();
   void Run();
   // Accepts connections until one brings a valid handshake (ok), the session
   // is stopped (kUnavailable), or a handshake is refused (the error).
@@ -143,7 +168,8 @@ class Session {
   const std::chrono::system_clock::time_point created_at_;
 
   UniqueFd listener_;
-  UniqueFd wake_fd_;  // eventfd: close or complete requested
+  UniqueFd wake_fd_;    // eventfd: close or complete requested
+  UniqueFd detach_fd_;  // eventfd: detach requested (never cancels a handshake mid-read)
   UniqueFd connection_;
   Userfaultfd uffd_;
   ProcessHandle client_;
@@ -154,6 +180,15 @@ class Session {
   std::atomic<uint64_t> guest_bytes_{0};
   std::atomic<uint64_t> refused_peers_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> detach_requested_{false};
+  std::atomic<bool> recovery_forgotten_{false};
+  // Whether Close removes the socket file: not for a session that failed to
+  // be adopted, whose socket may still be another pager's live one.
+  bool owns_socket_file_ = false;
+  uint64_t incarnation_ = 0;
+  std::string origin_ = "created";
+  SessionPhase phase_ = SessionPhase::kWaiting;  // session thread (or before it starts)
+  uint64_t saved_remove_generation_ = 0;          // session thread
   std::atomic<bool> completion_requested_{false};
   std::atomic<bool> serving_thread_running_{false};
   std::chrono::steady_clock::time_point record_deadline_;

@@ -42,6 +42,58 @@ Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
   return session;
 }
 
+Result<std::shared_ptr<Session>> SessionRegistry::Adopt(RecoveredSession recovered, const std::string& origin,
+                                                        OnUnservable on_unservable) {
+  const std::string id = recovered.record.spec.id;
+  if (!IsValidSessionId(id)) return Status::InvalidArgument("session record has an invalid id \"" + id + "\"");
+  std::lock_guard create_lock(create_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (sessions_.count(id) != 0) return Status::Conflict("a session " + id + " is live here already");
+  }
+  SessionRecord record = recovered.record;
+  SessionFds& fds = recovered.fds;
+  // Adopt consumes the fds only on success paths that keep them; keep the
+  // pidfd for a Lost session either way.
+  RecoveredSession kept{record, {}};
+  kept.fds.client = std::move(fds.client);
+  RecoveredSession attempt{std::move(record), {}};
+  attempt.fds.listener = std::move(fds.listener);
+  attempt.fds.uffd = std::move(fds.uffd);
+  attempt.fds.connection = std::move(fds.connection);
+  if (kept.fds.client) attempt.fds.client.reset(::dup(kept.fds.client.get()));
+  auto session = Session::Adopt(std::move(attempt), origin, env_);
+  if (!session.ok()) {
+    if (on_unservable == OnUnservable::kRefuse) return session.status();
+    auto lost = Session::Lost(std::move(kept), session.status(), env_);
+    std::lock_guard lock(mu_);
+    sessions_[id] = lost;
+    return lost;
+  }
+  std::lock_guard lock(mu_);
+  sessions_[id] = *session;
+  return session;
+}
+
+std::vector<RecoveredSession> SessionRegistry::DetachAll() {
+  std::lock_guard create_lock(create_mu_);
+  std::map<std::string, std::shared_ptr<Session>> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(sessions_);
+  }
+  std::vector<RecoveredSession> out;
+  for (auto& [id, s] : all) {
+    auto detached = s->Detach();
+    if (detached.ok()) {
+      out.push_back(std::move(*detached));
+    } else {
+      s->Close("pager handing over: " + detached.status().message());
+    }
+  }
+  return out;
+}
+
 std::shared_ptr<Session> SessionRegistry::Find(const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(id);

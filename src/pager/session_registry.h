@@ -23,6 +23,17 @@ class SessionRegistry {
   ~SessionRegistry();
 
   Result<std::shared_ptr<Session>> Create(SessionSpec spec);
+  // Takes over a session another process served (see Session::Adopt). An id
+  // already live here is a conflict. With kKeepAsLost a session that cannot
+  // be served is registered as Failed (a crash restart must show what it
+  // lost); with kRefuse the error is returned and nothing registered (a
+  // hand-over: the older pager keeps serving it).
+  enum class OnUnservable { kKeepAsLost, kRefuse };
+  Result<std::shared_ptr<Session>> Adopt(RecoveredSession recovered, const std::string& origin,
+                                         OnUnservable on_unservable);
+  // Stops every session that holds a VM and hands back its record and fds;
+  // the rest are closed. The registry is empty afterwards.
+  std::vector<RecoveredSession> DetachAll();
   std::shared_ptr<Session> Find(const std::string& id);
   void Close(const std::string& id, const std::string& reason);
   std::vector<std::shared_ptr<Session>> List();

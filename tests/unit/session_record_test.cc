@@ -1,0 +1,101 @@
+#include "pager/session_record.h"
+
+#include <gtest/gtest.h>
+
+namespace uffdpager {
+namespace {
+
+SessionRecord FullRecord() {
+  SessionRecord r;
+  r.spec.id = "vm-1";
+  r.spec.instance_id = "instance";
+  r.spec.backing_path = "/snapshots/mem";
+  r.spec.cache_key = "key";
+  r.spec.kill_client_on_failure = true;
+  r.spec.socket_ownership.uid = 1000;
+  r.spec.socket_ownership.gid = 1001;
+  r.spec.expected_peer.uid = 1002;
+  r.spec.expected_peer.pid = 4242;
+  r.socket_path = "/data/uffd/v1/sessions/vm-1.sock";
+  r.incarnation = 1'790'000'000'000'000'123ULL;
+  r.phase = SessionPhase::kServing;
+  r.backing_identity = "2049:77:1048576:1700000000000000000";
+  r.regions = {{0x7f0000000000, 1 << 20, 0, 4096}, {0x7f1000000000, 2 << 20, 1 << 20, 2 << 20}};
+  r.removed = {{0x7f0000001000, 0x7f0000003000}, {0xffff'ffff'f000, 0xffff'ffff'ffff}};
+  r.client_pid = 31337;
+  return r;
+}
+
+TEST(SessionRecordTest, EveryFieldSurvivesTheRoundTrip) {
+  SessionRecord in = FullRecord();
+  auto out = SessionRecord::FromJson(nlohmann::json::parse(in.ToJson().dump()));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->spec.id, in.spec.id);
+  EXPECT_EQ(out->spec.instance_id, in.spec.instance_id);
+  EXPECT_EQ(out->spec.backing_path, in.spec.backing_path);
+  EXPECT_EQ(out->spec.cache_key, in.spec.cache_key);
+  EXPECT_TRUE(out->spec.kill_client_on_failure);
+  EXPECT_EQ(out->spec.socket_ownership.uid, in.spec.socket_ownership.uid);
+  EXPECT_EQ(out->spec.socket_ownership.gid, in.spec.socket_ownership.gid);
+  EXPECT_EQ(out->spec.expected_peer.uid, in.spec.expected_peer.uid);
+  EXPECT_EQ(out->spec.expected_peer.pid, in.spec.expected_peer.pid);
+  EXPECT_EQ(out->socket_path, in.socket_path);
+  EXPECT_EQ(out->incarnation, in.incarnation);
+  EXPECT_EQ(out->phase, SessionPhase::kServing);
+  EXPECT_EQ(out->backing_identity, in.backing_identity);
+  EXPECT_EQ(out->regions, in.regions);
+  EXPECT_EQ(out->removed, in.removed);
+  EXPECT_EQ(out->client_pid, in.client_pid);
+}
+
+TEST(SessionRecordTest, OptionalSecurityFieldsStayUnset) {
+  SessionRecord in = FullRecord();
+  in.spec.socket_ownership = {};
+  in.spec.expected_peer = {};
+  auto out = SessionRecord::FromJson(in.ToJson());
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_FALSE(out->spec.socket_ownership.uid.has_value());
+  EXPECT_FALSE(out->spec.expected_peer.pid.has_value());
+}
+
+TEST(SessionRecordTest, BadRecordsAreErrorsNamingTheField) {
+  auto j = FullRecord().ToJson();
+  j.erase("backing_identity");
+  auto missing = SessionRecord::FromJson(j);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("backing_identity"), std::string::npos);
+
+  j = FullRecord().ToJson();
+  j["phase"] = "dancing";
+  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+
+  j = FullRecord().ToJson();
+  j["regions"] = nlohmann::json::array();
+  EXPECT_FALSE(SessionRecord::FromJson(j).ok());  // serving with no regions
+
+  j = FullRecord().ToJson();
+  j["format"] = 2;
+  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+
+  j = FullRecord().ToJson();
+  j["removed"] = nlohmann::json::array({nlohmann::json::array({1})});
+  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+
+  j = FullRecord().ToJson();
+  j["incarnation"] = "soon";
+  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+
+  EXPECT_FALSE(SessionRecord::FromJson(nlohmann::json::array()).ok());
+}
+
+TEST(SessionRecordTest, IncarnationsOnlyGrow) {
+  uint64_t last = NextSessionIncarnation();
+  for (int i = 0; i < 10000; ++i) {
+    uint64_t next = NextSessionIncarnation();
+    ASSERT_GT(next, last);
+    last = next;
+  }
+}
+
+}  // namespace
+}  // namespace uffdpager
