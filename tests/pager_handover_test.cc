@@ -4,14 +4,13 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
-#include <atomic>
 #include <filesystem>
-#include <thread>
 
 #include "common/uffd_handshake.h"
 #include "common/unix_socket.h"
 #include "pager/session_handover.h"
 #include "support/pager_fixture.h"
+#include "support/vcpu_walkers.h"
 
 namespace uffdpager::testing {
 namespace {
@@ -23,50 +22,6 @@ constexpr uint64_t kVmBytes = 16 * kMiB;
 constexpr uint64_t kVmBytes = 48 * kMiB;
 #endif
 const std::vector<uint64_t> kRegions = {kVmBytes / 2, kVmBytes / 2};
-
-// vCPU-like threads that walk a VM's memory over and over until stopped,
-// so faults are in flight whenever the hand-over happens.
-class Walkers {
- public:
-  Walkers(const GuestMemory& memory, int threads) : memory_(memory) {
-    for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, t, threads] {
-        const uint64_t pages = PageCount(memory_);
-        while (!stop_.load()) {
-          for (uint64_t p = t; p < pages && !stop_.load(); p += threads) {
-            (void)*reinterpret_cast<volatile const uint8_t*>(memory_.AtFileOffset(p * 4096));
-            touched_.fetch_add(1);
-          }
-        }
-        finished_.fetch_add(1);
-      });
-    }
-  }
-  ~Walkers() {
-    if (!Stop()) {
-      // A thread is stuck on a page: the test has failed already; leaving it
-      // blocked would hang the process, so let it go with the process.
-      for (auto& t : threads_) t.detach();
-    }
-  }
-  uint64_t touched() const { return touched_.load(); }
-  // True if every thread came back within `timeout` (none is stuck on a page).
-  bool Stop(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    stop_.store(true);
-    if (!WaitFor([&] { return finished_.load() == threads_.size(); }, timeout)) return false;
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-    return true;
-  }
-
- private:
-  const GuestMemory& memory_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> touched_{0};
-  std::atomic<size_t> finished_{0};
-  std::vector<std::thread> threads_;
-};
 
 class PagerHandoverTest : public PagerFixture {
  protected:
@@ -107,8 +62,8 @@ TEST_F(PagerHandoverTest, NewVersionTakesLiveSessionsWhileVmsFaultAndTheOldOneEx
   ASSERT_EQ(::madvise((*vm_a)->memory.AtFileOffset(removed.first), removed.second - removed.first, MADV_DONTNEED),
             0);
 
-  Walkers walk_a((*vm_a)->memory, 2);
-  Walkers walk_b((*vm_b)->memory, 2);
+  VcpuWalkers walk_a((*vm_a)->memory, 2);
+  VcpuWalkers walk_b((*vm_b)->memory, 2);
   ASSERT_TRUE(WaitFor([&] { return walk_a.touched() > 100 && walk_b.touched() > 100; }, std::chrono::seconds(30)));
 
   auto new_pager = StartVersion("v2", {"--take-over", "v1"});
@@ -165,7 +120,7 @@ TEST_F(PagerHandoverTest, SessionsTheTakerRefusesOrDropsStayServedByTheOldPager)
   std::string snap = MakeSnapshot("mem", kVmBytes, 7);
   auto vm = VmmStandIn::Restore(Create(*old_pager, "kept", snap), kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-  Walkers walk((*vm)->memory, 2);
+  VcpuWalkers walk((*vm)->memory, 2);
   const std::string handover = old_pager->root_dir() + "/handover.sock";
 
   auto taken = TakeOverSessions(handover, "v2", [](RecoveredSession session) {

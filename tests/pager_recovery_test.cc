@@ -3,10 +3,14 @@
 // systemd's fd store) and serves on; what it cannot take back it reports.
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include "support/fd_store_supervisor.h"
 #include "support/pager_fixture.h"
+#include "support/vcpu_walkers.h"
 
 namespace uffdpager::testing {
 namespace {
@@ -29,6 +33,162 @@ class PagerRecoveryTest : public PagerFixture {
     return n;
   }
 };
+
+#ifdef UFFDPAGER_SANITIZER_BUILD
+constexpr uint64_t kBigVmBytes = 16 * kMiB;
+constexpr int kCrashes = 2;
+#else
+constexpr uint64_t kBigVmBytes = 48 * kMiB;
+constexpr int kCrashes = 3;
+#endif
+
+// The pager under a stand-in for systemd (PID 1 here is not systemd): the
+// same NOTIFY_SOCKET / FDSTORE / LISTEN_FDS protocol, so the pager's real
+// crash recovery runs.
+class PagerUnderSupervisorTest : public PagerFixture {
+ protected:
+  void StartSupervised() {
+    FdStoreSupervisorOptions options;
+    options.argv = {UFFD_PAGER_BIN, "--data-dir", dir_.path(), "--version-key", "v1", "--log-level", "debug",
+                    "--handshake-timeout-ms", "2000"};
+    options.log_path = dir_ / "pager.log";
+    auto started = FdStoreSupervisor::Start(options);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    supervisor_ = std::move(*started);
+    ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
+    client_ = std::make_unique<PagerClient>(PagerClient::ControlSocketPath(dir_.path(), "v1"));
+  }
+  std::string root() { return dir_.path() + "/uffd/v1"; }
+  std::string Create(const std::string& id, const std::string& backing) {
+    CreateSessionRequest req;
+    req.session_id = id;
+    req.instance_id = "vm-" + id;
+    req.backing_memory_path = backing;
+    auto created = client_->CreateSession(req);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    return created.ok() ? created->uffd_socket_path : "";
+  }
+  size_t StoredWithSuffix(const std::string& suffix) {
+    auto names = supervisor_->StoredNames();
+    return std::count_if(names.begin(), names.end(), [&](const std::string& n) {
+      return n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+    });
+  }
+  // The text of session `id`'s record file.
+  std::string RecordText(const std::string& id) {
+    for (const auto& e : std::filesystem::directory_iterator(root() + "/live")) {
+      if (e.path().filename().string().rfind(id + ".", 0) == 0) {
+        std::ifstream in(e.path());
+        std::stringstream ss;
+        ss << in.rdbuf();
+        return ss.str();
+      }
+    }
+    return "";
+  }
+  nlohmann::json SessionOf(const std::string& id) {
+    auto s = client_->GetSession(id);
+    EXPECT_TRUE(s.ok()) << id << ": " << s.status().ToString() << "\n" << supervisor_->Log();
+    return s.ok() ? *s : nlohmann::json::object();
+  }
+
+  std::unique_ptr<FdStoreSupervisor> supervisor_;
+  std::unique_ptr<PagerClient> client_;
+};
+
+TEST_F(PagerUnderSupervisorTest, KilledWhileVmsFaultTheRestartedPagerServesEveryByte) {
+  StartSupervised();
+  const std::vector<uint64_t> regions = {kBigVmBytes / 2, kBigVmBytes / 2};
+  std::string snap_a = MakeSnapshot("mem-a", kBigVmBytes, 31);
+  std::string snap_b = MakeSnapshot("mem-b", kBigVmBytes, 32);
+  auto vm_a = VmmStandIn::Restore(Create("a", snap_a), regions);
+  ASSERT_TRUE(vm_a.ok()) << vm_a.status().ToString();
+  auto vm_b = VmmStandIn::Restore(Create("b", snap_b), regions);
+  ASSERT_TRUE(vm_b.ok()) << vm_b.status().ToString();
+  std::string waiting_socket = Create("w", snap_a);
+  // Each serving session parked its uffd, connection and the VMM's pidfd;
+  // the waiting one its listener.
+  ASSERT_TRUE(supervisor_->WaitUntil(
+      [](const FdStoreState& s) { return s.stored_names.size() == 7; }, std::chrono::seconds(10)))
+      << ::testing::PrintToString(supervisor_->StoredNames());
+  EXPECT_EQ(StoredWithSuffix(".uffd"), 2u);
+  EXPECT_EQ(StoredWithSuffix(".listen"), 1u);
+
+  // A balloon takes a range of b; the record must carry it before the crash.
+  const std::pair<uint64_t, uint64_t> removed = {5 * kMiB, 5 * kMiB + 16 * 4096};
+  ASSERT_EQ(::madvise((*vm_b)->memory.AtFileOffset(removed.first), removed.second - removed.first, MADV_DONTNEED),
+            0);
+  ASSERT_TRUE(WaitFor([&] { return RecordText("b").find("\"removed\":[[") != std::string::npos; },
+                      std::chrono::seconds(10)))
+      << RecordText("b");
+
+  VcpuWalkers walk_a((*vm_a)->memory, 2);
+  VcpuWalkers walk_b((*vm_b)->memory, 2);
+  for (int crash = 0; crash < kCrashes; ++crash) {
+    uint64_t a0 = walk_a.touched(), b0 = walk_b.touched();
+    ASSERT_TRUE(WaitFor([&] { return walk_a.touched() > a0 + 200 && walk_b.touched() > b0 + 200; },
+                        std::chrono::seconds(30)))
+        << supervisor_->Log();
+    ASSERT_TRUE(supervisor_->KillAndRestart(SIGKILL).ok());
+    ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
+    for (const char* id : {"a", "b", "w"}) {
+      auto s = SessionOf(id);
+      EXPECT_EQ(s["origin"], "recovered after a pager restart") << s.dump();
+      EXPECT_EQ(s["state"], std::string(id) == "w" ? "waiting" : "serving") << s.dump();
+    }
+  }
+  // The VMs never noticed: they keep running, served by the last pager...
+  uint64_t a0 = walk_a.touched(), b0 = walk_b.touched();
+  EXPECT_TRUE(WaitFor([&] { return walk_a.touched() > a0 + 1000 && walk_b.touched() > b0 + 1000; },
+                      std::chrono::seconds(30)))
+      << supervisor_->Log();
+  ASSERT_TRUE(walk_a.Stop()) << "a vCPU thread of a is stuck\n" << supervisor_->Log();
+  ASSERT_TRUE(walk_b.Stop()) << "a vCPU thread of b is stuck\n" << supervisor_->Log();
+  // ...with every byte right, and zeros where the balloon took memory.
+  EXPECT_TRUE(MatchesSnapshotFile((*vm_a)->memory, snap_a));
+  EXPECT_TRUE(MatchesSnapshotFile((*vm_b)->memory, snap_b, {removed}));
+  uint64_t served_after = 0;
+  for (const char* id : {"a", "b"}) served_after += SessionOf(id)["counters"]["faults"].get<uint64_t>();
+  EXPECT_GT(served_after, 0u) << "the last pager served no fault: the crashes happened after the walk";
+
+  // The VMM of the waiting session arrives after the crashes.
+  auto vm_w = VmmStandIn::Restore(waiting_socket, regions);
+  ASSERT_TRUE(vm_w.ok()) << vm_w.status().ToString() << "\n" << supervisor_->Log();
+  TouchAllPages((*vm_w)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm_w)->memory, snap_a));
+
+  // Closing the sessions empties the store and the records.
+  for (const char* id : {"a", "b", "w"}) EXPECT_TRUE(client_->CloseSession(id).ok());
+  EXPECT_TRUE(supervisor_->WaitForStoreSize(0, std::chrono::seconds(10)))
+      << ::testing::PrintToString(supervisor_->StoredNames());
+  EXPECT_TRUE(std::filesystem::is_empty(root() + "/live"));
+  EXPECT_TRUE(supervisor_->Errors().empty()) << ::testing::PrintToString(supervisor_->Errors());
+}
+
+TEST_F(PagerUnderSupervisorTest, ABackingFileReplacedDuringTheCrashIsNeverServed) {
+  StartSupervised();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 41);
+  auto vm = VmmStandIn::Restore(Create("s", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(supervisor_->WaitUntil([](const FdStoreState& s) { return s.stored_names.size() == 3; },
+                                     std::chrono::seconds(10)));
+  // Someone replaces the memory file (same path, another inode) while the
+  // pager still serves the old one from its open fd; then the pager crashes.
+  std::string other = MakeSnapshot("other", 12 * kMiB, 42);
+  ASSERT_EQ(::rename(other.c_str(), snap.c_str()), 0);
+  ASSERT_TRUE(supervisor_->KillAndRestart(SIGKILL).ok());
+  ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
+  // Serving the new file would hand the VM other bytes: the session is
+  // failed, with the reason, instead.
+  auto s = SessionOf("s");
+  EXPECT_EQ(s["state"], "failed") << s.dump();
+  EXPECT_NE(s.value("reason", "").find("is not the file the session began with"), std::string::npos) << s.dump();
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)["failed_sessions"], 1);
+  EXPECT_TRUE(client_->CloseSession("s").ok());
+  EXPECT_TRUE(std::filesystem::is_empty(root() + "/live"));
+}
 
 TEST_F(PagerRecoveryTest, WithoutAnFdStoreARestartReportsWhatItLostAndKeepsWaitingSessions) {
   StartPager();

@@ -118,6 +118,9 @@ TEST(PagerSystemdUnitTest, TheTemplateUnitRunsThisPagerAsANotifyServicePerVersio
   std::string unit = ss.str();
   EXPECT_NE(unit.find("\nType=notify\n"), std::string::npos);
   EXPECT_NE(unit.find("\nWatchdogSec="), std::string::npos);
+  // Crash recovery needs room for the sessions' fds, and a restart to use them.
+  EXPECT_NE(unit.find("\nFileDescriptorStoreMax=65536\n"), std::string::npos);
+  EXPECT_NE(unit.find("\nRestart=on-failure\n"), std::string::npos);
   EXPECT_NE(unit.find("/bin/uffd-pager --data-dir /var/lib/uffd-pager --version-key %i"), std::string::npos) << unit;
   EXPECT_EQ(unit.find("@CMAKE"), std::string::npos) << "unconfigured variable left in the unit";
   // Where systemd-analyze exists, the unit must pass its checks (ExecStart's
