@@ -117,6 +117,18 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
   return regions;
 }
 
+void TakeReceivedFds(msghdr* msg, std::vector<UniqueFd>* out) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(msg); c != nullptr; c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      out->emplace_back(fd);
+    }
+  }
+}
+
 Status SendWithFds(int sock, std::string_view payload, std::span<const int> fds) {
   iovec iov{const_cast<char*>(payload.data()), payload.size()};
   msghdr msg{};
@@ -189,15 +201,7 @@ Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chro
     ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n < 0) return Status::FromErrno(errno, "recvmsg handshake");
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        out.fds.emplace_back(fd);
-      }
-    }
+    TakeReceivedFds(&msg, &out.fds);
     if (msg.msg_flags & MSG_CTRUNC) out.control_truncated = true;
     if (n == 0) {
       if (first) return Status::Protocol("peer closed the connection without sending a handshake");

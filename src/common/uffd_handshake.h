@@ -5,6 +5,8 @@
 // newline, no reply.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstdint>
 #include <span>
@@ -54,6 +56,10 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
 
 // Sends `payload` with `fds` in one SCM_RIGHTS message, in one sendmsg.
 Status SendWithFds(int sock, std::string_view payload, std::span<const int> fds);
+
+// Takes ownership of every fd that the SCM_RIGHTS messages of a received
+// `msg` carry (msghdr from recvmsg, which should use MSG_CMSG_CLOEXEC).
+void TakeReceivedFds(msghdr* msg, std::vector<UniqueFd>* out);
 
 // What one handshake read produced. Every received fd is owned here, so a
 // refused handshake closes them all.

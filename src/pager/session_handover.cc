@@ -5,7 +5,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstring>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -109,15 +108,7 @@ Result<HandoverMessage> ReceiveHandoverMessage(int sock, std::chrono::millisecon
   } while (n < 0 && errno == EINTR);
   if (n < 0) return Status::FromErrno(errno, "receive hand-over message");
   HandoverMessage out;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-      out.fds.emplace_back(fd);
-    }
-  }
+  TakeReceivedFds(&msg, &out.fds);
   if (n == 0) return Status::Unavailable("the other pager closed the hand-over connection");
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return Status::Protocol("hand-over message cut short");
   out.body = nlohmann::json::parse(buffer.data(), buffer.data() + n, nullptr, /*allow_exceptions=*/false);
