@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "support/fd_store_supervisor.h"
@@ -108,11 +109,13 @@ TEST_F(PagerUnderSupervisorTest, KilledWhileVmsFaultTheRestartedPagerServesEvery
   std::string waiting_socket = Create("w", snap_a);
   // Each serving session parked its uffd, connection and the VMM's pidfd;
   // the waiting one its listener.
-  ASSERT_TRUE(supervisor_->WaitUntil(
-      [](const FdStoreState& s) { return s.stored_names.size() == 7; }, std::chrono::seconds(10)))
+  // (Messages arrive one by one: wait for the state after the last of them.)
+  ASSERT_TRUE(WaitFor([&] { return StoredWithSuffix(".uffd") == 2 && StoredWithSuffix(".listen") == 1; },
+                      std::chrono::seconds(10)))
       << ::testing::PrintToString(supervisor_->StoredNames());
-  EXPECT_EQ(StoredWithSuffix(".uffd"), 2u);
-  EXPECT_EQ(StoredWithSuffix(".listen"), 1u);
+  EXPECT_EQ(StoredWithSuffix(".conn"), 2u);
+  EXPECT_EQ(StoredWithSuffix(".pidfd"), 2u);
+  EXPECT_EQ(supervisor_->StoredCount(), 7u);
 
   // A balloon takes a range of b; the record must carry it before the crash.
   const std::pair<uint64_t, uint64_t> removed = {5 * kMiB, 5 * kMiB + 16 * 4096};
@@ -129,8 +132,13 @@ TEST_F(PagerUnderSupervisorTest, KilledWhileVmsFaultTheRestartedPagerServesEvery
     ASSERT_TRUE(WaitFor([&] { return walk_a.touched() > a0 + 200 && walk_b.touched() > b0 + 200; },
                         std::chrono::seconds(30)))
         << supervisor_->Log();
+    auto killed_at = std::chrono::steady_clock::now();
     ASSERT_TRUE(supervisor_->KillAndRestart(SIGKILL).ok());
     ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
+    std::cout << "crash " << crash << ": kill to READY=1 of the restarted pager, sessions adopted: "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at)
+                     .count()
+              << " ms\n";
     for (const char* id : {"a", "b", "w"}) {
       auto s = SessionOf(id);
       EXPECT_EQ(s["origin"], "recovered after a pager restart") << s.dump();
@@ -170,8 +178,8 @@ TEST_F(PagerUnderSupervisorTest, ABackingFileReplacedDuringTheCrashIsNeverServed
   std::string snap = MakeSnapshot("mem", 12 * kMiB, 41);
   auto vm = VmmStandIn::Restore(Create("s", snap), kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-  ASSERT_TRUE(supervisor_->WaitUntil([](const FdStoreState& s) { return s.stored_names.size() == 3; },
-                                     std::chrono::seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return StoredWithSuffix(".uffd") == 1 && StoredWithSuffix(".listen") == 0; },
+                      std::chrono::seconds(10)));
   // Someone replaces the memory file (same path, another inode) while the
   // pager still serves the old one from its open fd; then the pager crashes.
   std::string other = MakeSnapshot("other", 12 * kMiB, 42);
