@@ -1,7 +1,8 @@
 #include "client/bounded_command.h"
 
+#include "common/exec_child.h"
+
 #include <fcntl.h>
-#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -102,15 +103,7 @@ Result<CommandOutcome> RunBoundedCommand(const std::vector<std::string>& args,
     // Its own process group, so a timeout kills whatever it started too
     // (a pager it starts detached leaves the group with setsid).
     ::setpgid(0, 0);
-    ::dup2(null.get(), 0);
-    ::dup2(out_writer.get(), 1);
-    ::dup2(out_writer.get(), 2);
-    // None of the caller's other fds (a lock, a listening socket) may leak
-    // into the command, or into a daemon it starts.
-    ::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    PrepareChildForExec(null.get(), out_writer.get(), out_writer.get());
     ::signal(SIGPIPE, SIG_DFL);
     ::execv(argv[0], argv.data());
     int error = errno;

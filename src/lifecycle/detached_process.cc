@@ -1,7 +1,6 @@
 #include "lifecycle/detached_process.h"
 
 #include <fcntl.h>
-#include <linux/close_range.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -14,6 +13,7 @@
 #include "common/unique_fd.h"
 #include "common/wait_for.h"
 #include "common/durable_file.h"
+#include "common/exec_child.h"
 
 namespace uffdpager::lifecycle {
 
@@ -104,15 +104,9 @@ Result<ProcessIdentity> SpawnDetached(const std::vector<std::string>& args, cons
       WriteAll(writer.get(), &value, sizeof(value));
       ::_exit(0);
     }
-    ::dup2(null.get(), 0);
-    ::dup2(log.get(), 1);
-    ::dup2(log.get(), 2);
     // Nothing of ours leaks into the VMM (the data directory's lock above
     // all); the pipe stays open only until exec succeeds (O_CLOEXEC).
-    ::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    PrepareChildForExec(null.get(), log.get(), log.get());
     ::execv(argv[0], argv.data());
     int32_t error = -errno;
     WriteAll(writer.get(), &error, sizeof(error));
