@@ -177,6 +177,11 @@ void Session::Close(const std::string& reason) {
   if (wake_fd_) Wake();
   if (thread_.joinable()) thread_.join();
   FinishCompletion(Status::Unavailable("session closed"));
+  Release(reason);
+  spdlog::info("session {}: closed ({})", id(), reason);
+}
+
+void Session::Release(const std::string& reason) {
   listener_.reset();
   if (owns_socket_file_) (void)RemoveSocketFile(socket_path_);
   engine_.reset();
@@ -184,7 +189,6 @@ void Session::Close(const std::string& reason) {
   connection_.reset();
   ForgetRecovery();
   SetState(SessionState::kClosed, reason);
-  spdlog::info("session {}: closed ({})", id(), reason);
 }
 
 SessionState Session::state() const {
@@ -193,11 +197,15 @@ SessionState Session::state() const {
 }
 
 bool Session::HoldsVm() const {
-  SessionState s = state();
+  std::lock_guard lock(mu_);
+  return HoldsVmLocked();
+}
+
+bool Session::HoldsVmLocked() const {
   // A failed session holds a VM while its thread still serves the VMM's
   // other faults; a refused handshake or a VMM that exited holds none.
-  if (s == SessionState::kFailed) return serving_thread_running_.load();
-  return s != SessionState::kCompleted && s != SessionState::kClosed;
+  if (state_ == SessionState::kFailed) return serving_thread_running_.load();
+  return state_ != SessionState::kCompleted && state_ != SessionState::kClosed;
 }
 
 void Session::End(const std::string& reason) {
@@ -541,9 +549,7 @@ Result<RecoveredSession> Session::Detach() {
   {
     std::lock_guard lock(mu_);
     if (closed_) return Status::Conflict("session " + id() + " is closed");
-    bool holds_vm = state_ == SessionState::kFailed ? serving_thread_running_.load()
-                                                    : state_ != SessionState::kCompleted && state_ != SessionState::kClosed;
-    if (!holds_vm) return Status::Conflict(fmt::format("session {} is {}: nothing to hand over", id(), SessionStateName(state_)));
+    if (!HoldsVmLocked()) return Status::Conflict(fmt::format("session {} is {}: nothing to hand over", id(), SessionStateName(state_)));
     closed_ = true;  // Close() does nothing from here on
   }
   detach_requested_.store(true);
@@ -553,12 +559,7 @@ Result<RecoveredSession> Session::Detach() {
   FinishCompletion(Status::Unavailable("session " + id() + " was handed over to another pager"));
   if (state() == SessionState::kClosed || state() == SessionState::kCompleted || (!uffd_.valid() && !listener_)) {
     // It ended on its own while it was being stopped.
-    listener_.reset();
-    engine_.reset();
-    uffd_ = Userfaultfd();
-    connection_.reset();
-    ForgetRecovery();
-    SetState(SessionState::kClosed, "ended");
+    Release("ended");
     return Status::Conflict("session " + id() + " ended while it was being handed over");
   }
   RecoveredSession out;

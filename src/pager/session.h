@@ -141,6 +141,11 @@ class Session {
   // Saves the record and parks the fds of `roles`. Without a recovery store: OK.
   Status KeepRecord(std::initializer_list<SessionFdRole> roles);
   void ForgetRecovery();
+  // Closes what the session holds (listener, socket file, engine, uffd,
+  // connection), forgets its recovery record, and marks it Closed. The
+  // thread must have stopped.
+  void Release(const std::string& reason);
+  bool HoldsVmLocked() const;  // requires mu_
   void Run();
   // Accepts connections until one brings a valid handshake (ok), the session
   // is stopped (kUnavailable), or a handshake is refused (the error).

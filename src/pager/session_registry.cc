@@ -1,5 +1,7 @@
 #include "pager/session_registry.h"
 
+#include <fcntl.h>
+
 namespace uffdpager {
 
 bool IsValidSessionId(const std::string& id) {
@@ -51,21 +53,14 @@ Result<std::shared_ptr<Session>> SessionRegistry::Adopt(RecoveredSession recover
     std::lock_guard lock(mu_);
     if (sessions_.count(id) != 0) return Status::Conflict("a session " + id + " is live here already");
   }
-  SessionRecord record = recovered.record;
-  SessionFds& fds = recovered.fds;
-  // Adopt consumes the fds only on success paths that keep them; keep the
-  // pidfd for a Lost session either way.
-  RecoveredSession kept{record, {}};
-  kept.fds.client = std::move(fds.client);
-  RecoveredSession attempt{std::move(record), {}};
-  attempt.fds.listener = std::move(fds.listener);
-  attempt.fds.uffd = std::move(fds.uffd);
-  attempt.fds.connection = std::move(fds.connection);
-  if (kept.fds.client) attempt.fds.client.reset(::dup(kept.fds.client.get()));
-  auto session = Session::Adopt(std::move(attempt), origin, env_);
+  // What a Lost session needs if adoption fails: the record, and a pidfd
+  // of its own (Adopt consumes the fds it is given).
+  RecoveredSession if_lost{recovered.record, {}};
+  if (recovered.fds.client) if_lost.fds.client.reset(::fcntl(recovered.fds.client.get(), F_DUPFD_CLOEXEC, 0));
+  auto session = Session::Adopt(std::move(recovered), origin, env_);
   if (!session.ok()) {
     if (on_unservable == OnUnservable::kRefuse) return session.status();
-    auto lost = Session::Lost(std::move(kept), session.status(), env_);
+    auto lost = Session::Lost(std::move(if_lost), session.status(), env_);
     std::lock_guard lock(mu_);
     sessions_[id] = lost;
     return lost;
