@@ -205,6 +205,9 @@ TEST_F(PagerRecoveryTest, WithoutAnFdStoreARestartReportsWhatItLostAndKeepsWaiti
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   std::string waiting_socket = CreateSession("waiting", snap);
   EXPECT_EQ(LiveRecords(), 2u);
+  // The handshake is one message with no reply: wait until the pager has
+  // taken it (and recorded the session as serving) before crashing it.
+  ASSERT_TRUE(WaitFor([&] { return SessionState("served") == "serving"; }, std::chrono::seconds(10)));
 
   CrashAndRestart();
   // The served VM's userfaultfd died with the pager (nothing kept it): the
