@@ -152,24 +152,18 @@ Status SendWithFds(int sock, std::string_view payload, std::span<const int> fds)
   return Status::Ok();
 }
 
-namespace {
-
-// Waits until `sock` is readable or the deadline passes. Returns false on
-// timeout; fails with kUnavailable if `cancel_fd` became readable first.
-Result<bool> WaitReadable(int sock, Clock::time_point deadline, int cancel_fd) {
+Result<bool> WaitReadable(int sock, std::chrono::steady_clock::time_point deadline, int cancel_fd) {
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left < 0) left = 0;
     pollfd pfds[2] = {{sock, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
     int rc = ::poll(pfds, cancel_fd >= 0 ? 2 : 1, static_cast<int>(left));
     if (rc < 0 && errno == EINTR) continue;
-    if (rc < 0) return Status::FromErrno(errno, "poll handshake socket");
-    if (cancel_fd >= 0 && (pfds[1].revents & POLLIN)) return Status::Unavailable("handshake wait cancelled");
+    if (rc < 0) return Status::FromErrno(errno, "poll socket");
+    if (cancel_fd >= 0 && (pfds[1].revents & POLLIN)) return Status::Unavailable("wait cancelled");
     return rc > 0;
   }
 }
-
-}  // namespace
 
 Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chrono::milliseconds timeout,
                                            int cancel_fd) {
@@ -185,7 +179,7 @@ Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chro
   for (;;) {
     auto wait_until = first ? deadline : std::min(deadline, Clock::now() + kContinuationWait);
     auto readable = WaitReadable(sock, wait_until, cancel_fd);
-    if (!readable.ok()) return readable.status();
+    if (!readable.ok()) return readable.status().WithContext("handshake");
     if (!*readable) {
       if (first) {
         return Status::Timeout(fmt::format("no handshake received within {} ms", timeout.count()));

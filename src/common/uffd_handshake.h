@@ -57,6 +57,11 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
 // Sends `payload` with `fds` in one SCM_RIGHTS message, in one sendmsg.
 Status SendWithFds(int sock, std::string_view payload, std::span<const int> fds);
 
+// Waits until `sock` is readable or `deadline` passes (EINTR retried with
+// the time left). Returns false on timeout; fails with kUnavailable if
+// `cancel_fd` (optional, -1: none) became readable first.
+Result<bool> WaitReadable(int sock, std::chrono::steady_clock::time_point deadline, int cancel_fd = -1);
+
 // Takes ownership of every fd that the SCM_RIGHTS messages of a received
 // `msg` carry (msghdr from recvmsg, which should use MSG_CMSG_CLOEXEC).
 void TakeReceivedFds(msghdr* msg, std::vector<UniqueFd>* out);

@@ -87,13 +87,9 @@ Status SendHandoverMessage(int sock, const nlohmann::json& body, std::span<const
 }
 
 Result<HandoverMessage> ReceiveHandoverMessage(int sock, std::chrono::milliseconds timeout) {
-  pollfd pfd{sock, POLLIN, 0};
-  for (;;) {
-    int rc = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
-    if (rc > 0) break;
-    if (rc == 0) return Status::Timeout(fmt::format("no hand-over message within {} ms", timeout.count()));
-    if (errno != EINTR) return Status::FromErrno(errno, "poll hand-over socket");
-  }
+  auto readable = WaitReadable(sock, std::chrono::steady_clock::now() + timeout);
+  if (!readable.ok()) return readable.status().WithContext("hand-over socket");
+  if (!*readable) return Status::Timeout(fmt::format("no hand-over message within {} ms", timeout.count()));
   std::string buffer(kMaxMessageBytes, '\0');
   iovec iov{buffer.data(), buffer.size()};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxMessageFds)];
