@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
@@ -62,5 +63,15 @@ class MinimalHandler {
 // `batch_bytes` batches (nothing touches the region: this is the kernel's
 // population speed, with no faults and no pager). Returns the copy time.
 Result<std::chrono::nanoseconds> RawBatchedCopy(const MemoryMapping& source, uint64_t batch_bytes);
+
+// The copy floor of a restore: UFFDIO_COPY of exactly the pages in
+// `sorted_pages` (4 KiB page indices of `source`, ascending, distinct) into a
+// freshly registered region, each run of consecutive pages in one ioctl of at
+// most `batch_bytes`, split between `threads` threads by page count. Nothing
+// faults and nothing is read from a file: no userfaultfd restore of that
+// working set can install it faster on this machine. Returns the copy time.
+Result<std::chrono::nanoseconds> RawWorkingSetCopy(const MemoryMapping& source,
+                                                   const std::vector<uint64_t>& sorted_pages, uint64_t batch_bytes,
+                                                   unsigned threads);
 
 }  // namespace uffdpager::bench

@@ -28,6 +28,10 @@ constexpr uint64_t kBatchBytes = 2 * kMiB;
 
 double Ms(std::chrono::nanoseconds d) { return d.count() / 1e6; }
 
+std::string CopyFloorName(unsigned threads) {
+  return "copy_floor_" + std::to_string(threads) + (threads == 1 ? "_thread" : "_threads");
+}
+
 void Progress(const std::string& line) {
   std::fprintf(stderr, "  %s\n", line.c_str());
   std::fflush(stderr);
@@ -211,9 +215,14 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
       }
     }
   }
+  // The floor: the working set's pages copied in with no pager and no faults,
+  // on one thread and on two (this machine's cores).
+  const unsigned kFloorThreads[] = {1, 2};
+  for (unsigned threads : kFloorThreads) series.push_back({CopyFloorName(threads)});
   auto find = [&series](const std::string& name) -> Series& {
     return *std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
   };
+  const std::vector<uint64_t> pages = set.SortedDistinctPages();
 
   // Runs interleave the variants so slow drift of a shared machine spreads
   // over all of them instead of biasing one.
@@ -227,6 +236,20 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
     auto cold = TimeFileRestore(config, set);
     if (!cold.ok()) return cold.status();
     find("file_cold").ms.push_back(*cold);
+
+    {
+      // Mapped only for the floor: a mapping holds the file's pages in
+      // memory, and the cold file variant above must be able to drop them.
+      UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
+      auto source = MapSnapshotPopulated(config.snapshot_path, config.memory_bytes);
+      if (!source.ok()) return source.status();
+      for (unsigned threads : kFloorThreads) {
+        Deadline deadline("copy floor", kRestoreLimit);
+        auto floor = RawWorkingSetCopy(*source, pages, kBatchBytes, threads);
+        if (!floor.ok()) return floor.status();
+        find(CopyFloorName(threads)).ms.push_back(Ms(*floor));
+      }
+    }
 
     for (const PagerFlavor& flavor : flavors) {
       // The pager's own cache starts empty; the file is in the page cache, so
@@ -257,7 +280,8 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
     json j = SeriesJson(s);
     if (s.skipped.empty()) {
       double median = Median(s.ms);
-      bool warm_pager = s.name.ends_with("_warm") && s.name.starts_with("pager");
+      // The floor copies from memory, like a pager whose cache is warm.
+      bool warm_pager = (s.name.ends_with("_warm") && s.name.starts_with("pager")) || s.name.starts_with("copy_floor");
       j["ratio_vs_file_warm"] = median / file_warm;
       j["ratio_vs_on_demand"] = median / (warm_pager ? on_demand_warm : on_demand_cold);
     }

@@ -65,6 +65,14 @@ uint64_t WorkingSet::total_touches() const {
   return n;
 }
 
+std::vector<uint64_t> WorkingSet::SortedDistinctPages() const {
+  std::vector<uint64_t> pages;
+  for (const auto& thread : per_thread) pages.insert(pages.end(), thread.begin(), thread.end());
+  std::sort(pages.begin(), pages.end());
+  pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
+  return pages;
+}
+
 WorkingSet RealisticWorkingSet(uint64_t pages, unsigned threads, unsigned hot_percent, unsigned tail_percent,
                                uint64_t seed) {
   WorkingSet set;

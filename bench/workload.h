@@ -30,6 +30,8 @@ struct WorkingSet {
 
   uint64_t distinct_bytes() const { return distinct_pages * kPageSize; }
   uint64_t total_touches() const;
+  // Every page the threads touch, once each, in ascending order.
+  std::vector<uint64_t> SortedDistinctPages() const;
 };
 
 // A realistic boot-and-run pattern: a hot core (the first `hot_percent` of
