@@ -3,8 +3,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "support/pager_fixture.h"
@@ -128,6 +132,36 @@ TEST_F(PagerLifecycleTest, CloseIsIdempotentAndRemovesTheSocket) {
   EXPECT_TRUE(pager_->client().CloseSession("never-existed").ok());
   EXPECT_NE(::access(sock.c_str(), F_OK), 0);
   EXPECT_EQ(pager_->client().GetSession("x").status().code(), ErrorCode::kNotFound);
+}
+
+// The names of the pager's threads, from /proc.
+std::vector<std::string> ThreadNames(pid_t pid) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(name);
+  }
+  return names;
+}
+
+TEST_F(PagerLifecycleTest, ASessionThreadIsNamedAfterItsSessionUntilClosed) {
+  // Operators find a session's thread in top, perf or gdb by its id.
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 13);
+  CreateSession("vm-7", snap);
+  auto named = [this] {
+    auto names = ThreadNames(pager_->pid());
+    return std::count(names.begin(), names.end(), "s:vm-7");
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (named() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(named(), 1);
+  ASSERT_TRUE(pager_->client().CloseSession("vm-7").ok());
+  EXPECT_EQ(named(), 0);
 }
 
 TEST_F(PagerLifecycleTest, ANewSessionWithALiveIdReplacesIt) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -53,7 +54,12 @@ Status Session::Listen() {
 }
 
 void Session::StartThread() {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    // Named for top, perf and gdb: otherwise it inherits the name of the
+    // HTTP thread that created it. The kernel keeps 15 bytes.
+    (void)::pthread_setname_np(::pthread_self(), ("s:" + id()).substr(0, 15).c_str());
+    Run();
+  });
 }
 
 Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string socket_path,

@@ -1,6 +1,7 @@
 #include "pager/session_handover.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -194,7 +195,10 @@ Result<std::unique_ptr<HandoverServer>> HandoverServer::Start(std::string path, 
   std::unique_ptr<HandoverServer> server(new HandoverServer(std::move(path), std::move(*listener), std::move(give)));
   server->stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!server->stop_fd_) return Status::FromErrno(errno, "eventfd");
-  server->thread_ = std::thread([s = server.get()] { s->Run(); });
+  server->thread_ = std::thread([s = server.get()] {
+    (void)::pthread_setname_np(::pthread_self(), "handover");
+    s->Run();
+  });
   return server;
 }
 
