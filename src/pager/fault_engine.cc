@@ -149,7 +149,9 @@ Result<PageRef> FaultEngine::LoadPage(uint64_t file_offset, uint64_t page_size) 
   auto page = cache_->GetOrLoad(
       PageKey{cache_namespace_, file_offset, page_size},
       [&](CachedPage& out) {
-        if (backing_->IsHole(file_offset, page_size)) return Status::Ok();  // zeros, no read
+        if (cache_->zero_pages() == ZeroPageMode::kDetect && backing_->IsHole(file_offset, page_size)) {
+          return Status::Ok();  // zeros, no read
+        }
         return ReadBacking(file_offset, page_size, out.mutable_data());
       },
       &hit);

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <string>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +35,12 @@ int main(int argc, char** argv) {
                  "install up to this many missing neighbours with each demand fault (adaptive; 0 = off)")
       ->capture_default_str()
       ->check(CLI::Range(0, 512));
+  std::string zero_pages = "detect";
+  app.add_option("--zero-pages", zero_pages,
+                 "detect: all-zero pages and file holes keep no cache memory and go in with UFFDIO_ZEROPAGE; "
+                 "copy: treat them as data (to measure what detection saves)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"detect", "copy"}));
   app.add_flag("--prefetch", options.prefetch,
                "record the working set of a cache key's first restores and prefetch it into later ones");
   app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
@@ -56,6 +63,7 @@ int main(int argc, char** argv) {
                "at start, take the live sessions of every other version's pager under DATA/uffd/");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.zero_pages = zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
 
   uffdpager::ConfigureLogging("uffd-pager", log_level);
   ::umask(077);  // sockets and files are private unless made otherwise

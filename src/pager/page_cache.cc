@@ -211,7 +211,8 @@ struct PageCache::Shard {
   }
 };
 
-PageCache::PageCache(uint64_t max_bytes, size_t shard_count) : max_bytes_(max_bytes) {
+PageCache::PageCache(uint64_t max_bytes, size_t shard_count, ZeroPageMode zero_pages)
+    : max_bytes_(max_bytes), zero_pages_(zero_pages) {
   if (shard_count == 0) shard_count = 1;
   for (size_t i = 0; i < shard_count; ++i) {
     shards_.push_back(std::make_unique<Shard>());
@@ -220,6 +221,10 @@ PageCache::PageCache(uint64_t max_bytes, size_t shard_count) : max_bytes_(max_by
 }
 
 PageCache::~PageCache() = default;
+
+uint8_t PageCache::ZeroFlag(const uint8_t* bytes, size_t size) const {
+  return zero_pages_ == ZeroPageMode::kDetect && IsAllZero(bytes, size) ? 1 : 0;
+}
 
 uint64_t PageCache::InternNamespace(const std::string& key) {
   std::lock_guard lock(namespaces_mu_);
@@ -263,7 +268,7 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
   try {
     page = std::make_shared<CachedPage>(key.length);
     status = load(*page);
-    if (status.ok()) page->ReleaseIfZero();
+    if (status.ok() && zero_pages_ == ZeroPageMode::kDetect) page->ReleaseIfZero();
   } catch (const std::bad_alloc&) {
     status = Status::Internal("out of memory allocating a " + std::to_string(key.length) + "-byte page");
   }
@@ -360,7 +365,7 @@ Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& r
     if (source[i] != Source::kRead) continue;
     const bool ok = i < valid;
     if (ok) {
-      (*zero)[i] = IsAllZero(out + i * ps, ps) ? 1 : 0;
+      (*zero)[i] = ZeroFlag(out + i * ps, ps);
       ++result->misses;
     }
     if (!loads[i]) continue;  // RunKeep::kNone: nothing claimed
@@ -421,7 +426,7 @@ Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& r
       valid = i;
       break;
     }
-    (*zero)[i] = IsAllZero(out + i * ps, ps) ? 1 : 0;
+    (*zero)[i] = ZeroFlag(out + i * ps, ps);
     ++result->misses;
   }
   result->valid_pages = valid;

@@ -76,7 +76,8 @@ struct PageCacheCounters {
 };
 
 // How the cache fills a page on a miss: write the key's `length` bytes into
-// page.mutable_data(), or leave it untouched if the page is known to be zero.
+// page.mutable_data(), or leave it untouched if the page is known to be zero
+// (only with ZeroPageMode::kDetect).
 using PageLoader = std::function<Status(CachedPage& page)>;
 
 // A run of consecutive pages of one namespace, as completion, prefetch and
@@ -104,11 +105,22 @@ enum class RunKeep {
   kNone,   // don't: only this session needs them (completion); hits are still used
 };
 
+// What the cache does with pages that are all zeros.
+enum class ZeroPageMode {
+  // Find them (holes without reading, data by scanning it once): they keep no
+  // buffer, and sessions install them with UFFDIO_ZEROPAGE (lone ones amid
+  // data are copied with their neighbours).
+  kDetect,
+  // Treat them as data: read, kept and copied like any page. Only there to
+  // measure what detection is worth.
+  kCopy,
+};
+
 class PageCache {
  public:
   static constexpr uint8_t kMaxCredit = 3;  // hits a main-queue page can bank
 
-  explicit PageCache(uint64_t max_bytes, size_t shard_count = 16);
+  explicit PageCache(uint64_t max_bytes, size_t shard_count = 16, ZeroPageMode zero_pages = ZeroPageMode::kDetect);
   ~PageCache();
 
   // A stable number for `key` (a cache key combined with a file identity).
@@ -131,12 +143,16 @@ class PageCache {
                  std::vector<uint8_t>* zero, RunReadResult* result);
 
   PageCacheCounters Counters() const;
+  ZeroPageMode zero_pages() const { return zero_pages_; }
 
  private:
   struct Shard;
   Shard& ShardFor(const PageKey& key);
+  // Whether a page just read is to be treated as zeros (1) or as data (0).
+  uint8_t ZeroFlag(const uint8_t* bytes, size_t size) const;
 
   uint64_t max_bytes_;
+  ZeroPageMode zero_pages_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::mutex namespaces_mu_;
   std::unordered_map<std::string, uint64_t> namespaces_;

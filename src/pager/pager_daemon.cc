@@ -102,7 +102,7 @@ Status PagerDaemon::Prepare() {
     }
   }
 
-  cache_ = std::make_unique<PageCache>(options_.cache_max_bytes);
+  cache_ = std::make_unique<PageCache>(options_.cache_max_bytes, 16, options_.zero_pages);
   SessionEnvironment env;
   env.cache = cache_.get();
   env.global_counters = &counters_;

@@ -34,6 +34,7 @@ struct PagerOptions {
   uint64_t fault_around_max_pages = 0;
   bool prefetch = false;
   unsigned prefetch_record_ms = 3000;
+  ZeroPageMode zero_pages = ZeroPageMode::kDetect;
   // Security: who may connect to the sockets (user/group names or ids; empty:
   // only the pager's user), and where backing files may live (empty: anywhere).
   std::string socket_owner;

@@ -221,6 +221,30 @@ TEST(PageCacheRunTest, MissesAreReadOneRangeAtATimeAndHitsComeFromMemory) {
   EXPECT_EQ(cache.Counters().zero_items, 2u);
 }
 
+TEST(PageCacheRunTest, WithZeroPagesCopiedZerosAreKeptAndFlaggedAsData) {
+  PageCache cache(1 << 20, 4, ZeroPageMode::kCopy);
+  RunFile file;
+  file.zero_pages = {3, 40};
+  std::atomic<int> loads{0};
+  auto single = cache.GetOrLoad({1, 100 * 4096, 4096}, FillWith(0, &loads));
+  ASSERT_TRUE(single.ok());
+  EXPECT_FALSE((*single)->is_zero());
+  EXPECT_EQ((*single)->memory_bytes(), 4096u);
+  std::vector<uint8_t> buf(64 * 4096), zero;
+  RunReadResult r;
+  for (int pass = 0; pass < 2; ++pass) {  // read, then from memory
+    ASSERT_TRUE(cache.ReadRun({1, 0, 4096, 64}, RunKeep::kShare, file.Reader(), buf.data(), &zero, &r).ok());
+    for (uint64_t i = 0; i < 64; ++i) {
+      EXPECT_EQ(zero[i], 0) << "page " << i << " flagged zero on pass " << pass;
+      EXPECT_EQ(buf[i * 4096 + 4095], file.ByteOf(i)) << "page " << i;
+    }
+  }
+  EXPECT_EQ(r.hits, 64u);
+  EXPECT_EQ(file.reads.size(), 1u);
+  EXPECT_EQ(cache.Counters().zero_items, 0u);
+  EXPECT_GE(cache.Counters().bytes, 65u * 4096) << "zero pages are kept with their buffers";
+}
+
 TEST(PageCacheRunTest, CompletionRunsUseTheCacheButDoNotFillIt) {
   PageCache cache(1 << 20, 4);
   RunFile file;
