@@ -38,6 +38,8 @@ std::vector<PagerFlavor> RestoreFlavors() {
       OnDemandFlavor(),
       {"pager_fault_around", {"--fault-around-max-pages", "64"}, "--fault-around-max-pages"},
       {"pager_prefetch", {"--prefetch"}, "--prefetch"},
+      // On demand with zero-page detection off: what detection is worth.
+      {"pager_zeros_copied", {"--zero-pages", "copy"}, "--zero-pages"},
   };
 }
 

@@ -31,15 +31,15 @@ void PrintRestore(const json& r) {
   fmt::print("\n== Restore: {} working set, {} threads, {} distinct pages ({:.1f} MiB), {} touches ==\n",
              r["working_set"].get<std::string>(), r["threads"].get<int>(), r["distinct_pages"].get<uint64_t>(),
              Num(r, "distinct_mib"), r["touches"].get<uint64_t>());
-  fmt::print("{:<28} {:>12} {:>10} {:>12} {:>14} {:>12} {:>10}\n", "variant", "median ms", "faults",
-             "vs file warm", "vs on-demand", "fault-around", "prefetch");
+  fmt::print("{:<28} {:>12} {:>10} {:>12} {:>14} {:>12} {:>10} {:>10}\n", "variant", "median ms", "faults",
+             "vs file warm", "vs on-demand", "fault-around", "prefetch", "cache MiB");
   for (const json& v : r["variants"]) {
     std::string name = v["name"].get<std::string>();
     if (PrintIfSkipped(v)) continue;
     auto count = [&v](const char* key) { return CountCell(v, key); };
-    fmt::print("{:<28} {:>12.1f} {:>10} {:>11.2f}x {:>13.2f}x {:>12} {:>10}\n", name, Num(v, "median_ms"),
+    fmt::print("{:<28} {:>12.1f} {:>10} {:>11.2f}x {:>13.2f}x {:>12} {:>10} {:>10}\n", name, Num(v, "median_ms"),
                count("median_faults"), Num(v, "ratio_vs_file_warm"), Num(v, "ratio_vs_on_demand"),
-               count("median_fault_around_pages"), count("median_prefetch_pages"));
+               count("median_fault_around_pages"), count("median_prefetch_pages"), count("median_cache_mib"));
   }
 }
 

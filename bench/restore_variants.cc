@@ -44,6 +44,8 @@ struct Series {
   // Pager restores: the session's counters (faults served, pages installed
   // by fault-around and by prefetch), one sample per restore.
   std::vector<double> faults, fault_around_pages, prefetch_pages;
+  // And the pager's page cache after the restore (MiB): what it keeps.
+  std::vector<double> cache_mib;
   std::string skipped;
 };
 
@@ -105,6 +107,7 @@ json SeriesJson(const Series& s) {
     j["median_faults"] = Median(s.faults);
     j["median_fault_around_pages"] = Median(s.fault_around_pages);
     j["median_prefetch_pages"] = Median(s.prefetch_pages);
+    j["median_cache_mib"] = Median(s.cache_mib);
   }
   return j;
 }
@@ -267,6 +270,9 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
         s.faults.push_back(counters.value("faults", 0.0));
         s.fault_around_pages.push_back(counters.value("fault_around_pages", 0.0));
         s.prefetch_pages.push_back(counters.value("prefetch_pages", 0.0));
+        auto stats = (*pager)->client().Stats();
+        if (!stats.ok()) return stats.status().WithContext(flavor.name + " stats");
+        s.cache_mib.push_back(stats->value("cache_bytes", 0.0) / double(kMiB));
       }
     }
     Progress(set.name + " run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
