@@ -47,10 +47,14 @@ void BackingFile::MapExtents() {
 }
 
 bool BackingFile::IsHole(uint64_t offset, uint64_t length) const {
-  // The first extent ending after `offset` is the only one that can overlap.
-  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
-                             [](uint64_t off, const auto& extent) { return off < extent.second; });
-  return it == data_extents_.end() || it->first >= offset + length;
+  bool hole = true;
+  ForEachDataPiece(offset, length, [&hole](uint64_t, uint64_t) { hole = false; });
+  return hole;
+}
+
+Status BackingFile::TruncatedError(uint64_t offset, uint64_t length) const {
+  return Status::Error(ErrorCode::kIoError, fmt::format("{} ends before offset {} (wanted {} bytes; was it truncated?)",
+                                                        path_, offset, length));
 }
 
 Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) const {
@@ -62,11 +66,7 @@ Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) cons
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, fmt::format("read {} bytes at offset {} of {}", length, offset, path_));
     }
-    if (n == 0) {
-      return Status::Error(ErrorCode::kIoError,
-                           fmt::format("{} ends before offset {} (wanted {} bytes; was it truncated?)", path_,
-                                       offset + done, length));
-    }
+    if (n == 0) return TruncatedError(offset + done, length);
     done += static_cast<size_t>(n);
   }
   return Status::Ok();
@@ -74,24 +74,17 @@ Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) cons
 
 Status BackingFile::ReadRange(uint64_t offset, void* buffer, size_t length, uint64_t* bytes_read) const {
   auto* out = static_cast<uint8_t*>(buffer);
-  const uint64_t end = offset + length;
-  uint64_t pos = offset;
-  // The first extent ending after `pos`; extents are sorted and disjoint.
-  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), pos,
-                             [](uint64_t off, const auto& extent) { return off < extent.second; });
-  while (pos < end) {
-    const uint64_t data_start = it == data_extents_.end() ? end : std::min(std::max(it->first, pos), end);
-    if (data_start > pos) {  // a hole: zeros, nothing to read
-      std::memset(out + (pos - offset), 0, data_start - pos);
-      pos = data_start;
-      continue;
-    }
-    const uint64_t data_end = std::min(it->second, end);
-    UFFD_RETURN_IF_ERROR(ReadExact(pos, out + (pos - offset), data_end - pos));
-    *bytes_read += data_end - pos;
-    pos = data_end;
-    ++it;
-  }
+  uint64_t pos = offset;  // everything before it is filled
+  Status status;
+  ForEachDataPiece(offset, length, [&](uint64_t start, uint64_t end) {
+    if (!status.ok()) return;
+    std::memset(out + (pos - offset), 0, start - pos);  // a hole: zeros, nothing to read
+    status = ReadExact(start, out + (start - offset), end - start);
+    if (status.ok()) *bytes_read += end - start;
+    pos = end;
+  });
+  if (!status.ok()) return status;
+  std::memset(out + (pos - offset), 0, offset + length - pos);
   return Status::Ok();
 }
 

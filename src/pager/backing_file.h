@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -43,6 +44,16 @@ class BackingFile {
   // such a page is zeros and needs no read.
   bool IsHole(uint64_t offset, uint64_t length) const;
 
+  // Calls fn(start, end) for each piece of [offset, offset+length) that holds
+  // data (is not a hole), in order.
+  template <typename Fn>
+  void ForEachDataPiece(uint64_t offset, uint64_t length, Fn&& fn) const;
+
+  // Whether a later version of a file's size cut [offset, offset+length): for
+  // errors that find the file shorter than at open.
+  Status TruncatedError(uint64_t offset, uint64_t length) const;
+
+  int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
   uint64_t size() const { return identity_.size; }
   const FileIdentity& identity() const { return identity_; }
@@ -59,5 +70,16 @@ class BackingFile {
   FileIdentity identity_;
   std::vector<std::pair<uint64_t, uint64_t>> data_extents_;  // sorted [start, end)
 };
+
+template <typename Fn>
+void BackingFile::ForEachDataPiece(uint64_t offset, uint64_t length, Fn&& fn) const {
+  const uint64_t end = offset + length;
+  // The first extent ending after `offset`; extents are sorted and disjoint.
+  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
+                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  for (; it != data_extents_.end() && it->first < end; ++it) {
+    fn(std::max(it->first, offset), std::min(it->second, end));
+  }
+}
 
 }  // namespace uffdpager

@@ -1,6 +1,7 @@
 #include "pager/page_cache.h"
 
 #include "pager/page_allocator.h"
+#include "pager/zero_scan.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -22,20 +23,6 @@ uint8_t* CachedPage::mutable_data() {
 }
 
 namespace {
-
-// Word-wise scan; a non-zero page usually differs in its first words.
-bool IsAllZero(const uint8_t* bytes, size_t size) {
-  size_t words = size / sizeof(uint64_t);
-  for (size_t i = 0; i < words; ++i) {
-    uint64_t w;
-    std::memcpy(&w, bytes + i * sizeof(uint64_t), sizeof(w));
-    if (w != 0) return false;
-  }
-  for (size_t i = words * sizeof(uint64_t); i < size; ++i) {
-    if (bytes[i] != 0) return false;
-  }
-  return true;
-}
 
 // Writes a cached page's bytes (zeros if it has none) to `out`; returns
 // whether the page is all zeros.
