@@ -159,17 +159,22 @@ Result<PageRef> FaultEngine::LoadPage(uint64_t file_offset, uint64_t page_size) 
   return page;
 }
 
-Status FaultEngine::ReadBacking(uint64_t offset, uint64_t length, uint8_t* out) {
+template <typename Read>
+Status FaultEngine::CountBackingRead(Read&& read) {
   auto start = Clock::now();
-  uint64_t read = 0;
-  Status st = backing_->ReadRange(offset, out, length, &read);
+  uint64_t bytes = 0;
+  Status st = read(&bytes);
   // One latency sample per read the file really saw (a range of holes is none).
-  if (read > 0 || !st.ok()) {
+  if (bytes > 0 || !st.ok()) {
     counters_.Add(&FaultCounters::backing_read_ns_total,
                   static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
   }
-  counters_.Add(&FaultCounters::backing_bytes_read, read);
+  counters_.Add(&FaultCounters::backing_bytes_read, bytes);
   return st;
+}
+
+Status FaultEngine::ReadBacking(uint64_t offset, uint64_t length, uint8_t* out) {
+  return CountBackingRead([&](uint64_t* bytes) { return backing_->ReadRange(offset, out, length, bytes); });
 }
 
 FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report) {
@@ -309,16 +314,47 @@ FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeR
   return result;
 }
 
-bool FaultEngine::EnsureStaging(ServeReport* report) {
-  if (staging_.valid()) return true;
+Status FaultEngine::EnsureStaging() {
+  if (staging_.valid()) return Status::Ok();
   auto staging = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
                                     "run staging buffer");
-  if (!staging.ok()) {
-    RecordFailure(report, staging.status());
-    return false;
-  }
+  if (!staging.ok()) return staging.status();
   staging_ = std::move(*staging);
-  return true;
+  return Status::Ok();
+}
+
+BackingMapping* FaultEngine::MappedBacking() {
+  if (!mapping_tried_) {
+    mapping_tried_ = true;
+    auto mapping = BackingMapping::Map(backing_);
+    if (mapping.ok()) {
+      mapped_backing_ = std::make_unique<BackingMapping>(std::move(*mapping));
+    } else {
+      spdlog::warn("{}; completion reads through a buffer instead", mapping.status().ToString());
+    }
+  }
+  return mapped_backing_.get();
+}
+
+Status FaultEngine::LoadRun(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
+                            const uint8_t** source, uint64_t* valid_pages, bool* mapped) {
+  *mapped = false;
+  *valid_pages = 0;
+  BackingMapping* mapping = use == RunUse::kCompletion ? MappedBacking() : nullptr;
+  if (mapping == nullptr) {
+    UFFD_RETURN_IF_ERROR(EnsureStaging());
+    *source = staging_.data();
+    return ReadRunIntoStaging(file_offset, page_size, count, use, valid_pages);
+  }
+  // Completion keeps nothing in the shared cache, so it needs no staging
+  // copy either: the pages go from the page cache to the VM in one copy.
+  *mapped = true;
+  *source = mapping->at(file_offset);
+  staging_zero_.resize(count);
+  Status st = CountBackingRead([&](uint64_t* bytes) { return mapping->Load(file_offset, count * page_size, bytes); });
+  if (st.ok()) st = mapping->FindZeroPages(file_offset, page_size, count, staging_zero_.data());
+  if (st.ok()) *valid_pages = count;
+  return st;
 }
 
 Status FaultEngine::ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
@@ -347,9 +383,19 @@ FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, 
   const GuestRegionMapping& r = layout_.regions()[region];
   const uint64_t ps = r.page_size;
   *installed = 0;
-  if (!EnsureStaging(report)) return FillResult::kFailed;
+  const uint8_t* source = nullptr;
   uint64_t valid = 0;
-  Status loaded = ReadRunIntoStaging(r.offset + first * ps, ps, count, use, &valid);
+  bool mapped = false;
+  Status loaded = LoadRun(r.offset + first * ps, ps, count, use, &source, &valid, &mapped);
+  // Whatever happens below, the mapped source's page tables go once the
+  // run is in.
+  struct ReleaseOnExit {
+    BackingMapping* mapping;
+    uint64_t offset, length;
+    ~ReleaseOnExit() {
+      if (mapping) mapping->Release(offset, length);
+    }
+  } release{mapped ? mapped_backing_.get() : nullptr, r.offset + first * ps, count * ps};
   if (!loaded.ok()) {
     // Fault-around and prefetch install what could be read; completion, and
     // any run whose first page is unreadable, fail.
@@ -402,7 +448,7 @@ FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, 
     const uint64_t len = (seg.end - i) * ps;
     UffdFillOutcome outcome =
         seg.zero ? uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
-                 : uffd_->Copy(addr, staging_.data() + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+                 : uffd_->Copy(addr, source + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
     const uint64_t went_in = outcome.bytes / ps;
     for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
     counters_.Add(seg.zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);

@@ -18,6 +18,7 @@
 #include "common/memory_mapping.h"
 #include "common/userfaultfd.h"
 #include "pager/backing_file.h"
+#include "pager/backing_mapping.h"
 #include "pager/fault_counters.h"
 #include "pager/memory_layout.h"
 #include "pager/page_cache.h"
@@ -122,9 +123,13 @@ class FaultEngine {
   // The page's bytes through the shared cache (one backing read per miss,
   // none for holes); counts hits, misses and bytes read.
   Result<PageRef> LoadPage(uint64_t file_offset, uint64_t page_size);
-  // Reads [offset, offset+length) of the backing file (holes as zeros), timed
-  // and counted: the one backing read of the demand path and of runs.
+  // Reads [offset, offset+length) of the backing file (holes as zeros) with
+  // pread: the backing read of the demand path and of cached runs.
   Status ReadBacking(uint64_t offset, uint64_t length, uint8_t* out);
+  // Runs `read` (which adds the bytes it read from the file to its argument),
+  // timed and counted: every backing read goes through here.
+  template <typename Read>
+  Status CountBackingRead(Read&& read);
   // Why a run is installed: decides whether its pages are kept in the shared
   // cache and whether a page that cannot be loaded fails the run.
   enum class RunUse {
@@ -139,11 +144,21 @@ class FaultEngine {
   // then one wake. *installed says how far it got.
   FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report,
                          RunUse use);
-  bool EnsureStaging(ServeReport* report);
+  Status EnsureStaging();
+  // Gets a run's `count` pages from `file_offset` ready to copy: sets
+  // *source to their bytes and staging_zero_ to which of them are zero;
+  // *valid_pages is how many leading pages that holds. Completion copies
+  // straight from the backing mapping (*mapped set: release it after the
+  // copy); other runs are assembled in the staging buffer through the cache.
+  Status LoadRun(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use, const uint8_t** source,
+                 uint64_t* valid_pages, bool* mapped);
   // Fills the staging buffer (and staging_zero_) with `count` pages from
   // `file_offset`; *valid_pages is how many leading pages it holds.
   Status ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
                             uint64_t* valid_pages);
+  // The read-only mapping of the backing file, made on first use; null if it
+  // cannot be made (runs then go through the staging buffer).
+  BackingMapping* MappedBacking();
   // How many staged pages from `from` on are zero.
   uint64_t ZeroStretch(uint64_t from, uint64_t count) const;
   // Takes the next window of the prefetch plan, in file order; false when the
@@ -172,6 +187,8 @@ class FaultEngine {
   std::deque<PendingFault> pending_;
   MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   MemoryMapping staging_;         // runs are assembled here (kMaxRunBytes)
+  std::unique_ptr<BackingMapping> mapped_backing_;  // completion's source
+  bool mapping_tried_ = false;
   std::vector<uint8_t> staging_zero_;  // per staged page: all zeros?
   bool recording_ = false;
   size_t record_limit_ = 0;
