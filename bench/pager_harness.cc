@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -33,14 +34,19 @@ BenchPager::~BenchPager() {
   process_.reset();
 }
 
-std::vector<PagerFlavor> RestoreFlavors() {
-  return {
+std::vector<PagerFlavor> RestoreFlavors(const std::vector<std::string>& only) {
+  std::vector<PagerFlavor> all = {
       OnDemandFlavor(),
       {"pager_fault_around", {"--fault-around-max-pages", "64"}, "--fault-around-max-pages"},
       {"pager_prefetch", {"--prefetch"}, "--prefetch"},
       // On demand with zero-page detection off: what detection is worth.
       {"pager_zeros_copied", {"--zero-pages", "copy"}, "--zero-pages"},
   };
+  if (only.empty()) return all;
+  std::erase_if(all, [&only](const PagerFlavor& f) {
+    return f.name != OnDemandFlavor().name && std::find(only.begin(), only.end(), f.name) == only.end();
+  });
+  return all;
 }
 
 PagerFlavor OnDemandFlavor() { return {"pager_on_demand", {}, ""}; }

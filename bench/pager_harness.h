@@ -28,9 +28,10 @@ struct PagerFlavor {
   std::string required_flag;            // empty: always available
 };
 
-// Every flavor the restore comparison runs, in table order. Adding a pager
-// feature to the benchmark is one line here.
-std::vector<PagerFlavor> RestoreFlavors();
+// Every flavor the restore comparisons run, in table order; with `only`
+// non-empty, just those named there plus on-demand (every ratio's
+// reference). Adding a pager feature to the benchmark is one line here.
+std::vector<PagerFlavor> RestoreFlavors(const std::vector<std::string>& only = {});
 
 // The on-demand flavor (no fault-around, no prefetch): the reference.
 PagerFlavor OnDemandFlavor();

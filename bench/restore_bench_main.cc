@@ -114,6 +114,11 @@ int main(int argc, char** argv) {
                  "pager cache bound in the concurrency test (default: a quarter of the snapshot)");
   auto* sections_option = app.add_option("--sections", sections, "which measurements to run")
       ->check(CLI::IsMember(kSections))->capture_default_str();
+  std::vector<std::string> flavor_names;
+  for (const PagerFlavor& f : RestoreFlavors()) flavor_names.push_back(f.name);
+  app.add_option("--flavors", config.flavors, "pager flavors of the restore and tinyvmm sections (default: all; "
+                                              "pager_on_demand, the reference, always runs)")
+      ->check(CLI::IsMember(flavor_names));
   app.add_option("--tinyvmm-bin", tinyvmm.binary, "the tinyvmm for the tinyvmm section")->capture_default_str();
   app.add_option("--tinyvmm-mib", tinyvmm.memory_mib, "guest memory of the tinyvmm section (MiB)")
       ->capture_default_str()->check(CLI::Range(32, 16384));
@@ -186,7 +191,7 @@ int main(int argc, char** argv) {
                     {"tinyvmm_vcpus", tinyvmm.vcpus},
                     {"quick", quick}}},
                   {"notes", json::array()}};
-  for (const PagerFlavor& flavor : RestoreFlavors()) {
+  for (const PagerFlavor& flavor : RestoreFlavors(config.flavors)) {
     if (!flavor.required_flag.empty() && config.pager_help.find(flavor.required_flag) == std::string::npos) {
       results["notes"].push_back(flavor.name + " skipped: this uffd-pager has no " + flavor.required_flag);
     }

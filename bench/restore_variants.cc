@@ -204,7 +204,7 @@ Status WaitForChildren(std::vector<pid_t>& children, std::chrono::seconds limit)
 Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& set) {
   std::vector<Series> series = {{"file_warm"}, {"file_cold"}};
   std::vector<PagerFlavor> flavors;
-  for (const PagerFlavor& flavor : RestoreFlavors()) {
+  for (const PagerFlavor& flavor : RestoreFlavors(config.flavors)) {
     if (FlavorAvailable(config, flavor)) {
       flavors.push_back(flavor);
       series.push_back({flavor.name + "_cold"});

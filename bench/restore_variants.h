@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,7 @@ struct BenchConfig {
   uint64_t verify_stride = 61;     // check every N-th touched page against the file
   PagerSetup pager;                // binary, work dir, cache bound of the other tests
   std::string pager_help;          // `uffd-pager --help`, to see which flavors exist
+  std::vector<std::string> flavors;  // restore flavors to run (empty: all; on-demand always)
 };
 
 // 1. Time until 4 vCPU-like threads have touched `set`: file backend (page

@@ -312,7 +312,7 @@ Result<json> RunTinyVmmRestore(const BenchConfig& config, const TinyVmmBenchConf
   setup.cache_max_bytes = std::max<uint64_t>(setup.cache_max_bytes, vmm.memory_mib * kMiB);
   std::vector<Series> series = {{"file_warm"}};
   std::vector<PagerFlavor> flavors;
-  for (const PagerFlavor& flavor : RestoreFlavors()) {
+  for (const PagerFlavor& flavor : RestoreFlavors(config.flavors)) {
     bool available = flavor.required_flag.empty() || config.pager_help.find(flavor.required_flag) != std::string::npos;
     for (const char* cache : {"_cold", "_warm"}) {
       series.push_back({flavor.name + cache});
