@@ -219,38 +219,42 @@ void MakeSparseSnapshot(std::string path, SparseSnapshot* out) {
   }
 }
 
-TEST_F(PagerRestoreTest, ZeroPagesAndHolesAreNeverReadOrCopiedAsBytes) {
-  StartPager();
-  SparseSnapshot snap;
-  MakeSparseSnapshot(MakeSnapshot("sparse.mem", kGuestBytes, 10), &snap);
-  if (IsSkipped() || HasFatalFailure()) return;
-  auto vm = VmmStandIn::Restore(CreateSession("z", snap.path), kRegions);
-  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-  TouchAllPages((*vm)->memory, 2);
-  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap.path));
+// Restores the sparse snapshot through a pager started with `options`,
+// touches every page and checks every byte; returns the session's counters
+// (a fatal failure or a skip returns early: callers check).
+class PagerSparseRestoreTest : public PagerFixture {
+ protected:
+  nlohmann::json ServeSparseSnapshot(PagerProcessOptions options, SparseSnapshot* snap) {
+    StartPager(std::move(options));
+    MakeSparseSnapshot(MakeSnapshot("sparse.mem", kGuestBytes, 10), snap);
+    if (IsSkipped() || HasFatalFailure()) return {};
+    auto vm = VmmStandIn::Restore(CreateSession("z", snap->path), kRegions);
+    EXPECT_TRUE(vm.ok()) << vm.status().ToString();
+    if (!vm.ok()) return {};
+    TouchAllPages((*vm)->memory, 2);
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap->path));
+    auto c = Session("z")["counters"];
+    EXPECT_EQ(c["backing_bytes_read"].get<uint64_t>(), kGuestBytes - snap->hole_pages * 4096) << "a hole was read";
+    return c;
+  }
+};
 
-  auto c = Session("z")["counters"];
-  EXPECT_EQ(c["backing_bytes_read"].get<uint64_t>(), kGuestBytes - snap.hole_pages * 4096) << "a hole was read";
+TEST_F(PagerSparseRestoreTest, ZeroPagesAndHolesAreNeverReadOrCopiedAsBytes) {
+  SparseSnapshot snap;
+  auto c = ServeSparseSnapshot({}, &snap);
+  if (IsSkipped() || HasFailure()) return;
   EXPECT_EQ(c["zero_pages"].get<uint64_t>(), snap.zero_pages);
   EXPECT_EQ(c["pages_copied"].get<uint64_t>(), kGuestBytes / 4096 - snap.zero_pages);
   EXPECT_EQ(Stat("cache_zero_items"), snap.zero_pages);
 }
 
-TEST_F(PagerRestoreTest, WithZeroPagesCopiedZerosAreServedAsData) {
+TEST_F(PagerSparseRestoreTest, WithZeroPagesCopiedZerosAreServedAsData) {
   // --zero-pages copy switches detection off, to measure what it saves: every
   // page is read (holes as zeros, without a read), cached and copied.
-  StartPager({.extra_args = {"--zero-pages", "copy"}});
   SparseSnapshot snap;
-  MakeSparseSnapshot(MakeSnapshot("sparse.mem", kGuestBytes, 10), &snap);
-  if (IsSkipped() || HasFatalFailure()) return;
+  auto c = ServeSparseSnapshot({.extra_args = {"--zero-pages", "copy"}}, &snap);
+  if (IsSkipped() || HasFailure()) return;
   ASSERT_GT(snap.zero_pages, snap.hole_pages) << "the snapshot must also hold zero pages that are data";
-  auto vm = VmmStandIn::Restore(CreateSession("z", snap.path), kRegions);
-  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-  TouchAllPages((*vm)->memory, 2);
-  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap.path));
-
-  auto c = Session("z")["counters"];
-  EXPECT_EQ(c["backing_bytes_read"].get<uint64_t>(), kGuestBytes - snap.hole_pages * 4096) << "a hole was read";
   EXPECT_EQ(c["zero_pages"].get<uint64_t>(), 0u);
   EXPECT_EQ(c["pages_copied"].get<uint64_t>(), kGuestBytes / 4096);
   EXPECT_EQ(Stat("cache_zero_items"), 0u);
