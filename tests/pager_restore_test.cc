@@ -259,6 +259,16 @@ TEST_F(PagerSparseRestoreTest, WithZeroPagesCopiedZerosAreServedAsData) {
   EXPECT_EQ(c["pages_copied"].get<uint64_t>(), kGuestBytes / 4096);
   EXPECT_EQ(Stat("cache_zero_items"), 0u);
   EXPECT_GE(Stat("cache_bytes"), kGuestBytes) << "zero pages are kept as data";
+
+  // Completion, which copies from a mapping of the file, copies them too.
+  auto vm = VmmStandIn::Restore(CreateSession("c", snap.path), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return SessionState("c") == "serving"; }));
+  ASSERT_TRUE(pager_->client().CompleteSession("c").ok());
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap.path));
+  auto completed = Session("c")["counters"];
+  EXPECT_EQ(completed["zero_pages"].get<uint64_t>(), 0u);
+  EXPECT_EQ(completed["pages_copied"].get<uint64_t>(), kGuestBytes / 4096);
 }
 
 TEST_F(PagerRestoreTest, HugePagesAreServedIn2MiBUnits) {

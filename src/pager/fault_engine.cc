@@ -350,9 +350,11 @@ Status FaultEngine::LoadRun(uint64_t file_offset, uint64_t page_size, uint64_t c
   // copy either: the pages go from the page cache to the VM in one copy.
   *mapped = true;
   *source = mapping->at(file_offset);
-  staging_zero_.resize(count);
+  staging_zero_.assign(count, 0);
   Status st = CountBackingRead([&](uint64_t* bytes) { return mapping->Load(file_offset, count * page_size, bytes); });
-  if (st.ok()) st = mapping->FindZeroPages(file_offset, page_size, count, staging_zero_.data());
+  if (st.ok() && cache_->zero_pages() == ZeroPageMode::kDetect) {
+    st = mapping->FindZeroPages(file_offset, page_size, count, staging_zero_.data());
+  }
   if (st.ok()) *valid_pages = count;
   return st;
 }
