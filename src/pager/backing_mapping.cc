@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <fmt/format.h>
@@ -53,7 +54,13 @@ void ScanForZeroPages(void* context) {
 }  // namespace
 
 Status BackingMapping::FindZeroPages(uint64_t offset, uint64_t page_size, uint64_t count, uint8_t* zero) const {
-  for (uint64_t i = 0; i < count; ++i) zero[i] = file_->IsHole(offset + i * page_size, page_size) ? 1 : 0;
+  // Holes are zeros without a scan: every page starts as one, and the pages
+  // a data piece touches are scanned (one walk over the extents, not a
+  // lookup per page).
+  std::fill(zero, zero + count, uint8_t{1});
+  file_->ForEachDataPiece(offset, count * page_size, [&](uint64_t start, uint64_t end) {
+    std::fill(zero + (start - offset) / page_size, zero + (end - offset + page_size - 1) / page_size, uint8_t{0});
+  });
   ZeroScan scan{at(offset), page_size, count, zero};
   if (!RunWithSigbusGuard(scan.base, count * page_size, ScanForZeroPages, &scan)) {
     return file_->TruncatedError(offset, count * page_size);
