@@ -127,6 +127,12 @@ TEST_F(PagerHandoverTest, SessionsTheTakerRefusesOrDropsStayServedByTheOldPager)
   std::string snap = MakeSnapshot("mem", kVmBytes, 7);
   auto vm = VmmStandIn::Restore(Create(*old_pager, "kept", snap), kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // The handshake is one message with no reply: until the pager has taken
+  // it, the session still waits and would be offered as a listener.
+  ASSERT_TRUE(WaitFor([&] {
+    auto s = old_pager->client().GetSession("kept");
+    return s.ok() && s->value("state", "") == "serving";
+  }));
   VcpuWalkers walk((*vm)->memory, 2);
   const std::string handover = old_pager->root_dir() + "/handover.sock";
 
