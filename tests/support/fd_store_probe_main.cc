@@ -26,7 +26,9 @@
 //   ignore-term                  SIGTERM is ignored from here on
 //   exit=N                       exits with N
 // SIGUSR1 closes every kept peer (socket ends, pipe write ends), so the
-// stored ends hang up.
+// stored ends hang up. It stays blocked and the main loop takes it with
+// sigwaitinfo: under TSan an asynchronous handler's signal was sometimes
+// never seen (the peers stayed open with nothing pending).
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -46,7 +48,6 @@
 
 namespace {
 
-volatile sig_atomic_t g_close_peers = 0;
 std::vector<int> g_peers;  // kept ends; the main loop closes them on SIGUSR1
 
 [[noreturn]] void Die(const std::string& what) {
@@ -223,9 +224,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: fd_store_probe REPORT ACTION...\n");
     return 2;
   }
-  struct sigaction usr1 {};
-  usr1.sa_handler = [](int) { g_close_peers = 1; };
-  sigaction(SIGUSR1, &usr1, nullptr);
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &usr1, nullptr);
 
   std::vector<int> fd_flags;
   if (const char* e = getenv("LISTEN_FDS")) {
@@ -253,11 +255,8 @@ int main(int argc, char** argv) {
     RunAction(action);
   }
   for (;;) {
-    if (g_close_peers) {
-      g_close_peers = 0;
-      for (int fd : g_peers) close(fd);
-      g_peers.clear();
-    }
-    usleep(10000);
+    if (sigwaitinfo(&usr1, nullptr) != SIGUSR1) continue;
+    for (int fd : g_peers) close(fd);
+    g_peers.clear();
   }
 }
