@@ -85,13 +85,13 @@ TEST_F(PagerHandoverTest, NewVersionTakesLiveSessionsWhileVmsFaultAndTheOldOneEx
     ASSERT_TRUE(s.ok()) << id << ": " << s.status().ToString() << "\n" << new_pager->Log();
     EXPECT_EQ((*s)["origin"], "taken over from version v1") << s->dump();
   }
-  EXPECT_EQ(new_pager->client().GetSession("a")->value("state", ""), "serving");
+  EXPECT_EQ(SessionState(*new_pager, "a"), "serving");
   // The hand-over happened mid-walk: the new pager served faults of both VMs.
   for (const char* id : {"a", "b"}) {
     auto counters = (*new_pager->client().GetSession(id))["counters"];
     EXPECT_GT(counters["faults"].get<uint64_t>(), 0u) << id << ": " << counters.dump();
   }
-  EXPECT_EQ(new_pager->client().GetSession("w")->value("state", ""), "waiting");
+  EXPECT_EQ(SessionState(*new_pager, "w"), "waiting");
 
   // The VMs keep running on the new pager: faults keep being served...
   uint64_t a_before = walk_a.touched(), b_before = walk_b.touched();
@@ -109,7 +109,7 @@ TEST_F(PagerHandoverTest, NewVersionTakesLiveSessionsWhileVmsFaultAndTheOldOneEx
   ASSERT_TRUE(vm_w.ok()) << vm_w.status().ToString() << "\n" << new_pager->Log();
   TouchAllPages((*vm_w)->memory, 2);
   EXPECT_TRUE(MatchesSnapshotFile((*vm_w)->memory, snap_a));
-  EXPECT_EQ(new_pager->client().GetSession("w")->value("state", ""), "serving");
+  EXPECT_EQ(SessionState(*new_pager, "w"), "serving");
 
   // The new pager's own records name them now; the old one's are gone.
   EXPECT_TRUE(std::filesystem::is_empty(old_pager->root_dir() + "/live"));
@@ -129,10 +129,7 @@ TEST_F(PagerHandoverTest, SessionsTheTakerRefusesOrDropsStayServedByTheOldPager)
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   // The handshake is one message with no reply: until the pager has taken
   // it, the session still waits and would be offered as a listener.
-  ASSERT_TRUE(WaitFor([&] {
-    auto s = old_pager->client().GetSession("kept");
-    return s.ok() && s->value("state", "") == "serving";
-  }));
+  ASSERT_TRUE(WaitFor([&] { return SessionState(*old_pager, "kept") == "serving"; }));
   VcpuWalkers walk((*vm)->memory, 2);
   const std::string handover = old_pager->root_dir() + "/handover.sock";
 
@@ -208,7 +205,7 @@ TEST_F(PagerHandoverTest, AMalformedTakeOverRequestIsAnsweredAndChangesNothing) 
   EXPECT_FALSE(health->draining);
   TouchAllPages((*vm)->memory, 2);
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
-  EXPECT_EQ(pager->client().GetSession("s")->value("state", ""), "serving");
+  EXPECT_EQ(SessionState(*pager, "s"), "serving");
 }
 
 }  // namespace

@@ -19,6 +19,16 @@ namespace {
 constexpr uint64_t kMiB = 1ULL << 20;
 const std::vector<uint64_t> kRegions = {8 * kMiB, 4 * kMiB};
 
+// The session records under a pager's live/ directory. A record being
+// rewritten shows, for a moment, as a temporary file beside it: not counted.
+std::vector<std::filesystem::path> LiveRecordFiles(const std::string& live_dir) {
+  std::vector<std::filesystem::path> records;
+  for (const auto& e : std::filesystem::directory_iterator(live_dir)) {
+    if (e.path().extension() == ".json") records.push_back(e.path());
+  }
+  return records;
+}
+
 class PagerRecoveryTest : public PagerFixture {
  protected:
   // Kills the pager as a crash would, and starts the same version again.
@@ -28,15 +38,7 @@ class PagerRecoveryTest : public PagerFixture {
     pager_.reset();
     StartPager();
   }
-  // Records only: a record being rewritten shows, for a moment, as a
-  // temporary file beside it.
-  size_t LiveRecords() {
-    size_t n = 0;
-    for (const auto& e : std::filesystem::directory_iterator(pager_->root_dir() + "/live")) {
-      if (e.path().extension() == ".json") ++n;
-    }
-    return n;
-  }
+  size_t LiveRecords() { return LiveRecordFiles(pager_->root_dir() + "/live").size(); }
 };
 
 #ifdef UFFDPAGER_SANITIZER_BUILD
@@ -81,9 +83,9 @@ class PagerUnderSupervisorTest : public PagerFixture {
   }
   // The text of session `id`'s record file.
   std::string RecordText(const std::string& id) {
-    for (const auto& e : std::filesystem::directory_iterator(root() + "/live")) {
-      if (e.path().filename().string().rfind(id + ".", 0) == 0 && e.path().extension() == ".json") {
-        std::ifstream in(e.path());
+    for (const auto& record : LiveRecordFiles(root() + "/live")) {
+      if (record.filename().string().rfind(id + ".", 0) == 0) {
+        std::ifstream in(record);
         std::stringstream ss;
         ss << in.rdbuf();
         return ss.str();

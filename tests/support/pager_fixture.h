@@ -67,13 +67,18 @@ class PagerFixture : public ::testing::Test {
     return created.ok() ? created->uffd_socket_path : "";
   }
 
-  nlohmann::json Session(const std::string& id) {
-    auto s = pager_->client().GetSession(id);
-    EXPECT_TRUE(s.ok()) << s.status().ToString();
+  // Session `id` as `pager` describes it (the fixture's pager unless named).
+  static nlohmann::json Session(const TestPager& pager, const std::string& id) {
+    auto s = pager.client().GetSession(id);
+    EXPECT_TRUE(s.ok()) << id << ": " << s.status().ToString();
     return s.ok() ? *s : nlohmann::json::object();
   }
+  nlohmann::json Session(const std::string& id) { return Session(*pager_, id); }
 
-  std::string SessionState(const std::string& id) { return Session(id).value("state", "?"); }
+  static std::string SessionState(const TestPager& pager, const std::string& id) {
+    return Session(pager, id).value("state", "?");
+  }
+  std::string SessionState(const std::string& id) { return SessionState(*pager_, id); }
 
   uint64_t Stat(const std::string& name) {
     auto s = pager_->client().Stats();
