@@ -26,15 +26,8 @@ using nlohmann::json;
 constexpr auto kRestoreLimit = std::chrono::seconds(300);
 constexpr uint64_t kBatchBytes = 2 * kMiB;
 
-double Ms(std::chrono::nanoseconds d) { return d.count() / 1e6; }
-
 std::string CopyFloorName(unsigned threads) {
   return "copy_floor_" + std::to_string(threads) + (threads == 1 ? "_thread" : "_threads");
-}
-
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "  %s\n", line.c_str());
-  std::fflush(stderr);
 }
 
 // A named series of samples; a skipped series keeps only its note.

@@ -5,12 +5,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
 #include "common/unique_fd.h"
 
 namespace uffdpager::bench {
+
+double Ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "  %s\n", line.c_str());
+  std::fflush(stderr);
+}
 
 double Median(std::vector<double> samples) {
   if (samples.empty()) return 0;

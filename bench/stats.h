@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,6 +12,13 @@
 #include "uffdpager/status.h"
 
 namespace uffdpager::bench {
+
+// A duration in milliseconds, for reports.
+double Ms(std::chrono::nanoseconds d);
+
+// One line of progress on stderr (indented, flushed): the benchmarks run for
+// minutes, and their stdout is the report.
+void Progress(const std::string& line);
 
 // The median of `samples` (mean of the two middle ones for an even count);
 // 0 when empty.

@@ -34,13 +34,6 @@ constexpr auto kProgressLimit = std::chrono::seconds(300);
 // is fine enough for restores that take seconds.
 constexpr auto kPollPeriod = std::chrono::milliseconds(5);
 
-double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "  %s\n", line.c_str());
-  std::fflush(stderr);
-}
-
 // One tinyvmm process and its API socket; killed (SIGTERM, then SIGKILL) and
 // reaped when destroyed.
 class TinyVmm {
@@ -238,7 +231,7 @@ Result<Sample> RestoreOnce(const Setup& s, const json& mem_backend, const BenchP
 }
 
 // The samples of one variant.
-struct Series {
+struct TinyvmmSeries {
   std::string name;
   std::vector<double> ms, load_ms, faults, prefetch_pages, fault_around_pages;
   std::string skipped;
@@ -310,7 +303,7 @@ Result<json> RunTinyVmmRestore(const BenchConfig& config, const TinyVmmBenchConf
   // The pagers serve the whole guest from their cache.
   PagerSetup setup = config.pager;
   setup.cache_max_bytes = std::max<uint64_t>(setup.cache_max_bytes, vmm.memory_mib * kMiB);
-  std::vector<Series> series = {{"file_warm"}};
+  std::vector<TinyvmmSeries> series = {{"file_warm"}};
   std::vector<PagerFlavor> flavors;
   for (const PagerFlavor& flavor : RestoreFlavors(config.flavors)) {
     bool available = flavor.required_flag.empty() || config.pager_help.find(flavor.required_flag) != std::string::npos;
@@ -320,8 +313,8 @@ Result<json> RunTinyVmmRestore(const BenchConfig& config, const TinyVmmBenchConf
     }
     if (available) flavors.push_back(flavor);
   }
-  auto find = [&series](const std::string& name) -> Series& {
-    return *std::find_if(series.begin(), series.end(), [&](const Series& x) { return x.name == name; });
+  auto find = [&series](const std::string& name) -> TinyvmmSeries& {
+    return *std::find_if(series.begin(), series.end(), [&](const TinyvmmSeries& x) { return x.name == name; });
   };
 
   // Runs interleave the variants, as in the other sections, so drift of a
@@ -354,7 +347,7 @@ Result<json> RunTinyVmmRestore(const BenchConfig& config, const TinyVmmBenchConf
   const double on_demand_cold = Median(find("pager_on_demand_cold").ms);
   const double on_demand_warm = Median(find("pager_on_demand_warm").ms);
   json variants = json::array();
-  for (const Series& x : series) {
+  for (const TinyvmmSeries& x : series) {
     json j = x.ToJson();
     if (x.skipped.empty()) {
       const double median = Median(x.ms);

@@ -9,7 +9,7 @@
 #include "common/unix_socket.h"
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::bad_input_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -231,4 +231,4 @@ TEST_F(PagerBadInputTest, ASilentHttpClientIsDisconnectedAndOthersAreServed) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::bad_input_test

@@ -8,7 +8,7 @@
 
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::fault_around_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -95,4 +95,4 @@ TEST_F(PagerFaultAroundTest, RandomAccessFromManyThreadsStaysExact) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::fault_around_test

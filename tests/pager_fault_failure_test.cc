@@ -8,7 +8,7 @@
 #include "common/unix_socket.h"
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::fault_failure_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -125,4 +125,4 @@ TEST_F(PagerFaultFailureTest, TheSessionEndsWhenTheVmmExits) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::fault_failure_test

@@ -13,7 +13,7 @@
 #include "support/pager_fixture.h"
 #include "support/vcpu_walkers.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::handover_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -209,4 +209,4 @@ TEST_F(PagerHandoverTest, AMalformedTakeOverRequestIsAnsweredAndChangesNothing) 
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::handover_test

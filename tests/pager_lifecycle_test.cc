@@ -13,7 +13,7 @@
 
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::lifecycle_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -201,4 +201,4 @@ TEST_F(PagerLifecycleTest, DrainRefusesNewSessionsServesOldOnesAndExitsAfterTheL
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::lifecycle_test

@@ -5,7 +5,7 @@
 #include "support/pager_fixture.h"
 #include "support/prometheus_text.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::metrics_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -184,4 +184,4 @@ TEST_F(PagerMetricsTest, NonLoopbackMetricsAddrsAreRefusedAtStart) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::metrics_test

@@ -14,7 +14,7 @@
 
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::prefetch_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -153,4 +153,4 @@ TEST_F(PagerPrefetchTest, ACorruptRecordIsIgnored) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::prefetch_test

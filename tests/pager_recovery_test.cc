@@ -13,7 +13,7 @@
 #include "support/pager_fixture.h"
 #include "support/vcpu_walkers.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::recovery_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -256,4 +256,4 @@ TEST_F(PagerRecoveryTest, ACorruptRecordIsSetAsideAndThePagerStarts) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::recovery_test

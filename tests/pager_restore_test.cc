@@ -17,7 +17,7 @@
 #include "support/huge_pages.h"
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::restore_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -289,4 +289,4 @@ TEST_F(PagerRestoreTest, HugePagesAreServedIn2MiBUnits) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::restore_test

@@ -17,7 +17,7 @@
 #include "common/unix_socket.h"
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::security_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -373,4 +373,4 @@ TEST_F(PagerSecurityTest, AMissingAllowedRootStopsThePagerFromStarting) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::security_test

@@ -17,7 +17,7 @@
 #include "support/pager_fixture.h"
 #include "uffdpager/pager_service.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::service_test {
 namespace {
 
 using std::chrono::milliseconds;
@@ -276,4 +276,4 @@ TEST_F(PagerServiceTest, DrainOtherVersionsRetiresAnOlderPagerWithoutBreakingIts
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::service_test

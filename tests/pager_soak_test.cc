@@ -16,7 +16,7 @@
 #include "support/pager_fixture.h"
 #include "support/prometheus_text.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::soak_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
@@ -203,4 +203,4 @@ TEST_F(PagerSoakTest, ManySessionsLeaveNoFdThreadMappingOrSessionBehind) {
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::soak_test

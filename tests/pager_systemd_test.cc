@@ -14,7 +14,7 @@
 
 #include "support/pager_fixture.h"
 
-namespace uffdpager::testing {
+namespace uffdpager::testing::systemd_test {
 namespace {
 
 // The systemd end of NOTIFY_SOCKET: a datagram socket collecting messages.
@@ -141,4 +141,4 @@ TEST(PagerSystemdUnitTest, TheTemplateUnitRunsThisPagerAsANotifyServicePerVersio
 }
 
 }  // namespace
-}  // namespace uffdpager::testing
+}  // namespace uffdpager::testing::systemd_test
