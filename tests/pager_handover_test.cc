@@ -9,7 +9,7 @@
 
 #include "common/uffd_handshake.h"
 #include "common/unix_socket.h"
-#include "pager/session_handover.h"
+#include "pager/continuity/session_handover.h"
 #include "support/pager_fixture.h"
 #include "support/vcpu_walkers.h"
 

@@ -4,7 +4,7 @@
 
 #include <cstdlib>
 
-#include "pager/pager_version.h"
+#include "common/version.h"
 
 namespace uffdpager::vmm {
 
@@ -247,7 +247,7 @@ nlohmann::json VmmController::InstanceInfo() const {
   std::lock_guard<std::mutex> lock(status_mu_);
   nlohmann::json j = {{"id", options_.instance_id},
                       {"state", InstanceStateName(state_)},
-                      {"vmm_version", kPagerVersion},
+                      {"vmm_version", kVersion},
                       {"app_name", "tinyvmm"},
                       {"stalled", !stall_reason_.empty()}};
   if (!stall_reason_.empty()) j["stall_reason"] = stall_reason_;

@@ -16,11 +16,11 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "pager/backing_path_policy.h"
-#include "pager/control_api.h"
-#include "pager/metrics_registry.h"
-#include "pager/page_cache.h"
-#include "pager/session_registry.h"
+#include "pager/access/backing_path_policy.h"
+#include "pager/daemon/control_api.h"
+#include "pager/metrics/metrics_registry.h"
+#include "pager/storage/page_cache.h"
+#include "pager/daemon/session_registry.h"
 
 namespace {
 

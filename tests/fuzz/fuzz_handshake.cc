@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "common/uffd_handshake.h"
-#include "pager/memory_layout.h"
+#include "pager/serving/memory_layout.h"
 
 namespace {
 

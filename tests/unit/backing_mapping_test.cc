@@ -1,5 +1,5 @@
 // BackingMapping: completion's read-only source, and its SIGBUS guard.
-#include "pager/backing_mapping.h"
+#include "pager/storage/backing_mapping.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -1,8 +1,8 @@
-#include "pager/memory_layout.h"
+#include "pager/serving/memory_layout.h"
 
 #include <gtest/gtest.h>
 
-#include "pager/session_registry.h"
+#include "pager/daemon/session_registry.h"
 
 namespace uffdpager {
 namespace {

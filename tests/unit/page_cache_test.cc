@@ -1,6 +1,6 @@
-#include "pager/page_cache.h"
+#include "pager/storage/page_cache.h"
 
-#include "pager/page_allocator.h"
+#include "pager/storage/page_allocator.h"
 
 #include <gtest/gtest.h>
 

@@ -1,9 +1,9 @@
-#include "pager/removed_ranges.h"
+#include "pager/serving/removed_ranges.h"
 
 #include <gtest/gtest.h>
 
 #include "common/uffd_handshake.h"
-#include "pager/page_presence.h"
+#include "pager/serving/page_presence.h"
 
 namespace uffdpager {
 namespace {

@@ -1,4 +1,4 @@
-#include "pager/session_record.h"
+#include "pager/continuity/session_record.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,45 @@
+// BackingPathPolicy: which memory files the pager may open for a session.
+//
+// The pager usually runs with more privilege than the orchestrators that ask
+// it to serve a file; without a policy, a caller could have it serve any file
+// it can read (/etc/shadow, another tenant's snapshot) into a VM it controls.
+// With --allowed-backing-root set, a backing path must name a file beneath
+// one of the roots, and it is opened with openat2(RESOLVE_BENEATH) from the
+// root's directory fd, so neither "..", nor a symlink, nor a /proc magic link
+// can lead out of it, and nothing is resolved twice (no check-then-open race).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "pager/storage/backing_file.h"
+#include "uffdpager/status.h"
+
+namespace uffdpager {
+
+class BackingPathPolicy {
+ public:
+  // No roots: any absolute path the pager can read is allowed.
+  static Result<BackingPathPolicy> Create(const std::vector<std::string>& allowed_roots);
+
+  // Opens `path` if the policy allows it. A path outside every root, or one
+  // that leads out of its root, is kPermissionDenied (403) with a message
+  // naming the roots; a file the pager may not read is too (EACCES).
+  Result<std::shared_ptr<BackingFile>> Open(const std::string& path) const;
+
+  bool restricted() const { return !roots_.empty(); }
+  std::string DescribeRoots() const;
+
+ private:
+  struct Root {
+    std::string path;  // as configured, without trailing slashes
+    UniqueFd dir;      // O_PATH directory fd, resolved once at start-up
+  };
+  Result<UniqueFd> OpenBeneath(const Root& root, const std::string& relative, const std::string& path) const;
+
+  std::vector<Root> roots_;
+};
+
+}  // namespace uffdpager

@@ -1,0 +1,242 @@
+#include "pager/continuity/session_handover.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/uffd_handshake.h"
+#include "common/unix_socket.h"
+
+namespace uffdpager {
+
+namespace {
+
+// A record is small, but a VM whose balloon discarded memory in many pieces
+// has one entry per piece.
+constexpr size_t kMaxMessageBytes = 4 << 20;
+constexpr size_t kMaxMessageFds = 8;
+// How long either side waits for the other's next message. Detaching and
+// adopting a session takes milliseconds; this only bounds a stuck peer.
+constexpr auto kReplyTimeout = std::chrono::seconds(30);
+
+// Lets one packet hold kMaxMessageBytes (as root past net.core.wmem_max).
+void AllowLargePackets(int sock) {
+  int size = static_cast<int>(kMaxMessageBytes + (64 << 10));
+  if (::setsockopt(sock, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) != 0) {
+    (void)::setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  }
+  if (::setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0) {
+    (void)::setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+  }
+}
+
+std::vector<SessionFdRole> RolesPresent(RecoveredSession& session) {
+  std::vector<SessionFdRole> roles;
+  for (SessionFdRole role : kAllSessionFdRoles) {
+    if (FdForRole(session.fds, role)) roles.push_back(role);
+  }
+  return roles;
+}
+
+Status SendSession(int conn, RecoveredSession& session) {
+  nlohmann::json names = nlohmann::json::array();
+  std::vector<int> fds;
+  for (SessionFdRole role : RolesPresent(session)) {
+    names.push_back(SessionFdRoleName(role));
+    fds.push_back(FdForRole(session.fds, role).get());
+  }
+  return SendHandoverMessage(conn, {{"session", session.record.ToJson()}, {"fds", std::move(names)}}, fds);
+}
+
+Result<RecoveredSession> ParseSession(HandoverMessage message) {
+  auto record = SessionRecord::FromJson(message.body["session"]);
+  if (!record.ok()) return record.status();
+  RecoveredSession out{std::move(*record), {}};
+  const auto& names = message.body.value("fds", nlohmann::json::array());
+  if (!names.is_array() || names.size() != message.fds.size()) {
+    return Status::Protocol(fmt::format("hand-over message names {} fds but carries {}",
+                                        names.is_array() ? names.size() : 0, message.fds.size()));
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    bool known = false;
+    for (SessionFdRole role : kAllSessionFdRoles) {
+      if (names[i].is_string() && names[i].get<std::string>() == SessionFdRoleName(role)) {
+        FdForRole(out.fds, role) = std::move(message.fds[i]);
+        known = true;
+      }
+    }
+    if (!known) return Status::Protocol("hand-over message carries an fd of unknown role " + names[i].dump());
+  }
+  return out;
+}
+
+}  // namespace
+
+Status SendHandoverMessage(int sock, const nlohmann::json& body, std::span<const int> fds) {
+  std::string text = body.dump();
+  if (text.size() > kMaxMessageBytes) {
+    return Status::InvalidArgument(fmt::format("hand-over message of {} bytes is over the {} byte limit",
+                                               text.size(), kMaxMessageBytes));
+  }
+  return SendWithFds(sock, text, fds).WithContext("send hand-over message");
+}
+
+Result<HandoverMessage> ReceiveHandoverMessage(int sock, std::chrono::milliseconds timeout) {
+  auto readable = WaitReadable(sock, std::chrono::steady_clock::now() + timeout);
+  if (!readable.ok()) return readable.status().WithContext("hand-over socket");
+  if (!*readable) return Status::Timeout(fmt::format("no hand-over message within {} ms", timeout.count()));
+  std::string buffer(kMaxMessageBytes, '\0');
+  iovec iov{buffer.data(), buffer.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxMessageFds)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Status::FromErrno(errno, "receive hand-over message");
+  HandoverMessage out;
+  TakeReceivedFds(&msg, &out.fds);
+  if (n == 0) return Status::Unavailable("the other pager closed the hand-over connection");
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) return Status::Protocol("hand-over message cut short");
+  out.body = nlohmann::json::parse(buffer.data(), buffer.data() + n, nullptr, /*allow_exceptions=*/false);
+  if (!out.body.is_object()) return Status::Protocol("hand-over message is not a JSON object");
+  return out;
+}
+
+size_t GiveSessions(int conn, std::vector<RecoveredSession> sessions,
+                    const std::function<void(RecoveredSession, bool adopted)>& settle) {
+  AllowLargePackets(conn);
+  size_t adopted = 0;
+  bool broken = false;
+  for (auto& session : sessions) {
+    if (broken) {
+      settle(std::move(session), false);
+      continue;
+    }
+    const std::string id = session.record.spec.id;
+    Status sent = SendSession(conn, session);
+    if (!sent.ok()) {
+      spdlog::error("hand-over of session {}: {}", id, sent.ToString());
+      // Too large or otherwise unsendable: this one stays; a broken
+      // connection means none of the rest can go either.
+      broken = sent.code() != ErrorCode::kInvalidArgument;
+      settle(std::move(session), false);
+      continue;
+    }
+    auto answer = ReceiveHandoverMessage(conn, kReplyTimeout);
+    if (!answer.ok()) {
+      // We cannot know whether the taker serves it now; it is gone or stuck,
+      // so serving it again here is what keeps the VM alive.
+      spdlog::error("hand-over of session {}: no answer from the taker: {}", id, answer.status().ToString());
+      broken = true;
+      settle(std::move(session), false);
+      continue;
+    }
+    bool ok = answer->body.value("adopted", false);
+    if (!ok) {
+      spdlog::warn("hand-over of session {}: the taker refused it: {}", id, answer->body.value("error", "?"));
+    } else {
+      ++adopted;
+    }
+    settle(std::move(session), ok);
+  }
+  if (!broken) {
+    Status done = SendHandoverMessage(conn, {{"done", true}, {"sessions", adopted}});
+    if (!done.ok()) spdlog::warn("hand-over: {}", done.ToString());
+  }
+  return adopted;
+}
+
+Result<size_t> TakeOverSessions(const std::string& giver_socket, const std::string& taker_version,
+                                const std::function<Status(RecoveredSession)>& adopt) {
+  auto conn = ConnectUnixSocket(giver_socket, SOCK_SEQPACKET);
+  if (!conn.ok()) {
+    if (conn.status().error_number() == ENOENT || conn.status().error_number() == ECONNREFUSED) {
+      return Status::NotFound("no pager listens on " + giver_socket);
+    }
+    return conn.status();
+  }
+  AllowLargePackets(conn->get());
+  UFFD_RETURN_IF_ERROR(SendHandoverMessage(conn->get(), {{"take_over", taker_version}}));
+  size_t adopted = 0;
+  for (;;) {
+    auto message = ReceiveHandoverMessage(conn->get(), kReplyTimeout);
+    if (!message.ok()) return message.status().WithContext(fmt::format("after taking {} sessions", adopted));
+    if (message->body.value("done", false)) return adopted;
+    if (message->body.contains("error")) {
+      return Status::Unavailable("the pager at " + giver_socket + " refused: " +
+                                 message->body.value("error", std::string("?")));
+    }
+    auto session = ParseSession(std::move(*message));
+    Status result = session.ok() ? adopt(std::move(*session)) : session.status();
+    nlohmann::json answer = {{"adopted", result.ok()}};
+    if (!result.ok()) answer["error"] = result.ToString();
+    adopted += result.ok() ? 1 : 0;
+    UFFD_RETURN_IF_ERROR(SendHandoverMessage(conn->get(), answer));
+  }
+}
+
+HandoverServer::HandoverServer(std::string path, UniqueFd listener, Giver give)
+    : path_(std::move(path)), listener_(std::move(listener)), give_(std::move(give)) {}
+
+Result<std::unique_ptr<HandoverServer>> HandoverServer::Start(std::string path, Giver give) {
+  auto listener = ListenUnixSocket(path, 0600, 4, SOCK_SEQPACKET);
+  if (!listener.ok()) return listener.status();
+  std::unique_ptr<HandoverServer> server(new HandoverServer(std::move(path), std::move(*listener), std::move(give)));
+  server->stop_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!server->stop_fd_) return Status::FromErrno(errno, "eventfd");
+  server->thread_ = std::thread([s = server.get()] {
+    (void)::pthread_setname_np(::pthread_self(), "handover");
+    s->Run();
+  });
+  return server;
+}
+
+HandoverServer::~HandoverServer() {
+  uint64_t one = 1;
+  if (stop_fd_) (void)!::write(stop_fd_.get(), &one, sizeof(one));
+  if (thread_.joinable()) thread_.join();
+  (void)RemoveSocketFile(path_);
+}
+
+void HandoverServer::Run() {
+  for (;;) {
+    pollfd pfds[2] = {{listener_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    if (::poll(pfds, 2, -1) < 0 && errno != EINTR) {
+      spdlog::error("hand-over socket {}: poll failed: errno {}", path_, errno);
+      return;
+    }
+    if (pfds[1].revents & POLLIN) return;
+    if (!(pfds[0].revents & POLLIN)) continue;
+    UniqueFd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!conn) continue;
+    auto peer = GetPeerCredentials(conn.get());
+    if (!peer.ok() || (peer->uid != ::geteuid() && peer->uid != 0)) {
+      spdlog::warn("hand-over socket: refused a peer (uid {})", peer.ok() ? static_cast<int64_t>(peer->uid) : -1);
+      (void)SendHandoverMessage(conn.get(), {{"error", "only the pager's own user may take its sessions"}});
+      continue;
+    }
+    auto request = ReceiveHandoverMessage(conn.get(), std::chrono::seconds(5));
+    if (!request.ok() || !request->body.contains("take_over") || !request->body["take_over"].is_string()) {
+      spdlog::warn("hand-over socket: ignored a malformed request from pid {}: {}", peer->pid,
+                   request.ok() ? request->body.dump() : request.status().ToString());
+      (void)SendHandoverMessage(conn.get(), {{"error", "expected {\"take_over\": \"<version key>\"}"}});
+      continue;
+    }
+    std::string taker = request->body["take_over"].get<std::string>();
+    spdlog::info("hand-over: pager version {} (pid {}) takes over our sessions", taker, peer->pid);
+    give_(std::move(conn), taker);
+  }
+}
+
+}  // namespace uffdpager

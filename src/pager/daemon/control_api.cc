@@ -1,0 +1,237 @@
+#include "pager/daemon/control_api.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "pager/metrics/metrics_page.h"
+#include "common/version.h"
+#include "pager/metrics/prometheus_exposition.h"
+
+namespace uffdpager {
+
+using Json = nlohmann::json;
+
+namespace {
+
+// Paths, ids and cache keys come from clients and need not be UTF-8, which
+// JSON requires: such bytes are answered as U+FFFD rather than failing the
+// whole answer (a session with such a cache key would otherwise break
+// GET /sessions for everyone).
+HttpResponse JsonResponse(int status, const Json& body) {
+  return HttpResponse{status, body.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json"};
+}
+HttpResponse ErrorResponse(int status, const std::string& message) { return JsonResponse(status, {{"error", message}}); }
+HttpResponse NoContent() { return HttpResponse{204, "", ""}; }
+
+int HttpStatusFor(const Status& st) {
+  switch (st.code()) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kPermissionDenied: return 403;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kConflict: return 409;
+    case ErrorCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+std::vector<std::string> SplitPath(const std::string& path) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    if (j > i) parts.push_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+// Reads an optional string field; false (with *error set) if present but not a string.
+bool OptionalString(const Json& body, const char* field, std::string* out, std::string* error) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_string()) {
+    *error = std::string("\"") + field + "\" must be a string";
+    return false;
+  }
+  *out = it->get<std::string>();
+  return true;
+}
+
+// Reads an optional id field (a uid, gid or pid): a non-negative integer no
+// larger than `max`; false (with *error set) if present but not one.
+template <typename T>
+bool OptionalId(const Json& body, const char* field, uint64_t max, std::optional<T>* out, std::string* error) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return true;
+  if (!it->is_number_unsigned() || it->get<uint64_t>() > max) {
+    *error = std::string("\"") + field + "\" must be an integer from 0 to " + std::to_string(max);
+    return false;
+  }
+  *out = static_cast<T>(it->get<uint64_t>());
+  return true;
+}
+
+}  // namespace
+
+HttpResponse ControlApi::Handle(const HttpRequest& request) {
+  auto parts = SplitPath(request.path);
+  const std::string& m = request.method;
+  auto method_not_allowed = [&] { return ErrorResponse(405, m + " is not allowed on " + request.path); };
+  if (parts.size() == 1 && parts[0] == "health") return m == "GET" ? Health() : method_not_allowed();
+  if (parts.size() == 1 && parts[0] == "stats") return m == "GET" ? Stats() : method_not_allowed();
+  if (parts.size() == 1 && parts[0] == "metrics") return m == "GET" ? Metrics() : method_not_allowed();
+  if (parts.size() == 1 && parts[0] == "drain") return m == "POST" ? Drain() : method_not_allowed();
+  if (parts.size() == 1 && parts[0] == "sessions") {
+    if (m == "GET") return ListSessions();
+    if (m == "POST") return CreateSession(request.body);
+    return method_not_allowed();
+  }
+  if (parts.size() == 2 && parts[0] == "sessions") return m == "GET" ? DescribeSession(parts[1]) : method_not_allowed();
+  if (parts.size() == 3 && parts[0] == "sessions") {
+    if (parts[2] == "close") return m == "POST" ? CloseSession(parts[1]) : method_not_allowed();
+    if (parts[2] == "complete") return m == "POST" ? CompleteSession(parts[1]) : method_not_allowed();
+  }
+  return ErrorResponse(404, "no such endpoint: " + m + " " + request.path);
+}
+
+HttpResponse ControlApi::HandleMetricsOnly(const HttpRequest& request) {
+  if (request.path != "/metrics") return ErrorResponse(404, "only GET /metrics is served here");
+  if (request.method != "GET") return ErrorResponse(405, request.method + " is not allowed on /metrics");
+  return Metrics();
+}
+
+HttpResponse ControlApi::Health() {
+  Json j = {{"version", ctx_.version_key},
+            {"pager_version", kVersion},
+            {"draining", ctx_.draining->load()},
+            {"active_sessions", ctx_.registry->CountActive()}};
+  if (!ctx_.metrics_addr.empty()) j["metrics_addr"] = ctx_.metrics_addr;
+  return JsonResponse(200, j);
+}
+
+HttpResponse ControlApi::Metrics() {
+  MetricsPageSources sources;
+  sources.counters = ctx_.counters;
+  sources.cache = ctx_.cache->Counters();
+  sources.registry = ctx_.metrics;
+  for (auto state : {SessionState::kWaiting, SessionState::kServing, SessionState::kCompleting,
+                     SessionState::kCompleted, SessionState::kFailed, SessionState::kClosed}) {
+    sources.sessions_by_state[SessionStateName(state)] = 0;
+  }
+  for (const auto& session : ctx_.registry->List()) ++sources.sessions_by_state[SessionStateName(session->state())];
+  sources.failed_sessions = ctx_.failed_sessions->load();
+  sources.refused_peers = ctx_.refused_peers->load();
+  sources.draining = ctx_.draining->load();
+  sources.uptime_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.started_at).count();
+  sources.version_key = ctx_.version_key;
+  sources.pager_version = kVersion;
+  return HttpResponse{200, RenderMetricsPage(sources), PrometheusWriter::kContentType};
+}
+
+HttpResponse ControlApi::Stats() {
+  Json j = ctx_.counters->ToJson();
+  auto cache = ctx_.cache->Counters();
+  j["cache_bytes"] = cache.bytes;
+  j["cache_max_bytes"] = cache.max_bytes;
+  j["cache_items"] = cache.items;
+  j["cache_hits"] = cache.hits;
+  j["cache_misses"] = cache.misses;
+  j["cache_evictions"] = cache.evictions;
+  j["cache_uncached_loads"] = cache.uncached_loads;
+  j["cache_zero_items"] = cache.zero_items;
+  j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
+  j["active_sessions"] = ctx_.registry->CountActive();
+  j["failed_sessions"] = ctx_.failed_sessions->load();
+  j["refused_peers"] = ctx_.refused_peers->load();
+  j["draining"] = ctx_.draining->load();
+  j["version"] = ctx_.version_key;
+  j["uptime_seconds"] =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - ctx_.started_at).count();
+  return JsonResponse(200, j);
+}
+
+HttpResponse ControlApi::ListSessions() {
+  Json list = Json::array();
+  for (const auto& s : ctx_.registry->List()) list.push_back(s->Describe());
+  return JsonResponse(200, {{"sessions", list}});
+}
+
+HttpResponse ControlApi::DescribeSession(const std::string& id) {
+  auto s = ctx_.registry->Find(id);
+  if (!s) return ErrorResponse(404, "no session " + id);
+  return JsonResponse(200, s->Describe());
+}
+
+HttpResponse ControlApi::CreateSession(const std::string& body_text) {
+  if (ctx_.draining->load()) return ErrorResponse(503, "the pager is draining and accepts no new sessions");
+  Json body = Json::parse(body_text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) return ErrorResponse(400, "request body is not valid JSON");
+  if (!body.is_object()) return ErrorResponse(400, "request body must be a JSON object");
+  SessionSpec spec;
+  std::string error;
+  if (!OptionalString(body, "session_id", &spec.id, &error) ||
+      !OptionalString(body, "instance_id", &spec.instance_id, &error) ||
+      !OptionalString(body, "backing_memory_path", &spec.backing_path, &error) ||
+      !OptionalString(body, "cache_key", &spec.cache_key, &error)) {
+    return ErrorResponse(400, error);
+  }
+  if (spec.instance_id.empty()) return ErrorResponse(400, "\"instance_id\" is required");
+  if (spec.backing_path.empty()) return ErrorResponse(400, "\"backing_memory_path\" is required");
+  if (spec.backing_path[0] != '/') return ErrorResponse(400, "\"backing_memory_path\" must be an absolute path");
+  if (spec.id.empty()) spec.id = spec.instance_id;
+  if (spec.cache_key.empty()) spec.cache_key = spec.backing_path;
+  if (auto it = body.find("kill_client_on_failure"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) return ErrorResponse(400, "\"kill_client_on_failure\" must be a boolean");
+    spec.kill_client_on_failure = it->get<bool>();
+  }
+  // (uid_t)-1 means "unchanged" to chown and is nobody's uid: not accepted.
+  constexpr uint64_t kMaxId = 0xfffffffeULL;
+  if (!OptionalId(body, "socket_uid", kMaxId, &spec.socket_ownership.uid, &error) ||
+      !OptionalId(body, "socket_gid", kMaxId, &spec.socket_ownership.gid, &error) ||
+      !OptionalId(body, "expected_uid", kMaxId, &spec.expected_peer.uid, &error) ||
+      !OptionalId(body, "expected_pid", 0x7fffffffULL, &spec.expected_peer.pid, &error)) {
+    return ErrorResponse(400, error);
+  }
+  if (spec.expected_peer.pid && *spec.expected_peer.pid == 0) {
+    return ErrorResponse(400, "\"expected_pid\" must be positive");
+  }
+  auto session = ctx_.registry->Create(spec);
+  if (!session.ok()) {
+    const Status& st = session.status();
+    // A backing file that does not exist is a bad request, not a pager fault.
+    // A refusal for lack of permission is 403: a path outside the allowed
+    // backing roots, a file the pager may not read, a socket owner the pager
+    // may not give (not root).
+    int status = st.code() == ErrorCode::kNotFound ? 400 : HttpStatusFor(st);
+    spdlog::warn("create session {} refused: {}", spec.id, st.ToString());
+    return ErrorResponse(status, st.ToString());
+  }
+  return JsonResponse(200, {{"session_id", spec.id},
+                            {"uffd_socket_path", (*session)->socket_path()},
+                            {"pager_version", kVersion}});
+}
+
+HttpResponse ControlApi::CloseSession(const std::string& id) {
+  ctx_.registry->Close(id, "closed through the API");
+  if (ctx_.on_drain) ctx_.on_drain();
+  return NoContent();
+}
+
+HttpResponse ControlApi::CompleteSession(const std::string& id) {
+  auto s = ctx_.registry->Find(id);
+  if (!s) return ErrorResponse(404, "no session " + id);
+  Status st = s->Complete();
+  if (!st.ok()) return ErrorResponse(HttpStatusFor(st) == 503 ? 409 : HttpStatusFor(st), st.ToString());
+  if (ctx_.on_drain) ctx_.on_drain();
+  return NoContent();
+}
+
+HttpResponse ControlApi::Drain() {
+  if (!ctx_.draining->exchange(true)) spdlog::info("draining: new sessions refused; exiting when the last closes");
+  if (ctx_.on_drain) ctx_.on_drain();
+  return NoContent();
+}
+
+}  // namespace uffdpager

@@ -1,0 +1,98 @@
+// uffd-pager: the host-wide userfaultfd page server.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/logging.h"
+#include "pager/daemon/pager_daemon.h"
+#include "common/version.h"
+
+int main(int argc, char** argv) {
+  uffdpager::PagerOptions options;
+  std::string log_level = "info";
+  CLI::App app{"uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files"};
+  app.set_version_flag("--version", uffdpager::kVersion);
+  app.add_option("--data-dir", options.data_dir, "data directory; files go under DATA/uffd/VERSION/")
+      ->capture_default_str();
+  app.add_option("--version-key", options.version_key, "version key naming this pager's directory")
+      ->default_str(uffdpager::kVersion);
+  app.add_option("--cache-max-bytes", options.cache_max_bytes, "bound of the shared page cache in bytes")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout-ms", options.handshake_timeout_ms,
+                 "how long a connected client may stay silent before it is dropped")
+      ->capture_default_str();
+  app.add_option("--http-idle-timeout-seconds", options.http_idle_timeout_seconds,
+                 "how long a control API connection may stay idle before it is closed")
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", options.max_request_bytes, "largest control API request body")
+      ->capture_default_str();
+  app.add_option("--fault-around-max-pages", options.fault_around_max_pages,
+                 "install up to this many missing neighbours with each demand fault (adaptive; 0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 512));
+  std::string zero_pages = "detect";
+  app.add_option("--zero-pages", zero_pages,
+                 "detect: all-zero pages and file holes keep no cache memory and go in with UFFDIO_ZEROPAGE; "
+                 "copy: treat them as data (to measure what detection saves)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"detect", "copy"}));
+  app.add_flag("--prefetch", options.prefetch,
+               "record the working set of a cache key's first restores and prefetch it into later ones");
+  app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
+                 "how long after its handshake a restore's faults are recorded as the working set")
+      ->capture_default_str();
+  app.add_option("--socket-owner", options.socket_owner,
+                 "user (name or uid) that owns control.sock and the session sockets (default: the pager's user)");
+  app.add_option("--socket-group", options.socket_group,
+                 "group (name or gid) given the sockets, with mode 0660 (default: none, mode 0600)");
+  app.add_option("--allowed-backing-root", options.allowed_backing_roots,
+                 "serve only backing files beneath this directory (repeatable; default: any path)")
+      ->take_all()
+      ->allow_extra_args(false);
+  app.add_option("--metrics-addr", options.metrics_addr,
+                 "also serve GET /metrics (Prometheus) on this loopback HOST:PORT, e.g. 127.0.0.1:9464");
+  app.add_option("--take-over", options.take_over_versions,
+                 "at start, take the live sessions of the pager of this version key (repeatable); it exits "
+                 "once they are ours");
+  app.add_flag("--take-over-all", options.take_over_all,
+               "at start, take the live sessions of every other version's pager under DATA/uffd/");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  options.zero_pages = zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
+
+  uffdpager::ConfigureLogging("uffd-pager", log_level);
+  ::umask(077);  // sockets and files are private unless made otherwise
+  // Signals are taken by one thread with sigwait; every other thread (started
+  // after this) inherits the blocked mask. SIGPIPE is ignored outright.
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto daemon = uffdpager::PagerDaemon::Start(options);
+  if (!daemon.ok()) {
+    spdlog::critical("cannot start: {}", daemon.status().ToString());
+    return 1;
+  }
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig != 0) {
+      spdlog::info("signal {}: shutting down", sig);
+      (*daemon)->Shutdown();
+    }
+  });
+  (*daemon)->WaitUntilDone();
+  // Release the signal thread if no signal came, then tear down.
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  daemon->reset();
+  return 0;
+}

@@ -1,0 +1,150 @@
+#include "pager/daemon/session_registry.h"
+
+#include <fcntl.h>
+
+namespace uffdpager {
+
+bool IsValidSessionId(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id[0] == '.') return false;
+  for (char c : id) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+SessionRegistry::SessionRegistry(std::string sessions_dir, SessionEnvironment env)
+    : sessions_dir_(std::move(sessions_dir)), env_(env) {}
+
+SessionRegistry::~SessionRegistry() { CloseAll("pager shutting down"); }
+
+std::string SessionRegistry::SocketPathFor(const std::string& id) const { return sessions_dir_ + "/" + id + ".sock"; }
+
+Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
+  if (!IsValidSessionId(spec.id)) {
+    return Status::InvalidArgument("session id \"" + spec.id +
+                                   "\" is invalid: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
+  }
+  std::lock_guard create_lock(create_mu_);
+  std::shared_ptr<Session> old;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = sessions_.find(spec.id); it != sessions_.end()) {
+      old = std::move(it->second);
+      sessions_.erase(it);
+    }
+  }
+  if (old) old->Close("replaced by a new session with the same id");
+  std::string id = spec.id;
+  auto session = Session::Start(std::move(spec), SocketPathFor(id), env_);
+  if (!session.ok()) return session.status();
+  std::lock_guard lock(mu_);
+  sessions_[id] = *session;
+  return session;
+}
+
+Result<std::shared_ptr<Session>> SessionRegistry::Adopt(RecoveredSession recovered, const std::string& origin,
+                                                        OnUnservable on_unservable) {
+  const std::string id = recovered.record.spec.id;
+  if (!IsValidSessionId(id)) return Status::InvalidArgument("session record has an invalid id \"" + id + "\"");
+  std::lock_guard create_lock(create_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (sessions_.count(id) != 0) return Status::Conflict("a session " + id + " is live here already");
+  }
+  // What a Lost session needs if adoption fails: the record, and a pidfd
+  // of its own (Adopt consumes the fds it is given).
+  RecoveredSession if_lost{recovered.record, {}};
+  if (recovered.fds.client) if_lost.fds.client.reset(::fcntl(recovered.fds.client.get(), F_DUPFD_CLOEXEC, 0));
+  auto session = Session::Adopt(std::move(recovered), origin, env_);
+  if (!session.ok()) {
+    if (on_unservable == OnUnservable::kRefuse) return session.status();
+    auto lost = Session::Lost(std::move(if_lost), session.status(), env_);
+    std::lock_guard lock(mu_);
+    sessions_[id] = lost;
+    return lost;
+  }
+  std::lock_guard lock(mu_);
+  sessions_[id] = *session;
+  return session;
+}
+
+std::vector<RecoveredSession> SessionRegistry::DetachAll() {
+  std::lock_guard create_lock(create_mu_);
+  std::map<std::string, std::shared_ptr<Session>> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(sessions_);
+  }
+  std::vector<RecoveredSession> out;
+  for (auto& [id, s] : all) {
+    auto detached = s->Detach();
+    if (detached.ok()) {
+      out.push_back(std::move(*detached));
+    } else {
+      s->Close("pager handing over: " + detached.status().message());
+    }
+  }
+  return out;
+}
+
+std::shared_ptr<Session> SessionRegistry::Find(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+void SessionRegistry::Close(const std::string& id, const std::string& reason) {
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return;
+    session = std::move(it->second);
+    sessions_.erase(it);
+  }
+  session->Close(reason);
+}
+
+void SessionRegistry::PruneEnded(std::unique_lock<std::mutex>& lock) {
+  std::vector<std::shared_ptr<Session>> ended;
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    if (it->second->state() == SessionState::kClosed) {
+      ended.push_back(std::move(it->second));
+      it = sessions_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  lock.unlock();
+  for (auto& s : ended) s->Close("ended");  // joins the finished thread
+  lock.lock();
+}
+
+std::vector<std::shared_ptr<Session>> SessionRegistry::List() {
+  std::unique_lock lock(mu_);
+  PruneEnded(lock);
+  std::vector<std::shared_ptr<Session>> out;
+  for (auto& [id, s] : sessions_) out.push_back(s);
+  return out;
+}
+
+size_t SessionRegistry::CountHoldingVm() {
+  size_t n = 0;
+  for (const auto& s : List()) n += s->HoldsVm() ? 1 : 0;
+  return n;
+}
+
+size_t SessionRegistry::CountActive() { return List().size(); }
+
+void SessionRegistry::CloseAll(const std::string& reason) {
+  std::map<std::string, std::shared_ptr<Session>> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(sessions_);
+  }
+  for (auto& [id, s] : all) s->Close(reason);
+}
+
+}  // namespace uffdpager
