@@ -1,4 +1,4 @@
-// ControlApi: the pager's HTTP/JSON control API (contract in DESIGN.md):
+// ControlApi: the pager's HTTP/JSON control API (contract in docs/control-api.md):
 //   GET  /health                    {"version","draining","active_sessions"}
 //   GET  /stats                     cache and fault counters
 //   GET  /sessions                  every session with its counters
