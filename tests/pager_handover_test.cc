@@ -133,8 +133,8 @@ TEST_F(PagerHandoverTest, SessionsTheTakerRefusesOrDropsStayServedByTheOldPager)
   VcpuWalkers walk((*vm)->memory, 2);
   const std::string handover = old_pager->root_dir() + "/handover.sock";
 
-  auto taken = TakeOverSessions(handover, "v2", [](RecoveredSession session) {
-    EXPECT_EQ(session.record.spec.id, "kept");
+  auto taken = TakeOverSessions(handover, "v2", [](DetachedSession session) {
+    EXPECT_EQ(session.checkpoint.spec.id, "kept");
     EXPECT_TRUE(session.fds.uffd.valid());
     return Status::Conflict("a session kept is live here already");
   });

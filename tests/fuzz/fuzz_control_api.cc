@@ -20,7 +20,7 @@
 #include "pager/daemon/control_api.h"
 #include "pager/metrics/metrics_registry.h"
 #include "pager/storage/page_cache.h"
-#include "pager/daemon/session_registry.h"
+#include "pager/serving/session_registry.h"
 
 namespace {
 
@@ -36,11 +36,8 @@ struct World {
   std::string root = "/tmp/uffdpager-fuzz";
   std::string sessions_dir;
   PageCache cache{64ULL << 20};
-  FaultCounters counters;
   MetricsRegistry metrics;
   BackingPathPolicy policy;
-  std::atomic<uint64_t> failed{0};
-  std::atomic<uint64_t> refused{0};
   std::unique_ptr<SessionRegistry> registry;
 
   World() {
@@ -54,9 +51,6 @@ struct World {
     policy = std::move(*p);
     SessionEnvironment env;
     env.cache = &cache;
-    env.global_counters = &counters;
-    env.failed_sessions = &failed;
-    env.refused_peers = &refused;
     env.backing_policy = &policy;
     env.metrics = &metrics;
     env.handshake_timeout = std::chrono::milliseconds(10);
@@ -86,9 +80,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ControlApiContext ctx;
   ctx.registry = w.registry.get();
   ctx.cache = &w.cache;
-  ctx.counters = &w.counters;
-  ctx.failed_sessions = &w.failed;
-  ctx.refused_peers = &w.refused;
   ctx.draining = &draining;
   ctx.metrics = &w.metrics;
   ctx.version_key = "fuzz";

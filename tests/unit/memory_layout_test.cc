@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "pager/daemon/session_registry.h"
+#include "pager/serving/session_registry.h"
 
 namespace uffdpager {
 namespace {

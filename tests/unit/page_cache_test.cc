@@ -76,10 +76,10 @@ TEST(PageCacheTest, APageInUseIsNeverFreedUnderItsReader) {
 
 TEST(PageCacheTest, NamespacesKeepFilesApart) {
   PageCache cache(1 << 20, 4);
-  uint64_t a = cache.InternNamespace("key\nfile-a");
-  uint64_t b = cache.InternNamespace("key\nfile-b");
+  uint64_t a = cache.InternNamespace(CacheKey("key", "file-a"));
+  uint64_t b = cache.InternNamespace(CacheKey("key", "file-b"));
   EXPECT_NE(a, b);
-  EXPECT_EQ(a, cache.InternNamespace("key\nfile-a"));
+  EXPECT_EQ(a, cache.InternNamespace(CacheKey("key", "file-a")));
   std::atomic<int> loads{0};
   auto pa = cache.GetOrLoad({a, 0, 4096}, FillWith(0xa, &loads));
   auto pb = cache.GetOrLoad({b, 0, 4096}, FillWith(0xb, &loads));

@@ -5,8 +5,8 @@
 namespace uffdpager {
 namespace {
 
-SessionRecord FullRecord() {
-  SessionRecord r;
+SessionCheckpoint FullRecord() {
+  SessionCheckpoint r;
   r.spec.id = "vm-1";
   r.spec.instance_id = "instance";
   r.spec.backing_path = "/snapshots/mem";
@@ -27,8 +27,8 @@ SessionRecord FullRecord() {
 }
 
 TEST(SessionRecordTest, EveryFieldSurvivesTheRoundTrip) {
-  SessionRecord in = FullRecord();
-  auto out = SessionRecord::FromJson(nlohmann::json::parse(in.ToJson().dump()));
+  SessionCheckpoint in = FullRecord();
+  auto out = ParseSessionRecord(nlohmann::json::parse(SessionRecordJson(in).dump()));
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ(out->spec.id, in.spec.id);
   EXPECT_EQ(out->spec.instance_id, in.spec.instance_id);
@@ -49,43 +49,43 @@ TEST(SessionRecordTest, EveryFieldSurvivesTheRoundTrip) {
 }
 
 TEST(SessionRecordTest, OptionalSecurityFieldsStayUnset) {
-  SessionRecord in = FullRecord();
+  SessionCheckpoint in = FullRecord();
   in.spec.socket_ownership = {};
   in.spec.expected_peer = {};
-  auto out = SessionRecord::FromJson(in.ToJson());
+  auto out = ParseSessionRecord(SessionRecordJson(in));
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_FALSE(out->spec.socket_ownership.uid.has_value());
   EXPECT_FALSE(out->spec.expected_peer.pid.has_value());
 }
 
 TEST(SessionRecordTest, BadRecordsAreErrorsNamingTheField) {
-  auto j = FullRecord().ToJson();
+  auto j = SessionRecordJson(FullRecord());
   j.erase("backing_identity");
-  auto missing = SessionRecord::FromJson(j);
+  auto missing = ParseSessionRecord(j);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("backing_identity"), std::string::npos);
 
-  j = FullRecord().ToJson();
+  j = SessionRecordJson(FullRecord());
   j["phase"] = "dancing";
-  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+  EXPECT_FALSE(ParseSessionRecord(j).ok());
 
-  j = FullRecord().ToJson();
+  j = SessionRecordJson(FullRecord());
   j["regions"] = nlohmann::json::array();
-  EXPECT_FALSE(SessionRecord::FromJson(j).ok());  // serving with no regions
+  EXPECT_FALSE(ParseSessionRecord(j).ok());  // serving with no regions
 
-  j = FullRecord().ToJson();
+  j = SessionRecordJson(FullRecord());
   j["format"] = 2;
-  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+  EXPECT_FALSE(ParseSessionRecord(j).ok());
 
-  j = FullRecord().ToJson();
+  j = SessionRecordJson(FullRecord());
   j["removed"] = nlohmann::json::array({nlohmann::json::array({1})});
-  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+  EXPECT_FALSE(ParseSessionRecord(j).ok());
 
-  j = FullRecord().ToJson();
+  j = SessionRecordJson(FullRecord());
   j["incarnation"] = "soon";
-  EXPECT_FALSE(SessionRecord::FromJson(j).ok());
+  EXPECT_FALSE(ParseSessionRecord(j).ok());
 
-  EXPECT_FALSE(SessionRecord::FromJson(nlohmann::json::array()).ok());
+  EXPECT_FALSE(ParseSessionRecord(nlohmann::json::array()).ok());
 }
 
 TEST(SessionRecordTest, IncarnationsOnlyGrow) {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/durable_file.h"
+#include "pager/continuity/session_record.h"
 
 namespace uffdpager {
 
@@ -21,39 +22,40 @@ constexpr size_t kMaxRecordBytes = 16 << 20;
 
 RecoveryStore::RecoveryStore(std::string dir) : dir_(std::move(dir)) {}
 
-std::string RecoveryStore::RecordPath(const SessionRecord& record) const {
-  return fmt::format("{}/{}.{}.json", dir_, record.spec.id, record.incarnation);
+std::string RecoveryStore::RecordPath(const SessionCheckpoint& checkpoint) const {
+  return fmt::format("{}/{}.{}.json", dir_, checkpoint.spec.id, checkpoint.incarnation);
 }
 
-std::string RecoveryStore::FdName(const SessionRecord& record, SessionFdRole role) {
+std::string RecoveryStore::FdName(const SessionCheckpoint& checkpoint, SessionFdRole role) {
   // Session ids are [A-Za-z0-9._-]: valid in an fd name, which may not hold ':'.
-  return fmt::format("{}.{}.{}", record.spec.id, record.incarnation, SessionFdRoleName(role));
+  return fmt::format("{}.{}.{}", checkpoint.spec.id, checkpoint.incarnation, SessionFdRoleName(role));
 }
 
-Status RecoveryStore::Save(const SessionRecord& record) {
-  return WriteFileAtomically(RecordPath(record), record.ToJson().dump(), Durability::kProcessCrash)
-      .WithContext("save the record of session " + record.spec.id);
+Status RecoveryStore::Keep(const SessionCheckpoint& checkpoint, std::initializer_list<ParkedFd> fds) {
+  UFFD_RETURN_IF_ERROR(
+      WriteFileAtomically(RecordPath(checkpoint), SessionRecordJson(checkpoint).dump(), Durability::kProcessCrash)
+          .WithContext("save the record of session " + checkpoint.spec.id));
+  for (const auto& [role, fd] : fds) {
+    if (fd < 0) continue;
+    UFFD_RETURN_IF_ERROR(fd_store_.Add(FdName(checkpoint, role), fd));
+  }
+  return Status::Ok();
 }
 
-Status RecoveryStore::StoreFd(const SessionRecord& record, SessionFdRole role, int fd) {
-  if (fd < 0) return Status::Ok();
-  return fd_store_.Add(FdName(record, role), fd);
+void RecoveryStore::Release(const SessionCheckpoint& checkpoint, SessionFdRole role) {
+  Status st = fd_store_.Remove(FdName(checkpoint, role));
+  if (!st.ok()) spdlog::warn("session {}: {}", checkpoint.spec.id, st.ToString());
 }
 
-void RecoveryStore::ReleaseFd(const SessionRecord& record, SessionFdRole role) {
-  Status st = fd_store_.Remove(FdName(record, role));
-  if (!st.ok()) spdlog::warn("session {}: {}", record.spec.id, st.ToString());
-}
-
-void RecoveryStore::Forget(const SessionRecord& record) {
-  for (SessionFdRole role : kAllSessionFdRoles) ReleaseFd(record, role);
-  std::string path = RecordPath(record);
+void RecoveryStore::Forget(const SessionCheckpoint& checkpoint) {
+  for (SessionFdRole role : kAllSessionFdRoles) Release(checkpoint, role);
+  std::string path = RecordPath(checkpoint);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    spdlog::warn("session {}: could not remove {}: errno {}", record.spec.id, path, errno);
+    spdlog::warn("session {}: could not remove {}: errno {}", checkpoint.spec.id, path, errno);
   }
 }
 
-std::vector<RecoveredSession> RecoveryStore::TakeAll() {
+std::vector<DetachedSession> RecoveryStore::TakeAll() {
   auto passed = SystemdFdStore::TakePassedFds();
   std::map<std::string, UniqueFd> by_name;
   for (auto& [name, fd] : passed) {
@@ -63,7 +65,7 @@ std::vector<RecoveredSession> RecoveryStore::TakeAll() {
   }
 
   // The newest readable record per session id.
-  std::map<std::string, SessionRecord> newest;
+  std::map<std::string, SessionCheckpoint> newest;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string path = entry.path().string();
@@ -72,11 +74,9 @@ std::vector<RecoveredSession> RecoveryStore::TakeAll() {
       continue;
     }
     auto text = ReadWholeFile(path, kMaxRecordBytes);
-    Result<SessionRecord> record = text.ok() ? Result<SessionRecord>(Status::Internal("unparsed")) : text.status();
-    if (text.ok()) {
-      auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-      record = SessionRecord::FromJson(j);
-    }
+    Result<SessionCheckpoint> record =
+        text.ok() ? ParseSessionRecord(nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false))
+                  : Result<SessionCheckpoint>(text.status());
     if (!record.ok() || RecordPath(*record) != path) {
       spdlog::error("discarding unreadable session record {}: {}", path,
                     record.ok() ? "its name does not match its contents" : record.status().ToString());
@@ -96,11 +96,11 @@ std::vector<RecoveredSession> RecoveryStore::TakeAll() {
     }
   }
 
-  std::vector<RecoveredSession> out;
+  std::vector<DetachedSession> out;
   for (auto& [id, record] : newest) {
-    RecoveredSession recovered{std::move(record), {}};
+    DetachedSession recovered{std::move(record), {}};
     for (SessionFdRole role : kAllSessionFdRoles) {
-      auto it = by_name.find(FdName(recovered.record, role));
+      auto it = by_name.find(FdName(recovered.checkpoint, role));
       if (it == by_name.end()) continue;
       FdForRole(recovered.fds, role) = std::move(it->second);
       by_name.erase(it);

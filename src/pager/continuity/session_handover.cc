@@ -12,6 +12,7 @@
 
 #include "common/uffd_handshake.h"
 #include "common/unix_socket.h"
+#include "pager/continuity/session_record.h"
 
 namespace uffdpager {
 
@@ -36,7 +37,7 @@ void AllowLargePackets(int sock) {
   }
 }
 
-std::vector<SessionFdRole> RolesPresent(RecoveredSession& session) {
+std::vector<SessionFdRole> RolesPresent(DetachedSession& session) {
   std::vector<SessionFdRole> roles;
   for (SessionFdRole role : kAllSessionFdRoles) {
     if (FdForRole(session.fds, role)) roles.push_back(role);
@@ -44,20 +45,20 @@ std::vector<SessionFdRole> RolesPresent(RecoveredSession& session) {
   return roles;
 }
 
-Status SendSession(int conn, RecoveredSession& session) {
+Status SendSession(int conn, DetachedSession& session) {
   nlohmann::json names = nlohmann::json::array();
   std::vector<int> fds;
   for (SessionFdRole role : RolesPresent(session)) {
     names.push_back(SessionFdRoleName(role));
     fds.push_back(FdForRole(session.fds, role).get());
   }
-  return SendHandoverMessage(conn, {{"session", session.record.ToJson()}, {"fds", std::move(names)}}, fds);
+  return SendHandoverMessage(conn, {{"session", SessionRecordJson(session.checkpoint)}, {"fds", std::move(names)}}, fds);
 }
 
-Result<RecoveredSession> ParseSession(HandoverMessage message) {
-  auto record = SessionRecord::FromJson(message.body["session"]);
+Result<DetachedSession> ParseSession(HandoverMessage message) {
+  auto record = ParseSessionRecord(message.body["session"]);
   if (!record.ok()) return record.status();
-  RecoveredSession out{std::move(*record), {}};
+  DetachedSession out{std::move(*record), {}};
   const auto& names = message.body.value("fds", nlohmann::json::array());
   if (!names.is_array() || names.size() != message.fds.size()) {
     return Status::Protocol(fmt::format("hand-over message names {} fds but carries {}",
@@ -113,8 +114,8 @@ Result<HandoverMessage> ReceiveHandoverMessage(int sock, std::chrono::millisecon
   return out;
 }
 
-size_t GiveSessions(int conn, std::vector<RecoveredSession> sessions,
-                    const std::function<void(RecoveredSession, bool adopted)>& settle) {
+size_t GiveSessions(int conn, std::vector<DetachedSession> sessions,
+                    const std::function<void(DetachedSession, bool adopted)>& settle) {
   AllowLargePackets(conn);
   size_t adopted = 0;
   bool broken = false;
@@ -123,7 +124,7 @@ size_t GiveSessions(int conn, std::vector<RecoveredSession> sessions,
       settle(std::move(session), false);
       continue;
     }
-    const std::string id = session.record.spec.id;
+    const std::string id = session.checkpoint.spec.id;
     Status sent = SendSession(conn, session);
     if (!sent.ok()) {
       spdlog::error("hand-over of session {}: {}", id, sent.ToString());
@@ -158,7 +159,7 @@ size_t GiveSessions(int conn, std::vector<RecoveredSession> sessions,
 }
 
 Result<size_t> TakeOverSessions(const std::string& giver_socket, const std::string& taker_version,
-                                const std::function<Status(RecoveredSession)>& adopt) {
+                                const std::function<Status(DetachedSession)>& adopt) {
   auto conn = ConnectUnixSocket(giver_socket, SOCK_SEQPACKET);
   if (!conn.ok()) {
     if (conn.status().error_number() == ENOENT || conn.status().error_number() == ECONNREFUSED) {

@@ -6,7 +6,7 @@
 // conversation, one JSON message per packet:
 //
 //   taker -> giver  {"take_over": "<taker's version key>"}
-//   giver -> taker  {"session": <SessionRecord>, "fds": ["uffd", ...]}  + those fds (SCM_RIGHTS)
+//   giver -> taker  {"session": <session record>, "fds": ["uffd", ...]}  + those fds (SCM_RIGHTS)
 //   taker -> giver  {"adopted": true}  or  {"adopted": false, "error": "..."}
 //      ... one exchange per session ...
 //   giver -> taker  {"done": true, "sessions": N}
@@ -29,7 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/unique_fd.h"
-#include "pager/continuity/session_record.h"
+#include "pager/serving/session_checkpoint.h"
 #include "uffdpager/status.h"
 
 namespace uffdpager {
@@ -50,15 +50,15 @@ Result<HandoverMessage> ReceiveHandoverMessage(int sock, std::chrono::millisecon
 // called exactly once per session: with true once the taker has it, with
 // false if it refused it or the conversation broke (the giver serves it on).
 // Returns how many the taker adopted.
-size_t GiveSessions(int conn, std::vector<RecoveredSession> sessions,
-                    const std::function<void(RecoveredSession, bool adopted)>& settle);
+size_t GiveSessions(int conn, std::vector<DetachedSession> sessions,
+                    const std::function<void(DetachedSession, bool adopted)>& settle);
 
 // The taker's side: connects to the giver at `giver_socket`, asks for its
 // sessions and passes each to `adopt`; what `adopt` returns is the answer
 // to the giver. Returns how many were adopted. kNotFound when no pager
 // listens there.
 Result<size_t> TakeOverSessions(const std::string& giver_socket, const std::string& taker_version,
-                                const std::function<Status(RecoveredSession)>& adopt);
+                                const std::function<Status(DetachedSession)>& adopt);
 
 // Listens on a pager's handover.sock and runs `give` for each taker, one at
 // a time, on its own thread.

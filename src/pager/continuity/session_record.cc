@@ -1,8 +1,5 @@
 #include "pager/continuity/session_record.h"
 
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <optional>
 
 #include <fmt/format.h>
@@ -10,8 +7,6 @@
 namespace uffdpager {
 
 namespace {
-
-const char* PhaseName(SessionPhase phase) { return phase == SessionPhase::kServing ? "serving" : "waiting"; }
 
 template <typename T>
 Status Take(const nlohmann::json& j, const char* key, T* out) {
@@ -36,75 +31,42 @@ Status TakeOptional(const nlohmann::json& j, const char* key, std::optional<T>* 
 
 }  // namespace
 
-const char* SessionFdRoleName(SessionFdRole role) {
-  switch (role) {
-    case SessionFdRole::kListener: return "listen";
-    case SessionFdRole::kUffd: return "uffd";
-    case SessionFdRole::kConnection: return "conn";
-    case SessionFdRole::kClient: return "pidfd";
-  }
-  return "unknown";
-}
-
-UniqueFd& FdForRole(SessionFds& fds, SessionFdRole role) {
-  switch (role) {
-    case SessionFdRole::kListener: return fds.listener;
-    case SessionFdRole::kUffd: return fds.uffd;
-    case SessionFdRole::kConnection: return fds.connection;
-    case SessionFdRole::kClient: break;
-  }
-  return fds.client;
-}
-
-uint64_t NextSessionIncarnation() {
-  static std::atomic<uint64_t> last{0};
-  uint64_t now = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
-  uint64_t prev = last.load();
-  uint64_t next;
-  do {
-    next = std::max(now, prev + 1);
-  } while (!last.compare_exchange_weak(prev, next));
-  return next;
-}
-
-nlohmann::json SessionRecord::ToJson() const {
+nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
   nlohmann::json regions_json = nlohmann::json::array();
-  for (const auto& r : regions) {
+  for (const auto& r : c.regions) {
     regions_json.push_back(
         {{"base_host_virt_addr", r.base_host_virt_addr}, {"size", r.size}, {"offset", r.offset}, {"page_size", r.page_size}});
   }
   nlohmann::json removed_json = nlohmann::json::array();
-  for (const auto& [start, end] : removed) removed_json.push_back({start, end});
+  for (const auto& [start, end] : c.removed) removed_json.push_back({start, end});
   nlohmann::json j = {
       {"format", 1},
-      {"session_id", spec.id},
-      {"instance_id", spec.instance_id},
-      {"backing_memory_path", spec.backing_path},
-      {"cache_key", spec.cache_key},
-      {"kill_client_on_failure", spec.kill_client_on_failure},
-      {"socket_path", socket_path},
-      {"incarnation", incarnation},
-      {"phase", PhaseName(phase)},
-      {"backing_identity", backing_identity},
+      {"session_id", c.spec.id},
+      {"instance_id", c.spec.instance_id},
+      {"backing_memory_path", c.spec.backing_path},
+      {"cache_key", c.spec.cache_key},
+      {"kill_client_on_failure", c.spec.kill_client_on_failure},
+      {"socket_path", c.socket_path},
+      {"incarnation", c.incarnation},
+      {"phase", SessionPhaseName(c.phase)},
+      {"backing_identity", c.backing_identity},
       {"regions", std::move(regions_json)},
       {"removed", std::move(removed_json)},
-      {"client_pid", client_pid},
+      {"client_pid", c.client_pid},
   };
-  if (spec.socket_ownership.uid) j["socket_uid"] = *spec.socket_ownership.uid;
-  if (spec.socket_ownership.gid) j["socket_gid"] = *spec.socket_ownership.gid;
-  if (spec.expected_peer.uid) j["expected_uid"] = *spec.expected_peer.uid;
-  if (spec.expected_peer.pid) j["expected_pid"] = *spec.expected_peer.pid;
+  if (c.spec.socket_ownership.uid) j["socket_uid"] = *c.spec.socket_ownership.uid;
+  if (c.spec.socket_ownership.gid) j["socket_gid"] = *c.spec.socket_ownership.gid;
+  if (c.spec.expected_peer.uid) j["expected_uid"] = *c.spec.expected_peer.uid;
+  if (c.spec.expected_peer.pid) j["expected_pid"] = *c.spec.expected_peer.pid;
   return j;
 }
 
-Result<SessionRecord> SessionRecord::FromJson(const nlohmann::json& j) {
+Result<SessionCheckpoint> ParseSessionRecord(const nlohmann::json& j) {
   if (!j.is_object()) return Status::InvalidArgument("session record is not a JSON object");
   int format = 0;
   UFFD_RETURN_IF_ERROR(Take(j, "format", &format));
   if (format != 1) return Status::InvalidArgument(fmt::format("session record format {} is not known", format));
-  SessionRecord r;
+  SessionCheckpoint r;
   UFFD_RETURN_IF_ERROR(Take(j, "session_id", &r.spec.id));
   UFFD_RETURN_IF_ERROR(Take(j, "instance_id", &r.spec.instance_id));
   UFFD_RETURN_IF_ERROR(Take(j, "backing_memory_path", &r.spec.backing_path));

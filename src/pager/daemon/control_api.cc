@@ -112,16 +112,10 @@ HttpResponse ControlApi::Health() {
 
 HttpResponse ControlApi::Metrics() {
   MetricsPageSources sources;
-  sources.counters = ctx_.counters;
-  sources.cache = ctx_.cache->Counters();
   sources.registry = ctx_.metrics;
-  for (auto state : {SessionState::kWaiting, SessionState::kServing, SessionState::kCompleting,
-                     SessionState::kCompleted, SessionState::kFailed, SessionState::kClosed}) {
-    sources.sessions_by_state[SessionStateName(state)] = 0;
-  }
+  sources.cache = ctx_.cache->Counters();
+  for (auto state : kAllSessionStates) sources.sessions_by_state[SessionStateName(state)] = 0;
   for (const auto& session : ctx_.registry->List()) ++sources.sessions_by_state[SessionStateName(session->state())];
-  sources.failed_sessions = ctx_.failed_sessions->load();
-  sources.refused_peers = ctx_.refused_peers->load();
   sources.draining = ctx_.draining->load();
   sources.uptime_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.started_at).count();
@@ -131,7 +125,7 @@ HttpResponse ControlApi::Metrics() {
 }
 
 HttpResponse ControlApi::Stats() {
-  Json j = ctx_.counters->ToJson();
+  Json j = ctx_.metrics->pager_counters().ToJson();
   auto cache = ctx_.cache->Counters();
   j["cache_bytes"] = cache.bytes;
   j["cache_max_bytes"] = cache.max_bytes;
@@ -143,8 +137,8 @@ HttpResponse ControlApi::Stats() {
   j["cache_zero_items"] = cache.zero_items;
   j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
   j["active_sessions"] = ctx_.registry->CountActive();
-  j["failed_sessions"] = ctx_.failed_sessions->load();
-  j["refused_peers"] = ctx_.refused_peers->load();
+  j["failed_sessions"] = ctx_.metrics->failed_sessions();
+  j["refused_peers"] = ctx_.metrics->refused_peers();
   j["draining"] = ctx_.draining->load();
   j["version"] = ctx_.version_key;
   j["uptime_seconds"] =

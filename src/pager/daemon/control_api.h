@@ -1,12 +1,12 @@
 // ControlApi: the pager's HTTP/JSON control API (contract in docs/control-api.md):
-//   GET  /health                    {"version","draining","active_sessions"}
+//   GET  /health                    {"version","pager_version","draining","active_sessions"[,"metrics_addr"]}
 //   GET  /stats                     cache and fault counters
 //   GET  /sessions                  every session with its counters
 //   GET  /sessions/{id}             one session
 //   POST /sessions                  create (or replace) a session
 //   POST /sessions/{id}/close       204, idempotent
 //   POST /sessions/{id}/complete    204 once every page is in and unregistered
-//   POST /drain                     refuse new sessions, exit when the last closes
+//   POST /drain                     refuse new sessions, exit once no session holds a VM
 //   GET  /metrics                   Prometheus text (also on --metrics-addr)
 // Errors answer {"error": "..."} with a status that says what went wrong.
 #pragma once
@@ -17,22 +17,19 @@
 #include <string>
 
 #include "common/http_message.h"
-#include "pager/metrics/fault_counters.h"
 #include "pager/metrics/metrics_registry.h"
+#include "pager/serving/session_registry.h"
 #include "pager/storage/page_cache.h"
-#include "pager/daemon/session_registry.h"
 
 namespace uffdpager {
 
+// What the API answers from; every pointer is required and outlives the API.
 struct ControlApiContext {
   SessionRegistry* registry = nullptr;
-  PageCache* cache = nullptr;
-  FaultCounters* counters = nullptr;
-  std::atomic<uint64_t>* failed_sessions = nullptr;
-  std::atomic<uint64_t>* refused_peers = nullptr;
+  const PageCache* cache = nullptr;
+  const MetricsRegistry* metrics = nullptr;
   std::atomic<bool>* draining = nullptr;
   std::function<void()> on_drain;  // wakes the daemon to check for exit
-  const MetricsRegistry* metrics = nullptr;
   std::string metrics_addr;  // where /metrics is also served over TCP, if anywhere
   std::string version_key;
   std::chrono::steady_clock::time_point started_at;

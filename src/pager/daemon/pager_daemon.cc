@@ -60,79 +60,102 @@ Result<std::unique_ptr<PagerDaemon>> PagerDaemon::Start(PagerOptions options) {
                                    "\" must be 1-128 characters of [A-Za-z0-9._-] not starting with '.'");
   }
   std::unique_ptr<PagerDaemon> daemon(new PagerDaemon(std::move(options)));
-  UFFD_RETURN_IF_ERROR(daemon->Prepare());
+  auto ownership = ResolveOwnership(daemon->options_);
+  if (!ownership.ok()) return ownership.status();
+  auto policy = BackingPathPolicy::Create(daemon->options_.allowed_backing_roots);
+  if (!policy.ok()) return policy.status();
+  daemon->backing_policy_ = std::move(*policy);
+  UFFD_RETURN_IF_ERROR(daemon->PrepareDirectory());
+  UFFD_RETURN_IF_ERROR(daemon->PrepareSessions(*ownership));
+  UFFD_RETURN_IF_ERROR(daemon->StartServers(*ownership));
+  if (daemon->backing_policy_.restricted()) {
+    spdlog::info("backing files allowed only beneath: {}", daemon->backing_policy_.DescribeRoots());
+  }
+  // Only now can a client use us: systemd starts units ordered after this
+  // one (and the client library's start of this unit returns) at READY=1.
+  daemon->systemd_.Ready("serving " + daemon->server_->socket_path());
+  spdlog::info("uffd-pager {} serving {} (version key {}, cache {} bytes)", kVersion, daemon->server_->socket_path(),
+               daemon->options_.version_key, daemon->options_.cache_max_bytes);
   return daemon;
 }
 
-Status PagerDaemon::Prepare() {
+Status PagerDaemon::PrepareDirectory() {
   root_dir_ = options_.data_dir + "/uffd/" + options_.version_key;
-  std::string sessions_dir = root_dir_ + "/sessions";
-  UFFD_RETURN_IF_ERROR(MakeDirs(sessions_dir));
+  sessions_dir_ = root_dir_ + "/sessions";
+  UFFD_RETURN_IF_ERROR(MakeDirs(sessions_dir_));
   UFFD_RETURN_IF_ERROR(MakeDirs(root_dir_ + "/live"));
-  auto ownership = ResolveOwnership(options_);
-  if (!ownership.ok()) return ownership.status();
-  auto policy = BackingPathPolicy::Create(options_.allowed_backing_roots);
-  if (!policy.ok()) return policy.status();
-  backing_policy_ = std::move(*policy);
   // A VMM of another user (per-session socket_uid, --socket-owner) must be
   // able to reach its socket by name; listing stays private.
-  UFFD_RETURN_IF_ERROR(MakeSearchable({options_.data_dir + "/uffd", root_dir_, sessions_dir}));
+  UFFD_RETURN_IF_ERROR(MakeSearchable({options_.data_dir + "/uffd", root_dir_, sessions_dir_}));
   pid_path_ = root_dir_ + "/pager.pid";
   if (pid_t other = LivePidIn(pid_path_); other != 0) {
     return Status::Error(ErrorCode::kAlreadyExists, "another uffd-pager (pid " + std::to_string(other) +
                                                         ") already serves " + root_dir_);
   }
-  // What a predecessor that crashed left: records, and the fds systemd kept.
-  recovery_ = std::make_unique<RecoveryStore>(root_dir_ + "/live");
-  std::vector<RecoveredSession> recovered = recovery_->TakeAll();
-  std::set<std::string> recovered_sockets;
-  for (const auto& r : recovered) recovered_sockets.insert(r.record.socket_path);
-  // Other sockets left by a pager that died are dead ends for a VMM: remove them.
+  std::string tmp = pid_path_ + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  out << ::getpid() << "\n";
+  out.close();
+  if (!out || ::rename(tmp.c_str(), pid_path_.c_str()) != 0) return Status::FromErrno(errno, "write " + pid_path_);
+  return Status::Ok();
+}
+
+void PagerDaemon::RemoveDeadSockets(const std::vector<DetachedSession>& recovered) {
+  std::set<std::string> live;
+  for (const auto& r : recovered) live.insert(r.checkpoint.socket_path);
+  // Sockets left by a pager that died are dead ends for a VMM: remove them.
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(sessions_dir, ec)) {
-    if (entry.is_socket(ec) && recovered_sockets.count(entry.path().string()) == 0) fs::remove(entry.path(), ec);
+  for (const auto& entry : fs::directory_iterator(sessions_dir_, ec)) {
+    if (entry.is_socket(ec) && live.count(entry.path().string()) == 0) fs::remove(entry.path(), ec);
   }
-  {
-    std::string tmp = pid_path_ + ".tmp";
-    std::ofstream out(tmp, std::ios::trunc);
-    out << ::getpid() << "\n";
-    out.close();
-    if (!out || ::rename(tmp.c_str(), pid_path_.c_str()) != 0) {
-      return Status::FromErrno(errno, "write " + pid_path_);
+}
+
+std::vector<std::string> PagerDaemon::VersionsToTakeOver() const {
+  std::vector<std::string> versions = options_.take_over_versions;
+  if (options_.take_over_all) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(options_.data_dir + "/uffd", ec)) {
+      if (entry.is_directory(ec)) versions.push_back(entry.path().filename().string());
     }
   }
+  return versions;
+}
+
+Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
+  // What a predecessor that crashed left: records, and the fds systemd kept.
+  recovery_ = std::make_unique<RecoveryStore>(root_dir_ + "/live");
+  std::vector<DetachedSession> recovered = recovery_->TakeAll();
+  RemoveDeadSockets(recovered);
 
   cache_ = std::make_unique<PageCache>(options_.cache_max_bytes, 16, options_.zero_pages);
+  working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/records");
   SessionEnvironment env;
   env.cache = cache_.get();
-  env.global_counters = &counters_;
-  env.failed_sessions = &failed_sessions_;
-  env.refused_peers = &refused_peers_;
-  env.socket_ownership = *ownership;
-  env.backing_policy = &backing_policy_;
   env.metrics = &metrics_;
-  env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
-  env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
-  working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/records");
   env.working_sets = working_sets_.get();
   env.prefetch = options_.prefetch;
   env.record_window = std::chrono::milliseconds(options_.prefetch_record_ms);
-  env.recovery = recovery_.get();
-  registry_ = std::make_unique<SessionRegistry>(sessions_dir, env);
-  RecoverSessions(std::move(recovered));
-  TakeOverOlderPagers();
+  env.keeper = recovery_.get();
+  env.backing_policy = &backing_policy_;
+  env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
+  env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
+  env.socket_ownership = ownership;
+  registry_ = std::make_unique<SessionRegistry>(sessions_dir_, env);
+  continuity_ = std::make_unique<SessionContinuity>(recovery_.get(), registry_.get());
+  continuity_->RecoverAfterRestart(std::move(recovered));
+  continuity_->TakeOver(options_.data_dir, VersionsToTakeOver(), options_.version_key);
   auto handover = HandoverServer::Start(
       root_dir_ + "/handover.sock",
       [this](UniqueFd conn, const std::string& taker) { GiveSessionsTo(std::move(conn), taker); });
   if (!handover.ok()) return handover.status().WithContext("hand-over socket");
   handover_ = std::move(*handover);
+  return Status::Ok();
+}
 
+Status PagerDaemon::StartServers(const SocketOwnership& ownership) {
   ControlApiContext ctx;
   ctx.registry = registry_.get();
   ctx.cache = cache_.get();
-  ctx.counters = &counters_;
-  ctx.failed_sessions = &failed_sessions_;
-  ctx.refused_peers = &refused_peers_;
   ctx.metrics = &metrics_;
   ctx.draining = &draining_;
   ctx.on_drain = [this] { Notify(); };
@@ -161,21 +184,11 @@ Status PagerDaemon::Prepare() {
   }
   // The owner and group are set before the first connection is accepted:
   // whoever sees the API answer may rely on them.
-  http.prepare_socket = [ownership = *ownership](const std::string& path) {
-    return ApplySocketOwnership(path, ownership);
-  };
+  http.prepare_socket = [ownership](const std::string& path) { return ApplySocketOwnership(path, ownership); };
   auto server = HttpServer::Start(root_dir_ + "/control.sock", http,
                                   [this](const HttpRequest& r) { return api_->Handle(r); });
   if (!server.ok()) return server.status();
   server_ = std::move(*server);
-  if (backing_policy_.restricted()) {
-    spdlog::info("backing files allowed only beneath: {}", backing_policy_.DescribeRoots());
-  }
-  // Only now can a client use us: systemd starts units ordered after this
-  // one (and the client library's start of this unit returns) at READY=1.
-  systemd_.Ready("serving " + server_->socket_path());
-  spdlog::info("uffd-pager {} serving {} (version key {}, cache {} bytes)", kVersion, server_->socket_path(),
-               options_.version_key, options_.cache_max_bytes);
   return Status::Ok();
 }
 
@@ -194,96 +207,42 @@ PagerDaemon::~PagerDaemon() {
   if (!pid_path_.empty() && LivePidIn(pid_path_) == 0) ::unlink(pid_path_.c_str());
 }
 
-void PagerDaemon::RecoverSessions(std::vector<RecoveredSession> recovered) {
-  if (recovered.empty()) return;
-  spdlog::info("found {} sessions of a previous pager process ({})", recovered.size(),
-               recovery_->fd_store_enabled() ? "fds from systemd's fd store" : "no fd store: serving ones are lost");
-  for (auto& r : recovered) {
-    std::string id = r.record.spec.id;
-    auto adopted = registry_->Adopt(std::move(r), "recovered after a pager restart",
-                                    SessionRegistry::OnUnservable::kKeepAsLost);
-    if (!adopted.ok()) spdlog::error("session {}: {}", id, adopted.status().ToString());
-  }
-}
-
-void PagerDaemon::TakeOverOlderPagers() {
-  std::vector<std::string> versions = options_.take_over_versions;
-  if (options_.take_over_all) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(options_.data_dir + "/uffd", ec)) {
-      if (entry.is_directory(ec)) versions.push_back(entry.path().filename().string());
-    }
-  }
-  for (const auto& version : versions) {
-    if (version == options_.version_key || !IsValidSessionId(version)) continue;
-    std::string socket = options_.data_dir + "/uffd/" + version + "/handover.sock";
-    auto taken = TakeOverSessions(socket, options_.version_key, [&](RecoveredSession session) {
-      auto adopted = registry_->Adopt(std::move(session), "taken over from version " + version,
-                                      SessionRegistry::OnUnservable::kRefuse);
-      return adopted.ok() ? Status::Ok() : adopted.status();
-    });
-    if (taken.ok()) {
-      spdlog::info("took over {} sessions from the pager of version {}", *taken, version);
-    } else if (taken.status().code() == ErrorCode::kNotFound) {
-      spdlog::info("no pager of version {} is running; nothing to take over", version);
-    } else {
-      spdlog::error("taking over from version {}: {}", version, taken.status().ToString());
-    }
-  }
-}
-
 void PagerDaemon::GiveSessionsTo(UniqueFd conn, const std::string& taker_version) {
   // New sessions belong to the taker now; and until the hand-over is over,
   // an empty registry must not let WaitUntilDone exit.
   handing_over_.store(true);
   draining_.store(true);
-  std::vector<RecoveredSession> detached = registry_->DetachAll();
-  size_t count = detached.size();
-  size_t given = GiveSessions(conn.get(), std::move(detached), [this](RecoveredSession session, bool adopted) {
-    if (adopted) {
-      recovery_->Forget(session.record);  // the taker keeps its own
-      return;
-    }
-    std::string id = session.record.spec.id;
-    auto back = registry_->Adopt(std::move(session), "kept: the hand-over failed",
-                                 SessionRegistry::OnUnservable::kKeepAsLost);
-    if (!back.ok()) spdlog::error("session {}: {}", id, back.status().ToString());
-  });
-  spdlog::info("handed {} of {} sessions to version {}; draining the rest", given, count, taker_version);
+  continuity_->GiveTo(conn.get(), taker_version);
   handing_over_.store(false);
   Notify();
 }
 
 void PagerDaemon::Notify() {
-  std::lock_guard lock(mu_);
-  changed_.notify_all();
+  MutexLock lock(&mu_);
+  changed_.SignalAll();
 }
 
 void PagerDaemon::Shutdown() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   shutdown_ = true;
-  changed_.notify_all();
+  changed_.SignalAll();
 }
 
 void PagerDaemon::WaitUntilDone() {
-  std::unique_lock lock(mu_);
   for (;;) {
-    if (shutdown_) return;
-    if (draining_.load() && !handing_over_.load()) {
-      lock.unlock();
-      size_t holding = registry_->CountHoldingVm();
-      lock.lock();
-      if (holding == 0) {
-        spdlog::info("drained: no session holds a VM; exiting");
-        return;
-      }
+    {
+      MutexLock lock(&mu_);
+      if (shutdown_) return;
     }
-    lock.unlock();
+    if (draining_.load() && !handing_over_.load() && registry_->CountHoldingVm() == 0) {
+      spdlog::info("drained: no session holds a VM; exiting");
+      return;
+    }
     ReportToSystemd();
-    lock.lock();
+    MutexLock lock(&mu_);
     // Sessions also end on their own (a VMM exits), which nobody announces;
     // look again now and then.
-    changed_.wait_for(lock, std::chrono::milliseconds(200));
+    if (!shutdown_) changed_.WaitFor(std::chrono::milliseconds(200));
   }
 }
 

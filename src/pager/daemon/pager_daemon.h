@@ -1,25 +1,34 @@
 // PagerDaemon: one uffd-pager process. Owns its directory
-// DATA/uffd/VERSION/ (control.sock, pager.pid, sessions/<id>.sock), the page
-// cache, the sessions and the control API.
+// DATA/uffd/VERSION/ (control.sock, handover.sock, pager.pid, sessions/,
+// live/, records/), the page cache, the metrics, the sessions, the control
+// API, and what lets its sessions outlive it (SessionContinuity).
+//
+// Thread safety: Start and the destructor run on the main thread;
+// WaitUntilDone runs there too. Shutdown may be called from any thread (the
+// signal thread); the control API and hand-over threads call in through
+// Notify.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/http_server.h"
+#include "common/mutex.h"
 #include "pager/access/backing_path_policy.h"
-#include "pager/daemon/control_api.h"
-#include "pager/metrics/fault_counters.h"
-#include "pager/storage/page_cache.h"
+#include "pager/access/loopback_listener.h"
+#include "pager/access/socket_permissions.h"
 #include "pager/continuity/recovery_store.h"
+#include "pager/continuity/session_continuity.h"
 #include "pager/continuity/session_handover.h"
-#include "pager/daemon/session_registry.h"
+#include "pager/daemon/control_api.h"
 #include "pager/daemon/systemd_notifier.h"
+#include "pager/metrics/metrics_registry.h"
+#include "pager/serving/session_registry.h"
+#include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_store.h"
 
 namespace uffdpager {
@@ -54,49 +63,52 @@ class PagerDaemon {
   ~PagerDaemon();  // closes every session, removes control.sock and pager.pid
 
   // Blocks until the pager drained and no session holds a VM, or Shutdown().
-  void WaitUntilDone();
-  void Shutdown();
+  void WaitUntilDone() EXCLUDES(mu_);
+  void Shutdown() EXCLUDES(mu_);
 
   const std::string& root_dir() const { return root_dir_; }
 
  private:
   explicit PagerDaemon(PagerOptions options);
-  Status Prepare();
-  void Notify();
-  // Serves again the sessions a crashed predecessor left (records and fd store).
-  void RecoverSessions(std::vector<RecoveredSession> recovered);
-  // Takes the sessions of the pagers named by --take-over / --take-over-all.
-  void TakeOverOlderPagers();
+  // Start, in order: the directory and the pid file; the shared services
+  // and the sessions (recovered, then taken over); the servers.
+  Status PrepareDirectory();
+  Status PrepareSessions(const SocketOwnership& ownership);
+  Status StartServers(const SocketOwnership& ownership);
+  // Removes the socket files under sessions/ that no recovered session owns.
+  void RemoveDeadSockets(const std::vector<DetachedSession>& recovered);
+  // The versions --take-over / --take-over-all name.
+  std::vector<std::string> VersionsToTakeOver() const;
   // The giver's side of a hand-over: runs on the hand-over server's thread.
   void GiveSessionsTo(UniqueFd conn, const std::string& taker_version);
+  void Notify() EXCLUDES(mu_);
   // Tells systemd we are alive (watchdog) and how many sessions we hold.
   void ReportToSystemd();
 
   PagerOptions options_;
   std::string root_dir_;
+  std::string sessions_dir_;
   std::string pid_path_;
-  FaultCounters counters_;
-  std::atomic<uint64_t> failed_sessions_{0};
-  std::atomic<uint64_t> refused_peers_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> handing_over_{false};
   BackingPathPolicy backing_policy_;
+  MetricsRegistry metrics_;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;
   std::unique_ptr<RecoveryStore> recovery_;
   std::unique_ptr<SessionRegistry> registry_;
+  std::unique_ptr<SessionContinuity> continuity_;
   std::unique_ptr<HandoverServer> handover_;
-  std::atomic<bool> handing_over_{false};
   std::unique_ptr<ControlApi> api_;
-  MetricsRegistry metrics_;
   std::unique_ptr<HttpServer> server_;
   std::unique_ptr<HttpServer> metrics_server_;  // --metrics-addr
 
   SystemdNotifier systemd_;
-  size_t announced_sessions_ = SIZE_MAX;  // what STATUS= last said
+  size_t announced_sessions_ = SIZE_MAX;  // what STATUS= last said (main thread)
 
-  std::mutex mu_;
-  std::condition_variable changed_;
-  bool shutdown_ = false;
+  Mutex mu_;
+  CondVar changed_{&mu_};
+  bool shutdown_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace uffdpager

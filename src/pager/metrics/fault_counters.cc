@@ -1,7 +1,5 @@
 #include "pager/metrics/fault_counters.h"
 
-#include "pager/metrics/metrics_registry.h"
-
 namespace uffdpager {
 
 nlohmann::json FaultCounters::ToJson() const {
@@ -30,7 +28,5 @@ nlohmann::json FaultCounters::ToJson() const {
       {"backing_read_ns_total", get(backing_read_ns_total)},
   };
 }
-
-void CounterSink::ObserveLatency(Field field, uint64_t n) const { latencies_->ObserveCounterSample(field, n); }
 
 }  // namespace uffdpager

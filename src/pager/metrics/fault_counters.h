@@ -1,5 +1,5 @@
-// FaultCounters: what the fault path counts, kept once per session and once
-// for the whole pager. CounterSink updates both with one call.
+// FaultCounters: what the fault path counts. One set per session, one per
+// cache key, one for the whole pager; CounterSink adds to all of them at once.
 #pragma once
 
 #include <atomic>
@@ -32,41 +32,7 @@ struct FaultCounters {
   nlohmann::json ToJson() const;
 };
 
-class LatencyHistograms;
-
-// Adds to a session's counters and the pager-wide ones together, and, where
-// given, to its cache key's counters and (for the *_ns_total timing fields,
-// one sample per call) the latency histograms.
-class CounterSink {
- public:
-  using Field = std::atomic<uint64_t> FaultCounters::*;
-  CounterSink(FaultCounters* session, FaultCounters* global, FaultCounters* cache_key = nullptr,
-              LatencyHistograms* latencies = nullptr)
-      : session_(session), global_(global), cache_key_(cache_key), latencies_(latencies) {}
-
-  void Add(Field field, uint64_t n = 1) const {
-    (session_->*field).fetch_add(n, std::memory_order_relaxed);
-    (global_->*field).fetch_add(n, std::memory_order_relaxed);
-    if (cache_key_ != nullptr) (cache_key_->*field).fetch_add(n, std::memory_order_relaxed);
-    if (latencies_ != nullptr) ObserveLatency(field, n);
-  }
-  void Max(Field field, uint64_t v) const {
-    RaiseTo(session_->*field, v);
-    RaiseTo(global_->*field, v);
-  }
-
- private:
-  static void RaiseTo(std::atomic<uint64_t>& a, uint64_t v) {
-    uint64_t cur = a.load(std::memory_order_relaxed);
-    while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
-    }
-  }
-  void ObserveLatency(Field field, uint64_t n) const;
-
-  FaultCounters* session_;
-  FaultCounters* global_;
-  FaultCounters* cache_key_;
-  LatencyHistograms* latencies_;
-};
+// A pointer to one of the counters, so a call site can name which to add to.
+using FaultCounter = std::atomic<uint64_t> FaultCounters::*;
 
 }  // namespace uffdpager

@@ -7,7 +7,7 @@ namespace uffdpager {
 namespace {
 
 struct CounterMetric {
-  CounterSink::Field field;
+  FaultCounter field;
   const char* name;
   const char* help;
 };
@@ -50,7 +50,7 @@ constexpr CounterMetric kCacheKeyCounters[] = {
      "Bytes read from the backing file for this cache key."},
 };
 
-uint64_t Get(const FaultCounters& c, CounterSink::Field field) { return (c.*field).load(std::memory_order_relaxed); }
+uint64_t Get(const FaultCounters& c, FaultCounter field) { return (c.*field).load(std::memory_order_relaxed); }
 
 }  // namespace
 
@@ -64,10 +64,10 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
     w.Gauge("uffdpager_sessions", "Sessions by state.", static_cast<double>(n), {{"state", state}});
   }
   w.Counter("uffdpager_failed_sessions_total", "Sessions that failed (a fault or handshake could not be served).",
-            s.failed_sessions);
+            s.registry->failed_sessions());
   w.Counter("uffdpager_refused_peers_total", "Session connections turned away: not the expected peer.",
-            s.refused_peers);
-  for (const auto& m : kFaultCounters) w.Counter(m.name, m.help, Get(*s.counters, m.field));
+            s.registry->refused_peers());
+  for (const auto& m : kFaultCounters) w.Counter(m.name, m.help, Get(s.registry->pager_counters(), m.field));
 
   w.Gauge("uffdpager_cache_bytes", "Bytes held by the shared page cache.", static_cast<double>(s.cache.bytes));
   w.Gauge("uffdpager_cache_max_bytes", "Bound of the shared page cache.", static_cast<double>(s.cache.max_bytes));
@@ -78,7 +78,7 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
   w.Counter("uffdpager_cache_uncached_loads_total", "Pages served without being cached (no room).",
             s.cache.uncached_loads);
 
-  const LatencyHistograms& lat = s.registry->latencies();
+  const FaultLatencies& lat = s.registry->latencies();
   w.Histogram("uffdpager_fault_service_seconds",
               "Time from reading a page fault to the page being installed and its thread woken.",
               lat.fault_service.Read());

@@ -6,7 +6,6 @@
 #include <map>
 #include <string>
 
-#include "pager/metrics/fault_counters.h"
 #include "pager/metrics/metrics_registry.h"
 #include "pager/storage/page_cache.h"
 
@@ -14,12 +13,9 @@ namespace uffdpager {
 
 // What the page is made of, gathered by the control API at request time.
 struct MetricsPageSources {
-  const FaultCounters* counters = nullptr;  // pager-wide
+  const MetricsRegistry* registry = nullptr;  // counters, outcomes, latencies, cache keys
   PageCacheCounters cache;
-  const MetricsRegistry* registry = nullptr;
   std::map<std::string, uint64_t> sessions_by_state;  // every state, zeros included
-  uint64_t failed_sessions = 0;
-  uint64_t refused_peers = 0;
   bool draining = false;
   double uptime_seconds = 0;
   std::string version_key;

@@ -2,17 +2,9 @@
 
 namespace uffdpager {
 
-void LatencyHistograms::ObserveCounterSample(CounterSink::Field field, uint64_t value) {
-  if (field == &FaultCounters::fault_service_ns_total) {
-    fault_service.Observe(value);
-  } else if (field == &FaultCounters::backing_read_ns_total) {
-    backing_read.Observe(value);
-  }
-}
-
-std::shared_ptr<FaultCounters> MetricsRegistry::CountersForCacheKey(const std::string& cache_key) {
-  std::lock_guard lock(mu_);
-  auto& slot = by_cache_key_[cache_key];
+std::shared_ptr<FaultCounters> MetricsRegistry::CountersForCacheKey(const CacheKey& key) {
+  MutexLock lock(&mu_);
+  auto& slot = by_cache_key_[key.name()];
   if (!slot) slot = std::make_shared<FaultCounters>();
   auto counters = slot;
   if (by_cache_key_.size() > kMaxIdleCacheKeys) {
@@ -25,7 +17,7 @@ std::shared_ptr<FaultCounters> MetricsRegistry::CountersForCacheKey(const std::s
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<FaultCounters>>> MetricsRegistry::CacheKeys() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return {by_cache_key_.begin(), by_cache_key_.end()};
 }
 

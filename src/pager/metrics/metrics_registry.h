@@ -1,34 +1,27 @@
-// MetricsRegistry: the measurements /metrics exposes beyond the plain
-// counters: latency histograms of the fault path, and counters per cache key
+// MetricsRegistry: every measurement the pager keeps, in one place: the
+// pager-wide fault counters, the session outcomes (failed sessions, refused
+// peers), the fault path's latency histograms, and counters per cache key
 // (so an operator can see which snapshot's restores hit the shared cache).
+// Sessions count into it through CounterSink; /stats and /metrics read it.
+//
+// Thread-safe: counters are relaxed atomics; the per-key map has its own lock.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "common/userfaultfd.h"
+#include "common/mutex.h"
+#include "pager/metrics/counter_sink.h"
 #include "pager/metrics/fault_counters.h"
-#include "pager/metrics/latency_histogram.h"
+#include "pager/metrics/fault_latencies.h"
+#include "pager/storage/cache_key.h"
 
 namespace uffdpager {
-
-// The fault path's latencies. The fault engine reports each fault's service
-// time and each backing read's time as one CounterSink::Add to its *_ns_total
-// field; CounterSink files that same sample here (ObserveCounterSample), so
-// the engine needs no second reporting path. Fill ioctls are timed by the
-// Userfaultfd itself (UffdFillObserver).
-class LatencyHistograms final : public UffdFillObserver {
- public:
-  LatencyHistogram fault_service;  // fault read -> page installed and thread woken
-  LatencyHistogram backing_read;   // one pread of the memory file (cache misses only)
-  LatencyHistogram uffd_fill;      // one UFFDIO_COPY or UFFDIO_ZEROPAGE ioctl
-
-  void ObserveCounterSample(CounterSink::Field field, uint64_t value);
-  void OnFill(uint64_t nanoseconds) override { uffd_fill.Observe(nanoseconds); }
-};
 
 class MetricsRegistry {
  public:
@@ -36,20 +29,35 @@ class MetricsRegistry {
   // many are known, so a pager that serves endless distinct keys stays bounded.
   static constexpr size_t kMaxIdleCacheKeys = 256;
 
-  LatencyHistograms& latencies() { return latencies_; }
-  const LatencyHistograms& latencies() const { return latencies_; }
+  FaultCounters& pager_counters() { return pager_counters_; }
+  const FaultCounters& pager_counters() const { return pager_counters_; }
+  FaultLatencies& latencies() { return latencies_; }
+  const FaultLatencies& latencies() const { return latencies_; }
 
-  // The counters of `cache_key`, shared by every session of that key; the
+  void CountFailedSession() { failed_sessions_.fetch_add(1, std::memory_order_relaxed); }
+  void CountRefusedPeer() { refused_peers_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t failed_sessions() const { return failed_sessions_.load(std::memory_order_relaxed); }
+  uint64_t refused_peers() const { return refused_peers_.load(std::memory_order_relaxed); }
+
+  // The counters of `key`'s name, shared by every session of that name; the
   // entry lives at least as long as a session holds it.
-  std::shared_ptr<FaultCounters> CountersForCacheKey(const std::string& cache_key);
+  std::shared_ptr<FaultCounters> CountersForCacheKey(const CacheKey& key) EXCLUDES(mu_);
+  // Every known cache-key name with its counters, in name order.
+  std::vector<std::pair<std::string, std::shared_ptr<FaultCounters>>> CacheKeys() const EXCLUDES(mu_);
 
-  // Every known cache key with its counters, in key order.
-  std::vector<std::pair<std::string, std::shared_ptr<FaultCounters>>> CacheKeys() const;
+  // Where a session's fault engine counts: `session`, the pager's counters,
+  // `cache_key` (may be null) and the latency histograms.
+  CounterSink SinkFor(FaultCounters* session, FaultCounters* cache_key) {
+    return CounterSink(session, &pager_counters_, cache_key, &latencies_);
+  }
 
  private:
-  LatencyHistograms latencies_;
-  mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<FaultCounters>> by_cache_key_;
+  FaultCounters pager_counters_;
+  FaultLatencies latencies_;
+  std::atomic<uint64_t> failed_sessions_{0};
+  std::atomic<uint64_t> refused_peers_{0};
+  mutable Mutex mu_;
+  std::map<std::string, std::shared_ptr<FaultCounters>> by_cache_key_ GUARDED_BY(mu_);
 };
 
 }  // namespace uffdpager

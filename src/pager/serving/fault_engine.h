@@ -19,6 +19,7 @@
 #include "common/userfaultfd.h"
 #include "pager/storage/backing_file.h"
 #include "pager/storage/backing_mapping.h"
+#include "pager/metrics/counter_sink.h"
 #include "pager/metrics/fault_counters.h"
 #include "pager/serving/memory_layout.h"
 #include "pager/storage/page_cache.h"

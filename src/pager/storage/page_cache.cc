@@ -1,14 +1,14 @@
 #include "pager/storage/page_cache.h"
 
-#include "pager/storage/page_allocator.h"
-#include "pager/storage/zero_scan.h"
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <list>
 #include <new>
+
+#include "pager/storage/page_allocator.h"
+#include "pager/storage/zero_scan.h"
 
 namespace uffdpager {
 
@@ -52,9 +52,10 @@ size_t PageKeyHash::operator()(const PageKey& k) const {
 
 namespace {
 
-// A load in progress; waiters block on the shard's condition variable. An
-// abandoned load (a run read that stopped before this page) tells its waiters
-// to load the page themselves.
+// A load in progress; waiters block on the shard's load_done. An abandoned
+// load (a run read that stopped before this page) tells its waiters to load
+// the page themselves. Its fields are read and written under the lock of the
+// shard that holds it.
 struct InflightLoad {
   bool done = false;
   bool abandoned = false;
@@ -64,12 +65,6 @@ struct InflightLoad {
 
 // Where ReadRun gets each page of a run from.
 enum class RunSource : uint8_t { kCached, kRead, kWait };
-
-struct RunScratch {
-  std::vector<RunSource> source;
-  std::vector<PageRef> cached;
-  std::vector<std::shared_ptr<InflightLoad>> loads;
-};
 
 // What a page costs the cache: its buffer plus the bookkeeping of its entry,
 // so that even pages with no buffer (zeros) are bounded in number.
@@ -94,22 +89,56 @@ struct Entry {
 struct PageCache::Shard {
   using List = std::list<Entry>;
 
-  std::mutex mu;
-  std::condition_variable load_done;
-  uint64_t capacity = 0;
-  uint64_t bytes = 0;
-  uint64_t small_bytes = 0;
-  List small, main;
-  std::unordered_map<PageKey, List::iterator, PageKeyHash> index;
-  std::unordered_map<PageKey, std::shared_ptr<InflightLoad>, PageKeyHash> inflight;
-  std::list<PageKey> ghost_order;
-  std::unordered_map<PageKey, std::list<PageKey>::iterator, PageKeyHash> ghosts;
-  uint64_t hits = 0, misses = 0, evictions = 0, uncached = 0, zero_items = 0;
+  Mutex mu;
+  CondVar load_done{&mu};  // an in-flight load finished
+  uint64_t capacity = 0;   // set once, before any use
+  uint64_t bytes GUARDED_BY(mu) = 0;
+  uint64_t small_bytes GUARDED_BY(mu) = 0;
+  List small GUARDED_BY(mu);
+  List main GUARDED_BY(mu);
+  std::unordered_map<PageKey, List::iterator, PageKeyHash> index GUARDED_BY(mu);
+  std::unordered_map<PageKey, std::shared_ptr<InflightLoad>, PageKeyHash> inflight GUARDED_BY(mu);
+  std::list<PageKey> ghost_order GUARDED_BY(mu);
+  std::unordered_map<PageKey, std::list<PageKey>::iterator, PageKeyHash> ghosts GUARDED_BY(mu);
+  uint64_t hits GUARDED_BY(mu) = 0;
+  uint64_t misses GUARDED_BY(mu) = 0;
+  uint64_t evictions GUARDED_BY(mu) = 0;
+  uint64_t uncached GUARDED_BY(mu) = 0;
+  uint64_t zero_items GUARDED_BY(mu) = 0;
 
   uint64_t SmallCapacity() const { return std::max<uint64_t>(capacity / 10, 4096); }
   size_t GhostLimit() const { return std::max<size_t>(capacity / 4096, 16); }
 
-  void Remember(const PageKey& key) {
+  // The cached page for `key`, counted as a hit; null if not cached.
+  std::shared_ptr<CachedPage> Lookup(const PageKey& key) REQUIRES(mu) {
+    auto it = index.find(key);
+    if (it == index.end()) return nullptr;
+    Entry& e = *it->second;
+    if (e.freq < kMaxCredit) ++e.freq;
+    ++hits;
+    return e.page;
+  }
+
+  // Ends an in-flight load of `key` (whose status is set): keeps `page` if
+  // there is room. The caller signals load_done after letting go of mu.
+  void FinishLoad(const PageKey& key, InflightLoad& load, std::shared_ptr<CachedPage> page) REQUIRES(mu) {
+    load.done = true;
+    if (page) {
+      load.page = page;
+      if (MakeRoom(Charge(*page))) {
+        Insert(key, std::move(page));
+      } else {
+        ++uncached;
+      }
+    } else {
+      // Without a page and without an error (a run's read that stopped
+      // short, no memory to keep it): waiters read the page themselves.
+      load.abandoned = load.status.ok();
+    }
+    inflight.erase(key);
+  }
+
+  void Remember(const PageKey& key) REQUIRES(mu) {
     if (ghosts.count(key)) return;
     ghost_order.push_back(key);
     ghosts.emplace(key, std::prev(ghost_order.end()));
@@ -119,7 +148,7 @@ struct PageCache::Shard {
     }
   }
 
-  bool Forget(const PageKey& key) {
+  bool Forget(const PageKey& key) REQUIRES(mu) {
     auto it = ghosts.find(key);
     if (it == ghosts.end()) return false;
     ghost_order.erase(it->second);
@@ -127,7 +156,7 @@ struct PageCache::Shard {
     return true;
   }
 
-  void Evict(List& list, List::iterator it) {
+  void Evict(List& list, List::iterator it) REQUIRES(mu) {
     bytes -= Charge(*it->page);
     if (!it->in_main) small_bytes -= Charge(*it->page);
     if (it->page->is_zero()) --zero_items;
@@ -138,7 +167,7 @@ struct PageCache::Shard {
 
   // One step at the head of the small queue. Returns false if the head is in
   // use by a copy (it is rotated, not freed).
-  bool StepSmall() {
+  bool StepSmall() REQUIRES(mu) {
     auto it = small.begin();
     if (it->page.use_count() > 1) {
       small.splice(small.end(), small, it);
@@ -156,7 +185,7 @@ struct PageCache::Shard {
     return true;
   }
 
-  bool StepMain() {
+  bool StepMain() REQUIRES(mu) {
     auto it = main.begin();
     if (it->page.use_count() > 1 || it->freq > 0) {
       if (it->freq > 0) --it->freq;
@@ -169,7 +198,7 @@ struct PageCache::Shard {
 
   // Frees room for `need` bytes; false if it cannot (the page is larger than
   // the shard, or what is left is in use by copies right now).
-  bool MakeRoom(uint64_t need) {
+  bool MakeRoom(uint64_t need) REQUIRES(mu) {
     if (need > capacity) return false;
     // Every step evicts, promotes, takes a hit away or rotates a page in use;
     // after this many steps without room, everything left is in use.
@@ -186,7 +215,7 @@ struct PageCache::Shard {
     return bytes + need <= capacity;
   }
 
-  void Insert(const PageKey& key, std::shared_ptr<CachedPage> page) {
+  void Insert(const PageKey& key, std::shared_ptr<CachedPage> page) REQUIRES(mu) {
     bool to_main = Forget(key);
     uint64_t size = Charge(*page);
     if (page->is_zero()) ++zero_items;
@@ -196,6 +225,26 @@ struct PageCache::Shard {
     bytes += size;
     if (!to_main) small_bytes += size;
   }
+};
+
+// One ReadRun call: the run, where its bytes go, and per page where they
+// come from. Kept per thread: a run of single pages is common (prefetch of
+// a scattered working set), and allocating its vectors each time would cost
+// about as much as the copy.
+struct PageCache::RunState {
+  PageRun run;
+  RunKeep keep = RunKeep::kShare;
+  const RangeReader* read = nullptr;
+  uint8_t* out = nullptr;
+  std::vector<uint8_t>* zero = nullptr;
+  uint64_t valid = 0;  // pages [0, valid) are good so far
+  std::vector<RunSource> source;
+  std::vector<PageRef> cached;
+  // Our claims (kRead with RunKeep::kShare) and others' loads (kWait).
+  std::vector<std::shared_ptr<InflightLoad>> loads;
+
+  PageKey KeyOf(uint64_t i) const { return PageKey{run.name_space, run.first_offset + i * run.page_size, run.page_size}; }
+  uint8_t* Out(uint64_t i) const { return out + i * run.page_size; }
 };
 
 PageCache::PageCache(uint64_t max_bytes, size_t shard_count, ZeroPageMode zero_pages)
@@ -213,8 +262,8 @@ uint8_t PageCache::ZeroFlag(const uint8_t* bytes, size_t size) const {
   return zero_pages_ == ZeroPageMode::kDetect && IsAllZero(bytes, size) ? 1 : 0;
 }
 
-uint64_t PageCache::InternNamespace(const std::string& key) {
-  std::lock_guard lock(namespaces_mu_);
+uint64_t PageCache::InternNamespace(const CacheKey& key) {
+  MutexLock lock(&namespaces_mu_);
   auto [it, inserted] = namespaces_.emplace(key, namespaces_.size() + 1);
   return it->second;
 }
@@ -225,31 +274,31 @@ PageCache::Shard& PageCache::ShardFor(const PageKey& key) {
 
 Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit) {
   Shard& shard = ShardFor(key);
-  std::unique_lock lock(shard.mu);
-  for (;;) {
-    if (auto it = shard.index.find(key); it != shard.index.end()) {
-      Entry& e = *it->second;
-      if (e.freq < kMaxCredit) ++e.freq;
+  std::shared_ptr<InflightLoad> pending;
+  {
+    MutexLock lock(&shard.mu);
+    for (;;) {
+      if (auto page = shard.Lookup(key)) {
+        if (hit) *hit = true;
+        return PageRef(std::move(page));
+      }
+      auto it = shard.inflight.find(key);
+      if (it == shard.inflight.end()) break;
+      std::shared_ptr<InflightLoad> other = it->second;
+      shard.load_done.Wait([&]() REQUIRES(shard.mu) { return other->done; });
+      if (other->abandoned) continue;  // look again; likely load it ourselves
+      if (!other->status.ok()) return other->status;
       ++shard.hits;
       if (hit) *hit = true;
-      return PageRef(e.page);
+      return other->page;
     }
-    auto it = shard.inflight.find(key);
-    if (it == shard.inflight.end()) break;
-    std::shared_ptr<InflightLoad> pending = it->second;
-    shard.load_done.wait(lock, [&] { return pending->done; });
-    if (pending->abandoned) continue;  // look again; likely load it ourselves
-    if (!pending->status.ok()) return pending->status;
-    ++shard.hits;
-    if (hit) *hit = true;
-    return pending->page;
+    pending = std::make_shared<InflightLoad>();
+    shard.inflight.emplace(key, pending);
+    ++shard.misses;
   }
 
-  auto pending = std::make_shared<InflightLoad>();
-  shard.inflight.emplace(key, pending);
-  ++shard.misses;
-  lock.unlock();
-
+  // The read happens without the shard's lock: other pages of the shard are
+  // served meanwhile, and faults on this one wait on `pending`.
   std::shared_ptr<CachedPage> page;
   Status status;
   try {
@@ -260,164 +309,162 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
     status = Status::Internal("out of memory allocating a " + std::to_string(key.length) + "-byte page");
   }
 
-  lock.lock();
-  pending->done = true;
-  pending->status = status;
-  if (status.ok()) {
-    pending->page = page;
-    if (shard.MakeRoom(Charge(*page))) {
-      shard.Insert(key, page);
-    } else {
-      ++shard.uncached;
-    }
+  {
+    MutexLock lock(&shard.mu);
+    pending->status = status;
+    shard.FinishLoad(key, *pending, status.ok() ? page : nullptr);  // waiters take an error as theirs
   }
-  shard.inflight.erase(key);
-  lock.unlock();
-  shard.load_done.notify_all();
+  shard.load_done.SignalAll();
   if (hit) *hit = false;
   if (!status.ok()) return status;
   return PageRef(std::move(page));
 }
 
+// ReadRun runs in four phases, so that no lock is held across a read and two
+// runs that overlap never wait on each other:
+//   1. LookUpRun: every page is looked up; with RunKeep::kShare the misses
+//      are claimed (in-flight loads others will wait on).
+//   2. ReadMissingRanges: hits are copied out; each contiguous range of
+//      misses is read with one call.
+//   3. PublishClaims: our claims are finished (kept, or abandoned if their
+//      read failed) before we wait on anyone else's.
+//   4. TakeWaitedPages: pages someone else was loading are taken from their
+//      load, or read here if it gave none.
 Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out,
                           std::vector<uint8_t>* zero, RunReadResult* result) {
-  const uint64_t ps = run.page_size;
-  auto key_of = [&](uint64_t i) { return PageKey{run.name_space, run.first_offset + i * ps, ps}; };
-  // Per-thread scratch: a run of single pages is common (prefetch of a
-  // scattered working set), and allocating three vectors for each would cost
-  // about as much as the copy.
-  static thread_local RunScratch scratch;
-  auto& source = scratch.source;
-  auto& cached = scratch.cached;
-  auto& loads = scratch.loads;  // our claims (kRead with kShare), others' loads (kWait)
-  source.assign(run.count, RunSource::kRead);
-  cached.assign(run.count, nullptr);
-  loads.assign(run.count, nullptr);
-  using Source = RunSource;
+  static thread_local RunState state;
+  state.run = run;
+  state.keep = keep;
+  state.read = &read;
+  state.out = out;
+  state.zero = zero;
+  state.valid = run.count;
+  state.source.assign(run.count, RunSource::kRead);
+  state.cached.assign(run.count, nullptr);
+  state.loads.assign(run.count, nullptr);
   zero->assign(run.count, 0);
   *result = {};
 
-  // 1. Look every page up; claim the misses when they are to be shared.
-  for (uint64_t i = 0; i < run.count; ++i) {
-    const PageKey key = key_of(i);
+  LookUpRun(state);
+  Status status = ReadMissingRanges(state, result);
+  PublishClaims(state, result);
+  status = TakeWaitedPages(state, std::move(status), result);
+  result->valid_pages = state.valid;
+  state.loads.clear();  // keep no load alive past the call
+  state.read = nullptr;
+  return status;
+}
+
+void PageCache::LookUpRun(RunState& st) {
+  for (uint64_t i = 0; i < st.run.count; ++i) {
+    const PageKey key = st.KeyOf(i);
     Shard& shard = ShardFor(key);
-    std::lock_guard lock(shard.mu);
-    if (auto it = shard.index.find(key); it != shard.index.end()) {
-      Entry& e = *it->second;
-      if (e.freq < kMaxCredit) ++e.freq;
-      ++shard.hits;
-      cached[i] = e.page;
-      source[i] = Source::kCached;
+    MutexLock lock(&shard.mu);
+    if (auto page = shard.Lookup(key)) {
+      st.cached[i] = std::move(page);
+      st.source[i] = RunSource::kCached;
       continue;
     }
-    if (keep == RunKeep::kShare) {
+    if (st.keep == RunKeep::kShare) {
       if (auto it = shard.inflight.find(key); it != shard.inflight.end()) {
-        loads[i] = it->second;
-        source[i] = Source::kWait;
+        st.loads[i] = it->second;
+        st.source[i] = RunSource::kWait;
         continue;
       }
-      loads[i] = std::make_shared<InflightLoad>();
-      shard.inflight.emplace(key, loads[i]);
+      st.loads[i] = std::make_shared<InflightLoad>();
+      shard.inflight.emplace(key, st.loads[i]);
     }
     ++shard.misses;
   }
+}
 
-  // 2. Copy the hits out, read each contiguous range of misses at once.
+Status PageCache::ReadMissingRanges(RunState& st, RunReadResult* result) {
   Status status;
-  uint64_t valid = run.count;
-  for (uint64_t i = 0; i < run.count;) {
-    if (source[i] == Source::kCached) {
-      (*zero)[i] = CopyOut(*cached[i], out + i * ps);
-      cached[i].reset();
+  const uint64_t ps = st.run.page_size;
+  for (uint64_t i = 0; i < st.run.count;) {
+    if (st.source[i] == RunSource::kCached) {
+      (*st.zero)[i] = CopyOut(*st.cached[i], st.Out(i));
+      st.cached[i].reset();
       ++result->hits;
       ++i;
       continue;
     }
-    if (source[i] == Source::kWait) {
+    if (st.source[i] == RunSource::kWait) {
       ++i;
       continue;
     }
     uint64_t j = i + 1;
-    while (j < run.count && source[j] == Source::kRead) ++j;
+    while (j < st.run.count && st.source[j] == RunSource::kRead) ++j;
     if (status.ok()) {
-      status = read(run.first_offset + i * ps, (j - i) * ps, out + i * ps);
-      if (!status.ok()) valid = i;
+      status = (*st.read)(st.run.first_offset + i * ps, (j - i) * ps, st.Out(i));
+      if (!status.ok()) st.valid = i;
     }
     i = j;
   }
+  return status;
+}
 
-  // 3. Publish our claims before waiting on anyone else's, so two runs that
-  // overlap never wait on each other.
-  for (uint64_t i = 0; i < run.count; ++i) {
-    if (source[i] != Source::kRead) continue;
-    const bool ok = i < valid;
+void PageCache::PublishClaims(RunState& st, RunReadResult* result) {
+  const uint64_t ps = st.run.page_size;
+  for (uint64_t i = 0; i < st.run.count; ++i) {
+    if (st.source[i] != RunSource::kRead) continue;
+    const bool ok = i < st.valid;
     if (ok) {
-      (*zero)[i] = ZeroFlag(out + i * ps, ps);
+      (*st.zero)[i] = ZeroFlag(st.Out(i), ps);
       ++result->misses;
     }
-    if (!loads[i]) continue;  // RunKeep::kNone: nothing claimed
+    if (!st.loads[i]) continue;  // RunKeep::kNone: nothing claimed
     std::shared_ptr<CachedPage> page;
     if (ok) {
       try {
         page = std::make_shared<CachedPage>(ps);
-        if (!(*zero)[i]) std::memcpy(page->mutable_data(), out + i * ps, ps);
+        if (!(*st.zero)[i]) std::memcpy(page->mutable_data(), st.Out(i), ps);
       } catch (const std::bad_alloc&) {
         page.reset();  // not kept; waiters read it themselves
       }
     }
-    const PageKey key = key_of(i);
+    const PageKey key = st.KeyOf(i);
     Shard& shard = ShardFor(key);
     {
-      std::lock_guard lock(shard.mu);
-      loads[i]->done = true;
-      if (page) {
-        loads[i]->page = page;
-        if (shard.MakeRoom(Charge(*page))) {
-          shard.Insert(key, page);
-        } else {
-          ++shard.uncached;
-        }
-      } else {
-        loads[i]->abandoned = true;
-      }
-      shard.inflight.erase(key);
+      MutexLock lock(&shard.mu);
+      shard.FinishLoad(key, *st.loads[i], std::move(page));
     }
-    shard.load_done.notify_all();
+    shard.load_done.SignalAll();
   }
+}
 
-  // 4. Pages other callers were loading: take their bytes, or read them here
-  // if their load did not give any.
-  for (uint64_t i = 0; i < valid; ++i) {
-    if (source[i] != Source::kWait) continue;
-    const PageKey key = key_of(i);
+Status PageCache::TakeWaitedPages(RunState& st, Status status, RunReadResult* result) {
+  const uint64_t ps = st.run.page_size;
+  for (uint64_t i = 0; i < st.valid; ++i) {
+    if (st.source[i] != RunSource::kWait) continue;
+    const PageKey key = st.KeyOf(i);
     Shard& shard = ShardFor(key);
     PageRef page;
     {
-      std::unique_lock lock(shard.mu);
-      shard.load_done.wait(lock, [&] { return loads[i]->done; });
-      if (!loads[i]->abandoned && loads[i]->status.ok()) {
-        page = loads[i]->page;
+      MutexLock lock(&shard.mu);
+      InflightLoad& load = *st.loads[i];
+      shard.load_done.Wait([&]() REQUIRES(shard.mu) { return load.done; });
+      if (!load.abandoned && load.status.ok()) {
+        page = load.page;
         ++shard.hits;
       } else {
         ++shard.misses;
       }
     }
     if (page) {
-      (*zero)[i] = CopyOut(*page, out + i * ps);
+      (*st.zero)[i] = CopyOut(*page, st.Out(i));
       ++result->hits;
       continue;
     }
-    Status st = read(key.offset, ps, out + i * ps);
-    if (!st.ok()) {
-      if (status.ok()) status = st;
-      valid = i;
+    Status read = (*st.read)(key.offset, ps, st.Out(i));
+    if (!read.ok()) {
+      if (status.ok()) status = read;
+      st.valid = i;
       break;
     }
-    (*zero)[i] = ZeroFlag(out + i * ps, ps);
+    (*st.zero)[i] = ZeroFlag(st.Out(i), ps);
     ++result->misses;
   }
-  result->valid_pages = valid;
-  loads.clear();  // keep no load alive past the call
   return status;
 }
 
@@ -425,7 +472,7 @@ PageCacheCounters PageCache::Counters() const {
   PageCacheCounters c;
   c.max_bytes = max_bytes_;
   for (const auto& shard : shards_) {
-    std::lock_guard lock(shard->mu);
+    MutexLock lock(&shard->mu);
     c.bytes += shard->bytes;
     c.items += shard->index.size();
     c.hits += shard->hits;

@@ -1,7 +1,7 @@
 // PageCache: the host-wide cache of snapshot pages shared by every session.
 //
-// Keyed by (namespace, file offset, length), where a namespace is a cache key
-// bound to one backing file's identity. Bounded by a byte budget split over
+// Keyed by (namespace, file offset, length), where a namespace stands for one
+// CacheKey (a name bound to the identity of its bytes). Bounded by a byte budget split over
 // shards, each with its own lock, so sessions faulting different pages do not
 // contend. Eviction is S3-FIFO (a small probationary FIFO in front of a main
 // CLOCK queue, with ghost keys): a page only one restore faulted leaves from
@@ -10,17 +10,20 @@
 // by a copy in progress is never freed under it (PageRef keeps it alive) and
 // eviction passes it by.
 // Concurrent misses on one page read the backing file once.
+//
+// Thread-safe. Each shard's lock guards its queues, index and in-flight
+// loads; no lock is held while a page is read or copied, and no call holds
+// two shards' locks at once.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/mutex.h"
+#include "pager/storage/cache_key.h"
 #include "uffdpager/status.h"
 
 namespace uffdpager {
@@ -123,8 +126,8 @@ class PageCache {
   explicit PageCache(uint64_t max_bytes, size_t shard_count = 16, ZeroPageMode zero_pages = ZeroPageMode::kDetect);
   ~PageCache();
 
-  // A stable number for `key` (a cache key combined with a file identity).
-  uint64_t InternNamespace(const std::string& key);
+  // A stable number for `key`, the namespace of its pages.
+  uint64_t InternNamespace(const CacheKey& key) EXCLUDES(namespaces_mu_);
 
   // Returns the page for `key`, calling `load` on a miss. If another caller is
   // already loading the same page, waits for that load instead of reading
@@ -147,15 +150,21 @@ class PageCache {
 
  private:
   struct Shard;
+  struct RunState;
   Shard& ShardFor(const PageKey& key);
   // Whether a page just read is to be treated as zeros (1) or as data (0).
   uint8_t ZeroFlag(const uint8_t* bytes, size_t size) const;
+  // ReadRun's phases, in order (see ReadRun).
+  void LookUpRun(RunState& run);
+  Status ReadMissingRanges(RunState& run, RunReadResult* result);
+  void PublishClaims(RunState& run, RunReadResult* result);
+  Status TakeWaitedPages(RunState& run, Status status, RunReadResult* result);
 
   uint64_t max_bytes_;
   ZeroPageMode zero_pages_;
   std::vector<std::unique_ptr<Shard>> shards_;
-  std::mutex namespaces_mu_;
-  std::unordered_map<std::string, uint64_t> namespaces_;
+  Mutex namespaces_mu_;
+  std::unordered_map<CacheKey, uint64_t, CacheKeyHash> namespaces_ GUARDED_BY(namespaces_mu_);
 };
 
 }  // namespace uffdpager

@@ -1,41 +1,46 @@
 // WorkingSetStore: the recorded working sets of snapshots, one file per cache
-// key under DATA/uffd/VERSION/records/. A record is the list of memory-file
-// offsets a restore faulted, in first-touch order. It is bound to the backing
-// file's identity: a record for a file that has since changed is discarded,
-// never replayed. Files are written atomically (temp file + rename) and carry
-// a checksum, so a torn or corrupt record is ignored rather than trusted.
+// key name under DATA/uffd/VERSION/records/. A record is the list of memory
+// offsets a restore faulted, in first-touch order, written under its full
+// CacheKey: a record whose bytes' identity is not the key's (the file changed
+// since it was recorded) is discarded, never replayed. Files are written
+// atomically (temp file + rename) and carry a checksum, so a torn or corrupt
+// record is ignored rather than trusted.
+//
+// Thread-safe: saves are serialized; loads read a file that is only ever
+// replaced whole.
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "pager/storage/backing_file.h"
+#include "common/mutex.h"
+#include "pager/storage/cache_key.h"
 #include "uffdpager/status.h"
 
 namespace uffdpager {
 
 struct WorkingSet {
   uint64_t page_size = 4096;
-  std::vector<uint64_t> offsets;  // memory-file offsets, first touch first
+  std::vector<uint64_t> offsets;  // memory offsets, first touch first
 };
 
 class WorkingSetStore {
  public:
   explicit WorkingSetStore(std::string dir) : dir_(std::move(dir)) {}
 
-  // The record for `cache_key` if one exists and was made from a file with
-  // this identity; a stale or corrupt record is deleted.
-  std::optional<WorkingSet> Load(const std::string& cache_key, const FileIdentity& identity);
-  Status Save(const std::string& cache_key, const FileIdentity& identity, const WorkingSet& set);
+  // The record for `key` if one exists and was made from the same bytes; a
+  // stale or corrupt record is deleted.
+  std::optional<WorkingSet> Load(const CacheKey& key);
+  Status Save(const CacheKey& key, const WorkingSet& set) EXCLUDES(mu_);
 
-  std::string PathFor(const std::string& cache_key) const;
+  // Where `key`'s record lives (by name: a newer identity replaces it).
+  std::string PathFor(const CacheKey& key) const;
 
  private:
-  std::string dir_;
-  std::mutex mu_;  // one writer at a time per pager
+  const std::string dir_;
+  Mutex mu_;  // one writer at a time per pager
 };
 
 }  // namespace uffdpager

@@ -1,6 +1,4 @@
-#include "pager/daemon/session_registry.h"
-
-#include <fcntl.h>
+#include "pager/serving/session_registry.h"
 
 namespace uffdpager {
 
@@ -26,10 +24,10 @@ Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
     return Status::InvalidArgument("session id \"" + spec.id +
                                    "\" is invalid: use 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
   }
-  std::lock_guard create_lock(create_mu_);
+  MutexLock create_lock(&create_mu_);
   std::shared_ptr<Session> old;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (auto it = sessions_.find(spec.id); it != sessions_.end()) {
       old = std::move(it->second);
       sessions_.erase(it);
@@ -39,45 +37,33 @@ Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
   std::string id = spec.id;
   auto session = Session::Start(std::move(spec), SocketPathFor(id), env_);
   if (!session.ok()) return session.status();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   sessions_[id] = *session;
   return session;
 }
 
-Result<std::shared_ptr<Session>> SessionRegistry::Adopt(RecoveredSession recovered, const std::string& origin,
-                                                        OnUnservable on_unservable) {
-  const std::string id = recovered.record.spec.id;
-  if (!IsValidSessionId(id)) return Status::InvalidArgument("session record has an invalid id \"" + id + "\"");
-  std::lock_guard create_lock(create_mu_);
+Result<std::shared_ptr<Session>> SessionRegistry::Add(const std::string& id, const SessionMaker& make) {
+  if (!IsValidSessionId(id)) return Status::InvalidArgument("invalid session id \"" + id + "\"");
+  MutexLock create_lock(&create_mu_);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (sessions_.count(id) != 0) return Status::Conflict("a session " + id + " is live here already");
   }
-  // What a Lost session needs if adoption fails: the record, and a pidfd
-  // of its own (Adopt consumes the fds it is given).
-  RecoveredSession if_lost{recovered.record, {}};
-  if (recovered.fds.client) if_lost.fds.client.reset(::fcntl(recovered.fds.client.get(), F_DUPFD_CLOEXEC, 0));
-  auto session = Session::Adopt(std::move(recovered), origin, env_);
-  if (!session.ok()) {
-    if (on_unservable == OnUnservable::kRefuse) return session.status();
-    auto lost = Session::Lost(std::move(if_lost), session.status(), env_);
-    std::lock_guard lock(mu_);
-    sessions_[id] = lost;
-    return lost;
-  }
-  std::lock_guard lock(mu_);
+  auto session = make();
+  if (!session.ok()) return session.status();
+  MutexLock lock(&mu_);
   sessions_[id] = *session;
   return session;
 }
 
-std::vector<RecoveredSession> SessionRegistry::DetachAll() {
-  std::lock_guard create_lock(create_mu_);
+std::vector<DetachedSession> SessionRegistry::DetachAll() {
+  MutexLock create_lock(&create_mu_);
   std::map<std::string, std::shared_ptr<Session>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     all.swap(sessions_);
   }
-  std::vector<RecoveredSession> out;
+  std::vector<DetachedSession> out;
   for (auto& [id, s] : all) {
     auto detached = s->Detach();
     if (detached.ok()) {
@@ -90,7 +76,7 @@ std::vector<RecoveredSession> SessionRegistry::DetachAll() {
 }
 
 std::shared_ptr<Session> SessionRegistry::Find(const std::string& id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = sessions_.find(id);
   return it == sessions_.end() ? nullptr : it->second;
 }
@@ -98,7 +84,7 @@ std::shared_ptr<Session> SessionRegistry::Find(const std::string& id) {
 void SessionRegistry::Close(const std::string& id, const std::string& reason) {
   std::shared_ptr<Session> session;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = sessions_.find(id);
     if (it == sessions_.end()) return;
     session = std::move(it->second);
@@ -107,7 +93,7 @@ void SessionRegistry::Close(const std::string& id, const std::string& reason) {
   session->Close(reason);
 }
 
-void SessionRegistry::PruneEnded(std::unique_lock<std::mutex>& lock) {
+std::vector<std::shared_ptr<Session>> SessionRegistry::TakeEnded() {
   std::vector<std::shared_ptr<Session>> ended;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     if (it->second->state() == SessionState::kClosed) {
@@ -117,16 +103,18 @@ void SessionRegistry::PruneEnded(std::unique_lock<std::mutex>& lock) {
       ++it;
     }
   }
-  lock.unlock();
-  for (auto& s : ended) s->Close("ended");  // joins the finished thread
-  lock.lock();
+  return ended;
 }
 
 std::vector<std::shared_ptr<Session>> SessionRegistry::List() {
-  std::unique_lock lock(mu_);
-  PruneEnded(lock);
+  std::vector<std::shared_ptr<Session>> ended;
   std::vector<std::shared_ptr<Session>> out;
-  for (auto& [id, s] : sessions_) out.push_back(s);
+  {
+    MutexLock lock(&mu_);
+    ended = TakeEnded();
+    for (auto& [id, s] : sessions_) out.push_back(s);
+  }
+  for (auto& s : ended) s->Close("ended");  // joins the finished thread
   return out;
 }
 
@@ -141,7 +129,7 @@ size_t SessionRegistry::CountActive() { return List().size(); }
 void SessionRegistry::CloseAll(const std::string& reason) {
   std::map<std::string, std::shared_ptr<Session>> all;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     all.swap(sessions_);
   }
   for (auto& [id, s] : all) s->Close(reason);

@@ -1,0 +1,63 @@
+// SessionRegistry: the live sessions by id. Creating a session with the id of
+// a live one replaces it (the old one is closed first). Sessions that ended on
+// their own (VMM exited) are pruned on the next look.
+//
+// Thread-safe. create_mu_ serializes whatever makes or removes sessions
+// (create, replace, resume, detach), so two creates of one id never race;
+// mu_ guards the map alone and is never held while a session starts, stops
+// or answers.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/mutex.h"
+#include "pager/serving/session.h"
+
+namespace uffdpager {
+
+// Session ids name files: only [A-Za-z0-9._-], 1 to 128 characters, and not
+// starting with a dot (no "..", no hidden files).
+bool IsValidSessionId(const std::string& id);
+
+class SessionRegistry {
+ public:
+  SessionRegistry(std::string sessions_dir, SessionEnvironment env);
+  ~SessionRegistry();
+
+  // A new session (Session::Start), replacing a live one of the same id.
+  Result<std::shared_ptr<Session>> Create(SessionSpec spec) EXCLUDES(create_mu_, mu_);
+  // Registers the session `make` returns under `id` (continuity's resumed
+  // or failed sessions). kConflict if `id` is live here already; `make` is
+  // not called then.
+  using SessionMaker = std::function<Result<std::shared_ptr<Session>>()>;
+  Result<std::shared_ptr<Session>> Add(const std::string& id, const SessionMaker& make) EXCLUDES(create_mu_, mu_);
+  // Stops every session that holds a VM and hands back its checkpoint and
+  // fds; the rest are closed. The registry is empty afterwards.
+  std::vector<DetachedSession> DetachAll() EXCLUDES(create_mu_, mu_);
+  std::shared_ptr<Session> Find(const std::string& id) EXCLUDES(mu_);
+  void Close(const std::string& id, const std::string& reason) EXCLUDES(mu_);
+  std::vector<std::shared_ptr<Session>> List() EXCLUDES(mu_);
+  // Sessions still serving (or able to serve) a VM; drain waits for them.
+  size_t CountHoldingVm() EXCLUDES(mu_);
+  size_t CountActive() EXCLUDES(mu_);
+  void CloseAll(const std::string& reason) EXCLUDES(mu_);
+
+  std::string SocketPathFor(const std::string& id) const;
+  const SessionEnvironment& environment() const { return env_; }
+
+ private:
+  // Takes out the sessions that ended; the caller closes them unlocked.
+  std::vector<std::shared_ptr<Session>> TakeEnded() REQUIRES(mu_);
+
+  const std::string sessions_dir_;
+  const SessionEnvironment env_;
+  Mutex create_mu_ ACQUIRED_BEFORE(mu_);
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_ GUARDED_BY(mu_);
+};
+
+}  // namespace uffdpager
