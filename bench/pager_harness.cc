@@ -109,12 +109,12 @@ Result<std::unique_ptr<RestoredGuest>> BenchPager::HandOver(const std::string& s
                                                             const std::string& socket_path, uint64_t bytes) {
   auto memory = GuestMemory::Allocate({bytes / 4 * 3, bytes / 4}, kPageSize);
   if (!memory.ok()) return memory.status();
-  auto handover = HandOverGuestMemory(*memory, socket_path, UffdHandoverOptions{});
-  if (!handover.ok()) return handover.status();
+  auto handshake = PerformVmmHandshake(*memory, socket_path, VmmHandshakeOptions{});
+  if (!handshake.ok()) return handshake.status();
   auto guest = std::make_unique<RestoredGuest>();
   guest->session_id = session_id;
   guest->memory = std::move(*memory);
-  guest->handover = std::move(*handover);
+  guest->handshake = std::move(*handshake);
   return guest;
 }
 

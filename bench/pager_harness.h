@@ -1,6 +1,6 @@
 // The benchmark's side of a real uffd-pager: which pager configurations
 // (flavors) exist, starting a fresh pager for one, and restoring a VM through
-// it exactly as Firecracker does (session, GuestMemory, UFFD handover).
+// it exactly as Firecracker does (session, GuestMemory, UFFD handshake).
 #pragma once
 
 #include <chrono>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "common/guest_memory.h"
-#include "common/vmm_uffd_handover.h"
+#include "common/vmm_handshake.h"
 #include "uffdpager/pager_process.h"
 #include "uffdpager/status.h"
 
@@ -53,7 +53,7 @@ struct PagerSetup {
 struct RestoredGuest {
   std::string session_id;
   GuestMemory memory;
-  UffdHandover handover;
+  VmmHandshake handshake;
 
   const uint8_t* PageAddress(uint64_t page) const;
 };

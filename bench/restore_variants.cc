@@ -64,7 +64,7 @@ Result<double> TimeFileRestore(const BenchConfig& config, const WorkingSet& set)
   return ms;
 }
 
-// One restore through `pager`: the handover and the touches are timed (the
+// One restore through `pager`: the handshake and the touches are timed (the
 // orchestrator's POST /sessions happens before the VM loads, so it is not).
 Result<double> TimePagerRestore(const BenchConfig& config, const BenchPager& pager, const std::string& session_id,
                                 const WorkingSet& set, nlohmann::json* counters) {

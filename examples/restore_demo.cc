@@ -25,7 +25,7 @@
 #include "common/guest_memory.h"
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
-#include "common/vmm_uffd_handover.h"
+#include "common/vmm_handshake.h"
 #include "uffdpager/pager_client.h"
 #include "uffdpager/pager_process.h"
 
@@ -70,9 +70,9 @@ int RunVm(unsigned vm, const std::string& socket_path, const std::string& snapsh
   // Two regions, as Firecracker has once guest memory crosses its MMIO hole.
   auto memory = GuestMemory::Allocate({bytes * 3 / 4, bytes / 4}, kPage);
   if (!memory.ok()) return fmt::print(stderr, "vm{}: {}\n", vm, memory.status().ToString()), 2;
-  UffdHandoverOptions handover_options;
-  auto handover = HandOverGuestMemory(*memory, socket_path, handover_options);
-  if (!handover.ok()) return fmt::print(stderr, "vm{}: {}\n", vm, handover.status().ToString()), 2;
+  VmmHandshakeOptions handshake_options;
+  auto handshake = PerformVmmHandshake(*memory, socket_path, handshake_options);
+  if (!handshake.ok()) return fmt::print(stderr, "vm{}: {}\n", vm, handshake.status().ToString()), 2;
 
   auto set = WorkingSet(bytes / kPage, vm);
   std::vector<std::thread> vcpus;

@@ -15,7 +15,7 @@ for b in $builds; do
     asan)    dir=build-asan; sanitize=address; opt="-O1" ;;
     tsan)    dir=build-tsan; sanitize=thread;  opt="-O1" ;;
     fuzz)
-      echo "=== fuzz (build-fuzz) ==="
+      echo "=== clang: thread-safety analysis, then fuzzing (build-fuzz) ==="
       UFFDPAGER_FUZZ_SECONDS=${UFFDPAGER_FUZZ_SECONDS:-20} bash scripts/fuzz.sh
       continue ;;
     *) echo "unknown build '$b' (default, asan, tsan, fuzz)" >&2; exit 2 ;;

@@ -62,7 +62,7 @@ TEST_F(PagerLifecycleTest, CompleteLetsThePagerExitWithMemoryStillRight) {
                   << st.ToString() << "\nsession: " << Session("c").dump() << "\n"
                   << pager_->Log();
     // Releasing our uffd wakes every thread waiting on it, so the test ends.
-    (*vm)->handover.uffd = Userfaultfd();
+    (*vm)->handshake.uffd = Userfaultfd();
   }
   toucher.join();
   ASSERT_TRUE(st.ok()) << st.ToString() << "\n" << pager_->Log();
@@ -93,7 +93,7 @@ TEST_F(PagerLifecycleTest, AFailedCompletionLeavesTheSessionServing) {
   auto file = ReadFileBytes(snap);
   auto vm = VmmStandIn::Restore(CreateSession("f", snap), kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-  // The handover returns once sent; the pager adopts it a moment later.
+  // The handshake returns once sent; the pager adopts it a moment later.
   ASSERT_TRUE(WaitFor([&] { return SessionState("f") == "serving"; }));
   // The file loses its tail: completion cannot read every page.
   ASSERT_EQ(::truncate(snap.c_str(), 6 * kMiB), 0);

@@ -62,7 +62,7 @@ class PagerPrefetchTest : public PagerFixture {
   }
 
   std::string RecordFile() {
-    for (const auto& e : std::filesystem::directory_iterator(pager_->root_dir() + "/records")) {
+    for (const auto& e : std::filesystem::directory_iterator(pager_->root_dir() + "/working-sets")) {
       if (e.path().extension() == ".wset") return e.path().string();
     }
     return "";

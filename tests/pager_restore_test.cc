@@ -40,7 +40,7 @@ TEST_P(PagerDialectTest, ServesEveryPageExactlyToConcurrentThreads) {
   StartPager();
   std::string snap = MakeSnapshot("mem", kGuestBytes, 1);
   std::string sock = CreateSession("s1", snap);
-  UffdHandoverOptions opts;
+  VmmHandshakeOptions opts;
   opts.dialect = GetParam().dialect;
   opts.keep_socket_open = GetParam().keep_socket_open;
   auto vm = VmmStandIn::Restore(sock, kRegions, 4096, opts);

@@ -81,7 +81,7 @@ int ConnectAs(uid_t uid, gid_t gid, const std::string& path, const std::string& 
     if (e == EPIPE || e == ECONNRESET) return ::testing::AssertionSuccess();
     return ::testing::AssertionFailure() << vm.status().ToString();
   }
-  return ClosedByPeer((*vm)->handover.connection.get());
+  return ClosedByPeer((*vm)->handshake.connection.get());
 }
 
 class PagerSecurityTest : public PagerFixture {
@@ -196,7 +196,7 @@ TEST_F(PagerSecurityTest, ASessionTurnsAwayAPeerWithTheWrongUidAndKeepsWaiting) 
   auto created = Create({.session_id = "for-nobody", .socket_uid = kNobody, .expected_uid = kNobody});
   ASSERT_TRUE(created.ok());
   // We (root) may connect to any socket, but are not the expected peer: our
-  // real handover is refused unread, and our uffd is not kept.
+  // real handshake is refused unread, and our uffd is not kept.
   EXPECT_TRUE(TurnedAway(created->uffd_socket_path));
   auto s = Session("for-nobody");
   EXPECT_EQ(s["state"], "waiting") << s.dump();

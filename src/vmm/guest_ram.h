@@ -32,7 +32,7 @@ class GuestRam {
   GuestRam& operator=(GuestRam&&) noexcept;
 
   const GuestLayout& layout() const { return layout_; }
-  // The anonymous memory, for the UFFD handover; nullptr for a file mapping.
+  // The anonymous memory, for the UFFD handshake; nullptr for a file mapping.
   const GuestMemory* anonymous() const { return anonymous_ ? &*anonymous_ : nullptr; }
 
   uint8_t* region_host(size_t i) const { return hosts_[i]; }

@@ -1,7 +1,7 @@
 // StallWatchdog: notices when something that should make progress does not.
 //
 // A vCPU whose guest memory fault is never served (the page server died
-// after the UFFD handover) blocks in the kernel forever; so does the VMM
+// after the UFFD handshake) blocks in the kernel forever; so does the VMM
 // thread writing guest memory during a Uffd snapshot load. Nothing returns
 // an error in either case, so tinyvmm watches instead: every activity it is
 // given is sampled periodically, and one that is expected to move but whose

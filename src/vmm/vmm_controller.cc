@@ -179,14 +179,14 @@ Status VmmController::LoadSnapshot(const SnapshotLoadRequest& request) {
     auto anon = GuestRam::AllocateAnonymous(saved->layout);
     if (!anon.ok()) return LoadError("Failed to load guest memory", anon.status());
     ram.emplace(std::move(*anon));
-    auto handover = HandOverGuestMemory(*ram->anonymous(), request.backend_path, {});
-    if (!handover.ok()) {
+    auto handshake = PerformVmmHandshake(*ram->anonymous(), request.backend_path, {});
+    if (!handshake.ok()) {
       return LoadError(
           "Failed to load guest memory: Cannot connect to UDS in order to send information on handling guest "
           "memory page-faults",
-          handover.status());
+          handshake.status());
     }
-    handover_.emplace(std::move(*handover));
+    handshake_.emplace(std::move(*handshake));
   } else {
     auto mapped = GuestRam::MapFilePrivately(saved->layout, request.backend_path);
     if (!mapped.ok()) return LoadError("Failed to load guest memory", mapped.status());

@@ -17,7 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/vmm_uffd_handover.h"
+#include "common/vmm_handshake.h"
 #include "uffdpager/status.h"
 #include "vmm/machine.h"
 #include "vmm/snapshot_state.h"
@@ -87,7 +87,7 @@ class VmmController {
   mutable std::mutex api_mu_;  // one request at a time
   MachineConfig config_;        // written under api_mu_ and status_mu_, read under either
   bool configured_ = false;     // guarded by api_mu_: boot-specific resources set
-  std::optional<UffdHandover> handover_;  // guarded by api_mu_: kept for the VM's life
+  std::optional<VmmHandshake> handshake_;  // guarded by api_mu_: kept for the VM's life
 
   mutable std::mutex status_mu_;
   InstanceState state_ = InstanceState::kNotStarted;  // guarded by status_mu_

@@ -7,12 +7,12 @@ namespace uffdpager::testing {
 
 Result<std::unique_ptr<VmmStandIn>> VmmStandIn::Restore(const std::string& socket_path,
                                                         const std::vector<uint64_t>& region_sizes,
-                                                        uint64_t page_size, UffdHandoverOptions options) {
+                                                        uint64_t page_size, VmmHandshakeOptions options) {
   auto memory = GuestMemory::Allocate(region_sizes, page_size);
   if (!memory.ok()) return memory.status();
-  auto handover = HandOverGuestMemory(*memory, socket_path, options);
-  if (!handover.ok()) return handover.status();
-  return std::unique_ptr<VmmStandIn>(new VmmStandIn{std::move(*memory), std::move(*handover)});
+  auto handshake = PerformVmmHandshake(*memory, socket_path, options);
+  if (!handshake.ok()) return handshake.status();
+  return std::unique_ptr<VmmStandIn>(new VmmStandIn{std::move(*memory), std::move(*handshake)});
 }
 
 uint64_t PageCount(const GuestMemory& memory) { return memory.total_size() / 4096; }

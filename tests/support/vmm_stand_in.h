@@ -1,6 +1,6 @@
 // VmmStandIn: the tests' Firecracker. Lays out guest memory as Firecracker
 // does (GuestMemory), performs its exact UFFD handshake with the pager
-// (HandOverGuestMemory), and then touches memory the ways a VM does: from
+// (PerformVmmHandshake), and then touches memory the ways a VM does: from
 // several vCPU-like threads colliding on a shared hot set.
 #pragma once
 
@@ -10,19 +10,19 @@
 #include <vector>
 
 #include "common/guest_memory.h"
-#include "common/vmm_uffd_handover.h"
+#include "common/vmm_handshake.h"
 
 namespace uffdpager::testing {
 
 struct VmmStandIn {
   GuestMemory memory;
-  UffdHandover handover;
+  VmmHandshake handshake;
 
   // Allocates the regions and hands them to the pager session at `socket_path`.
   static Result<std::unique_ptr<VmmStandIn>> Restore(const std::string& socket_path,
                                                      const std::vector<uint64_t>& region_sizes,
                                                      uint64_t page_size = 4096,
-                                                     UffdHandoverOptions options = {});
+                                                     VmmHandshakeOptions options = {});
 };
 
 // Reads one byte of every page from `threads` threads. Thread t starts at a

@@ -9,13 +9,20 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
-#include "pager/daemon/pager_daemon.h"
 #include "common/version.h"
+#include "pager/daemon/pager_daemon.h"
 
-int main(int argc, char** argv) {
+namespace {
+
+// What the command line sets beyond PagerOptions.
+struct CommandLine {
   uffdpager::PagerOptions options;
   std::string log_level = "info";
-  CLI::App app{"uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files"};
+  std::string zero_pages = "detect";
+};
+
+void AddFlags(CLI::App& app, CommandLine& cl) {
+  uffdpager::PagerOptions& options = cl.options;
   app.set_version_flag("--version", uffdpager::kVersion);
   app.add_option("--data-dir", options.data_dir, "data directory; files go under DATA/uffd/VERSION/")
       ->capture_default_str();
@@ -35,8 +42,7 @@ int main(int argc, char** argv) {
                  "install up to this many missing neighbours with each demand fault (adaptive; 0 = off)")
       ->capture_default_str()
       ->check(CLI::Range(0, 512));
-  std::string zero_pages = "detect";
-  app.add_option("--zero-pages", zero_pages,
+  app.add_option("--zero-pages", cl.zero_pages,
                  "detect: all-zero pages and file holes keep no cache memory and go in with UFFDIO_ZEROPAGE; "
                  "copy: treat them as data (to measure what detection saves)")
       ->capture_default_str()
@@ -61,21 +67,23 @@ int main(int argc, char** argv) {
                  "once they are ours");
   app.add_flag("--take-over-all", options.take_over_all,
                "at start, take the live sessions of every other version's pager under DATA/uffd/");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  options.zero_pages = zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
+  app.add_option("--log-level", cl.log_level, "trace, debug, info, warn, error")->capture_default_str();
+}
 
-  uffdpager::ConfigureLogging("uffd-pager", log_level);
-  ::umask(077);  // sockets and files are private unless made otherwise
-  // Signals are taken by one thread with sigwait; every other thread (started
-  // after this) inherits the blocked mask. SIGPIPE is ignored outright.
+// Blocks SIGTERM and SIGINT in this thread and every thread started after
+// it, so one thread takes them with sigwait; ignores SIGPIPE.
+sigset_t BlockTerminationSignals() {
   ::signal(SIGPIPE, SIG_IGN);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
 
+// Serves until drained or signalled.
+int Serve(const uffdpager::PagerOptions& options, const sigset_t& signals) {
   auto daemon = uffdpager::PagerDaemon::Start(options);
   if (!daemon.ok()) {
     spdlog::critical("cannot start: {}", daemon.status().ToString());
@@ -95,4 +103,19 @@ int main(int argc, char** argv) {
   signal_thread.join();
   daemon->reset();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CommandLine cl;
+  CLI::App app{"uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files"};
+  AddFlags(app, cl);
+  CLI11_PARSE(app, argc, argv);
+  cl.options.zero_pages =
+      cl.zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
+  uffdpager::ConfigureLogging("uffd-pager", cl.log_level);
+  ::umask(077);  // sockets and files are private unless made otherwise
+  sigset_t signals = BlockTerminationSignals();
+  return Serve(cl.options, signals);
 }

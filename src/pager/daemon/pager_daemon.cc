@@ -128,7 +128,7 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
   RemoveDeadSockets(recovered);
 
   cache_ = std::make_unique<PageCache>(options_.cache_max_bytes, 16, options_.zero_pages);
-  working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/records");
+  working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/working-sets");
   SessionEnvironment env;
   env.cache = cache_.get();
   env.metrics = &metrics_;

@@ -1,6 +1,6 @@
 // PagerDaemon: one uffd-pager process. Owns its directory
 // DATA/uffd/VERSION/ (control.sock, handover.sock, pager.pid, sessions/,
-// live/, records/), the page cache, the metrics, the sessions, the control
+// live/, working-sets/), the page cache, the metrics, the sessions, the control
 // API, and what lets its sessions outlive it (SessionContinuity).
 //
 // Thread safety: Start and the destructor run on the main thread;

@@ -285,7 +285,7 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
       auto it = shard.inflight.find(key);
       if (it == shard.inflight.end()) break;
       std::shared_ptr<InflightLoad> other = it->second;
-      shard.load_done.Wait([&]() REQUIRES(shard.mu) { return other->done; });
+      while (!other->done) shard.load_done.Wait();
       if (other->abandoned) continue;  // look again; likely load it ourselves
       if (!other->status.ok()) return other->status;
       ++shard.hits;
@@ -443,7 +443,7 @@ Status PageCache::TakeWaitedPages(RunState& st, Status status, RunReadResult* re
     {
       MutexLock lock(&shard.mu);
       InflightLoad& load = *st.loads[i];
-      shard.load_done.Wait([&]() REQUIRES(shard.mu) { return load.done; });
+      while (!load.done) shard.load_done.Wait();
       if (!load.abandoned && load.status.ok()) {
         page = load.page;
         ++shard.hits;

@@ -13,6 +13,8 @@ namespace uffdpager {
 namespace {
 
 constexpr char kMagic[8] = {'U', 'F', 'W', 'S', 'E', 'T', '0', '2'};
+// 8 bytes per page: 256 MiB holds the working set of a 128 GiB guest.
+constexpr size_t kMaxFileBytes = 256 << 20;
 
 uint64_t Fnv1a(const void* data, size_t len, uint64_t h = 0xcbf29ce484222325ULL) {
   const auto* p = static_cast<const uint8_t*>(data);
@@ -36,17 +38,17 @@ std::string WorkingSetStore::PathFor(const CacheKey& key) const {
 
 std::optional<WorkingSet> WorkingSetStore::Load(const CacheKey& key) {
   std::string path = PathFor(key);
-  auto read = ReadWholeFile(path);
-  if (!read.ok()) return std::nullopt;  // no record (or none readable): record anew
+  auto read = ReadWholeFile(path, kMaxFileBytes);
+  if (!read.ok()) return std::nullopt;  // none (or none readable): record anew
   const std::string& bytes = *read;
   auto reject = [&](const char* why) -> std::optional<WorkingSet> {
-    spdlog::info("working-set record {} for cache key {} discarded: {}", path, key.name(), why);
+    spdlog::info("working set {} of cache key {} discarded: {}", path, key.name(), why);
     std::error_code ec;
     std::filesystem::remove(path, ec);
     return std::nullopt;
   };
   constexpr size_t kFixed = sizeof(kMagic) + sizeof(Header) + 8;
-  if (bytes.size() < kFixed || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return reject("not a record");
+  if (bytes.size() < kFixed || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return reject("not a working-set file");
   uint64_t stored_sum;
   std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
   if (Fnv1a(bytes.data(), bytes.size() - 8) != stored_sum) return reject("checksum mismatch");

@@ -1,10 +1,10 @@
 // WorkingSetStore: the recorded working sets of snapshots, one file per cache
-// key name under DATA/uffd/VERSION/records/. A record is the list of memory
-// offsets a restore faulted, in first-touch order, written under its full
-// CacheKey: a record whose bytes' identity is not the key's (the file changed
-// since it was recorded) is discarded, never replayed. Files are written
-// atomically (temp file + rename) and carry a checksum, so a torn or corrupt
-// record is ignored rather than trusted.
+// key name under DATA/uffd/VERSION/working-sets/. A working set is the list
+// of memory offsets a restore faulted, in first-touch order, written under
+// its full CacheKey: one whose bytes' identity is not the key's (the file
+// changed since it was recorded) is discarded, never replayed. Files are
+// written atomically (temp file + rename) and carry a checksum, so a torn or
+// corrupt one is ignored rather than trusted.
 //
 // Thread-safe: saves are serialized; loads read a file that is only ever
 // replaced whole.
@@ -30,12 +30,12 @@ class WorkingSetStore {
  public:
   explicit WorkingSetStore(std::string dir) : dir_(std::move(dir)) {}
 
-  // The record for `key` if one exists and was made from the same bytes; a
-  // stale or corrupt record is deleted.
+  // The working set of `key` if one was recorded from the same bytes; a
+  // stale or corrupt file is deleted.
   std::optional<WorkingSet> Load(const CacheKey& key);
   Status Save(const CacheKey& key, const WorkingSet& set) EXCLUDES(mu_);
 
-  // Where `key`'s record lives (by name: a newer identity replaces it).
+  // Where `key`'s working set lives (by name: a newer identity replaces it).
   std::string PathFor(const CacheKey& key) const;
 
  private:

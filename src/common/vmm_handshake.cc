@@ -1,4 +1,4 @@
-#include "common/vmm_uffd_handover.h"
+#include "common/vmm_handshake.h"
 
 #include <fcntl.h>
 
@@ -6,8 +6,8 @@
 
 namespace uffdpager {
 
-Result<UffdHandover> HandOverGuestMemory(const GuestMemory& memory, const std::string& socket_path,
-                                         const UffdHandoverOptions& options) {
+Result<VmmHandshake> PerformVmmHandshake(const GuestMemory& memory, const std::string& socket_path,
+                                         const VmmHandshakeOptions& options) {
   auto uffd = Userfaultfd::Create(O_CLOEXEC | O_NONBLOCK);
   if (!uffd.ok()) return uffd.status();
   auto api = uffd->NegotiateApi(UFFD_FEATURE_EVENT_REMOVE);
@@ -21,7 +21,7 @@ Result<UffdHandover> HandOverGuestMemory(const GuestMemory& memory, const std::s
   if (!conn.ok()) return conn.status();
   int fds[] = {uffd->fd()};
   UFFD_RETURN_IF_ERROR(SendWithFds(conn->get(), SerializeHandshake(mappings, options.dialect), fds));
-  UffdHandover out{std::move(*uffd), {}};
+  VmmHandshake out{std::move(*uffd), {}};
   if (options.keep_socket_open) out.connection = std::move(*conn);
   return out;
 }

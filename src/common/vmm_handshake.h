@@ -13,20 +13,20 @@
 
 namespace uffdpager {
 
-struct UffdHandoverOptions {
+struct VmmHandshakeOptions {
   HandshakeDialect dialect = HandshakeDialect::kV1_12;
   // Firecracker before 1.12 closed its end right after sending; 1.12+ keeps it.
   bool keep_socket_open = true;
 };
 
-// What the VMM keeps after the handover: its own copy of the uffd (it always
+// What the VMM keeps after the handshake: its own copy of the uffd (it always
 // holds one) and, for 1.12+, the connection.
-struct UffdHandover {
+struct VmmHandshake {
   Userfaultfd uffd;
   UniqueFd connection;
 };
 
-Result<UffdHandover> HandOverGuestMemory(const GuestMemory& memory, const std::string& socket_path,
-                                         const UffdHandoverOptions& options);
+Result<VmmHandshake> PerformVmmHandshake(const GuestMemory& memory, const std::string& socket_path,
+                                         const VmmHandshakeOptions& options);
 
 }  // namespace uffdpager
