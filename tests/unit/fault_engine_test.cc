@@ -506,6 +506,18 @@ TEST_F(FaultEngineTest, CompletionInstallsEveryMissingPageAndTheMemoryReadsTheFi
 
   Status unregistered = engine.UnregisterAll();
   ASSERT_TRUE(unregistered.ok()) << unregistered.ToString();
+  // Really unregistered: another userfaultfd may now register the regions
+  // (a range still registered elsewhere is EBUSY).
+  auto other = Userfaultfd::Create(O_CLOEXEC | O_NONBLOCK);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  ASSERT_TRUE(other->NegotiateApi(0).ok());
+  for (const auto& mapping : vm->memory.Mappings()) {
+    auto reg = other->RegisterMissing(mapping.base_host_virt_addr, mapping.size);
+    EXPECT_TRUE(reg.ok()) << "still registered after UnregisterAll: " << reg.status().ToString();
+    if (reg.ok()) {
+      ASSERT_TRUE(other->Unregister(mapping.base_host_virt_addr, mapping.size).ok());
+    }
+  }
   // Nothing is registered now: a page completion missed would read as zeros
   // here instead of blocking.
   for (size_t r = 0; r < 2; ++r) {
