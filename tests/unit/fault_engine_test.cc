@@ -286,7 +286,7 @@ class FaultEngineTest : public ::testing::Test {
   }
 
   static uint64_t Namespace(PageCache& cache, const BackingFile& backing) {
-    return cache.InternNamespace("test-key\n" + backing.identity().ToString());
+    return cache.InternNamespace(CacheKey("test-key", backing.identity().ToString()));
   }
 
   std::unique_ptr<testing::HugePageReservation> huge_pages_;  // outlives the memory
@@ -750,18 +750,12 @@ void FaultEngineTest::ServeTwoHugePages(long spare) {
 
 TEST_F(FaultEngineTest, HugePagesAreCopiedWholeAndTheirZerosCopiedToo) { ServeTwoHugePages(/*spare=*/1); }
 
-// DISABLED: fails today with ENOMEM ("zero fill of 2097152 bytes ... Cannot
-// allocate memory"). The engine copies zero huge pages from zero_huge_page_,
-// a PROT_READ anonymous mapping it never touches. UFFDIO_COPY into hugetlb
-// reads its source with page faults disabled; an unpopulated source sends
-// the kernel down its slow path, which allocates a temporary huge page to
-// copy through. So the first zero (or removed) huge page needs one huge page
-// more than the guest itself, and a host that reserved exactly the guest's
-// huge pages fails the session. (Checked outside the engine too: with one
-// free huge page, UFFDIO_COPY from an untouched source is ENOMEM, from a
-// source read once it succeeds.) Enable once the source is populated when
-// it is mapped (MAP_POPULATE, or reading it once).
-TEST_F(FaultEngineTest, DISABLED_AZeroHugePageNeedsNoSpareHugePage) { ServeTwoHugePages(/*spare=*/0); }
+// The engine copies zero huge pages from a zero source. UFFDIO_COPY into
+// hugetlb reads its source with page faults disabled; an unpopulated source
+// sends the kernel down its slow path, which allocates a temporary huge page
+// to copy through. A host that reserved exactly the guest's huge pages must
+// still be served: the source is populated when it is mapped.
+TEST_F(FaultEngineTest, AZeroHugePageNeedsNoSpareHugePage) { ServeTwoHugePages(/*spare=*/0); }
 
 }  // namespace
 }  // namespace fault_engine_test

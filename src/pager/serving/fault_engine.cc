@@ -183,8 +183,11 @@ FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeRep
     outcome = uffd_->ZeroPage(loc.page_addr, loc.page_size);
   } else {
     if (!zero_huge_page_.valid() || zero_huge_page_.size() < loc.page_size) {
-      auto zeros = MemoryMapping::Map(nullptr, loc.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
-                                      "zero huge page source");
+      // Populated (with the shared zero page): UFFDIO_COPY into hugetlb reads
+      // its source with page faults disabled, and an unpopulated source makes
+      // the kernel copy through a spare huge page the host may not have.
+      auto zeros = MemoryMapping::Map(nullptr, loc.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                                      -1, 0, "zero huge page source");
       if (!zeros.ok()) {
         RecordFailure(report, zeros.status());
         return FillResult::kFailed;
