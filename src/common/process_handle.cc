@@ -1,6 +1,5 @@
 #include "common/process_handle.h"
 
-#include <poll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -14,11 +13,6 @@ Result<ProcessHandle> ProcessHandle::Open(pid_t pid) {
   int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0) return Status::FromErrno(errno, "pidfd_open " + std::to_string(pid));
   return ProcessHandle(UniqueFd(fd), pid);
-}
-
-bool ProcessHandle::HasExited() const {
-  pollfd pfd{fd_.get(), POLLIN, 0};
-  return ::poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
 }
 
 Status ProcessHandle::Signal(int signal) const {

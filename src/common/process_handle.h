@@ -20,7 +20,6 @@ class ProcessHandle {
   bool valid() const { return fd_.valid(); }
   int fd() const { return fd_.get(); }
   pid_t pid() const { return pid_; }
-  bool HasExited() const;
   Status Signal(int signal) const;
   // Gives up the pidfd (to park it in the fd store or hand it over).
   UniqueFd TakeFd() { return std::move(fd_); }
