@@ -42,7 +42,8 @@ Status ReadRegion(const Json& obj, GuestRegionMapping* r) {
   UFFD_RETURN_IF_ERROR(fields.Read("size", &r->size));
   UFFD_RETURN_IF_ERROR(fields.Read("offset", &r->offset));
   // 1.12+ sends page_size; 1.7-1.11 only page_size_kib (in bytes despite the
-  // name); before 1.7 neither, and the page size was always 4 KiB.
+  // name); before 1.7 neither, and the page size was always 4 KiB. A field
+  // that is there as null counts as sent, and Read refuses it.
   const char* ps_field = obj.contains("page_size") ? "page_size" : obj.contains("page_size_kib") ? "page_size_kib" : nullptr;
   if (ps_field != nullptr) UFFD_RETURN_IF_ERROR(fields.Read(ps_field, &r->page_size));
   return Status::Ok();
