@@ -14,6 +14,7 @@
 #include "common/http_server.h"
 #include "pager/access/backing_path_policy.h"
 #include "pager/daemon/control_api.h"
+#include "pager/daemon/pid_file.h"
 #include "pager/metrics/fault_counters.h"
 #include "pager/storage/page_cache.h"
 #include "pager/continuity/recovery_store.h"
@@ -74,7 +75,7 @@ class PagerDaemon {
 
   PagerOptions options_;
   std::string root_dir_;
-  std::string pid_path_;
+  std::unique_ptr<PidFile> pid_file_;
   FaultCounters counters_;
   std::atomic<uint64_t> failed_sessions_{0};
   std::atomic<uint64_t> refused_peers_{0};
