@@ -135,6 +135,8 @@ class JsonFields {
   explicit JsonFields(const nlohmann::json& object, std::string path = "",
                       JsonWording wording = JsonWording::kPlain)
       : object_(object), path_(std::move(path)), wording_(wording) {}
+  // A reader kept past the end of a temporary's statement would dangle.
+  JsonFields(nlohmann::json&& object, std::string path = "", JsonWording wording = JsonWording::kPlain) = delete;
 
   // The field is present and not null.
   bool Has(std::string_view name) const;

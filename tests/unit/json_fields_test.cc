@@ -114,7 +114,8 @@ TEST(JsonFieldsTest, OptionalFieldsThatArePresentAreChecked) {
   EXPECT_TRUE(ok);
 
   std::optional<std::string> name;
-  ASSERT_TRUE(JsonFields(json{{"name", "x"}}).ReadOptional("name", &name).ok());
+  json named = {{"name", "x"}};
+  ASSERT_TRUE(JsonFields(named).ReadOptional("name", &name).ok());
   EXPECT_EQ(name, "x");
 }
 
