@@ -88,12 +88,14 @@ Result<RecoveredSession> ParseSession(HandoverMessage message) {
 bool Adopted(const nlohmann::json& answer, std::string* why_not) {
   JsonFields fields(answer);
   bool adopted = false;
-  if (Status st = fields.ReadOptional("adopted", &adopted); !st.ok()) {
-    *why_not = Malformed(st).message();
+  std::string error = "?";
+  Status read = fields.ReadOptional("adopted", &adopted);
+  if (read.ok() && !adopted) read = fields.ReadOptional("error", &error);
+  if (!read.ok()) {
+    *why_not = Malformed(read).message();
     return false;
   }
-  *why_not = "?";
-  if (Status st = fields.ReadOptional("error", why_not); !st.ok()) *why_not = Malformed(st).message();
+  *why_not = std::move(error);
   return adopted;
 }
 
