@@ -11,7 +11,10 @@
 //      missing field "instance_id"
 //      "instance_id" must be a string
 //      "expected_pid" must be an integer from 0 to 2147483647
+//      "offset" must be non-negative: an integer from 0 to 18446744073709551615
 //    Callers say where the object came from with Status::WithContext.
+//    (JsonWording::kSerde words them as serde does, which names the field
+//    only when it is missing.)
 //  * Read: the field must be present and hold the type; null is the wrong
 //    type. ReadOptional: an absent or null field is no error and leaves *out
 //    untouched, so whatever *out held is the default.
