@@ -128,7 +128,7 @@ void StopPager(const std::string& data) {
   std::ifstream in(data + "/uffd/default/pager.pid");
   pid_t pid = 0;
   if (!(in >> pid) || pid <= 0) return;
-  auto id = lifecycle::IdentifyProcess(pid);
+  auto id = IdentifyProcess(pid);
   if (id.ok()) (void)id->Terminate();
 }
 

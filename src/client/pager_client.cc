@@ -1,6 +1,7 @@
 #include "uffdpager/pager_client.h"
 
 #include "common/http_client.h"
+#include "common/json_fields.h"
 
 namespace uffdpager {
 
@@ -20,6 +21,26 @@ ErrorCode CodeForHttpStatus(int status) {
   }
 }
 
+// An answer without the fields the API promises: the pager broke the protocol.
+Status Malformed(const char* request, const Status& st) {
+  return Status::Protocol(std::string(request) + " answered " + st.message());
+}
+
+// Answers of older pagers may lack fields; those keep their defaults.
+Status ReadHealth(const Json& j, PagerHealth* h) {
+  JsonFields fields(j);
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("version", &h->version));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("draining", &h->draining));
+  return fields.ReadOptional("active_sessions", &h->active_sessions);
+}
+
+Status ReadCreatedSession(const Json& j, CreatedSession* created) {
+  JsonFields fields(j);
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("session_id", &created->session_id));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("uffd_socket_path", &created->uffd_socket_path));
+  return fields.ReadOptional("pager_version", &created->pager_version);
+}
+
 }  // namespace
 
 PagerClient::PagerClient(std::string control_socket_path) : socket_path_(std::move(control_socket_path)) {}
@@ -34,9 +55,9 @@ Result<Json> PagerClient::Call(const char* method, const std::string& path, cons
   if (!response.ok()) return response.status();
   Json parsed = response->body.empty() ? Json::object() : Json::parse(response->body, nullptr, false);
   if (response->status < 200 || response->status >= 300) {
-    std::string message = (parsed.is_object() && parsed.contains("error") && parsed["error"].is_string())
-                              ? parsed["error"].get<std::string>()
-                              : response->body;
+    // An error without a readable "error" field is quoted whole.
+    std::string message = response->body;
+    (void)JsonFields(parsed).ReadOptional("error", &message);
     return Status::Error(CodeForHttpStatus(response->status),
                          std::string(method) + " " + path + ": HTTP " + std::to_string(response->status) + ": " +
                              message);
@@ -49,9 +70,7 @@ Result<PagerHealth> PagerClient::Health(std::chrono::milliseconds timeout) const
   auto j = Call("GET", "/health", "", timeout);
   if (!j.ok()) return j.status();
   PagerHealth h;
-  h.version = j->value("version", "");
-  h.draining = j->value("draining", false);
-  h.active_sessions = j->value("active_sessions", uint64_t{0});
+  if (Status st = ReadHealth(*j, &h); !st.ok()) return Malformed("GET /health", st);
   return h;
 }
 
@@ -60,7 +79,9 @@ Result<Json> PagerClient::Stats() const { return Call("GET", "/stats", "", std::
 Result<Json> PagerClient::ListSessions() const {
   auto j = Call("GET", "/sessions", "", std::chrono::seconds(10));
   if (!j.ok()) return j.status();
-  return (*j)["sessions"];
+  std::vector<Json> sessions;
+  if (Status st = JsonFields(*j).Read("sessions", &sessions); !st.ok()) return Malformed("GET /sessions", st);
+  return Json(std::move(sessions));
 }
 
 Result<Json> PagerClient::GetSession(const std::string& session_id) const {
@@ -78,7 +99,9 @@ Result<CreatedSession> PagerClient::CreateSession(const CreateSessionRequest& re
   if (request.expected_pid) body["expected_pid"] = *request.expected_pid;
   auto j = Call("POST", "/sessions", body.dump(), std::chrono::seconds(30));
   if (!j.ok()) return j.status();
-  return CreatedSession{j->value("session_id", ""), j->value("uffd_socket_path", ""), j->value("pager_version", "")};
+  CreatedSession created;
+  if (Status st = ReadCreatedSession(*j, &created); !st.ok()) return Malformed("POST /sessions", st);
+  return created;
 }
 
 Status PagerClient::CloseSession(const std::string& session_id) const {

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "common/json_fields.h"
 #include "uffdpager/pager_client.h"
 #include "uffdpager/pager_service.h"
 
@@ -23,11 +24,24 @@ void PrintSessions(const Json& sessions) {
   std::cout << fmt::format("{:<24} {:<10} {:<20} {:>9} {:>9} {:>10} {:>10}  {}\n", "SESSION", "STATE", "INSTANCE",
                            "FAULTS", "COPIED", "PRESENT", "DISK_MiB", "REASON");
   for (const auto& s : sessions) {
-    const Json& c = s["counters"];
-    std::cout << fmt::format("{:<24} {:<10} {:<20} {:>9} {:>9} {:>10} {:>10.1f}  {}\n",
-                             s.value("session_id", ""), s.value("state", ""), s.value("instance_id", ""),
-                             c.value("faults", 0ULL), c.value("pages_copied", 0ULL), s.value("present_pages", 0ULL),
-                             c.value("backing_bytes_read", 0ULL) / 1048576.0, s.value("reason", ""));
+    // A table shows what it can: a field the pager did not send, or sent
+    // with another type, shows as empty or 0.
+    uffdpager::JsonFields fields(s);
+    std::string id, state, instance, reason;
+    uint64_t present = 0, faults = 0, copied = 0, disk_bytes = 0;
+    Json counters;
+    (void)fields.ReadOptional("session_id", &id);
+    (void)fields.ReadOptional("state", &state);
+    (void)fields.ReadOptional("instance_id", &instance);
+    (void)fields.ReadOptional("present_pages", &present);
+    (void)fields.ReadOptional("reason", &reason);
+    (void)fields.ReadOptional("counters", &counters);
+    uffdpager::JsonFields c(counters, "counters");
+    (void)c.ReadOptional("faults", &faults);
+    (void)c.ReadOptional("pages_copied", &copied);
+    (void)c.ReadOptional("backing_bytes_read", &disk_bytes);
+    std::cout << fmt::format("{:<24} {:<10} {:<20} {:>9} {:>9} {:>10} {:>10.1f}  {}\n", id, state, instance, faults,
+                             copied, present, disk_bytes / 1048576.0, reason);
   }
 }
 

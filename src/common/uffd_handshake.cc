@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "common/json_fields.h"
+
 namespace uffdpager {
 
 using Json = nlohmann::json;
@@ -32,13 +34,19 @@ std::string SerializeHandshake(const std::vector<GuestRegionMapping>& regions, H
 
 namespace {
 
-Result<uint64_t> RequireUnsigned(const Json& obj, const char* field, size_t index) {
-  auto it = obj.find(field);
-  if (it == obj.end()) return Status::InvalidArgument(fmt::format("region {}: missing field \"{}\"", index, field));
-  if (!it->is_number_unsigned() && !(it->is_number_integer() && it->get<int64_t>() >= 0)) {
-    return Status::InvalidArgument(fmt::format("region {}: \"{}\" must be a non-negative integer", index, field));
-  }
-  return it->get<uint64_t>();
+// One region's fields: exact non-negative integers, all required but the
+// page size.
+Status ReadRegion(const Json& obj, GuestRegionMapping* r) {
+  JsonFields fields(obj);
+  UFFD_RETURN_IF_ERROR(fields.Read("base_host_virt_addr", &r->base_host_virt_addr));
+  UFFD_RETURN_IF_ERROR(fields.Read("size", &r->size));
+  UFFD_RETURN_IF_ERROR(fields.Read("offset", &r->offset));
+  // 1.12+ sends page_size; 1.7-1.11 only page_size_kib (in bytes despite the
+  // name); before 1.7 neither, and the page size was always 4 KiB. A field
+  // that is there as null counts as sent, and Read refuses it.
+  const char* ps_field = obj.contains("page_size") ? "page_size" : obj.contains("page_size_kib") ? "page_size_kib" : nullptr;
+  if (ps_field != nullptr) UFFD_RETURN_IF_ERROR(fields.Read(ps_field, &r->page_size));
+  return Status::Ok();
 }
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -64,10 +72,12 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
   Json doc = Json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Status::InvalidArgument("handshake is not valid JSON");
   const Json* list = &doc;
+  Json mappings;
   if (doc.is_object()) {
-    auto it = doc.find("mappings");
-    if (it == doc.end()) return Status::InvalidArgument("handshake object has no \"mappings\" array");
-    list = &*it;
+    JsonFields fields(doc);
+    if (!fields.Has("mappings")) return Status::InvalidArgument("handshake object has no \"mappings\" array");
+    UFFD_RETURN_IF_ERROR(fields.Read("mappings", &mappings));
+    list = &mappings;
   }
   if (!list->is_array()) return Status::InvalidArgument("handshake must be a JSON array of regions");
   if (list->empty()) return Status::InvalidArgument("handshake has no regions");
@@ -81,23 +91,7 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
     const Json& obj = (*list)[i];
     if (!obj.is_object()) return Status::InvalidArgument(fmt::format("region {} is not an object", i));
     GuestRegionMapping r;
-    auto base = RequireUnsigned(obj, "base_host_virt_addr", i);
-    if (!base.ok()) return base.status();
-    auto size = RequireUnsigned(obj, "size", i);
-    if (!size.ok()) return size.status();
-    auto offset = RequireUnsigned(obj, "offset", i);
-    if (!offset.ok()) return offset.status();
-    r.base_host_virt_addr = *base;
-    r.size = *size;
-    r.offset = *offset;
-    // 1.12+ sends page_size; 1.7-1.11 only page_size_kib (in bytes despite the
-    // name); before 1.7 neither, and the page size was always 4 KiB.
-    const char* ps_field = obj.contains("page_size") ? "page_size" : obj.contains("page_size_kib") ? "page_size_kib" : nullptr;
-    if (ps_field != nullptr) {
-      auto ps = RequireUnsigned(obj, ps_field, i);
-      if (!ps.ok()) return ps.status();
-      r.page_size = *ps;
-    }
+    if (Status st = ReadRegion(obj, &r); !st.ok()) return st.WithContext(fmt::format("region {}", i));
     if (!IsPowerOfTwo(r.page_size) || r.page_size < 4096 || r.page_size > (1ULL << 30)) {
       return Status::InvalidArgument(fmt::format("region {}: page size {} is not a power of two between 4 KiB and 1 GiB", i, r.page_size));
     }

@@ -60,7 +60,9 @@ Status CreateInstance(Context& c, const std::string& name, const BootConfig& boo
 }
 
 Status RecoverCreate(Context& c, const JournalEntry& e) {
-  ProcessIdentity started = JournaledProcess(e, "vmm");
+  auto journaled = JournaledProcess(e, "vmm");
+  if (!journaled.ok()) return journaled.status();
+  const ProcessIdentity started = *journaled;
   auto m = c.store.Load(e.instance);
   bool committed = m.ok() && m->vmm && m->vmm->process == started;
   if (!committed && started.pid != 0) (void)started.Terminate();

@@ -2,13 +2,34 @@
 // the command line.
 #include <cctype>
 
+#include "common/json_fields.h"
 #include "uffdpager/lifecycle.h"
 
 namespace uffdpager {
 
 namespace {
+
 constexpr int kConfigSchemaVersion = 1;
+
+// The fields of schema 1 (DataDirConfig::FromJson checked the version).
+// Absent optional ones keep DataDirConfig's defaults.
+Status ReadConfig(const nlohmann::json& j, DataDirConfig* c) {
+  JsonFields fields(j);
+  std::string backend;
+  UFFD_RETURN_IF_ERROR(fields.Read("backend", &backend));
+  auto parsed_backend = ParseMemoryBackend(backend);
+  if (!parsed_backend.ok()) return parsed_backend.status();
+  c->backend = *parsed_backend;
+  UFFD_RETURN_IF_ERROR(fields.Read("vmm_binary", &c->vmm_binary));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("vmm_args", &c->vmm_args));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_binary", &c->pager_binary));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_version_key", &c->pager_version_key));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_autostart", &c->pager_autostart));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_cache_bytes", &c->pager_cache_bytes));
+  return Status::Ok();
 }
+
+}  // namespace
 
 const char* InstanceStateName(InstanceState state) {
   switch (state) {
@@ -59,32 +80,25 @@ nlohmann::json DataDirConfig::ToJson() const {
 }
 
 Result<DataDirConfig> DataDirConfig::FromJson(const nlohmann::json& j) {
-  try {
-    int version = j.at("schema_version").get<int>();
-    if (version != kConfigSchemaVersion) {
-      return Status::InvalidArgument("config schema " + std::to_string(version) + " (this snapctl reads " +
-                                     std::to_string(kConfigSchemaVersion) + ")");
-    }
-    DataDirConfig c;
-    auto backend = ParseMemoryBackend(j.at("backend").get<std::string>());
-    if (!backend.ok()) return backend.status();
-    c.backend = *backend;
-    c.vmm_binary = j.at("vmm_binary").get<std::string>();
-    c.vmm_args = j.value("vmm_args", std::vector<std::string>{});
-    c.pager_binary = j.value("pager_binary", "");
-    c.pager_version_key = j.value("pager_version_key", "default");
-    c.pager_autostart = j.value("pager_autostart", true);
-    c.pager_cache_bytes = j.value("pager_cache_bytes", uint64_t{1} << 30);
-    return c;
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(std::string("config: ") + e.what());
+  int version = 0;
+  if (Status st = JsonFields(j).Read("schema_version", &version); !st.ok()) return st.WithContext("config");
+  if (version != kConfigSchemaVersion) {
+    return Status::InvalidArgument("config schema " + std::to_string(version) + " (this snapctl reads " +
+                                   std::to_string(kConfigSchemaVersion) + ")");
   }
+  DataDirConfig c;
+  if (Status st = ReadConfig(j, &c); !st.ok()) return st.WithContext("config");
+  return c;
 }
 
 nlohmann::json InstanceStatus::ToJson() const {
   nlohmann::json j = details;
   j["name"] = name;
-  j["recorded_state"] = details.value("state", "");
+  // The details are metadata this process read or built; a state that is not
+  // a string there shows as none.
+  std::string recorded_state;
+  (void)JsonFields(details).ReadOptional("state", &recorded_state);
+  j["recorded_state"] = recorded_state;
   j["state"] = InstanceStateName(state);
   if (!reason.empty()) j["reason"] = reason;
   return j;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "common/json_fields.h"
 #include "common/wait_for.h"
 
 namespace uffdpager::lifecycle {
@@ -32,8 +33,10 @@ Status FirecrackerDriver::Call(const char* method, const std::string& path, cons
   auto r = api_.Send(method, path, body.is_null() ? "" : body.dump(), timeout);
   if (!r.ok()) return r.status().WithContext(std::string(method) + " " + path);
   if (r->status >= 200 && r->status < 300) return Status::Ok();
-  json j = json::parse(r->body, nullptr, false);
-  std::string fault = j.is_object() ? j.value("fault_message", r->body) : r->body;
+  // A fault without a readable fault_message is quoted whole.
+  json answer = json::parse(r->body, nullptr, false);
+  std::string fault = r->body;
+  (void)JsonFields(answer).ReadOptional("fault_message", &fault);
   return Status::Error(r->status >= 500 ? ErrorCode::kInternal : ErrorCode::kConflict,
                        std::string(method) + " " + path + " -> " + std::to_string(r->status) + ": " + fault);
 }

@@ -19,6 +19,7 @@
 
 #include <filesystem>
 
+#include "common/json_fields.h"
 #include "lifecycle/crash_point.h"
 #include "common/durable_file.h"
 #include "lifecycle/operations.h"
@@ -131,16 +132,22 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
 }
 
 Status RecoverFork(Context& c, const JournalEntry& e) {
+  JsonFields data(e.data, "data");
+  std::string blob;
+  std::string source_name;
+  bool source_paused = false;
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("blob", &blob));
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("source", &source_name));
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("source_paused", &source_paused));
   if (!c.store.Exists(e.instance)) {
     spdlog::warn("rolling back the interrupted fork {}", e.instance);
     std::error_code ec;
     std::filesystem::remove_all(c.store.StagingDir(e.instance), ec);
-    std::string blob = e.data.value("blob", "");
     if (!blob.empty()) ::unlink(c.store.BlobPath(blob).c_str());
   }
   // A source paused for the snapshot must not stay paused.
-  if (e.data.value("source_paused", false)) {
-    auto source = c.store.Load(e.data.value("source", ""));
+  if (source_paused) {
+    auto source = c.store.Load(source_name);
     if (source.ok() && source->state == InstanceState::kRunning && source->vmm && source->vmm->process.IsAlive()) {
       (void)FirecrackerDriver(source->vmm->api_socket).Resume();
     }

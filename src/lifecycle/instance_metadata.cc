@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "common/json_fields.h"
+
 namespace uffdpager::lifecycle {
 
 using nlohmann::json;
@@ -22,6 +24,50 @@ Result<MemorySource> ParseMemorySource(const std::string& s) {
   if (s == "file") return MemorySource::kFile;
   if (s == "uffd") return MemorySource::kUffd;
   return Status::InvalidArgument("unknown memory source \"" + s + "\"");
+}
+
+// The fields of schema 1 (InstanceMetadata::FromJson checked the version).
+Status ReadMetadata(const json& j, InstanceMetadata* m) {
+  JsonFields fields(j);
+  UFFD_RETURN_IF_ERROR(fields.Read("name", &m->name));
+  std::string state;
+  UFFD_RETURN_IF_ERROR(fields.Read("state", &state));
+  auto parsed_state = ParseInstanceState(state);
+  if (!parsed_state.ok()) return parsed_state.status();
+  m->state = *parsed_state;
+  UFFD_RETURN_IF_ERROR(fields.Read("vcpu_count", &m->vcpu_count));
+  UFFD_RETURN_IF_ERROR(fields.Read("mem_size_mib", &m->mem_size_mib));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("forked_from", &m->forked_from));
+  UFFD_RETURN_IF_ERROR(fields.Read("one_shot_uffd", &m->one_shot_uffd));
+  UFFD_RETURN_IF_ERROR(fields.Read("needs_full_snapshot", &m->needs_full_snapshot));
+  std::optional<json> snapshot;
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("snapshot", &snapshot));
+  if (snapshot) {
+    JsonFields s(*snapshot, "snapshot");
+    SnapshotRecord record;
+    UFFD_RETURN_IF_ERROR(s.Read("state_file", &record.state_file));
+    UFFD_RETURN_IF_ERROR(s.Read("memory_blob", &record.memory_blob));
+    UFFD_RETURN_IF_ERROR(s.Read("owns_memory", &record.owns_memory));
+    m->snapshot = record;
+  }
+  std::optional<json> vmm;
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("vmm", &vmm));
+  if (vmm) {
+    JsonFields v(*vmm, "vmm");
+    VmmRecord r;
+    UFFD_RETURN_IF_ERROR(v.Read("pid", &r.process.pid));
+    UFFD_RETURN_IF_ERROR(v.Read("start_time", &r.process.start_time));
+    UFFD_RETURN_IF_ERROR(v.Read("api_socket", &r.api_socket));
+    std::string source;
+    UFFD_RETURN_IF_ERROR(v.Read("memory_source", &source));
+    auto parsed_source = ParseMemorySource(source);
+    if (!parsed_source.ok()) return parsed_source.status();
+    r.memory_source = *parsed_source;
+    UFFD_RETURN_IF_ERROR(v.ReadOptional("pager_session", &r.pager_session));
+    UFFD_RETURN_IF_ERROR(v.ReadOptional("backing_blob", &r.backing_blob));
+    m->vmm = r;
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -61,43 +107,15 @@ json InstanceMetadata::ToJson() const {
 }
 
 Result<InstanceMetadata> InstanceMetadata::FromJson(const json& j) {
-  try {
-    int version = j.at("schema_version").get<int>();
-    if (version != kMetadataSchemaVersion) {
-      return Status::InvalidArgument("instance metadata schema " + std::to_string(version) + " (this snapctl reads " +
-                                     std::to_string(kMetadataSchemaVersion) + ")");
-    }
-    InstanceMetadata m;
-    m.name = j.at("name").get<std::string>();
-    auto state = ParseInstanceState(j.at("state").get<std::string>());
-    if (!state.ok()) return state.status();
-    m.state = *state;
-    m.vcpu_count = j.at("vcpu_count").get<uint32_t>();
-    m.mem_size_mib = j.at("mem_size_mib").get<uint64_t>();
-    m.forked_from = j.value("forked_from", "");
-    m.one_shot_uffd = j.at("one_shot_uffd").get<bool>();
-    m.needs_full_snapshot = j.at("needs_full_snapshot").get<bool>();
-    if (j.contains("snapshot")) {
-      const json& s = j.at("snapshot");
-      m.snapshot = SnapshotRecord{s.at("state_file").get<std::string>(), s.at("memory_blob").get<std::string>(),
-                                  s.at("owns_memory").get<bool>()};
-    }
-    if (j.contains("vmm")) {
-      const json& v = j.at("vmm");
-      VmmRecord r;
-      r.process = {v.at("pid").get<pid_t>(), v.at("start_time").get<uint64_t>()};
-      r.api_socket = v.at("api_socket").get<std::string>();
-      auto source = ParseMemorySource(v.at("memory_source").get<std::string>());
-      if (!source.ok()) return source.status();
-      r.memory_source = *source;
-      r.pager_session = v.value("pager_session", "");
-      r.backing_blob = v.value("backing_blob", "");
-      m.vmm = r;
-    }
-    return m;
-  } catch (const json::exception& e) {
-    return Status::InvalidArgument(std::string("instance metadata: ") + e.what());
+  int version = 0;
+  if (Status st = JsonFields(j).Read("schema_version", &version); !st.ok()) return st.WithContext("instance metadata");
+  if (version != kMetadataSchemaVersion) {
+    return Status::InvalidArgument("instance metadata schema " + std::to_string(version) + " (this snapctl reads " +
+                                   std::to_string(kMetadataSchemaVersion) + ")");
   }
+  InstanceMetadata m;
+  if (Status st = ReadMetadata(j, &m); !st.ok()) return st.WithContext("instance metadata");
+  return m;
 }
 
 }  // namespace uffdpager::lifecycle

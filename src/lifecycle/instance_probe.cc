@@ -4,6 +4,7 @@
 // state and reports no stall, and — for a UFFD-restored VM — the pager
 // session that serves its memory is healthy. Anything else is Unknown, with
 // the reason.
+#include "common/json_fields.h"
 #include "lifecycle/operations.h"
 
 namespace uffdpager::lifecycle {
@@ -26,8 +27,15 @@ InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m) {
   auto info = FirecrackerDriver(m.vmm->api_socket).Describe();
   if (!info.ok()) return unknown("VMM API not answering: " + info.status().ToString());
   s.details["vmm_info"] = *info;
-  if (info->value("stalled", false)) return unknown("VMM reports a stall: " + info->value("stall_reason", ""));
-  std::string vmm_state = info->value("state", "");
+  JsonFields fields(*info);
+  bool stalled = false;
+  std::string stall_reason;
+  std::string vmm_state;
+  Status read = fields.ReadOptional("stalled", &stalled);
+  if (read.ok()) read = fields.ReadOptional("stall_reason", &stall_reason);
+  if (read.ok()) read = fields.ReadOptional("state", &vmm_state);
+  if (!read.ok()) return unknown("VMM API answered GET / oddly: " + read.message());
+  if (stalled) return unknown("VMM reports a stall: " + stall_reason);
   if (vmm_state == "Running") {
     s.state = InstanceState::kRunning;
   } else if (vmm_state == "Paused") {

@@ -25,7 +25,7 @@ struct Lifecycle::Context {
   lifecycle::PagerLink pager;
 
   // Starts a VMM for `name` on its API socket, logging into its folder.
-  Result<lifecycle::ProcessIdentity> LaunchVmm(const std::string& name) const {
+  Result<ProcessIdentity> LaunchVmm(const std::string& name) const {
     return lifecycle::FirecrackerDriver::Launch({config.vmm_binary, config.vmm_args, name,
                                                  store.ApiSocketPath(name), store.VmmLogPath(name)});
   }

@@ -6,8 +6,21 @@
 #include <filesystem>
 
 #include "common/durable_file.h"
+#include "common/json_fields.h"
 
 namespace uffdpager::lifecycle {
+
+namespace {
+
+// What each operation keeps under "data" is read by its recovery.
+Status ReadEntry(const nlohmann::json& j, JournalEntry* entry) {
+  JsonFields fields(j);
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("op", &entry->op));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("instance", &entry->instance));
+  return fields.ReadOptional("data", &entry->data);
+}
+
+}  // namespace
 
 Status LifecycleJournal::Record(const JournalEntry& entry) const {
   nlohmann::json j = {{"op", entry.op}, {"instance", entry.instance}, {"data", entry.data}};
@@ -34,7 +47,9 @@ Result<std::vector<JournalEntry>> LifecycleJournal::Pending() const {
     if (!text.ok()) return text.status();
     nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("journal record " + path + " is not JSON");
-    out.push_back({j.value("op", ""), j.value("instance", ""), j.value("data", nlohmann::json::object())});
+    JournalEntry entry;
+    if (Status st = ReadEntry(j, &entry); !st.ok()) return st.WithContext("journal record " + path);
+    out.push_back(std::move(entry));
   }
   if (ec) return Status::FromErrno(ec.value(), "list " + dir_);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.instance < b.instance; });

@@ -24,7 +24,7 @@ Status RecoverCreate(Context& c, const JournalEntry& e);
 InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m);
 
 // The process identity a journal record names under `key` (pid 0 if none).
-ProcessIdentity JournaledProcess(const JournalEntry& e, const char* key);
+Result<ProcessIdentity> JournaledProcess(const JournalEntry& e, const char* key);
 nlohmann::json JournalProcess(const ProcessIdentity& p);
 
 }  // namespace uffdpager::lifecycle

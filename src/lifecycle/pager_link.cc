@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "common/json_fields.h"
 #include "common/wait_for.h"
 #include "lifecycle/detached_process.h"
 
@@ -61,9 +62,13 @@ std::string PagerLink::SessionProblem(const std::string& session_id) const {
   if (!health.ok()) return "pager unreachable: " + health.status().ToString();
   auto session = client_.GetSession(session_id);
   if (!session.ok()) return "pager session " + session_id + ": " + session.status().ToString();
-  std::string state = session->value("state", "");
+  JsonFields fields(*session);
+  std::string state;
+  std::string reason;
+  Status read = fields.Read("state", &state);
+  if (read.ok()) read = fields.ReadOptional("reason", &reason);
+  if (!read.ok()) return "pager session " + session_id + " answered oddly: " + read.message();
   if (state == "waiting" || state == "serving" || state == "completing" || state == "completed") return "";
-  std::string reason = session->value("reason", "");
   return "pager session " + session_id + " is " + state + (reason.empty() ? "" : ": " + reason);
 }
 

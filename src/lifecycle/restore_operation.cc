@@ -10,15 +10,21 @@
 // the file is read, never written, by running the VM).
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "lifecycle/crash_point.h"
 #include "lifecycle/operations.h"
 
 namespace uffdpager::lifecycle {
 
-ProcessIdentity JournaledProcess(const JournalEntry& e, const char* key) {
-  if (!e.data.contains(key)) return {};
-  const auto& p = e.data.at(key);
-  return {p.value("pid", pid_t{0}), p.value("start_time", uint64_t{0})};
+Result<ProcessIdentity> JournaledProcess(const JournalEntry& e, const char* key) {
+  std::optional<nlohmann::json> recorded;
+  UFFD_RETURN_IF_ERROR(JsonFields(e.data, "data").ReadOptional(key, &recorded));
+  ProcessIdentity p;
+  if (!recorded) return p;
+  JsonFields fields(*recorded, std::string("data.") + key);
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("pid", &p.pid));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("start_time", &p.start_time));
+  return p;
 }
 
 nlohmann::json JournalProcess(const ProcessIdentity& p) { return {{"pid", p.pid}, {"start_time", p.start_time}}; }
@@ -86,13 +92,17 @@ Status RestoreInstance(Context& c, InstanceMetadata m, bool resume) {
 }
 
 Status RecoverRestore(Context& c, const JournalEntry& e) {
-  ProcessIdentity started = JournaledProcess(e, "vmm");
+  auto journaled = JournaledProcess(e, "vmm");
+  if (!journaled.ok()) return journaled.status();
+  const ProcessIdentity started = *journaled;
+  bool uffd = false;
+  UFFD_RETURN_IF_ERROR(JsonFields(e.data, "data").ReadOptional("uffd", &uffd));
   auto m = c.store.Load(e.instance);
   bool committed = m.ok() && m->vmm && m->vmm->process == started && started.pid != 0;
   if (!committed) {
     spdlog::warn("rolling back the interrupted restore of {}", e.instance);
     if (started.pid != 0) (void)started.Terminate();
-    if (e.data.value("uffd", false)) UFFD_RETURN_IF_ERROR(c.pager.CloseSession(e.instance));
+    if (uffd) UFFD_RETURN_IF_ERROR(c.pager.CloseSession(e.instance));
   }
   return c.journal.Finish(e.instance);
 }

@@ -19,6 +19,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "lifecycle/crash_point.h"
 #include "lifecycle/operations.h"
 #include "lifecycle/snapshot_copy.h"
@@ -104,11 +105,18 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
 }
 
 Status RecoverStandby(Context& c, const JournalEntry& e) {
-  const std::string state_file = e.data.value("state_file", "");
-  const bool in_place = e.data.value("in_place", false);
+  JsonFields data(e.data, "data");
+  std::string state_file;
+  bool in_place = false;
+  bool was_running = false;
   VmmRecord vmm;
-  vmm.process = JournaledProcess(e, "vmm");
-  vmm.pager_session = e.data.value("pager_session", "");
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("state_file", &state_file));
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("in_place", &in_place));
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("was_running", &was_running));
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("pager_session", &vmm.pager_session));
+  auto journaled = JournaledProcess(e, "vmm");
+  if (!journaled.ok()) return journaled.status();
+  vmm.process = *journaled;
   auto m = c.store.Load(e.instance);
   if (!m.ok()) return c.journal.Finish(e.instance);  // the instance is gone
   if (m->snapshot && m->snapshot->state_file == state_file) {
@@ -129,7 +137,7 @@ Status RecoverStandby(Context& c, const JournalEntry& e) {
     m->vmm.reset();
     m->state = InstanceState::kStopped;
     m->needs_full_snapshot = true;
-  } else if (e.data.value("was_running", false)) {
+  } else if (was_running) {
     (void)FirecrackerDriver(m->vmm ? m->vmm->api_socket : c.store.ApiSocketPath(e.instance)).Resume();
   }
   UFFD_RETURN_IF_ERROR(c.store.Save(*m));

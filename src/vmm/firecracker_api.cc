@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/json_fields.h"
+
 namespace uffdpager::vmm {
 
 namespace {
@@ -43,9 +45,11 @@ std::string Quoted(const std::vector<std::string>& names) {
 }
 
 // A JSON object with exactly the fields a deny_unknown_fields struct takes.
+// Its fields are read by JsonFields, in serde's wording.
 class StrictObject {
  public:
-  StrictObject(const json& j, const char* struct_name, std::vector<std::string> fields) : j_(j) {
+  StrictObject(const json& j, const char* struct_name, std::vector<std::string> fields)
+      : fields_(j, "", JsonWording::kSerde) {
     if (!j.is_object()) {
       throw BodyError("invalid type: " + std::string(j.type_name()) + ", expected struct " + struct_name);
     }
@@ -56,38 +60,39 @@ class StrictObject {
     }
   }
 
-  bool Has(const char* name) const { return j_.contains(name) && !j_.at(name).is_null(); }
+  bool Has(const char* name) const { return fields_.Has(name); }
 
-  const json& Required(const char* name) const {
-    if (!j_.contains(name)) throw BodyError(std::string("missing field `") + name + "`");
-    return j_.at(name);
+  // A nested value (a struct or a list), required.
+  json Value(const char* name) const {
+    json v;
+    Check(fields_.Read(name, &v));
+    return v;
   }
 
   std::string String(const char* name, bool required, const std::string& fallback = "") const {
-    if (!Has(name)) {
-      if (required) Required(name);
-      return fallback;
-    }
-    const json& v = j_.at(name);
-    if (!v.is_string()) throw BodyError("invalid type: " + std::string(v.type_name()) + ", expected a string");
-    return v.get<std::string>();
+    std::string v = fallback;
+    Check(required ? fields_.Read(name, &v) : fields_.ReadOptional(name, &v));
+    return v;
   }
 
   bool Bool(const char* name, bool fallback) const {
-    if (!Has(name)) return fallback;
-    const json& v = j_.at(name);
-    if (!v.is_boolean()) throw BodyError("invalid type: " + std::string(v.type_name()) + ", expected a boolean");
-    return v.get<bool>();
+    bool v = fallback;
+    Check(fields_.ReadOptional(name, &v));
+    return v;
   }
 
-  uint64_t Unsigned(const char* name, const char* rust_type, uint64_t max) const {
-    const json& v = Required(name);
-    if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0)) {
-      throw BodyError("invalid type: " + std::string(v.type_name()) + ", expected " + rust_type);
-    }
-    uint64_t n = v.get<uint64_t>();
-    if (n > max) throw BodyError("invalid value: integer `" + std::to_string(n) + "`, expected " + rust_type);
-    return n;
+  // A required integer of Rust's type T (u8: uint8_t), or at most `max`.
+  template <JsonInteger T>
+  T Integer(const char* name) const {
+    T v = 0;
+    Check(fields_.Read(name, &v));
+    return v;
+  }
+  template <JsonInteger T>
+  T Integer(const char* name, uint64_t max) const {
+    T v = 0;
+    Check(fields_.Read(name, &v, max));
+    return v;
   }
 
   std::string Enum(const char* name, bool required, const std::vector<std::string>& variants,
@@ -99,10 +104,12 @@ class StrictObject {
     return v;
   }
 
-  const json& raw() const { return j_; }
-
  private:
-  const json& j_;
+  static void Check(const Status& st) {
+    if (!st.ok()) throw BodyError(st.message());
+  }
+
+  JsonFields fields_;
 };
 
 json ParseBody(const std::string& body) {
@@ -119,8 +126,9 @@ HttpResponse PutMachineConfig(VmmController& c, const std::string& body) {
   StrictObject o(j, "MachineConfig",
                  {"vcpu_count", "mem_size_mib", "smt", "cpu_template", "track_dirty_pages", "huge_pages"});
   MachineConfig config;
-  config.vcpu_count = static_cast<uint32_t>(o.Unsigned("vcpu_count", "u8", 255));
-  config.mem_size_mib = o.Unsigned("mem_size_mib", "usize", UINT64_MAX >> 20);
+  config.vcpu_count = o.Integer<uint8_t>("vcpu_count");
+  // At most what fits in bytes.
+  config.mem_size_mib = o.Integer<uint64_t>("mem_size_mib", UINT64_MAX >> 20);
   config.smt = o.Bool("smt", false);
   config.track_dirty_pages = o.Bool("track_dirty_pages", false);
   config.huge_pages = o.Enum("huge_pages", false, {"None", "2M"}, "None");
@@ -174,13 +182,14 @@ HttpResponse PutSnapshotLoad(VmmController& c, const std::string& body) {
   if (has_file) {
     r.backend_path = o.String("mem_file_path", true);
   } else {
-    StrictObject b(o.raw().at("mem_backend"), "MemBackendConfig", {"backend_type", "backend_path"});
+    json backend = o.Value("mem_backend");
+    StrictObject b(backend, "MemBackendConfig", {"backend_type", "backend_path"});
     r.uffd = b.Enum("backend_type", true, {"File", "Uffd"}, "") == "Uffd";
     r.backend_path = b.String("backend_path", true);
   }
   r.track_dirty_pages = o.Bool("track_dirty_pages", false) || o.Bool("enable_diff_snapshots", false);
   r.resume_vm = o.Bool("resume_vm", false);
-  if (o.Has("network_overrides") && !o.raw().at("network_overrides").empty()) {
+  if (o.Has("network_overrides") && !o.Value("network_overrides").empty()) {
     return Fault(400, "tinyvmm has no network devices to override.");
   }
   if (o.Has("vsock_override")) return Fault(400, "tinyvmm has no vsock device to override.");

@@ -3,11 +3,34 @@
 #include <algorithm>
 #include <string>
 
+#include "common/json_fields.h"
+
 namespace uffdpager::vmm {
 
 namespace {
+
 constexpr uint64_t kTwoMiB = 2 * kMiB;
 constexpr uint64_t k4GiB = 1ULL << 32;
+
+// The fields; GuestLayout::FromJson checks what they describe.
+Status ReadLayout(const nlohmann::json& j, GuestLayout* layout) {
+  JsonFields fields(j);
+  std::vector<nlohmann::json> regions;
+  UFFD_RETURN_IF_ERROR(fields.Read("page_size", &layout->page_size));
+  UFFD_RETURN_IF_ERROR(fields.Read("hole_start", &layout->hole_start));
+  UFFD_RETURN_IF_ERROR(fields.Read("hole_size", &layout->hole_size));
+  UFFD_RETURN_IF_ERROR(fields.Read("regions", &regions));
+  for (size_t i = 0; i < regions.size(); ++i) {
+    JsonFields r(regions[i], "regions[" + std::to_string(i) + "]");
+    GuestRegion region;
+    UFFD_RETURN_IF_ERROR(r.Read("guest_phys_addr", &region.gpa));
+    UFFD_RETURN_IF_ERROR(r.Read("size", &region.size));
+    UFFD_RETURN_IF_ERROR(r.Read("file_offset", &region.file_offset));
+    layout->regions.push_back(region);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<GuestLayout> GuestLayout::ForMemorySize(uint64_t mem_bytes, uint64_t hole_start, uint64_t hole_size,
@@ -57,32 +80,24 @@ nlohmann::json GuestLayout::ToJson() const {
 }
 
 Result<GuestLayout> GuestLayout::FromJson(const nlohmann::json& j) {
-  try {
-    GuestLayout layout;
-    layout.page_size = j.at("page_size").get<uint64_t>();
-    layout.hole_start = j.at("hole_start").get<uint64_t>();
-    layout.hole_size = j.at("hole_size").get<uint64_t>();
-    uint64_t expected_offset = 0;
-    for (const auto& r : j.at("regions")) {
-      GuestRegion region{r.at("guest_phys_addr").get<uint64_t>(), r.at("size").get<uint64_t>(),
-                         r.at("file_offset").get<uint64_t>()};
-      if (region.size == 0 || region.size % layout.page_size != 0 || region.gpa % kTwoMiB != 0 ||
-          region.file_offset != expected_offset) {
-        return Status::InvalidArgument("memory layout has a malformed region");
-      }
-      expected_offset += region.size;
-      layout.regions.push_back(region);
-    }
-    if (layout.regions.empty() || layout.regions.size() > 2) {
-      return Status::InvalidArgument("memory layout must have one or two regions");
-    }
-    if (layout.page_size != kGuestPageSize && layout.page_size != kTwoMiB) {
-      return Status::InvalidArgument("memory layout has an unsupported page size");
-    }
-    return layout;
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(std::string("memory layout: ") + e.what());
+  GuestLayout layout;
+  if (Status st = ReadLayout(j, &layout); !st.ok()) return st.WithContext("memory layout");
+  // First: the regions are checked against the page size (a zero would divide).
+  if (layout.page_size != kGuestPageSize && layout.page_size != kTwoMiB) {
+    return Status::InvalidArgument("memory layout has an unsupported page size");
   }
+  if (layout.regions.empty() || layout.regions.size() > 2) {
+    return Status::InvalidArgument("memory layout must have one or two regions");
+  }
+  uint64_t expected_offset = 0;
+  for (const auto& region : layout.regions) {
+    if (region.size == 0 || region.size % layout.page_size != 0 || region.gpa % kTwoMiB != 0 ||
+        region.file_offset != expected_offset) {
+      return Status::InvalidArgument("memory layout has a malformed region");
+    }
+    expected_offset += region.size;
+  }
+  return layout;
 }
 
 }  // namespace uffdpager::vmm

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/json_fields.h"
 #include "vmm/guest_ram.h"
 
 namespace uffdpager::vmm {
@@ -63,12 +64,13 @@ nlohmann::json ProgressToJson(const VcpuProgress& p) {
 }
 
 Result<VcpuProgress> ProgressFromJson(const nlohmann::json& j) {
-  try {
-    return VcpuProgress{j.at("step").get<uint32_t>(), j.at("checksum").get<uint32_t>(),
-                        j.at("prng").get<uint32_t>()};
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(std::string("guest progress: ") + e.what());
-  }
+  JsonFields fields(j);
+  VcpuProgress p;
+  Status st = fields.Read("step", &p.step);
+  if (st.ok()) st = fields.Read("checksum", &p.checksum);
+  if (st.ok()) st = fields.Read("prng", &p.prng);
+  if (!st.ok()) return st.WithContext("guest progress");
+  return p;
 }
 
 Result<GuestWalk> GuestWalk::Create(const GuestLayout& layout, uint32_t vcpu_count, const GuestProgramConfig& config) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/durable_file.h"
+#include "common/json_fields.h"
 #include "common/unique_fd.h"
 
 namespace uffdpager::vmm {
@@ -76,12 +77,62 @@ nlohmann::json RegsToJson(const kvm_regs& r) {
   return j;
 }
 
-kvm_regs RegsFromJson(const nlohmann::json& j) {
-  kvm_regs r{};
-#define X(name) r.name = j.at(#name).get<uint64_t>();
+Status RegsFromJson(const nlohmann::json& j, std::string path, kvm_regs* r) {
+  JsonFields fields(j, std::move(path));
+#define X(name) UFFD_RETURN_IF_ERROR(fields.Read(#name, &r->name));
   TINYVMM_REGS(X)
 #undef X
-  return r;
+  return Status::Ok();
+}
+
+Status ReadVcpu(const nlohmann::json& j, const std::string& path, VcpuState* vcpu) {
+  JsonFields fields(j, path);
+  nlohmann::json regs;
+  std::string sregs;
+  nlohmann::json progress;
+  UFFD_RETURN_IF_ERROR(fields.Read("regs", &regs));
+  UFFD_RETURN_IF_ERROR(fields.Read("sregs", &sregs));
+  UFFD_RETURN_IF_ERROR(fields.Read("progress", &progress));
+  UFFD_RETURN_IF_ERROR(RegsFromJson(regs, path + ".regs", &vcpu->regs));
+  if (!FromHex(sregs, &vcpu->sregs, sizeof(vcpu->sregs))) {
+    return Status::InvalidArgument("\"" + path + ".sregs\" holds malformed special registers");
+  }
+  auto p = ProgressFromJson(progress);
+  if (!p.ok()) return p.status();
+  vcpu->progress = *p;
+  return Status::Ok();
+}
+
+// The JSON payload; DecodeSnapshotState checks that its parts agree.
+Status ReadPayload(const nlohmann::json& j, SnapshotState* s) {
+  JsonFields fields(j);
+  nlohmann::json machine;
+  nlohmann::json memory;
+  nlohmann::json program;
+  std::vector<nlohmann::json> vcpus;
+  UFFD_RETURN_IF_ERROR(fields.Read("machine", &machine));
+  UFFD_RETURN_IF_ERROR(fields.Read("memory", &memory));
+  UFFD_RETURN_IF_ERROR(fields.Read("guest_program", &program));
+  UFFD_RETURN_IF_ERROR(fields.Read("generation", &s->generation));
+  UFFD_RETURN_IF_ERROR(fields.Read("vcpus", &vcpus));
+  JsonFields m(machine, "machine");
+  UFFD_RETURN_IF_ERROR(m.Read("vcpu_count", &s->machine.vcpu_count));
+  UFFD_RETURN_IF_ERROR(m.Read("mem_size_mib", &s->machine.mem_size_mib));
+  UFFD_RETURN_IF_ERROR(m.Read("smt", &s->machine.smt));
+  UFFD_RETURN_IF_ERROR(m.Read("track_dirty_pages", &s->machine.track_dirty_pages));
+  UFFD_RETURN_IF_ERROR(m.Read("huge_pages", &s->machine.huge_pages));
+  auto layout = GuestLayout::FromJson(memory);
+  if (!layout.ok()) return layout.status();
+  s->layout = *layout;
+  JsonFields p(program, "guest_program");
+  UFFD_RETURN_IF_ERROR(p.Read("seed", &s->program.seed));
+  UFFD_RETURN_IF_ERROR(p.Read("write_every", &s->program.write_every));
+  for (size_t i = 0; i < vcpus.size(); ++i) {
+    VcpuState vcpu;
+    UFFD_RETURN_IF_ERROR(ReadVcpu(vcpus[i], "vcpus[" + std::to_string(i) + "]", &vcpu));
+    s->vcpus.push_back(vcpu);
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -132,42 +183,17 @@ Result<SnapshotState> DecodeSnapshotState(const std::string& bytes) {
   if (stored != Fnv1a64(bytes.data(), bytes.size() - 8)) {
     return Status::InvalidArgument("snapshot state file is corrupt (checksum mismatch)");
   }
-  try {
-    auto j = nlohmann::json::parse(bytes.begin() + kHeaderSize, bytes.end() - 8);
-    SnapshotState s;
-    const auto& m = j.at("machine");
-    s.machine.vcpu_count = m.at("vcpu_count").get<uint32_t>();
-    s.machine.mem_size_mib = m.at("mem_size_mib").get<uint64_t>();
-    s.machine.smt = m.at("smt").get<bool>();
-    s.machine.track_dirty_pages = m.at("track_dirty_pages").get<bool>();
-    s.machine.huge_pages = m.at("huge_pages").get<std::string>();
-    auto layout = GuestLayout::FromJson(j.at("memory"));
-    if (!layout.ok()) return layout.status();
-    s.layout = *layout;
-    s.program.seed = j.at("guest_program").at("seed").get<uint64_t>();
-    s.program.write_every = j.at("guest_program").at("write_every").get<uint32_t>();
-    s.generation = j.at("generation").get<uint64_t>();
-    for (const auto& v : j.at("vcpus")) {
-      VcpuState vs;
-      vs.regs = RegsFromJson(v.at("regs"));
-      if (!FromHex(v.at("sregs").get<std::string>(), &vs.sregs, sizeof(vs.sregs))) {
-        return Status::InvalidArgument("snapshot state has malformed special registers");
-      }
-      auto p = ProgressFromJson(v.at("progress"));
-      if (!p.ok()) return p.status();
-      vs.progress = *p;
-      s.vcpus.push_back(vs);
-    }
-    if (s.vcpus.size() != s.machine.vcpu_count || s.vcpus.empty() || s.vcpus.size() > kMaxVcpus) {
-      return Status::InvalidArgument("snapshot state has a vCPU count that does not match its vCPUs");
-    }
-    if (s.layout.total_size() != s.machine.mem_size_mib * kMiB) {
-      return Status::InvalidArgument("snapshot state's memory layout does not match its memory size");
-    }
-    return s;
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(std::string("snapshot state payload is malformed: ") + e.what());
+  auto j = nlohmann::json::parse(bytes.begin() + kHeaderSize, bytes.end() - 8, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::InvalidArgument("snapshot state payload is malformed: not JSON");
+  SnapshotState s;
+  if (Status st = ReadPayload(j, &s); !st.ok()) return st.WithContext("snapshot state payload is malformed");
+  if (s.vcpus.size() != s.machine.vcpu_count || s.vcpus.empty() || s.vcpus.size() > kMaxVcpus) {
+    return Status::InvalidArgument("snapshot state has a vCPU count that does not match its vCPUs");
   }
+  if (s.layout.total_size() != s.machine.mem_size_mib * kMiB) {
+    return Status::InvalidArgument("snapshot state's memory layout does not match its memory size");
+  }
+  return s;
 }
 
 Status WriteSnapshotStateFile(const std::string& path, const SnapshotState& state) {

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "common/uffd_handshake.h"
 #include "common/unix_socket.h"
 #include "pager/continuity/session_record.h"
@@ -55,26 +56,48 @@ Status SendSession(int conn, DetachedSession& session) {
   return SendHandoverMessage(conn, {{"session", SessionRecordJson(session.checkpoint)}, {"fds", std::move(names)}}, fds);
 }
 
+// A message without the fields it must have: the other pager broke the protocol.
+Status Malformed(const Status& st) { return Status::Protocol("malformed hand-over message: " + st.message()); }
+
 Result<DetachedSession> ParseSession(HandoverMessage message) {
-  auto record = ParseSessionRecord(message.body["session"]);
+  JsonFields fields(message.body);
+  nlohmann::json session;
+  if (Status st = fields.Read("session", &session); !st.ok()) return Malformed(st);
+  auto record = ParseSessionRecord(session);
   if (!record.ok()) return record.status();
   DetachedSession out{std::move(*record), {}};
-  const auto& names = message.body.value("fds", nlohmann::json::array());
-  if (!names.is_array() || names.size() != message.fds.size()) {
-    return Status::Protocol(fmt::format("hand-over message names {} fds but carries {}",
-                                        names.is_array() ? names.size() : 0, message.fds.size()));
+  std::vector<std::string> names;
+  if (Status st = fields.ReadOptional("fds", &names); !st.ok()) return Malformed(st);
+  if (names.size() != message.fds.size()) {
+    return Status::Protocol(
+        fmt::format("hand-over message names {} fds but carries {}", names.size(), message.fds.size()));
   }
   for (size_t i = 0; i < names.size(); ++i) {
     bool known = false;
     for (SessionFdRole role : kAllSessionFdRoles) {
-      if (names[i].is_string() && names[i].get<std::string>() == SessionFdRoleName(role)) {
+      if (names[i] == SessionFdRoleName(role)) {
         FdForRole(out.fds, role) = std::move(message.fds[i]);
         known = true;
       }
     }
-    if (!known) return Status::Protocol("hand-over message carries an fd of unknown role " + names[i].dump());
+    if (!known) return Status::Protocol("hand-over message carries an fd of unknown role \"" + names[i] + "\"");
   }
   return out;
+}
+
+// Whether the taker's answer says it adopted the session; if not, why not.
+bool Adopted(const nlohmann::json& answer, std::string* why_not) {
+  JsonFields fields(answer);
+  bool adopted = false;
+  std::string error = "?";
+  Status read = fields.ReadOptional("adopted", &adopted);
+  if (read.ok() && !adopted) read = fields.ReadOptional("error", &error);
+  if (!read.ok()) {
+    *why_not = Malformed(read).message();
+    return false;
+  }
+  *why_not = std::move(error);
+  return adopted;
 }
 
 }  // namespace
@@ -143,9 +166,10 @@ size_t GiveSessions(int conn, std::vector<DetachedSession> sessions,
       settle(std::move(session), false);
       continue;
     }
-    bool ok = answer->body.value("adopted", false);
+    std::string why_not;
+    bool ok = Adopted(answer->body, &why_not);
     if (!ok) {
-      spdlog::warn("hand-over of session {}: the taker refused it: {}", id, answer->body.value("error", "?"));
+      spdlog::warn("hand-over of session {}: the taker refused it: {}", id, why_not);
     } else {
       ++adopted;
     }
@@ -173,10 +197,14 @@ Result<size_t> TakeOverSessions(const std::string& giver_socket, const std::stri
   for (;;) {
     auto message = ReceiveHandoverMessage(conn->get(), kReplyTimeout);
     if (!message.ok()) return message.status().WithContext(fmt::format("after taking {} sessions", adopted));
-    if (message->body.value("done", false)) return adopted;
-    if (message->body.contains("error")) {
-      return Status::Unavailable("the pager at " + giver_socket + " refused: " +
-                                 message->body.value("error", std::string("?")));
+    JsonFields fields(message->body);
+    bool done = false;
+    if (Status st = fields.ReadOptional("done", &done); !st.ok()) return Malformed(st);
+    if (done) return adopted;
+    if (fields.Has("error")) {
+      std::string refusal;
+      if (Status st = fields.Read("error", &refusal); !st.ok()) return Malformed(st);
+      return Status::Unavailable("the pager at " + giver_socket + " refused: " + refusal);
     }
     auto session = ParseSession(std::move(*message));
     Status result = session.ok() ? adopt(std::move(*session)) : session.status();
@@ -228,13 +256,13 @@ void HandoverServer::Run() {
       continue;
     }
     auto request = ReceiveHandoverMessage(conn.get(), std::chrono::seconds(5));
-    if (!request.ok() || !request->body.contains("take_over") || !request->body["take_over"].is_string()) {
+    std::string taker;
+    if (!request.ok() || !JsonFields(request->body).Read("take_over", &taker).ok()) {
       spdlog::warn("hand-over socket: ignored a malformed request from pid {}: {}", peer->pid,
                    request.ok() ? request->body.dump() : request.status().ToString());
       (void)SendHandoverMessage(conn.get(), {{"error", "expected {\"take_over\": \"<version key>\"}"}});
       continue;
     }
-    std::string taker = request->body["take_over"].get<std::string>();
     spdlog::info("hand-over: pager version {} (pid {}) takes over our sessions", taker, peer->pid);
     give_(std::move(conn), taker);
   }

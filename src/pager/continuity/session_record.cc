@@ -1,32 +1,64 @@
 #include "pager/continuity/session_record.h"
 
-#include <optional>
-
 #include <fmt/format.h>
+
+#include "common/json_fields.h"
 
 namespace uffdpager {
 
 namespace {
 
-template <typename T>
-Status Take(const nlohmann::json& j, const char* key, T* out) {
-  auto it = j.find(key);
-  if (it == j.end()) return Status::InvalidArgument(fmt::format("session record has no \"{}\"", key));
-  try {
-    *out = it->get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(fmt::format("session record field \"{}\": {}", key, e.what()));
+// ParseSessionRecord, whose errors say "session record" in front.
+Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
+  if (!j.is_object()) return Status::InvalidArgument("not a JSON object");
+  JsonFields fields(j);
+  int format = 0;
+  UFFD_RETURN_IF_ERROR(fields.Read("format", &format));
+  if (format != 1) return Status::InvalidArgument(fmt::format("format {} is not known", format));
+  SessionCheckpoint r;
+  UFFD_RETURN_IF_ERROR(fields.Read("session_id", &r.spec.id));
+  UFFD_RETURN_IF_ERROR(fields.Read("instance_id", &r.spec.instance_id));
+  UFFD_RETURN_IF_ERROR(fields.Read("backing_memory_path", &r.spec.backing_path));
+  UFFD_RETURN_IF_ERROR(fields.Read("cache_key", &r.spec.cache_key));
+  UFFD_RETURN_IF_ERROR(fields.Read("kill_client_on_failure", &r.spec.kill_client_on_failure));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("socket_uid", &r.spec.socket_ownership.uid));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("socket_gid", &r.spec.socket_ownership.gid));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("expected_uid", &r.spec.expected_peer.uid));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("expected_pid", &r.spec.expected_peer.pid));
+  UFFD_RETURN_IF_ERROR(fields.Read("socket_path", &r.socket_path));
+  UFFD_RETURN_IF_ERROR(fields.Read("incarnation", &r.incarnation));
+  std::string phase;
+  UFFD_RETURN_IF_ERROR(fields.Read("phase", &phase));
+  if (phase == "serving") {
+    r.phase = SessionPhase::kServing;
+  } else if (phase == "waiting") {
+    r.phase = SessionPhase::kWaiting;
+  } else {
+    return Status::InvalidArgument("phase \"" + phase + "\" is not known");
   }
-  return Status::Ok();
-}
-
-template <typename T>
-Status TakeOptional(const nlohmann::json& j, const char* key, std::optional<T>* out) {
-  if (!j.contains(key) || j[key].is_null()) return Status::Ok();
-  T value{};
-  UFFD_RETURN_IF_ERROR(Take(j, key, &value));
-  *out = value;
-  return Status::Ok();
+  UFFD_RETURN_IF_ERROR(fields.Read("backing_identity", &r.backing_identity));
+  UFFD_RETURN_IF_ERROR(fields.Read("client_pid", &r.client_pid));
+  std::vector<nlohmann::json> regions;
+  UFFD_RETURN_IF_ERROR(fields.Read("regions", &regions));
+  for (size_t i = 0; i < regions.size(); ++i) {
+    JsonFields region(regions[i], fmt::format("regions[{}]", i));
+    GuestRegionMapping m;
+    UFFD_RETURN_IF_ERROR(region.Read("base_host_virt_addr", &m.base_host_virt_addr));
+    UFFD_RETURN_IF_ERROR(region.Read("size", &m.size));
+    UFFD_RETURN_IF_ERROR(region.Read("offset", &m.offset));
+    UFFD_RETURN_IF_ERROR(region.Read("page_size", &m.page_size));
+    r.regions.push_back(m);
+  }
+  if (r.phase == SessionPhase::kServing && r.regions.empty()) {
+    return Status::InvalidArgument("a serving session has no regions");
+  }
+  std::vector<std::vector<uint64_t>> removed;
+  UFFD_RETURN_IF_ERROR(fields.Read("removed", &removed));
+  for (size_t i = 0; i < removed.size(); ++i) {
+    if (removed[i].size() != 2) return Status::InvalidArgument(fmt::format("\"removed[{}]\" must be [start, end]", i));
+    r.removed.emplace_back(removed[i][0], removed[i][1]);
+  }
+  return r;
 }
 
 }  // namespace
@@ -62,55 +94,9 @@ nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
 }
 
 Result<SessionCheckpoint> ParseSessionRecord(const nlohmann::json& j) {
-  if (!j.is_object()) return Status::InvalidArgument("session record is not a JSON object");
-  int format = 0;
-  UFFD_RETURN_IF_ERROR(Take(j, "format", &format));
-  if (format != 1) return Status::InvalidArgument(fmt::format("session record format {} is not known", format));
-  SessionCheckpoint r;
-  UFFD_RETURN_IF_ERROR(Take(j, "session_id", &r.spec.id));
-  UFFD_RETURN_IF_ERROR(Take(j, "instance_id", &r.spec.instance_id));
-  UFFD_RETURN_IF_ERROR(Take(j, "backing_memory_path", &r.spec.backing_path));
-  UFFD_RETURN_IF_ERROR(Take(j, "cache_key", &r.spec.cache_key));
-  UFFD_RETURN_IF_ERROR(Take(j, "kill_client_on_failure", &r.spec.kill_client_on_failure));
-  UFFD_RETURN_IF_ERROR(TakeOptional(j, "socket_uid", &r.spec.socket_ownership.uid));
-  UFFD_RETURN_IF_ERROR(TakeOptional(j, "socket_gid", &r.spec.socket_ownership.gid));
-  UFFD_RETURN_IF_ERROR(TakeOptional(j, "expected_uid", &r.spec.expected_peer.uid));
-  UFFD_RETURN_IF_ERROR(TakeOptional(j, "expected_pid", &r.spec.expected_peer.pid));
-  UFFD_RETURN_IF_ERROR(Take(j, "socket_path", &r.socket_path));
-  UFFD_RETURN_IF_ERROR(Take(j, "incarnation", &r.incarnation));
-  std::string phase;
-  UFFD_RETURN_IF_ERROR(Take(j, "phase", &phase));
-  if (phase == "serving") {
-    r.phase = SessionPhase::kServing;
-  } else if (phase == "waiting") {
-    r.phase = SessionPhase::kWaiting;
-  } else {
-    return Status::InvalidArgument("session record phase \"" + phase + "\" is not known");
-  }
-  UFFD_RETURN_IF_ERROR(Take(j, "backing_identity", &r.backing_identity));
-  UFFD_RETURN_IF_ERROR(Take(j, "client_pid", &r.client_pid));
-  nlohmann::json regions;
-  UFFD_RETURN_IF_ERROR(Take(j, "regions", &regions));
-  if (!regions.is_array()) return Status::InvalidArgument("session record \"regions\" is not an array");
-  for (const auto& rj : regions) {
-    GuestRegionMapping m;
-    UFFD_RETURN_IF_ERROR(Take(rj, "base_host_virt_addr", &m.base_host_virt_addr));
-    UFFD_RETURN_IF_ERROR(Take(rj, "size", &m.size));
-    UFFD_RETURN_IF_ERROR(Take(rj, "offset", &m.offset));
-    UFFD_RETURN_IF_ERROR(Take(rj, "page_size", &m.page_size));
-    r.regions.push_back(m);
-  }
-  if (r.phase == SessionPhase::kServing && r.regions.empty()) {
-    return Status::InvalidArgument("session record of a serving session has no regions");
-  }
-  nlohmann::json removed;
-  UFFD_RETURN_IF_ERROR(Take(j, "removed", &removed));
-  try {
-    for (const auto& range : removed) r.removed.emplace_back(range.at(0).get<uint64_t>(), range.at(1).get<uint64_t>());
-  } catch (const nlohmann::json::exception& e) {
-    return Status::InvalidArgument(std::string("session record \"removed\": ") + e.what());
-  }
-  return r;
+  auto record = ParseRecord(j);
+  if (!record.ok()) return record.status().WithContext("session record");
+  return record;
 }
 
 }  // namespace uffdpager

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "pager/metrics/metrics_page.h"
 #include "common/version.h"
 #include "pager/metrics/prometheus_exposition.h"
@@ -46,30 +47,30 @@ std::vector<std::string> SplitPath(const std::string& path) {
   return parts;
 }
 
-// Reads an optional string field; false (with *error set) if present but not a string.
-bool OptionalString(const Json& body, const char* field, std::string* out, std::string* error) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return true;
-  if (!it->is_string()) {
-    *error = std::string("\"") + field + "\" must be a string";
-    return false;
+// The fields of POST /sessions, type-checked; what they mean is checked by
+// the caller.
+Status ReadSessionSpec(const Json& body, SessionSpec* spec) {
+  JsonFields fields(body);
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("session_id", &spec->id));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("instance_id", &spec->instance_id));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_path", &spec->backing_path));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("cache_key", &spec->cache_key));
+  if (spec->instance_id.empty()) return Status::InvalidArgument("\"instance_id\" is required");
+  if (spec->backing_path.empty()) return Status::InvalidArgument("\"backing_memory_path\" is required");
+  if (spec->backing_path[0] != '/') return Status::InvalidArgument("\"backing_memory_path\" must be an absolute path");
+  if (spec->id.empty()) spec->id = spec->instance_id;
+  if (spec->cache_key.empty()) spec->cache_key = spec->backing_path;
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("kill_client_on_failure", &spec->kill_client_on_failure));
+  // (uid_t)-1 means "unchanged" to chown and is nobody's uid: not accepted.
+  constexpr uint64_t kMaxId = 0xfffffffeULL;
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("socket_uid", &spec->socket_ownership.uid, kMaxId));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("socket_gid", &spec->socket_ownership.gid, kMaxId));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("expected_uid", &spec->expected_peer.uid, kMaxId));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("expected_pid", &spec->expected_peer.pid, 0x7fffffffULL));
+  if (spec->expected_peer.pid && *spec->expected_peer.pid == 0) {
+    return Status::InvalidArgument("\"expected_pid\" must be positive");
   }
-  *out = it->get<std::string>();
-  return true;
-}
-
-// Reads an optional id field (a uid, gid or pid): a non-negative integer no
-// larger than `max`; false (with *error set) if present but not one.
-template <typename T>
-bool OptionalId(const Json& body, const char* field, uint64_t max, std::optional<T>* out, std::string* error) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return true;
-  if (!it->is_number_unsigned() || it->get<uint64_t>() > max) {
-    *error = std::string("\"") + field + "\" must be an integer from 0 to " + std::to_string(max);
-    return false;
-  }
-  *out = static_cast<T>(it->get<uint64_t>());
-  return true;
+  return Status::Ok();
 }
 
 }  // namespace
@@ -164,33 +165,7 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
   if (body.is_discarded()) return ErrorResponse(400, "request body is not valid JSON");
   if (!body.is_object()) return ErrorResponse(400, "request body must be a JSON object");
   SessionSpec spec;
-  std::string error;
-  if (!OptionalString(body, "session_id", &spec.id, &error) ||
-      !OptionalString(body, "instance_id", &spec.instance_id, &error) ||
-      !OptionalString(body, "backing_memory_path", &spec.backing_path, &error) ||
-      !OptionalString(body, "cache_key", &spec.cache_key, &error)) {
-    return ErrorResponse(400, error);
-  }
-  if (spec.instance_id.empty()) return ErrorResponse(400, "\"instance_id\" is required");
-  if (spec.backing_path.empty()) return ErrorResponse(400, "\"backing_memory_path\" is required");
-  if (spec.backing_path[0] != '/') return ErrorResponse(400, "\"backing_memory_path\" must be an absolute path");
-  if (spec.id.empty()) spec.id = spec.instance_id;
-  if (spec.cache_key.empty()) spec.cache_key = spec.backing_path;
-  if (auto it = body.find("kill_client_on_failure"); it != body.end() && !it->is_null()) {
-    if (!it->is_boolean()) return ErrorResponse(400, "\"kill_client_on_failure\" must be a boolean");
-    spec.kill_client_on_failure = it->get<bool>();
-  }
-  // (uid_t)-1 means "unchanged" to chown and is nobody's uid: not accepted.
-  constexpr uint64_t kMaxId = 0xfffffffeULL;
-  if (!OptionalId(body, "socket_uid", kMaxId, &spec.socket_ownership.uid, &error) ||
-      !OptionalId(body, "socket_gid", kMaxId, &spec.socket_ownership.gid, &error) ||
-      !OptionalId(body, "expected_uid", kMaxId, &spec.expected_peer.uid, &error) ||
-      !OptionalId(body, "expected_pid", 0x7fffffffULL, &spec.expected_peer.pid, &error)) {
-    return ErrorResponse(400, error);
-  }
-  if (spec.expected_peer.pid && *spec.expected_peer.pid == 0) {
-    return ErrorResponse(400, "\"expected_pid\" must be positive");
-  }
+  if (Status st = ReadSessionSpec(body, &spec); !st.ok()) return ErrorResponse(400, st.message());
   auto session = ctx_.registry->Create(spec);
   if (!session.ok()) {
     const Status& st = session.status();

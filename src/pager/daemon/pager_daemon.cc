@@ -1,11 +1,9 @@
 #include "pager/daemon/pager_daemon.h"
 
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -24,14 +22,6 @@ Status MakeDirs(const std::string& path) {
   fs::create_directories(path, ec);
   if (ec) return Status::FromErrno(ec.value(), "create directory " + path);
   return Status::Ok();
-}
-
-// The pid in `pid_path` if that process is still alive, else 0.
-pid_t LivePidIn(const std::string& pid_path) {
-  std::ifstream in(pid_path);
-  pid_t pid = 0;
-  if (!(in >> pid) || pid <= 0 || pid == ::getpid()) return 0;
-  return (::kill(pid, 0) == 0 || errno == EPERM) ? pid : 0;
 }
 
 Result<SocketOwnership> ResolveOwnership(const PagerOptions& options) {
@@ -87,16 +77,10 @@ Status PagerDaemon::PrepareDirectory() {
   // A VMM of another user (per-session socket_uid, --socket-owner) must be
   // able to reach its socket by name; listing stays private.
   UFFD_RETURN_IF_ERROR(MakeSearchable({options_.data_dir + "/uffd", root_dir_, sessions_dir_}));
-  pid_path_ = root_dir_ + "/pager.pid";
-  if (pid_t other = LivePidIn(pid_path_); other != 0) {
-    return Status::Error(ErrorCode::kAlreadyExists, "another uffd-pager (pid " + std::to_string(other) +
-                                                        ") already serves " + root_dir_);
-  }
-  std::string tmp = pid_path_ + ".tmp";
-  std::ofstream out(tmp, std::ios::trunc);
-  out << ::getpid() << "\n";
-  out.close();
-  if (!out || ::rename(tmp.c_str(), pid_path_.c_str()) != 0) return Status::FromErrno(errno, "write " + pid_path_);
+  // Before anything of the directory is touched: a live pager owns it.
+  auto pid_file = PidFile::Claim(root_dir_ + "/pager.pid", root_dir_);
+  if (!pid_file.ok()) return pid_file.status();
+  pid_file_ = std::move(*pid_file);
   return Status::Ok();
 }
 
@@ -204,7 +188,7 @@ PagerDaemon::~PagerDaemon() {
   metrics_server_.reset();
   server_.reset();
   if (registry_) registry_->CloseAll("pager exiting");
-  if (!pid_path_.empty() && LivePidIn(pid_path_) == 0) ::unlink(pid_path_.c_str());
+  pid_file_.reset();  // last: until here this process still serves the directory
 }
 
 void PagerDaemon::GiveSessionsTo(UniqueFd conn, const std::string& taker_version) {

@@ -25,6 +25,7 @@
 #include "pager/continuity/session_continuity.h"
 #include "pager/continuity/session_handover.h"
 #include "pager/daemon/control_api.h"
+#include "pager/daemon/pid_file.h"
 #include "pager/daemon/systemd_notifier.h"
 #include "pager/metrics/metrics_registry.h"
 #include "pager/serving/session_registry.h"
@@ -88,7 +89,7 @@ class PagerDaemon {
   PagerOptions options_;
   std::string root_dir_;
   std::string sessions_dir_;
-  std::string pid_path_;
+  std::unique_ptr<PidFile> pid_file_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> handing_over_{false};
   BackingPathPolicy backing_policy_;
