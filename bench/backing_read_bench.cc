@@ -103,11 +103,11 @@ struct Fixture {
   std::string path;
   uint64_t file_bytes = 0;
   UniqueFd fd;
-  MemoryMapping populated;    // MAP_POPULATE: page tables present
-  MemoryMapping first_touch;  // page tables dropped (MADV_DONTNEED) before every pass
-  MemoryMapping destination;  // where every read lands, pre-faulted
-  Ring ring;                  // plain fd and buffers
-  Ring fixed_ring;            // registered fd (index 0) and buffer (index 0)
+  MemoryMapping populated;           // MAP_POPULATE: page tables present
+  MemoryMapping first_touch;         // page tables dropped (MADV_DONTNEED) before every pass
+  MemoryMapping destination;         // where every read lands, pre-faulted
+  Ring ring;                         // plain fd and buffers
+  Ring fixed_ring;                   // registered fd (index 0) and buffer (index 0)
   std::vector<uint64_t> page_order;  // a random permutation of the file's page indices
 };
 std::unique_ptr<Fixture> fixture;
@@ -208,14 +208,10 @@ Status ReadBatch(Method method, const std::vector<Read>& batch) {
     case Method::kPread:
     case Method::kPreadPerPage:  // the batch is already split into pages
       return ReadPread(batch);
-    case Method::kMmapPopulated:
-      return CopyFrom(fixture->populated, batch);
-    case Method::kMmapFirstTouch:
-      return CopyFrom(fixture->first_touch, batch);
-    case Method::kUring:
-      return ReadUring(false, batch);
-    case Method::kUringFixed:
-      return ReadUring(true, batch);
+    case Method::kMmapPopulated: return CopyFrom(fixture->populated, batch);
+    case Method::kMmapFirstTouch: return CopyFrom(fixture->first_touch, batch);
+    case Method::kUring: return ReadUring(false, batch);
+    case Method::kUringFixed: return ReadUring(true, batch);
   }
   return Status::Internal("unknown method");
 }
@@ -246,7 +242,8 @@ class BatchSource {
     const unsigned count = pattern_ == Pattern::kScatter4K ? kScatterBatch : 1;
     const auto& order = fixture->page_order;
     if (cursor_ + count > order.size()) cursor_ = 0, same_pass = false;
-    for (unsigned i = 0; i < count; ++i) batch->push_back({order[cursor_ + i] * kPageSize, kPageSize, out + i * kPageSize});
+    for (unsigned i = 0; i < count; ++i)
+      batch->push_back({order[cursor_ + i] * kPageSize, kPageSize, out + i * kPageSize});
     cursor_ += count;
     return same_pass;
   }
@@ -300,8 +297,8 @@ void BM_Read(benchmark::State& state, Method method, Pattern pattern) {
 // the wrong ones would be measuring nothing.
 Status CheckMethodsAgree() {
   std::vector<uint8_t> want(kScatterBatch * kPageSize);
-  for (Method method : {Method::kPread, Method::kMmapPopulated, Method::kMmapFirstTouch, Method::kUring,
-                        Method::kUringFixed}) {
+  for (Method method :
+       {Method::kPread, Method::kMmapPopulated, Method::kMmapFirstTouch, Method::kUring, Method::kUringFixed}) {
     BatchSource source(Pattern::kScatter4K, method);
     std::vector<Read> batch;
     source.Next(&batch);
@@ -365,7 +362,8 @@ int main(int argc, char** argv) {
   if (work_dir.empty() && std::getenv("BACKING_READ_BENCH_DIR") != nullptr) {
     work_dir = std::getenv("BACKING_READ_BENCH_DIR");
   }
-  if (work_dir.empty()) work_dir = (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "bench-work").string();
+  if (work_dir.empty())
+    work_dir = (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "bench-work").string();
   const uint64_t mib = file_mib.empty() ? 512 : std::stoull(file_mib);
   if (mib < 2 || mib % 2 != 0) {
     std::fprintf(stderr, "backing_read_bench: --file-mib must be an even number >= 2\n");
@@ -390,8 +388,8 @@ int main(int argc, char** argv) {
   std::error_code ec;
   fs::create_directories(work_dir, ec);
   std::string path = fs::absolute(fs::path(work_dir) / ("backing-read-" + std::to_string(mib) + "mib.mem")).string();
-  std::fprintf(stderr, "backing_read_bench: %llu MiB file %s, page cache warm\n",
-               static_cast<unsigned long long>(mib), path.c_str());
+  std::fprintf(stderr, "backing_read_bench: %llu MiB file %s, page cache warm\n", static_cast<unsigned long long>(mib),
+               path.c_str());
   if (Status st = SetUp(path, mib * kMiB); !st.ok()) {
     std::fprintf(stderr, "backing_read_bench: setup: %s\n", st.ToString().c_str());
     return 1;

@@ -17,8 +17,8 @@
 #include <fstream>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/http_client.h"
@@ -110,8 +110,8 @@ Result<std::vector<Row>> BenchSize(const std::string& work, uint64_t mem_mib, in
       // The restored guest stands at the snapshot's step; any later step is
       // progress the guest made on its restored memory.
       int64_t at_restore = GuestStep(api);
-      bool moved = WaitFor([&] { return GuestStep(api) > at_restore; }, std::chrono::seconds(30),
-                           std::chrono::milliseconds(1));
+      bool moved =
+          WaitFor([&] { return GuestStep(api) > at_restore; }, std::chrono::seconds(30), std::chrono::milliseconds(1));
       auto t2 = Clock::now();
       if (!moved) return Status::Timeout(name + " made no progress");
       row.samples.push_back({Ms(t1 - t0), Ms(t2 - t0)});

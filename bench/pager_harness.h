@@ -4,10 +4,10 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <condition_variable>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,12 +74,11 @@ class BenchPager {
   // What a VMM does on PUT /snapshot/load with the Uffd backend: lay out
   // `bytes` of guest memory in two regions (as Firecracker does once memory
   // crosses the MMIO gap) and hand them to the session's socket.
-  static Result<std::unique_ptr<RestoredGuest>> HandOver(const std::string& session_id,
-                                                         const std::string& socket_path, uint64_t bytes);
+  static Result<std::unique_ptr<RestoredGuest>> HandOver(const std::string& session_id, const std::string& socket_path,
+                                                         uint64_t bytes);
 
   // Polls GET /sessions/{id} until its state is `state`, for at most `timeout`.
-  Status WaitForState(const std::string& session_id, const std::string& state,
-                      std::chrono::milliseconds timeout) const;
+  Status WaitForState(const std::string& session_id, const std::string& state, std::chrono::milliseconds timeout) const;
 
   // The session's own counters (faults, pages copied, ...), or {} if gone.
   nlohmann::json SessionCounters(const std::string& session_id) const;

@@ -46,8 +46,8 @@ void PrintRestore(const json& r) {
 void PrintLatency(const json& l) {
   fmt::print("\n== Per-fault latency: {} sequential single-page touches per run, one thread ==\n",
              l["pages_per_run"].get<uint64_t>());
-  fmt::print("{:<18} {:>10} {:>10} {:>10} {:>14} {:>14}\n", "handler", "p50 us", "p99 us", "mean us",
-             "p50 vs minimal", "p99 vs minimal");
+  fmt::print("{:<18} {:>10} {:>10} {:>10} {:>14} {:>14}\n", "handler", "p50 us", "p99 us", "mean us", "p50 vs minimal",
+             "p99 vs minimal");
   for (const char* which : {"minimal_handler", "pager_cold", "pager_warm"}) {
     const json& s = l[which];
     std::string p50 = "-", p99 = "-";

@@ -14,8 +14,8 @@
 #include <set>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "common/userfaultfd.h"
 #include "report.h"
@@ -95,35 +95,41 @@ int main(int argc, char** argv) {
 
   CLI::App app{"restore_bench: restore and fault cost of uffd-pager against its baselines, in one run"};
   app.add_option("--memory-mib", memory_mib, "snapshot (guest memory) size in MiB; a multiple of 8")
-      ->capture_default_str()->check(CLI::Range(8, 65536));
+      ->capture_default_str()
+      ->check(CLI::Range(8, 65536));
   app.add_option("--runs", config.runs, "runs per measurement; medians are reported")
-      ->capture_default_str()->check(CLI::Range(1, 100));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   app.add_option("--json-out", json_out, "write the results as JSON to this file");
   app.add_flag("--quick", quick, "smoke mode: 64 MiB, 1 run, fewer latency samples");
-  app.add_option("--work-dir", work_dir, "the generated snapshot file goes here")
-      ->capture_default_str();
+  app.add_option("--work-dir", work_dir, "the generated snapshot file goes here")->capture_default_str();
   app.add_option("--pager-bin", config.pager.binary, "the uffd-pager to measure")->capture_default_str();
   app.add_option("--threads", config.vcpu_threads, "vCPU-like threads per restore")
-      ->capture_default_str()->check(CLI::Range(1, 64));
-  app.add_option("--latency-pages", config.latency_pages, "single-page touches per latency run")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--latency-pages", config.latency_pages, "single-page touches per latency run")->capture_default_str();
   app.add_option("--vms", config.concurrent_vms, "concurrent restores in the concurrency test")
-      ->capture_default_str()->check(CLI::Range(1, 64));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   app.add_option("--cache-max-mib", cache_max_mib, "pager cache bound (default: the snapshot size)");
   app.add_option("--concurrent-cache-mib", concurrent_cache_mib,
                  "pager cache bound in the concurrency test (default: a quarter of the snapshot)");
   auto* sections_option = app.add_option("--sections", sections, "which measurements to run")
-      ->check(CLI::IsMember(kSections))->capture_default_str();
+                              ->check(CLI::IsMember(kSections))
+                              ->capture_default_str();
   std::vector<std::string> flavor_names;
   for (const PagerFlavor& f : RestoreFlavors()) flavor_names.push_back(f.name);
-  app.add_option("--flavors", config.flavors, "pager flavors of the restore and tinyvmm sections (default: all; "
-                                              "pager_on_demand, the reference, always runs)")
+  app.add_option("--flavors", config.flavors,
+                 "pager flavors of the restore and tinyvmm sections (default: all; "
+                 "pager_on_demand, the reference, always runs)")
       ->check(CLI::IsMember(flavor_names));
   app.add_option("--tinyvmm-bin", tinyvmm.binary, "the tinyvmm for the tinyvmm section")->capture_default_str();
   app.add_option("--tinyvmm-mib", tinyvmm.memory_mib, "guest memory of the tinyvmm section (MiB)")
-      ->capture_default_str()->check(CLI::Range(32, 16384));
+      ->capture_default_str()
+      ->check(CLI::Range(32, 16384));
   app.add_option("--tinyvmm-vcpus", tinyvmm.vcpus, "vCPUs of the tinyvmm guest")
-      ->capture_default_str()->check(CLI::Range(1, 32));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 32));
   app.add_option("--tinyvmm-steps", tinyvmm.target_steps,
                  "pages each vCPU walks after the restore before the clock stops (default: one pass, as many as "
                  "it has pages)");

@@ -81,8 +81,8 @@ Result<double> TimePagerRestore(const BenchConfig& config, const BenchPager& pag
     TouchWorkingSet(set, [&guest](uint64_t page) { return guest->PageAddress(page); });
     ms = Ms(Clock::now() - start);
   }
-  UFFD_RETURN_IF_ERROR(VerifySample(set, [&guest](uint64_t page) { return guest->PageAddress(page); },
-                                    config.snapshot_path, config.verify_stride));
+  UFFD_RETURN_IF_ERROR(VerifySample(
+      set, [&guest](uint64_t page) { return guest->PageAddress(page); }, config.snapshot_path, config.verify_stride));
   *counters = pager.SessionCounters(session_id);
   UFFD_RETURN_IF_ERROR(pager.client().CloseSession(session_id));
   return ms;
@@ -314,8 +314,8 @@ Result<json> RunFaultLatency(const BenchConfig& config) {
     auto pager = BenchPager::Launch(config.pager, OnDemandFlavor(), "latency");
     if (!pager.ok()) return pager.status().WithContext("launch pager for latency");
     for (auto [samples, cache] : {std::pair{&pager_cold, "cold"}, std::pair{&pager_warm, "warm"}}) {
-      auto us = PagerTouchLatencies(config, **pager, std::string("latency-") + cache + "-" + std::to_string(run),
-                                    pages);
+      auto us =
+          PagerTouchLatencies(config, **pager, std::string("latency-") + cache + "-" + std::to_string(run), pages);
       if (!us.ok()) return us.status();
       samples->insert(samples->end(), us->begin(), us->end());
     }
@@ -367,12 +367,8 @@ Result<json> RunCompletionThroughput(const BenchConfig& config) {
     Progress("completion run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
   }
   double raw = Median(raw_gib_s), paged = Median(pager_gib_s);
-  return json{{"bytes", config.memory_bytes},
-              {"batch_bytes", kBatchBytes},
-              {"raw_uffdio_copy_gib_s", raw},
-              {"raw_samples_gib_s", raw_gib_s},
-              {"pager_complete_gib_s", paged},
-              {"pager_samples_gib_s", pager_gib_s},
+  return json{{"bytes", config.memory_bytes},     {"batch_bytes", kBatchBytes},    {"raw_uffdio_copy_gib_s", raw},
+              {"raw_samples_gib_s", raw_gib_s},   {"pager_complete_gib_s", paged}, {"pager_samples_gib_s", pager_gib_s},
               {"ratio_pager_vs_raw", paged / raw}};
 }
 

@@ -19,13 +19,13 @@ struct BenchConfig {
   uint64_t memory_bytes = 0;
   unsigned runs = 5;
   unsigned vcpu_threads = 4;
-  uint64_t latency_pages = 8192;   // sequential single-page touches per latency run
+  uint64_t latency_pages = 8192;  // sequential single-page touches per latency run
   unsigned concurrent_vms = 16;
   uint64_t concurrent_cache_bytes = 0;  // pager cache bound in the concurrency test
-  uint64_t verify_stride = 61;     // check every N-th touched page against the file
-  PagerSetup pager;                // binary, work dir, cache bound of the other tests
-  std::string pager_help;          // `uffd-pager --help`, to see which flavors exist
-  std::vector<std::string> flavors;  // restore flavors to run (empty: all; on-demand always)
+  uint64_t verify_stride = 61;          // check every N-th touched page against the file
+  PagerSetup pager;                     // binary, work dir, cache bound of the other tests
+  std::string pager_help;               // `uffd-pager --help`, to see which flavors exist
+  std::vector<std::string> flavors;     // restore flavors to run (empty: all; on-demand always)
 };
 
 // 1. Time until 4 vCPU-like threads have touched `set`: file backend (page

@@ -40,8 +40,8 @@ Status WarmPageCache(const std::string& path);
 struct ProcessMemory {
   uint64_t rss_bytes = 0;
   uint64_t hwm_bytes = 0;
-  uint64_t anon_bytes = 0;   // RssAnon: heap, the page cache's buffers
-  uint64_t file_bytes = 0;   // RssFile: mapped files (and the binary)
+  uint64_t anon_bytes = 0;  // RssAnon: heap, the page cache's buffers
+  uint64_t file_bytes = 0;  // RssFile: mapped files (and the binary)
 };
 Result<ProcessMemory> ReadProcessMemory(pid_t pid);
 

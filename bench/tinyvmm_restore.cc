@@ -184,8 +184,8 @@ struct Setup {
 Status MakeSnapshot(const Setup& s) {
   auto vm = TinyVmm::Start(s.vmm->binary, s.socket_dir + "/source.sock", s.vmm->work_dir + "/source.log");
   if (!vm.ok()) return vm.status();
-  UFFD_RETURN_IF_ERROR((*vm)->Do("PUT", "/machine-config",
-                                 {{"vcpu_count", s.vmm->vcpus}, {"mem_size_mib", s.vmm->memory_mib}}));
+  UFFD_RETURN_IF_ERROR(
+      (*vm)->Do("PUT", "/machine-config", {{"vcpu_count", s.vmm->vcpus}, {"mem_size_mib", s.vmm->memory_mib}}));
   UFFD_RETURN_IF_ERROR((*vm)->Do("PUT", "/actions", {{"action_type", "InstanceStart"}}));
   std::vector<uint32_t> steps(s.vmm->vcpus, uint32_t(s.vmm->source_steps));
   UFFD_RETURN_IF_ERROR(WaitForSteps(**vm, steps, std::chrono::seconds(60)));
@@ -209,9 +209,9 @@ Result<Sample> RestoreOnce(const Setup& s, const json& mem_backend, const BenchP
   if (!vm.ok()) return vm.status();
   Sample sample;
   const auto start = Clock::now();
-  UFFD_RETURN_IF_ERROR((*vm)->Do(
-      "PUT", "/snapshot/load", {{"snapshot_path", s.state_path}, {"mem_backend", mem_backend}, {"resume_vm", true}},
-      kLoadLimit));
+  UFFD_RETURN_IF_ERROR((*vm)->Do("PUT", "/snapshot/load",
+                                 {{"snapshot_path", s.state_path}, {"mem_backend", mem_backend}, {"resume_vm", true}},
+                                 kLoadLimit));
   sample.load_ms = Ms(Clock::now() - start);
   UFFD_RETURN_IF_ERROR(WaitForSteps(**vm, s.targets, kProgressLimit).WithContext(tag));
   sample.ms = Ms(Clock::now() - start);

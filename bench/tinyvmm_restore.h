@@ -22,8 +22,8 @@
 namespace uffdpager::bench {
 
 struct TinyVmmBenchConfig {
-  std::string binary;        // tinyvmm
-  std::string work_dir;      // the snapshot files go here (a real filesystem, not /tmp)
+  std::string binary;    // tinyvmm
+  std::string work_dir;  // the snapshot files go here (a real filesystem, not /tmp)
   uint64_t memory_mib = 256;
   unsigned vcpus = 2;
   // Steps each vCPU takes after the restore before the clock stops (one page

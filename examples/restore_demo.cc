@@ -19,8 +19,8 @@
 #include <random>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "common/guest_memory.h"
 #include "common/memory_mapping.h"
@@ -170,8 +170,9 @@ int main(int argc, char** argv) {
   fmt::print("  zero pages:        {} (UFFDIO_ZEROPAGE: nothing copied, nothing cached)\n",
              s["zero_pages"].get<uint64_t>());
   fmt::print("  from disk:         {:.1f} MiB ({} page reads)\n", from_disk / double(kMiB), misses);
-  fmt::print("  from shared cache: {:.1f} MiB ({} hits, {:.0f}% of pages)\n", (served - std::min(served, from_disk)) / double(kMiB),
-             hits, 100.0 * hits / std::max<uint64_t>(1, hits + misses));
+  fmt::print("  from shared cache: {:.1f} MiB ({} hits, {:.0f}% of pages)\n",
+             (served - std::min(served, from_disk)) / double(kMiB), hits,
+             100.0 * hits / std::max<uint64_t>(1, hits + misses));
   fmt::print("  mean fault service time: {:.1f} us\n", s["fault_service_ns_avg"].get<uint64_t>() / 1000.0);
 
   for (unsigned vm = 0; vm < vms; ++vm) (void)client.CloseSession(fmt::format("vm{}", vm));

@@ -13,7 +13,8 @@ packages=(
   libbenchmark-dev       # benchmarks
   liburing-dev           # batched backing reads (prefetch path)
   libsystemd-dev         # sd_notify readiness, status and watchdog
-  clang                  # libFuzzer targets (scripts/fuzz.sh); GCC has no libFuzzer
+  clang                  # libFuzzer targets and the thread-safety analysis (scripts/fuzz.sh)
+  clang-format           # the style check (scripts/check-format.sh)
   util-linux procps      # setarch (TSan runs), pgrep/ps in tests
 )
 missing=()

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# The whole test suite: installs dependencies, then builds and runs every test
-# three times: a normal build, an ASan+UBSan build and a TSan build (the fault
-# engine is concurrent), then a short run of each libFuzzer target (clang,
-# ASan+UBSan; scripts/fuzz.sh). UFFDPAGER_TEST_BUILDS picks a subset, e.g.
-# "default" or "default fuzz".
+# The whole test suite: installs dependencies, checks the format, then builds
+# and runs every test three times: a normal build, an ASan+UBSan build and a
+# TSan build (the fault engine is concurrent), then the clang build (thread-
+# safety analysis with -Werror) and a short run of each libFuzzer target
+# (ASan+UBSan; scripts/fuzz.sh). UFFDPAGER_TEST_BUILDS picks a subset, e.g.
+# "default" or "format default fuzz".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-builds=${UFFDPAGER_TEST_BUILDS:-"default asan tsan fuzz"}
+builds=${UFFDPAGER_TEST_BUILDS:-"format default asan tsan fuzz"}
 jobs=${UFFDPAGER_TEST_JOBS:-2}
 for b in $builds; do
   case "$b" in
     default) dir=build;      sanitize="";      opt="-O2" ;;
     asan)    dir=build-asan; sanitize=address; opt="-O1" ;;
     tsan)    dir=build-tsan; sanitize=thread;  opt="-O1" ;;
+    format)
+      echo "=== format (.clang-format) ==="
+      bash scripts/check-format.sh
+      continue ;;
     fuzz)
       echo "=== clang: thread-safety analysis, then fuzzing (build-fuzz) ==="
       UFFDPAGER_FUZZ_SECONDS=${UFFDPAGER_FUZZ_SECONDS:-20} bash scripts/fuzz.sh
       continue ;;
-    *) echo "unknown build '$b' (default, asan, tsan, fuzz)" >&2; exit 2 ;;
+    *) echo "unknown build '$b' (format, default, asan, tsan, fuzz)" >&2; exit 2 ;;
   esac
   echo "=== $b build ($dir) ==="
   # Line tables (-g1) are all a sanitizer report or a test's backtrace needs;

@@ -55,7 +55,9 @@ class PagerBadInputTest : public PagerFixture {
     return Session(id);
   }
 
-  std::string ValidPayloadFor(const GuestMemory& m) { return SerializeHandshake(m.Mappings(), HandshakeDialect::kV1_12); }
+  std::string ValidPayloadFor(const GuestMemory& m) {
+    return SerializeHandshake(m.Mappings(), HandshakeDialect::kV1_12);
+  }
 
   std::string snap_;
   std::vector<uint8_t> file_;
@@ -155,7 +157,9 @@ TEST_F(PagerBadInputTest, ASilentClientIsDroppedAndTheSessionStillWorks) {
   ASSERT_TRUE(conn.ok());
   // The pager closes the silent connection after its handshake timeout (300 ms).
   char c;
-  struct timeval tv{10, 0};
+  struct timeval tv {
+    10, 0
+  };
   ::setsockopt(conn->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   EXPECT_EQ(::recv(conn->get(), &c, 1, 0), 0) << "the pager did not close a silent client";
   EXPECT_EQ(SessionState("silent"), "waiting");
@@ -217,7 +221,9 @@ TEST_F(PagerBadInputTest, ASilentHttpClientIsDisconnectedAndOthersAreServed) {
   ExpectGoodClientStillServed();
   // Both are cut off after the idle timeout (1 s here).
   char buf[512];
-  struct timeval tv{10, 0};
+  struct timeval tv {
+    10, 0
+  };
   for (int fd : {conn->get(), half->get()}) {
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     auto start = std::chrono::steady_clock::now();

@@ -31,7 +31,8 @@ TEST_F(PagerFaultAroundTest, ASequentialWalkTakesFarFewerFaults) {
   auto vm = VmmStandIn::Restore(CreateSession("seq", snap), kRegions);
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
   uint64_t sum = 0;
-  for (uint64_t p = 0; p < kPages; ++p) sum += *reinterpret_cast<volatile uint8_t*>((*vm)->memory.AtFileOffset(p * 4096));
+  for (uint64_t p = 0; p < kPages; ++p)
+    sum += *reinterpret_cast<volatile uint8_t*>((*vm)->memory.AtFileOffset(p * 4096));
   (void)sum;
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
   auto c = Session("seq")["counters"];

@@ -58,7 +58,9 @@ class PagerFaultFailureTest : public PagerFixture {
     ASSERT_EQ(::pipe(go), 0);
     child_ = StartChildVmm(sock, 0, 8 * kMiB - 4096, declared, ready[1], go[0]);
     char b;
-    struct timeval tv{10, 0};
+    struct timeval tv {
+      10, 0
+    };
     ASSERT_EQ(::read(ready[0], &b, 1), 1) << "child VMM did not get its first page";
     (void)tv;
     before_second();

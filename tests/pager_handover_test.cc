@@ -60,8 +60,7 @@ TEST_F(PagerHandoverTest, NewVersionTakesLiveSessionsWhileVmsFaultAndTheOldOneEx
   // A balloon discarded a range of a before the hand-over: the new pager
   // must serve it as zeros, never as snapshot bytes.
   const std::pair<uint64_t, uint64_t> removed = {3 * kMiB, 3 * kMiB + 32 * 4096};
-  ASSERT_EQ(::madvise((*vm_a)->memory.AtFileOffset(removed.first), removed.second - removed.first, MADV_DONTNEED),
-            0);
+  ASSERT_EQ(::madvise((*vm_a)->memory.AtFileOffset(removed.first), removed.second - removed.first, MADV_DONTNEED), 0);
 
   VcpuWalkers walk_a((*vm_a)->memory, 2);
   VcpuWalkers walk_b((*vm_b)->memory, 2);
@@ -115,8 +114,8 @@ TEST_F(PagerHandoverTest, NewVersionTakesLiveSessionsWhileVmsFaultAndTheOldOneEx
   EXPECT_TRUE(std::filesystem::is_empty(old_pager->root_dir() + "/live"));
   EXPECT_FALSE(std::filesystem::is_empty(new_pager->root_dir() + "/live"));
   for (const char* id : {"a", "b", "w"}) EXPECT_TRUE(new_pager->client().CloseSession(id).ok());
-  EXPECT_TRUE(WaitFor([&] { return std::filesystem::is_empty(new_pager->root_dir() + "/live"); },
-                      std::chrono::seconds(5)));
+  EXPECT_TRUE(
+      WaitFor([&] { return std::filesystem::is_empty(new_pager->root_dir() + "/live"); }, std::chrono::seconds(5)));
 }
 
 // The old pager's side when the taker refuses a session (here the test is

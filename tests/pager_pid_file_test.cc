@@ -76,9 +76,9 @@ TEST_F(PagerPidFileTest, ALivePagerKeepsASecondOneFromStarting) {
   ExpectPidFileNames(pager_->pid());
   std::string log;
   EXPECT_TRUE(SecondPagerExits(&log)) << log;
-  EXPECT_NE(log.find("another uffd-pager (pid " + std::to_string(pager_->pid()) + ") already serves " +
-                     pager_->root_dir()),
-            std::string::npos)
+  EXPECT_NE(
+      log.find("another uffd-pager (pid " + std::to_string(pager_->pid()) + ") already serves " + pager_->root_dir()),
+      std::string::npos)
       << log;
   ExpectPidFileNames(pager_->pid());
   EXPECT_TRUE(pager_->client().Health().ok());

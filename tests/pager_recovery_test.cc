@@ -56,7 +56,7 @@ class PagerUnderSupervisorTest : public PagerFixture {
  protected:
   void StartSupervised() {
     FdStoreSupervisorOptions options;
-    options.argv = {UFFD_PAGER_BIN, "--data-dir", dir_.path(), "--version-key", "v1", "--log-level", "debug",
+    options.argv = {UFFD_PAGER_BIN,           "--data-dir", dir_.path(), "--version-key", "v1", "--log-level", "debug",
                     "--handshake-timeout-ms", "2000"};
     options.log_path = dir_ / "pager.log";
     auto started = FdStoreSupervisor::Start(options);
@@ -125,26 +125,25 @@ TEST_F(PagerUnderSupervisorTest, KilledWhileVmsFaultTheRestartedPagerServesEvery
 
   // A balloon takes a range of b; the record must carry it before the crash.
   const std::pair<uint64_t, uint64_t> removed = {5 * kMiB, 5 * kMiB + 16 * 4096};
-  ASSERT_EQ(::madvise((*vm_b)->memory.AtFileOffset(removed.first), removed.second - removed.first, MADV_DONTNEED),
-            0);
-  ASSERT_TRUE(WaitFor([&] { return RecordText("b").find("\"removed\":[[") != std::string::npos; },
-                      std::chrono::seconds(10)))
+  ASSERT_EQ(::madvise((*vm_b)->memory.AtFileOffset(removed.first), removed.second - removed.first, MADV_DONTNEED), 0);
+  ASSERT_TRUE(
+      WaitFor([&] { return RecordText("b").find("\"removed\":[[") != std::string::npos; }, std::chrono::seconds(10)))
       << RecordText("b");
 
   VcpuWalkers walk_a((*vm_a)->memory, 2);
   VcpuWalkers walk_b((*vm_b)->memory, 2);
   for (int crash = 0; crash < kCrashes; ++crash) {
     uint64_t a0 = walk_a.touched(), b0 = walk_b.touched();
-    ASSERT_TRUE(WaitFor([&] { return walk_a.touched() > a0 + 200 && walk_b.touched() > b0 + 200; },
-                        std::chrono::seconds(30)))
+    ASSERT_TRUE(
+        WaitFor([&] { return walk_a.touched() > a0 + 200 && walk_b.touched() > b0 + 200; }, std::chrono::seconds(30)))
         << supervisor_->Log();
     auto killed_at = std::chrono::steady_clock::now();
     ASSERT_TRUE(supervisor_->KillAndRestart(SIGKILL).ok());
     ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
-    std::cout << "crash " << crash << ": kill to READY=1 of the restarted pager, sessions adopted: "
-              << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at)
-                     .count()
-              << " ms\n";
+    std::cout
+        << "crash " << crash << ": kill to READY=1 of the restarted pager, sessions adopted: "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed_at).count()
+        << " ms\n";
     for (const char* id : {"a", "b", "w"}) {
       auto s = SessionOf(id);
       EXPECT_EQ(s["origin"], "recovered after a pager restart") << s.dump();
@@ -153,8 +152,8 @@ TEST_F(PagerUnderSupervisorTest, KilledWhileVmsFaultTheRestartedPagerServesEvery
   }
   // The VMs never noticed: they keep running, served by the last pager...
   uint64_t a0 = walk_a.touched(), b0 = walk_b.touched();
-  EXPECT_TRUE(WaitFor([&] { return walk_a.touched() > a0 + 1000 && walk_b.touched() > b0 + 1000; },
-                      std::chrono::seconds(30)))
+  EXPECT_TRUE(
+      WaitFor([&] { return walk_a.touched() > a0 + 1000 && walk_b.touched() > b0 + 1000; }, std::chrono::seconds(30)))
       << supervisor_->Log();
   ASSERT_TRUE(walk_a.Stop()) << "a vCPU thread of a is stuck\n" << supervisor_->Log();
   ASSERT_TRUE(walk_b.Stop()) << "a vCPU thread of b is stuck\n" << supervisor_->Log();
@@ -241,10 +240,10 @@ TEST_F(PagerRecoveryTest, ACorruptRecordIsSetAsideAndThePagerStarts) {
   pager_->Kill(SIGKILL);
   ASSERT_TRUE(pager_->WaitForExit(std::chrono::seconds(10)));
   pager_.reset();
-  for (const auto& [name, text] : std::vector<std::pair<std::string, std::string>>{
-           {"x.1.json", "{not json"},
-           {"y.2.json", R"({"format": 1, "session_id": "y"})"},
-           {"z.3.json", R"({"format": 99})"}}) {
+  for (const auto& [name, text] :
+       std::vector<std::pair<std::string, std::string>>{{"x.1.json", "{not json"},
+                                                        {"y.2.json", R"({"format": 1, "session_id": "y"})"},
+                                                        {"z.3.json", R"({"format": 99})"}}) {
     std::ofstream(live + "/" + name) << text;
   }
   StartPager();

@@ -63,13 +63,12 @@ TEST_P(PagerDialectTest, ServesEveryPageExactlyToConcurrentThreads) {
   EXPECT_EQ(c["backing_bytes_read"].get<uint64_t>(), kGuestBytes);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Firecracker, PagerDialectTest,
-    ::testing::Values(DialectCase{HandshakeDialect::kV1_1, false, "v1_1_closes_socket"},
-                      DialectCase{HandshakeDialect::kV1_7, false, "v1_7_closes_socket"},
-                      DialectCase{HandshakeDialect::kV1_12, true, "v1_12_keeps_socket"},
-                      DialectCase{HandshakeDialect::kV1_12, false, "v1_12_closes_socket"}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Firecracker, PagerDialectTest,
+                         ::testing::Values(DialectCase{HandshakeDialect::kV1_1, false, "v1_1_closes_socket"},
+                                           DialectCase{HandshakeDialect::kV1_7, false, "v1_7_closes_socket"},
+                                           DialectCase{HandshakeDialect::kV1_12, true, "v1_12_keeps_socket"},
+                                           DialectCase{HandshakeDialect::kV1_12, false, "v1_12_closes_socket"}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 TEST_F(PagerRestoreTest, KernelSideAccessIsServedToo) {
   StartPager();
@@ -124,9 +123,11 @@ TEST_F(PagerRestoreTest, RemovedRangesReadAsZerosWhileOtherThreadsFault) {
   const GuestMemory& mem = (*vm)->memory;
   // File-offset ranges the "balloon" discards: some the guest has read,
   // some it has not, one crossing into region 1.
-  std::vector<std::pair<uint64_t, uint64_t>> removed = {
-      {0, 64 * 4096}, {2 * kMiB, 2 * kMiB + 300 * 4096}, {8 * kMiB - 16 * 4096, 8 * kMiB}, {8 * kMiB, 8 * kMiB + 64 * 4096},
-      {11 * kMiB, 11 * kMiB + 4096}};
+  std::vector<std::pair<uint64_t, uint64_t>> removed = {{0, 64 * 4096},
+                                                        {2 * kMiB, 2 * kMiB + 300 * 4096},
+                                                        {8 * kMiB - 16 * 4096, 8 * kMiB},
+                                                        {8 * kMiB, 8 * kMiB + 64 * 4096},
+                                                        {11 * kMiB, 11 * kMiB + 4096}};
   std::atomic<bool> stop{false};
   std::vector<std::thread> faulters;
   for (int t = 0; t < 3; ++t) {
@@ -167,7 +168,8 @@ TEST_F(PagerRestoreTest, ManyClientsOfTwoSnapshotsReadEachPageFromDiskOnce) {
   std::vector<std::thread> clients;
   for (auto& vm : vms) clients.emplace_back([&vm] { TouchAllPages(vm->memory, 2); });
   for (auto& c : clients) c.join();
-  for (size_t i = 0; i < vms.size(); ++i) EXPECT_TRUE(MatchesSnapshotFile(vms[i]->memory, backing[i])) << "client " << i;
+  for (size_t i = 0; i < vms.size(); ++i)
+    EXPECT_TRUE(MatchesSnapshotFile(vms[i]->memory, backing[i])) << "client " << i;
   // Single-flight plus a cache that holds everything: each page of each
   // snapshot came from disk exactly once; the other clients got it from memory.
   EXPECT_EQ(Stat("backing_bytes_read"), 2 * kGuestBytes);

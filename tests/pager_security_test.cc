@@ -252,8 +252,7 @@ TEST_F(PagerSecurityTest, BackingFilesOutsideTheAllowedRootsAreRefused) {
 
   // A path outside the roots is a refusal for lack of permission (403); a
   // missing file beneath one is a bad request (400).
-  auto refused = [&](const std::string& path, const std::string& words,
-                     ErrorCode code = ErrorCode::kPermissionDenied) {
+  auto refused = [&](const std::string& path, const std::string& words, ErrorCode code = ErrorCode::kPermissionDenied) {
     auto r = Create({.session_id = "bad", .backing_memory_path = path});
     ASSERT_FALSE(r.ok()) << path << " was allowed";
     EXPECT_EQ(r.status().code(), code) << r.status().ToString();
@@ -305,8 +304,8 @@ TEST_F(PagerSecurityTest, RefusalsForLackOfPermissionAnswer403) {
   std::string wrapper = dir_ / "pager-as-nobody";
   {
     std::ofstream out(wrapper);
-    out << "#!/bin/sh\nexec /usr/bin/setpriv --reuid=" << kNobody << " --regid=" << kNobody
-        << " --clear-groups " << UFFD_PAGER_BIN << " \"$@\"\n";
+    out << "#!/bin/sh\nexec /usr/bin/setpriv --reuid=" << kNobody << " --regid=" << kNobody << " --clear-groups "
+        << UFFD_PAGER_BIN << " \"$@\"\n";
   }
   ASSERT_EQ(::chmod(wrapper.c_str(), 0755), 0);
   std::string data = dir_ / "nobody-data";
@@ -344,8 +343,7 @@ TEST_F(PagerSecurityTest, RefusalsForLackOfPermissionAnswer403) {
   expect_403({.session_id = "give-away", .socket_uid = 1234}, "chown");
   // A raw answer says 403 too.
   HttpClient http(client.control_socket_path());
-  auto raw = http.Send("POST", "/sessions",
-                       R"({"instance_id":"raw","backing_memory_path":")" + unreadable + R"("})");
+  auto raw = http.Send("POST", "/sessions", R"({"instance_id":"raw","backing_memory_path":")" + unreadable + R"("})");
   ASSERT_TRUE(raw.ok()) << raw.status().ToString();
   EXPECT_EQ(raw->status, 403) << raw->body;
 

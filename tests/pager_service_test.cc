@@ -85,9 +85,10 @@ class PagerServiceTest : public PagerFixture {
 
   PagerService Service(const std::string& version, std::vector<std::string> command,
                        milliseconds ready_timeout = std::chrono::seconds(10)) {
-    auto service = PagerService::Create(
-        {.data_dir = dir_.path(), .version_key = version, .start_command = std::move(command),
-         .ready_timeout = ready_timeout});
+    auto service = PagerService::Create({.data_dir = dir_.path(),
+                                         .version_key = version,
+                                         .start_command = std::move(command),
+                                         .ready_timeout = ready_timeout});
     EXPECT_TRUE(service.ok()) << service.status().ToString();
     return std::move(service).value();
   }
@@ -176,8 +177,7 @@ TEST_F(PagerServiceTest, AFailingStartCommandIsAClearError) {
   auto missing = Service("v2", {"/nonexistent/systemctl", "start", "uffd-pager@{version}.service"});
   auto result = missing.EnsureRunning();
   ASSERT_FALSE(result.ok());
-  EXPECT_NE(result.status().ToString().find("/nonexistent/systemctl"), std::string::npos)
-      << result.status().ToString();
+  EXPECT_NE(result.status().ToString().find("/nonexistent/systemctl"), std::string::npos) << result.status().ToString();
   EXPECT_NE(result.status().ToString().find("No such file"), std::string::npos) << result.status().ToString();
 }
 

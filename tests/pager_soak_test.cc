@@ -98,8 +98,7 @@ class PagerSoakTest : public PagerFixture {
         ASSERT_TRUE(pager_->client().CloseSession(id).ok());
         return;
       }
-      default:
-        break;
+      default: break;
     }
     auto vm = VmmStandIn::Restore(CreateSession(id, snap_, key), kRegions);
     ASSERT_TRUE(vm.ok()) << vm.status().ToString();

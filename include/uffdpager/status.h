@@ -16,14 +16,14 @@ namespace uffdpager {
 
 enum class ErrorCode {
   kOk = 0,
-  kInvalidArgument,  // the caller's input is wrong (bad body, bad handshake)
-  kNotFound,         // a named thing does not exist
+  kInvalidArgument,   // the caller's input is wrong (bad body, bad handshake)
+  kNotFound,          // a named thing does not exist
   kPermissionDenied,  // refused: the caller (or the pager on its behalf) may not do this
   kAlreadyExists,
-  kIoError,          // a system call failed for another reason
-  kProtocol,         // a peer broke the protocol (HTTP, handshake)
-  kUnavailable,      // refused for now (draining, peer gone)
-  kConflict,         // the object is in the wrong state for this operation
+  kIoError,      // a system call failed for another reason
+  kProtocol,     // a peer broke the protocol (HTTP, handshake)
+  kUnavailable,  // refused for now (draining, peer gone)
+  kConflict,     // the object is in the wrong state for this operation
   kTimeout,
   kInternal,
 };
@@ -35,9 +35,7 @@ class [[nodiscard]] Status {
   Status() = default;  // OK
 
   static Status Ok() { return Status(); }
-  static Status Error(ErrorCode code, std::string message) {
-    return Status(code, 0, std::move(message));
-  }
+  static Status Error(ErrorCode code, std::string message) { return Status(code, 0, std::move(message)); }
   // An error caused by a failed system call; the code is derived from errno.
   static Status FromErrno(int error_number, std::string context);
   static Status InvalidArgument(std::string m) { return Error(ErrorCode::kInvalidArgument, std::move(m)); }
@@ -73,7 +71,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     if (status_.ok()) status_ = Status::Internal("Result built from an OK status without a value");
   }
@@ -97,8 +95,8 @@ class [[nodiscard]] Result {
 }  // namespace uffdpager
 
 // Returns early from the enclosing function when a Status is not OK.
-#define UFFD_RETURN_IF_ERROR(expr)              \
-  do {                                          \
-    ::uffdpager::Status _st = (expr);           \
-    if (!_st.ok()) return _st;                  \
+#define UFFD_RETURN_IF_ERROR(expr)    \
+  do {                                \
+    ::uffdpager::Status _st = (expr); \
+    if (!_st.ok()) return _st;        \
   } while (0)

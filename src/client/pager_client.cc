@@ -58,9 +58,8 @@ Result<Json> PagerClient::Call(const char* method, const std::string& path, cons
     // An error without a readable "error" field is quoted whole.
     std::string message = response->body;
     (void)JsonFields(parsed).ReadOptional("error", &message);
-    return Status::Error(CodeForHttpStatus(response->status),
-                         std::string(method) + " " + path + ": HTTP " + std::to_string(response->status) + ": " +
-                             message);
+    return Status::Error(CodeForHttpStatus(response->status), std::string(method) + " " + path + ": HTTP " +
+                                                                  std::to_string(response->status) + ": " + message);
   }
   if (parsed.is_discarded()) return Status::Protocol(std::string(method) + " " + path + ": answer is not JSON");
   return parsed;

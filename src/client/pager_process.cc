@@ -12,10 +12,14 @@ PagerProcess::PagerProcess(std::unique_ptr<ChildProcess> process, std::string ro
 
 Result<std::unique_ptr<PagerProcess>> PagerProcess::Launch(const PagerLaunchOptions& options) {
   std::vector<std::string> args = {options.binary,
-                                   "--data-dir", options.data_dir,
-                                   "--version-key", options.version_key,
-                                   "--cache-max-bytes", std::to_string(options.cache_max_bytes),
-                                   "--handshake-timeout-ms", std::to_string(options.handshake_timeout_ms)};
+                                   "--data-dir",
+                                   options.data_dir,
+                                   "--version-key",
+                                   options.version_key,
+                                   "--cache-max-bytes",
+                                   std::to_string(options.cache_max_bytes),
+                                   "--handshake-timeout-ms",
+                                   std::to_string(options.handshake_timeout_ms)};
   args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
   auto child = ChildProcess::Spawn(args, options.log_path);
   if (!child.ok()) return child.status();

@@ -48,7 +48,9 @@ milliseconds Left(Clock::time_point deadline) {
 }
 
 void SleepFor(milliseconds d) {
-  struct timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>(d.count() % 1000) * 1000000L};
+  struct timespec ts {
+    static_cast<time_t>(d.count() / 1000), static_cast<long>(d.count() % 1000) * 1000000L
+  };
   nanosleep(&ts, nullptr);
 }
 
@@ -68,8 +70,8 @@ Result<PagerService> PagerService::Create(PagerServiceOptions options) {
   }
   if (options.ready_timeout <= milliseconds(0) || options.ready_timeout > kMaxReadyTimeout) {
     return Status::InvalidArgument("ready timeout " + std::to_string(options.ready_timeout.count()) +
-                                   " ms must be positive and at most " +
-                                   std::to_string(kMaxReadyTimeout.count()) + " ms");
+                                   " ms must be positive and at most " + std::to_string(kMaxReadyTimeout.count()) +
+                                   " ms");
   }
   return PagerService(std::move(options));
 }
@@ -120,8 +122,7 @@ Result<PagerClient> PagerService::EnsureRunning() const {
   if (!ran.ok()) return ran.status().WithContext("start uffd-pager " + options_.version_key);
   if (!WIFEXITED(ran->wait_status) || WEXITSTATUS(ran->wait_status) != 0) {
     return Status::Unavailable("start uffd-pager " + options_.version_key + ": " + shown + " " +
-                               DescribeWaitStatus(ran->wait_status) + "; its output: " +
-                               OutputForMessage(ran->output));
+                               DescribeWaitStatus(ran->wait_status) + "; its output: " + OutputForMessage(ran->output));
   }
 
   Status last = probe;

@@ -2,9 +2,9 @@
 #include <cstdio>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <CLI/CLI.hpp>
 
 #include "common/json_fields.h"
 #include "uffdpager/pager_client.h"
@@ -108,7 +108,9 @@ int main(int argc, char** argv) {
       auto h = pager->Health();
       if (!h.ok()) return Fail(h.status());
       if (json) {
-        std::cout << Json{{"version", h->version}, {"draining", h->draining}, {"active_sessions", h->active_sessions},
+        std::cout << Json{{"version", h->version},
+                          {"draining", h->draining},
+                          {"active_sessions", h->active_sessions},
                           {"control_socket", pager->control_socket_path()}}
                   << "\n";
       } else {
@@ -169,7 +171,8 @@ int main(int argc, char** argv) {
     auto created = client.CreateSession(req);
     if (!created.ok()) return Fail(created.status());
     if (json) {
-      std::cout << Json{{"session_id", created->session_id}, {"uffd_socket_path", created->uffd_socket_path},
+      std::cout << Json{{"session_id", created->session_id},
+                        {"uffd_socket_path", created->uffd_socket_path},
                         {"pager_version", created->pager_version}}
                 << "\n";
     } else {

@@ -5,9 +5,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <thread>
 #include <exception>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/unix_socket.h"
 
@@ -32,8 +32,8 @@ MHD_Result Queue(MHD_Connection* connection, const HttpResponse& response) {
   return rc;
 }
 
-MHD_Result OnAccess(void* cls, MHD_Connection* connection, const char* url, const char* method,
-                    const char* /*version*/, const char* upload_data, size_t* upload_data_size, void** con_cls) {
+MHD_Result OnAccess(void* cls, MHD_Connection* connection, const char* url, const char* method, const char* /*version*/,
+                    const char* upload_data, size_t* upload_data_size, void** con_cls) {
   auto* server = static_cast<HttpServer*>(cls);
   auto* pending = static_cast<PendingRequest*>(*con_cls);
   if (pending == nullptr) {
@@ -70,8 +70,7 @@ MHD_Result OnAccess(void* cls, MHD_Connection* connection, const char* url, cons
   return Queue(connection, server->Dispatch(request));
 }
 
-void OnCompleted(void* /*cls*/, MHD_Connection* /*connection*/, void** con_cls,
-                 MHD_RequestTerminationCode /*code*/) {
+void OnCompleted(void* /*cls*/, MHD_Connection* /*connection*/, void** con_cls, MHD_RequestTerminationCode /*code*/) {
   delete static_cast<PendingRequest*>(*con_cls);
   *con_cls = nullptr;
 }
@@ -86,7 +85,7 @@ HttpServer::HttpServer(std::string socket_path, HttpServerOptions options, HttpH
 }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_path, HttpServerOptions options,
-                                                     HttpHandler handler) {
+                                                      HttpHandler handler) {
   auto listener = ListenUnixSocket(socket_path, options.socket_mode);
   if (!listener.ok()) return listener.status();
   if (options.prepare_socket) {
@@ -102,14 +101,14 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_
 }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::StartOnListener(UniqueFd listener, const std::string& name,
-                                                               HttpServerOptions options, HttpHandler handler) {
+                                                                HttpServerOptions options, HttpHandler handler) {
   std::unique_ptr<HttpServer> server(new HttpServer(name, std::move(options), std::move(handler)));
   int listen_fd = listener.get();
-  server->daemon_ = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC, 0, nullptr, nullptr, &OnAccess,
-      server.get(), MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_TIMEOUT,
-      static_cast<unsigned>(server->options_.idle_timeout_seconds), MHD_OPTION_NOTIFY_COMPLETED, &OnCompleted,
-      nullptr, MHD_OPTION_END);
+  server->daemon_ =
+      MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC, 0,
+                       nullptr, nullptr, &OnAccess, server.get(), MHD_OPTION_LISTEN_SOCKET, listen_fd,
+                       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(server->options_.idle_timeout_seconds),
+                       MHD_OPTION_NOTIFY_COMPLETED, &OnCompleted, nullptr, MHD_OPTION_END);
   if (server->daemon_ == nullptr) return Status::Internal("libmicrohttpd failed to start on " + name);
   listener.release();  // the daemon owns and closes the listening socket now
   return server;

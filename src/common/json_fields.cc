@@ -19,8 +19,7 @@ Status WrongType(const nlohmann::json& value, const Label& label, std::string_vi
 std::string IntegerRange(int64_t min, uint64_t max) { return fmt::format("an integer from {} to {}", min, max); }
 
 // An integer outside [min, max]; `given` is its decimal text.
-Status OutOfRange(const Label& label, std::string_view given, int64_t min, uint64_t max,
-                  std::string_view type_name) {
+Status OutOfRange(const Label& label, std::string_view given, int64_t min, uint64_t max, std::string_view type_name) {
   if (label.wording == JsonWording::kSerde) {
     return Status::InvalidArgument(fmt::format("invalid value: integer `{}`, expected {}", given,
                                                type_name.empty() ? IntegerRange(min, max) : std::string(type_name)));

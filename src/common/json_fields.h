@@ -135,8 +135,7 @@ class JsonFields {
  public:
   // `object` must outlive this reader. A non-empty `path` names the object
   // in errors ("machine" makes its field "size" read "machine.size").
-  explicit JsonFields(const nlohmann::json& object, std::string path = "",
-                      JsonWording wording = JsonWording::kPlain)
+  explicit JsonFields(const nlohmann::json& object, std::string path = "", JsonWording wording = JsonWording::kPlain)
       : object_(object), path_(std::move(path)), wording_(wording) {}
   // A reader kept past the end of a temporary's statement would dangle.
   JsonFields(nlohmann::json&& object, std::string path = "", JsonWording wording = JsonWording::kPlain) = delete;

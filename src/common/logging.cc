@@ -17,7 +17,7 @@ namespace {
 // the "device:inode" of the stream it gave us).
 bool StderrIsJournal() {
   const char* stream = std::getenv("JOURNAL_STREAM");
-  struct stat st{};
+  struct stat st {};
   if (stream == nullptr || ::fstat(STDERR_FILENO, &st) != 0) return false;
   unsigned long long dev = 0, ino = 0;
   if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return false;

@@ -7,8 +7,8 @@
 
 namespace uffdpager {
 
-Result<MemoryMapping> MemoryMapping::Map(void* hint, size_t length, int prot, int flags, int fd,
-                                         off_t offset, const char* what) {
+Result<MemoryMapping> MemoryMapping::Map(void* hint, size_t length, int prot, int flags, int fd, off_t offset,
+                                         const char* what) {
   void* p = ::mmap(hint, length, prot, flags, fd, offset);
   if (p == MAP_FAILED) {
     return Status::FromErrno(errno, std::string("mmap ") + what + " (" + std::to_string(length) + " bytes)");
@@ -16,13 +16,12 @@ Result<MemoryMapping> MemoryMapping::Map(void* hint, size_t length, int prot, in
   return MemoryMapping(p, length);
 }
 
-Result<MemoryMapping> MemoryMapping::MapAlignedAnonymous(size_t length, size_t alignment,
-                                                         int extra_flags) {
+Result<MemoryMapping> MemoryMapping::MapAlignedAnonymous(size_t length, size_t alignment, int extra_flags) {
   // Reserve length + alignment of address space with no access, then place the
   // real mapping at the aligned address inside it with MAP_FIXED and give the
   // slack back. The reservation is never touched, so it costs no memory.
-  auto reservation = Map(nullptr, length + alignment, PROT_NONE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, "address reservation");
+  auto reservation = Map(nullptr, length + alignment, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0,
+                         "address reservation");
   if (!reservation.ok()) return reservation.status();
   uintptr_t start = reservation->address();
   uintptr_t aligned = (start + alignment - 1) & ~(uintptr_t(alignment) - 1);

@@ -29,8 +29,8 @@ class MemoryMapping {
   }
 
   // mmap(2) wrapper; `what` names the mapping in the error.
-  static Result<MemoryMapping> Map(void* hint, size_t length, int prot, int flags, int fd,
-                                   off_t offset, const char* what);
+  static Result<MemoryMapping> Map(void* hint, size_t length, int prot, int flags, int fd, off_t offset,
+                                   const char* what);
 
   // An anonymous private mapping of `length` bytes whose start is aligned to
   // `alignment` (a power of two). Over-reserves and trims, as Firecracker does

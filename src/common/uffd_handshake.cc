@@ -22,8 +22,7 @@ std::string SerializeHandshake(const std::vector<GuestRegionMapping>& regions, H
   for (size_t i = 0; i < regions.size(); ++i) {
     const auto& r = regions[i];
     if (i > 0) out += ',';
-    out += fmt::format(R"({{"base_host_virt_addr":{},"size":{},"offset":{})", r.base_host_virt_addr, r.size,
-                       r.offset);
+    out += fmt::format(R"({{"base_host_virt_addr":{},"size":{},"offset":{})", r.base_host_virt_addr, r.size, r.offset);
     if (dialect == HandshakeDialect::kV1_12) out += fmt::format(R"(,"page_size":{})", r.page_size);
     if (dialect != HandshakeDialect::kV1_1) out += fmt::format(R"(,"page_size_kib":{})", r.page_size);
     out += '}';
@@ -44,7 +43,9 @@ Status ReadRegion(const Json& obj, GuestRegionMapping* r) {
   // 1.12+ sends page_size; 1.7-1.11 only page_size_kib (in bytes despite the
   // name); before 1.7 neither, and the page size was always 4 KiB. A field
   // that is there as null counts as sent, and Read refuses it.
-  const char* ps_field = obj.contains("page_size") ? "page_size" : obj.contains("page_size_kib") ? "page_size_kib" : nullptr;
+  const char* ps_field = obj.contains("page_size")       ? "page_size"
+                         : obj.contains("page_size_kib") ? "page_size_kib"
+                                                         : nullptr;
   if (ps_field != nullptr) UFFD_RETURN_IF_ERROR(fields.Read(ps_field, &r->page_size));
   return Status::Ok();
 }
@@ -82,7 +83,8 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
   if (!list->is_array()) return Status::InvalidArgument("handshake must be a JSON array of regions");
   if (list->empty()) return Status::InvalidArgument("handshake has no regions");
   if (list->size() > limits.max_regions) {
-    return Status::InvalidArgument(fmt::format("handshake has {} regions, more than {}", list->size(), limits.max_regions));
+    return Status::InvalidArgument(
+        fmt::format("handshake has {} regions, more than {}", list->size(), limits.max_regions));
   }
 
   std::vector<GuestRegionMapping> regions;
@@ -93,11 +95,13 @@ Result<std::vector<GuestRegionMapping>> ParseHandshake(std::string_view payload,
     GuestRegionMapping r;
     if (Status st = ReadRegion(obj, &r); !st.ok()) return st.WithContext(fmt::format("region {}", i));
     if (!IsPowerOfTwo(r.page_size) || r.page_size < 4096 || r.page_size > (1ULL << 30)) {
-      return Status::InvalidArgument(fmt::format("region {}: page size {} is not a power of two between 4 KiB and 1 GiB", i, r.page_size));
+      return Status::InvalidArgument(
+          fmt::format("region {}: page size {} is not a power of two between 4 KiB and 1 GiB", i, r.page_size));
     }
     if (r.size == 0) return Status::InvalidArgument(fmt::format("region {}: size is zero", i));
     if (r.base_host_virt_addr % r.page_size != 0 || r.size % r.page_size != 0 || r.offset % r.page_size != 0) {
-      return Status::InvalidArgument(fmt::format("region {}: address, size and offset must be multiples of the page size {}", i, r.page_size));
+      return Status::InvalidArgument(
+          fmt::format("region {}: address, size and offset must be multiples of the page size {}", i, r.page_size));
     }
     if (r.base_host_virt_addr + r.size < r.base_host_virt_addr || r.offset + r.size < r.offset) {
       return Status::InvalidArgument(fmt::format("region {}: address or offset range overflows", i));

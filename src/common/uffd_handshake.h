@@ -24,7 +24,7 @@ namespace uffdpager {
 struct GuestRegionMapping {
   uint64_t base_host_virt_addr = 0;
   uint64_t size = 0;
-  uint64_t offset = 0;      // position in the memory file
+  uint64_t offset = 0;        // position in the memory file
   uint64_t page_size = 4096;  // bytes
 
   uint64_t end_addr() const { return base_host_virt_addr + size; }

@@ -25,7 +25,7 @@ Result<sockaddr_un> MakeAddress(const std::string& path) {
 }  // namespace
 
 Status RemoveSocketFile(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return Status::Ok();
     return Status::FromErrno(errno, "stat " + path);

@@ -14,7 +14,9 @@ bool WaitFor(F condition, std::chrono::milliseconds timeout = std::chrono::secon
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (condition()) return true;
-    struct timespec ts{0, static_cast<long>(std::chrono::nanoseconds(interval).count())};
+    struct timespec ts {
+      0, static_cast<long>(std::chrono::nanoseconds(interval).count())
+    };
     nanosleep(&ts, nullptr);
   }
   return condition();

@@ -6,8 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "lifecycle/crash_point.h"
 #include "common/durable_file.h"
+#include "lifecycle/crash_point.h"
 #include "lifecycle/operations.h"
 
 namespace uffdpager::lifecycle {
@@ -54,8 +54,7 @@ Status CreateInstance(Context& c, const std::string& name, const BootConfig& boo
     (void)c.journal.Finish(name);
     return st.WithContext("create " + name);
   }
-  spdlog::info("created {}: {} vCPUs, {} MiB, VMM pid {}", name, boot.vcpu_count, boot.mem_size_mib,
-               vmm.process.pid);
+  spdlog::info("created {}: {} vCPUs, {} MiB, VMM pid {}", name, boot.vcpu_count, boot.mem_size_mib, vmm.process.pid);
   return c.journal.Finish(name);
 }
 

@@ -9,16 +9,14 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/unique_fd.h"
 #include "common/exec_child.h"
+#include "common/unique_fd.h"
 
 namespace uffdpager::lifecycle {
 
 namespace {
 
-bool WriteAll(int fd, const void* data, size_t len) {
-  return ::write(fd, data, len) == static_cast<ssize_t>(len);
-}
+bool WriteAll(int fd, const void* data, size_t len) { return ::write(fd, data, len) == static_cast<ssize_t>(len); }
 
 }  // namespace
 

@@ -16,8 +16,8 @@ Result<ProcessIdentity> FirecrackerDriver::Launch(const VmmLaunch& launch, std::
   auto process = SpawnDetached(argv, launch.log_path);
   if (!process.ok()) return process.status();
   FirecrackerDriver driver(launch.api_socket);
-  bool up = WaitFor([&] { return !process->IsAlive() || driver.Describe(std::chrono::seconds(1)).ok(); },
-                    ready_timeout);
+  bool up =
+      WaitFor([&] { return !process->IsAlive() || driver.Describe(std::chrono::seconds(1)).ok(); }, ready_timeout);
   if (!process->IsAlive()) {
     return Status::Unavailable("VMM " + launch.binary + " exited at start-up; see " + launch.log_path);
   }
@@ -42,10 +42,9 @@ Status FirecrackerDriver::Call(const char* method, const std::string& path, cons
 }
 
 Status FirecrackerDriver::Boot(const BootConfig& boot) {
-  UFFD_RETURN_IF_ERROR(Call("PUT", "/machine-config",
-                            {{"vcpu_count", boot.vcpu_count},
-                             {"mem_size_mib", boot.mem_size_mib},
-                             {"track_dirty_pages", true}}));
+  UFFD_RETURN_IF_ERROR(
+      Call("PUT", "/machine-config",
+           {{"vcpu_count", boot.vcpu_count}, {"mem_size_mib", boot.mem_size_mib}, {"track_dirty_pages", true}}));
   for (const auto& [path, body] : boot.pre_boot_requests.items()) UFFD_RETURN_IF_ERROR(Call("PUT", path, body));
   return Call("PUT", "/actions", {{"action_type", "InstanceStart"}});
 }

@@ -43,8 +43,7 @@ class FirecrackerDriver {
   Status CreateSnapshot(SnapshotKind kind, const std::string& state_path, const std::string& mem_path);
   // Dirty page tracking is always asked for: every later standby may be a
   // Diff.
-  Status LoadSnapshot(const std::string& state_path, LoadBackend backend, const std::string& backend_path,
-                      bool resume);
+  Status LoadSnapshot(const std::string& state_path, LoadBackend backend, const std::string& backend_path, bool resume);
   // GET / (Firecracker's InstanceInfo: "state" is "Running", "Paused", ...).
   Result<nlohmann::json> Describe(std::chrono::milliseconds timeout = std::chrono::seconds(2)) const;
 

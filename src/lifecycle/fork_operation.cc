@@ -19,9 +19,9 @@
 
 #include <filesystem>
 
+#include "common/durable_file.h"
 #include "common/json_fields.h"
 #include "lifecycle/crash_point.h"
-#include "common/durable_file.h"
 #include "lifecycle/operations.h"
 #include "lifecycle/snapshot_copy.h"
 
@@ -108,7 +108,8 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
                        source->snapshot.has_value();
   if (!live && !at_rest) {
     return Status::Conflict("cannot fork " + source_name + ": it is " + InstanceStateName(source->state) +
-                            (source->snapshot ? "" : " without a snapshot") + (source->vmm ? " and its VMM is gone" : ""));
+                            (source->snapshot ? "" : " without a snapshot") +
+                            (source->vmm ? " and its VMM is gone" : ""));
   }
 
   JournalEntry e{"fork", name, {{"source", source_name}, {"staging", c.store.StagingDir(name)}}};
@@ -124,7 +125,8 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
   }
   CrashPoint("fork.after_commit");
   UFFD_RETURN_IF_ERROR(c.journal.Finish(name));
-  spdlog::info("forked {} from {} ({})", name, source_name, live ? "running source, Full snapshot" : "standby snapshot");
+  spdlog::info("forked {} from {} ({})", name, source_name,
+               live ? "running source, Full snapshot" : "standby snapshot");
   if (target != ForkTarget::kRunning) return Status::Ok();
   auto fork = c.store.Load(name);
   if (!fork.ok()) return fork.status();

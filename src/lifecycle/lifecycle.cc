@@ -7,8 +7,8 @@
 
 #include <filesystem>
 
-#include "lifecycle/data_dir_lock.h"
 #include "common/durable_file.h"
+#include "lifecycle/data_dir_lock.h"
 #include "lifecycle/operations.h"
 
 namespace uffdpager {

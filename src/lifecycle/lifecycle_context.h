@@ -26,8 +26,8 @@ struct Lifecycle::Context {
 
   // Starts a VMM for `name` on its API socket, logging into its folder.
   Result<ProcessIdentity> LaunchVmm(const std::string& name) const {
-    return lifecycle::FirecrackerDriver::Launch({config.vmm_binary, config.vmm_args, name,
-                                                 store.ApiSocketPath(name), store.VmmLogPath(name)});
+    return lifecycle::FirecrackerDriver::Launch(
+        {config.vmm_binary, config.vmm_args, name, store.ApiSocketPath(name), store.VmmLogPath(name)});
   }
 
   // Ends what a live VMM record holds: the process, then its pager session.

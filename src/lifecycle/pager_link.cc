@@ -26,10 +26,10 @@ Status PagerLink::EnsureRunning() {
   std::error_code ec;
   std::filesystem::create_directories(data_dir_ + "/uffd", ec);
   spdlog::info("starting {} for {}", config_.pager_binary, data_dir_);
-  auto started = SpawnDetached({config_.pager_binary, "--data-dir", data_dir_, "--version-key",
-                                config_.pager_version_key, "--cache-max-bytes",
-                                std::to_string(config_.pager_cache_bytes)},
-                               log);
+  auto started =
+      SpawnDetached({config_.pager_binary, "--data-dir", data_dir_, "--version-key", config_.pager_version_key,
+                     "--cache-max-bytes", std::to_string(config_.pager_cache_bytes)},
+                    log);
   if (!started.ok()) return started.status();
   // A pager that lost a race with another one exits at once; either way a
   // pager answering is what we wait for.

@@ -31,7 +31,8 @@ nlohmann::json JournalProcess(const ProcessIdentity& p) { return {{"pid", p.pid}
 
 Status RestoreInstance(Context& c, InstanceMetadata m, bool resume) {
   if (m.state != InstanceState::kStandby && m.state != InstanceState::kStopped) {
-    return Status::Conflict("instance " + m.name + " is " + InstanceStateName(m.state) + "; only Standby or Stopped "
+    return Status::Conflict("instance " + m.name + " is " + InstanceStateName(m.state) +
+                            "; only Standby or Stopped "
                             "instances are restored");
   }
   if (!m.snapshot) return Status::Conflict("instance " + m.name + " has no snapshot to restore");
@@ -72,8 +73,7 @@ Status RestoreInstance(Context& c, InstanceMetadata m, bool resume) {
   CrashPoint("restore.after_launch");
 
   FirecrackerDriver driver(vmm.api_socket);
-  if (Status st = driver.LoadSnapshot(state_path, uffd ? LoadBackend::kUffd : LoadBackend::kFile, backend_path,
-                                      resume);
+  if (Status st = driver.LoadSnapshot(state_path, uffd ? LoadBackend::kUffd : LoadBackend::kFile, backend_path, resume);
       !st.ok()) {
     return fail(st);
   }

@@ -2,11 +2,11 @@
 // directory (see include/uffdpager/lifecycle.h and the README).
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
-#include "common/logging.h"
 #include "common/durable_file.h"
+#include "common/logging.h"
 #include "uffdpager/lifecycle.h"
 
 #ifndef UFFDPAGER_DEFAULT_VMM_BIN
@@ -126,7 +126,8 @@ int main(int argc, char** argv) {
       auto text = ReadWholeFile(boot_config_path);
       if (!text.ok()) return Fail(text.status());
       boot.pre_boot_requests = nlohmann::json::parse(*text, nullptr, false);
-      if (!boot.pre_boot_requests.is_object()) return Fail(Status::InvalidArgument(boot_config_path + ": not a JSON object"));
+      if (!boot.pre_boot_requests.is_object())
+        return Fail(Status::InvalidArgument(boot_config_path + ": not a JSON object"));
     }
     st = l.Create(name, boot);
   } else if (standby->parsed()) {

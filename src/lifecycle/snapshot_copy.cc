@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <filesystem>
 
-#include "common/unique_fd.h"
 #include "common/durable_file.h"
+#include "common/unique_fd.h"
 
 namespace uffdpager::lifecycle {
 
@@ -47,7 +47,7 @@ Status CopyRange(int in, int out, uint64_t offset, uint64_t len, const std::stri
 Result<CopyReport> CopyFileCheaply(const std::string& from, const std::string& to) {
   UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) return Status::FromErrno(errno, "open " + from);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(in.get(), &st) < 0) return Status::FromErrno(errno, "stat " + from);
   UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!out) return Status::FromErrno(errno, "create " + to);

@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include <nlohmann/json.hpp>
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "common/json_fields.h"
@@ -206,9 +206,7 @@ json MachineConfigJson(const MachineConfig& m) {
 
 }  // namespace
 
-std::string FirecrackerApi::FaultBody(const std::string& message) {
-  return json{{"fault_message", message}}.dump();
-}
+std::string FirecrackerApi::FaultBody(const std::string& message) { return json{{"fault_message", message}}.dump(); }
 
 HttpResponse FirecrackerApi::Handle(const HttpRequest& request) {
   const std::string& m = request.method;

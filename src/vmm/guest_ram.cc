@@ -51,7 +51,7 @@ Result<GuestRam> GuestRam::MapFilePrivately(const GuestLayout& layout, const std
   }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Status::FromErrno(errno, "open memory file " + path);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) < 0) return Status::FromErrno(errno, "stat memory file " + path);
   if (static_cast<uint64_t>(st.st_size) < layout.total_size()) {
     return Status::InvalidArgument("memory file " + path + " holds " + std::to_string(st.st_size) +

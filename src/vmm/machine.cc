@@ -107,10 +107,11 @@ void Machine::VcpuLoop(VcpuSlot* slot) {
         continue;
       }
       if (run->exit_reason == KVM_EXIT_HLT) return Fail(slot, "the guest halted");
-      return Fail(slot, "unexpected KVM exit reason " + std::to_string(run->exit_reason) +
-                            (run->exit_reason == KVM_EXIT_FAIL_ENTRY
-                                 ? " (entry failure " + std::to_string(run->fail_entry.hardware_entry_failure_reason) + ")"
-                                 : ""));
+      return Fail(slot,
+                  "unexpected KVM exit reason " + std::to_string(run->exit_reason) +
+                      (run->exit_reason == KVM_EXIT_FAIL_ENTRY
+                           ? " (entry failure " + std::to_string(run->fail_entry.hardware_entry_failure_reason) + ")"
+                           : ""));
     }
   }
 }
@@ -240,4 +241,3 @@ bool Machine::Shutdown(std::chrono::milliseconds timeout) {
 }
 
 }  // namespace uffdpager::vmm
-

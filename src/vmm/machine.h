@@ -84,7 +84,7 @@ class Machine {
     std::thread thread;
     std::atomic<uint64_t> exits{0};
     std::atomic<uint32_t> step{0}, checksum{0}, prng{0};
-    bool parked = true;  // guarded by mu_
+    bool parked = true;   // guarded by mu_
     bool exited = false;  // guarded by mu_
   };
 
@@ -101,10 +101,10 @@ class Machine {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool run_ = false;  // guarded by mu_
-  bool quit_ = false;  // guarded by mu_
+  bool run_ = false;                        // guarded by mu_
+  bool quit_ = false;                       // guarded by mu_
   std::atomic<bool> stop_requested_{true};  // !run_ || quit_, read on the vCPU fast path
-  std::string fatal_;  // guarded by mu_
+  std::string fatal_;                       // guarded by mu_
 };
 
 }  // namespace uffdpager::vmm

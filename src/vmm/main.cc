@@ -4,11 +4,11 @@
 // routes and guest_program.h for what the guest does.
 #include <signal.h>
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <string>
 #include <vector>
-#include <spdlog/spdlog.h>
 
 #include "common/http_server.h"
 #include "common/logging.h"

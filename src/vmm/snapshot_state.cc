@@ -65,9 +65,12 @@ bool FromHex(const std::string& hex, void* data, size_t len) {
   return true;
 }
 
-#define TINYVMM_REGS(X) \
-  X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13) X(r14) X(r15) \
-  X(rip) X(rflags)
+// clang-format does not settle on one layout for this list.
+// clang-format off
+#define TINYVMM_REGS(X)                                                                                    \
+  X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9) X(r10) X(r11) X(r12) X(r13) X(r14) \
+  X(r15) X(rip) X(rflags)
+// clang-format on
 
 nlohmann::json RegsToJson(const kvm_regs& r) {
   nlohmann::json j;

@@ -50,15 +50,14 @@ InstanceState VmmController::state() const {
 Status VmmController::PutMachineConfig(const MachineConfig& config) {
   std::lock_guard<std::mutex> lock(api_mu_);
   if (state() != InstanceState::kNotStarted) return Status::InvalidArgument(kNotAfterStart);
-  if (config.vcpu_count < 1 || config.vcpu_count > kMaxVcpus || (config.smt && config.vcpu_count % 2 != 0 &&
-                                                                 config.vcpu_count != 1)) {
+  if (config.vcpu_count < 1 || config.vcpu_count > kMaxVcpus ||
+      (config.smt && config.vcpu_count % 2 != 0 && config.vcpu_count != 1)) {
     return Status::InvalidArgument(
         "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.");
   }
   uint64_t page = config.huge_pages == "2M" ? 2 * kMiB : kGuestPageSize;
   if (config.mem_size_mib == 0 || (config.mem_size_mib * kMiB) % page != 0) {
-    return Status::InvalidArgument(
-        "The memory size (MiB) is either 0, or not a multiple of the configured page size.");
+    return Status::InvalidArgument("The memory size (MiB) is either 0, or not a multiple of the configured page size.");
   }
   auto layout = GuestLayout::ForMemorySize(config.mem_size_mib * kMiB, options_.hole_start, options_.hole_size, page);
   if (!layout.ok()) return Status::InvalidArgument("The memory size (MiB) is invalid: " + layout.status().message());
@@ -156,7 +155,8 @@ Status VmmController::CreateSnapshot(const SnapshotCreateRequest& request) {
     return Status::InvalidArgument("Create snapshot error: Cannot write memory file: " + stats.status().ToString());
   }
   Status st = WriteSnapshotStateFile(request.snapshot_path, *state);
-  if (!st.ok()) return Status::InvalidArgument("Create snapshot error: Cannot save the microVM state: " + st.ToString());
+  if (!st.ok())
+    return Status::InvalidArgument("Create snapshot error: Cannot save the microVM state: " + st.ToString());
   spdlog::info("{} snapshot: {} pages into {}, state into {}", request.diff ? "diff" : "full", stats->pages_written,
                request.mem_file_path, request.snapshot_path);
   return Status::Ok();
@@ -166,8 +166,7 @@ Status VmmController::LoadSnapshot(const SnapshotLoadRequest& request) {
   std::lock_guard<std::mutex> lock(api_mu_);
   if (state() != InstanceState::kNotStarted) return Status::InvalidArgument(kNotAfterStart);
   if (configured_) {
-    return Status::InvalidArgument(
-        "Loading a microVM snapshot not allowed after configuring boot-specific resources.");
+    return Status::InvalidArgument("Loading a microVM snapshot not allowed after configuring boot-specific resources.");
   }
   auto saved = ReadSnapshotStateFile(request.snapshot_path);
   if (!saved.ok()) return LoadError("Failed to get snapshot state from file", saved.status());

@@ -46,8 +46,8 @@ struct SnapshotCreateRequest {
 
 struct SnapshotLoadRequest {
   std::string snapshot_path;
-  bool uffd = false;          // mem_backend.backend_type == "Uffd"
-  std::string backend_path;   // memory file, or the page server's socket
+  bool uffd = false;         // mem_backend.backend_type == "Uffd"
+  std::string backend_path;  // memory file, or the page server's socket
   bool track_dirty_pages = false;
   bool resume_vm = false;
 };
@@ -84,9 +84,9 @@ class VmmController {
 
   const VmmOptions options_;
 
-  mutable std::mutex api_mu_;  // one request at a time
-  MachineConfig config_;        // written under api_mu_ and status_mu_, read under either
-  bool configured_ = false;     // guarded by api_mu_: boot-specific resources set
+  mutable std::mutex api_mu_;              // one request at a time
+  MachineConfig config_;                   // written under api_mu_ and status_mu_, read under either
+  bool configured_ = false;                // guarded by api_mu_: boot-specific resources set
   std::optional<VmmHandshake> handshake_;  // guarded by api_mu_: kept for the VM's life
 
   mutable std::mutex status_mu_;

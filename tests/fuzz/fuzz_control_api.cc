@@ -19,8 +19,8 @@
 #include "pager/access/backing_path_policy.h"
 #include "pager/daemon/control_api.h"
 #include "pager/metrics/metrics_registry.h"
-#include "pager/storage/page_cache.h"
 #include "pager/serving/session_registry.h"
+#include "pager/storage/page_cache.h"
 
 namespace {
 

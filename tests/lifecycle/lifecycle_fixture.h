@@ -102,10 +102,10 @@ class LifecycleTest : public ::testing::Test {
   }
 
   void Init(const std::string& backend) {
-    ASSERT_EQ(Snapctl({"init", "--backend", backend, "--vmm-arg=--mem-hole-start-mib", "--vmm-arg=16",
-                       "--vmm-arg=--mem-hole-size-mib", "--vmm-arg=16", "--pager-cache-bytes",
-                       std::to_string(256u << 20)}),
-              0);
+    ASSERT_EQ(
+        Snapctl({"init", "--backend", backend, "--vmm-arg=--mem-hole-start-mib", "--vmm-arg=16",
+                 "--vmm-arg=--mem-hole-size-mib", "--vmm-arg=16", "--pager-cache-bytes", std::to_string(256u << 20)}),
+        0);
   }
 
   // Runs snapctl; returns its exit status (-1 if it did not exit normally).
@@ -167,8 +167,8 @@ class LifecycleTest : public ::testing::Test {
       if (m.contains("snapshot")) {
         named.insert(m["snapshot"]["memory_blob"].get<std::string>());
         EXPECT_TRUE(fs::exists(BlobPath(m["snapshot"]["memory_blob"].get<std::string>())));
-        EXPECT_TRUE(fs::exists(data_ + "/instances/" + n + "/snapshot/" +
-                               m["snapshot"]["state_file"].get<std::string>()));
+        EXPECT_TRUE(
+            fs::exists(data_ + "/instances/" + n + "/snapshot/" + m["snapshot"]["state_file"].get<std::string>()));
       }
       if (m.contains("vmm") && !m["vmm"].value("backing_blob", "").empty()) {
         named.insert(m["vmm"]["backing_blob"].get<std::string>());

@@ -87,7 +87,9 @@ std::string FirstLine(int fd) {
   if (S_ISREG(st.st_mode)) {
     n = pread(fd, buf, sizeof(buf) - 1, 0);
   } else if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
-    struct pollfd p {fd, POLLIN, 0};
+    struct pollfd p {
+      fd, POLLIN, 0
+    };
     if (poll(&p, 1, 200) == 1 && (p.revents & POLLIN)) n = read(fd, buf, sizeof(buf) - 1);
   }
   if (n <= 0) return "";
@@ -102,9 +104,11 @@ void Report(const char* path, int n, char** names, const std::vector<int>& fd_fl
   for (int i = 0; i < n; ++i) {
     int fd = SD_LISTEN_FDS_START + i;
     int flags = i < static_cast<int>(fd_flags.size()) ? fd_flags[i] : -1;
-    out += "fd=" + std::to_string(fd) + " name=" + (names && names[i] ? names[i] : "?") +
-           " cloexec=" + std::to_string(flags < 0 ? -1 : (flags & FD_CLOEXEC) ? 1 : 0) + " line=" + FirstLine(fd) +
-           "\n";
+    out += "fd=" + std::to_string(fd) + " name=" + (names && names[i] ? names[i] : "?") + " cloexec=" +
+           std::to_string(flags < 0              ? -1
+                          : (flags & FD_CLOEXEC) ? 1
+                                                 : 0) +
+           " line=" + FirstLine(fd) + "\n";
   }
   // Before libsystemd or anything else of ours opens a file.
   out += "open=";

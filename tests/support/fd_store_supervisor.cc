@@ -27,11 +27,11 @@ namespace uffdpager::testing {
 
 namespace {
 
-constexpr int kListenFdsStart = 3;          // SD_LISTEN_FDS_START
-constexpr size_t kNotifyBufferMax = 4096;   // systemd's NOTIFY_BUFFER_MAX (PIPE_BUF)
-constexpr size_t kFdNameMax = 255;          // systemd's FDNAME_MAX
+constexpr int kListenFdsStart = 3;         // SD_LISTEN_FDS_START
+constexpr size_t kNotifyBufferMax = 4096;  // systemd's NOTIFY_BUFFER_MAX (PIPE_BUF)
+constexpr size_t kFdNameMax = 255;         // systemd's FDNAME_MAX
 constexpr size_t kMaxErrorsKept = 1000;
-constexpr int kPollIntervalMs = 1000;       // a safety net; changes wake the thread at once
+constexpr int kPollIntervalMs = 1000;  // a safety net; changes wake the thread at once
 
 // systemd's fdname_is_valid: printable ASCII without ':' (the separator in
 // LISTEN_FDNAMES), at most 255 characters; empty is allowed.
@@ -55,7 +55,8 @@ std::string ReadFdInfo(int fd) {
 // open()s of one file, or two eventfds on the shared anonymous inode, differ.
 bool SameOpenFile(int a, int b, bool use_kcmp) {
   if (a == b) return true;
-  struct stat sa {}, sb {};
+  struct stat sa {
+  }, sb{};
   if (::fstat(a, &sa) != 0 || ::fstat(b, &sb) != 0) return false;
   if (sa.st_dev != sb.st_dev || sa.st_ino != sb.st_ino) return false;
   if (use_kcmp) {
@@ -117,9 +118,9 @@ class ExecPlan {
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       std::string_view entry(*e);
       // Ours describe whoever supervises us; the child gets its own.
-      if (entry.starts_with("NOTIFY_SOCKET=") || entry.starts_with("LISTEN_FDS=") ||
-          entry.starts_with("LISTEN_PID=") || entry.starts_with("LISTEN_FDNAMES=") ||
-          entry.starts_with("WATCHDOG_PID=") || entry.starts_with("WATCHDOG_USEC=")) {
+      if (entry.starts_with("NOTIFY_SOCKET=") || entry.starts_with("LISTEN_FDS=") || entry.starts_with("LISTEN_PID=") ||
+          entry.starts_with("LISTEN_FDNAMES=") || entry.starts_with("WATCHDOG_PID=") ||
+          entry.starts_with("WATCHDOG_USEC=")) {
         continue;
       }
       env_strings_.emplace_back(entry);
@@ -435,7 +436,9 @@ void FdStoreSupervisor::DrainNotifySocketLocked() {
       CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * std::max<size_t>(options_.max_fds_per_message, 1));
   std::vector<cmsghdr> control(control_size / sizeof(cmsghdr) + 1);  // aligned for cmsghdr
   for (;;) {
-    struct iovec iov {buf, kNotifyBufferMax};
+    struct iovec iov {
+      buf, kNotifyBufferMax
+    };
     struct msghdr msg {};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -668,7 +671,8 @@ size_t FdStoreSupervisor::StoredCount() const {
 
 size_t FdStoreSupervisor::StoredCount(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<size_t>(std::count_if(store_.begin(), store_.end(), [&](const StoredFd& s) { return s.name == name; }));
+  return static_cast<size_t>(
+      std::count_if(store_.begin(), store_.end(), [&](const StoredFd& s) { return s.name == name; }));
 }
 
 std::vector<UniqueFd> FdStoreSupervisor::DupStored(const std::string& name) const {

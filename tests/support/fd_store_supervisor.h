@@ -61,16 +61,16 @@ struct FdStoreSupervisorOptions {
 
 // What the supervisor knows, copied under its lock; see WaitUntil.
 struct FdStoreState {
-  pid_t pid = -1;         // current (or last) child; -1 before the first start
-  bool running = false;   // started and not yet reaped
-  bool ready = false;     // READY=1 from the current child
-  bool stopping = false;  // STOPPING=1 from the current child
-  std::string status;     // last STATUS= of the current child
-  int starts = 0;         // how many times the program was started
+  pid_t pid = -1;                         // current (or last) child; -1 before the first start
+  bool running = false;                   // started and not yet reaped
+  bool ready = false;                     // READY=1 from the current child
+  bool stopping = false;                  // STOPPING=1 from the current child
+  std::string status;                     // last STATUS= of the current child
+  int starts = 0;                         // how many times the program was started
   std::vector<std::string> stored_names;  // in LISTEN_FDNAMES order
   uint64_t accepted_messages = 0;
-  uint64_t rejected_messages = 0;  // from another pid, or without credentials
-  uint64_t watchdog_pings = 0;     // WATCHDOG=1, over all children
+  uint64_t rejected_messages = 0;   // from another pid, or without credentials
+  uint64_t watchdog_pings = 0;      // WATCHDOG=1, over all children
   std::vector<std::string> errors;  // what systemd would log as a warning
 };
 
@@ -167,7 +167,7 @@ class FdStoreSupervisor {
   bool ready_ = false;
   bool stopping_ = false;
   std::string status_;
-  std::vector<StoredFd> store_;  // newest first, like systemd's LIST_PREPEND
+  std::vector<StoredFd> store_;    // newest first, like systemd's LIST_PREPEND
   uint64_t store_generation_ = 0;  // bumped on every change of store_
   uint64_t accepted_ = 0;
   uint64_t rejected_ = 0;

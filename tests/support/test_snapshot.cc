@@ -26,7 +26,8 @@ bool WriteTestSnapshot(const std::string& path, uint64_t size, uint64_t seed, ui
     uint64_t index = off / 4096;
     bool zero = zero_every != 0 && index % zero_every == zero_every - 1;
     for (size_t w = 0; w < page.size(); ++w) page[w] = zero ? 0 : SplitMix(seed * 0x100000001B3ULL ^ (index << 9 | w));
-    out.write(reinterpret_cast<const char*>(page.data()), static_cast<std::streamsize>(std::min<uint64_t>(4096, size - off)));
+    out.write(reinterpret_cast<const char*>(page.data()),
+              static_cast<std::streamsize>(std::min<uint64_t>(4096, size - off)));
   }
   return static_cast<bool>(out);
 }
@@ -46,7 +47,8 @@ std::vector<uint8_t> ReadFileBytes(const std::string& path) {
     for (uint64_t off = 0; off < memory.region_size(r); off += 4096, file_offset += 4096) {
       bool zero = false;
       for (const auto& [s, e] : zero_ranges) zero |= file_offset >= s && file_offset < e;
-      const uint8_t* expected = zero ? zeros.data() : (file_offset + 4096 <= file.size() ? &file[file_offset] : nullptr);
+      const uint8_t* expected =
+          zero ? zeros.data() : (file_offset + 4096 <= file.size() ? &file[file_offset] : nullptr);
       if (expected == nullptr) {
         return ::testing::AssertionFailure() << "memory file " << path << " is shorter than guest memory";
       }

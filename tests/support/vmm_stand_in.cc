@@ -6,8 +6,8 @@
 namespace uffdpager::testing {
 
 Result<std::unique_ptr<VmmStandIn>> VmmStandIn::Restore(const std::string& socket_path,
-                                                        const std::vector<uint64_t>& region_sizes,
-                                                        uint64_t page_size, VmmHandshakeOptions options) {
+                                                        const std::vector<uint64_t>& region_sizes, uint64_t page_size,
+                                                        VmmHandshakeOptions options) {
   auto memory = GuestMemory::Allocate(region_sizes, page_size);
   if (!memory.ok()) return memory.status();
   auto handshake = PerformVmmHandshake(*memory, socket_path, options);

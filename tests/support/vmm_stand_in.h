@@ -21,8 +21,7 @@ struct VmmStandIn {
   // Allocates the regions and hands them to the pager session at `socket_path`.
   static Result<std::unique_ptr<VmmStandIn>> Restore(const std::string& socket_path,
                                                      const std::vector<uint64_t>& region_sizes,
-                                                     uint64_t page_size = 4096,
-                                                     VmmHandshakeOptions options = {});
+                                                     uint64_t page_size = 4096, VmmHandshakeOptions options = {});
 };
 
 // Reads one byte of every page from `threads` threads. Thread t starts at a

@@ -33,7 +33,7 @@ void WriteFile(const std::string& path, size_t bytes) {
 }
 
 ino_t InodeOf(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
   return st.st_ino;
 }

@@ -193,8 +193,7 @@ class FaultEngineTest : public ::testing::Test {
   // Guest memory of `region_pages` pages (4 KiB unless `page_size` says)
   // per region, registered (whole regions, or the first `registered_pages`
   // pages of each if given).
-  TestVm* NewVm(const std::vector<uint64_t>& region_pages, uint64_t registered_pages = 0,
-                uint64_t page_size = kPage) {
+  TestVm* NewVm(const std::vector<uint64_t>& region_pages, uint64_t registered_pages = 0, uint64_t page_size = kPage) {
     std::vector<uint64_t> sizes;
     for (uint64_t p : region_pages) sizes.push_back(p * page_size);
     auto memory = GuestMemory::Allocate(sizes, page_size);
@@ -248,8 +247,8 @@ class FaultEngineTest : public ::testing::Test {
     const auto deadline = std::chrono::steady_clock::now() + kDeadline;
     while (!until()) {
       if (std::chrono::steady_clock::now() >= deadline) {
-        ADD_FAILURE() << "not served within " << kDeadline.count() << " s; faults still waiting: "
-                      << WaitingFaults(uffd);
+        ADD_FAILURE() << "not served within " << kDeadline.count()
+                      << " s; faults still waiting: " << WaitingFaults(uffd);
         return false;
       }
       pollfd pfd{uffd.fd(), POLLIN, 0};
@@ -343,8 +342,8 @@ TEST_F(FaultEngineTest, HolesOfASparseFileComeBackAsZerosWithoutAnyRead) {
   ASSERT_NE(vm, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink());
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink());
 
   const std::vector<uint64_t> touched = {1, 2, 5, 9, 10};
   std::vector<const uint8_t*> addrs;
@@ -371,8 +370,8 @@ TEST_F(FaultEngineTest, APageRemovedByMadviseReadsAsZerosNeverAsSnapshotBytesAga
   ASSERT_NE(backing, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink());
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink());
 
   // One thread, in order: fault page 3 in, discard it (the madvise blocks
   // until the engine has read the remove event), touch it again, then touch
@@ -410,8 +409,8 @@ TEST_F(FaultEngineTest, ADuplicateFaultOnAnInstalledPageIsAnsweredWithAWakeNotAS
   ASSERT_NE(backing, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink());
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink());
 
   // Two vCPUs fault the same page. Both faults are queued before the engine
   // reads anything, so it reads both in one round: the first is copied, the
@@ -451,12 +450,12 @@ TEST_F(FaultEngineTest, AFaultOutsideEveryRegionIsReportedAndOthersAreStillServe
   const uint64_t outside = reinterpret_cast<uint64_t>(vm->At(0, 12));
   Worker* stray = Touch({vm->At(0, 12)});
   std::vector<Status> failures;
-  ASSERT_TRUE(ServeUntil(engine, vm->uffd, [&] { return !failures.empty(); }, &failures));
+  ASSERT_TRUE(ServeUntil(
+      engine, vm->uffd, [&] { return !failures.empty(); }, &failures));
   ASSERT_EQ(failures.size(), 1u);
   EXPECT_EQ(failures[0].code(), ErrorCode::kInvalidArgument) << failures[0].ToString();
   EXPECT_NE(failures[0].message().find(fmt::format("{:#x}", outside)), std::string::npos) << failures[0].ToString();
-  EXPECT_NE(failures[0].message().find("outside every registered region"), std::string::npos)
-      << failures[0].ToString();
+  EXPECT_NE(failures[0].message().find("outside every registered region"), std::string::npos) << failures[0].ToString();
   EXPECT_EQ(Get(counters.session.unservable_faults), 1u);
   EXPECT_EQ(Get(counters.session.pages_copied) + Get(counters.session.zero_pages), 0u)
       << "nothing may be installed for an address the file does not back";
@@ -484,8 +483,8 @@ TEST_F(FaultEngineTest, CompletionInstallsEveryMissingPageAndTheMemoryReadsTheFi
   ASSERT_NE(vm, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink());
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink());
 
   // A demand fault first: completion must go around a page already present.
   Worker* vcpu = Touch({vm->At(1, 3)});
@@ -548,8 +547,8 @@ TEST_F(FaultEngineTest, CompletionCountsAPageInstalledBehindItsBackAsPresent) {
   ASSERT_NE(backing, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink());
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink());
   std::vector<uint8_t> marker(kPage, 0xAB);
   UffdFillOutcome pre = vm->uffd.Copy(reinterpret_cast<uintptr_t>(vm->At(0, 5)), marker.data(), kPage);
   ASSERT_EQ(pre.error, 0) << std::strerror(pre.error);
@@ -580,8 +579,8 @@ TEST_F(FaultEngineTest, FaultAroundInstallsTheFollowingPagesOfAForwardWalkInOneR
   Counters counters;
   FaultEngineOptions options;
   options.fault_around_max_pages = 8;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink(), options);
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink(), options);
 
   std::vector<const uint8_t*> addrs;
   for (uint64_t p = 0; p < 32; ++p) addrs.push_back(vm->At(0, p));
@@ -610,8 +609,8 @@ TEST_F(FaultEngineTest, FaultAroundAddsNothingToRandomAccess) {
   Counters counters;
   FaultEngineOptions options;
   options.fault_around_max_pages = 8;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink(), options);
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink(), options);
 
   Worker* vcpu = Touch({vm->At(0, 20), vm->At(0, 5), vm->At(0, 12)});
   ASSERT_TRUE(ServeUntil(engine, vm->uffd, [&] { return vcpu->done(); }));
@@ -726,8 +725,8 @@ void FaultEngineTest::ServeTwoHugePages(long spare) {
   ASSERT_NE(vm, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                     Namespace(cache, *backing), counters.sink());
+  FaultEngine engine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache, Namespace(cache, *backing),
+                     counters.sink());
 
   uint8_t* base = vm->memory.region_data(0);
   Worker* vcpu = Touch({base + 100 * kPage, base + kHugePageSize + 7 * kPage});

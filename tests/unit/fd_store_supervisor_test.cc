@@ -198,17 +198,20 @@ TEST_F(FdStoreSupervisorTest, ReadyIsPerChild) {
   ASSERT_NE(sup, nullptr);
   ASSERT_TRUE(sup->WaitReady(kWait)) << Describe(*sup);
   ASSERT_TRUE(sup->KillAndRestart(SIGKILL).ok());
-  ASSERT_TRUE(WaitFor([&] {
-    auto starts = Starts();
-    return starts.size() == 2 && starts[1].complete;
-  }, kWait)) << Describe(*sup);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto starts = Starts();
+        return starts.size() == 2 && starts[1].complete;
+      },
+      kWait))
+      << Describe(*sup);
   EXPECT_FALSE(sup->WaitReady(200ms));
   EXPECT_FALSE(sup->ready());
 }
 
 TEST_F(FdStoreSupervisorTest, FdStoreRemoveDropsEveryFdOfThatName) {
-  auto sup = StartProbe({"fresh:store-memfd=a:one", "fresh:store-memfd=a:two", "fresh:store-memfd=b:three",
-                         "fresh:remove=a", "ready"});
+  auto sup = StartProbe(
+      {"fresh:store-memfd=a:one", "fresh:store-memfd=a:two", "fresh:store-memfd=b:three", "fresh:remove=a", "ready"});
   ASSERT_NE(sup, nullptr);
   ASSERT_TRUE(sup->WaitReady(kWait)) << Describe(*sup);
   EXPECT_EQ(sup->StoredNames(), (Names{"b"}));
@@ -252,7 +255,10 @@ TEST_F(FdStoreSupervisorTest, HungUpFdIsDroppedUnlessFdPoll0) {
 
   ASSERT_EQ(::kill(sup->pid(), SIGUSR1), 0);  // the probe closes every peer
   EXPECT_TRUE(sup->WaitUntil(
-      [](const FdStoreState& s) { return Sorted(s.stored_names) == Names{"pipe-kept", "sock-kept"}; }, kWait))
+      [](const FdStoreState& s) {
+        return Sorted(s.stored_names) == Names{"pipe-kept", "sock-kept"};
+      },
+      kWait))
       << Describe(*sup);
   EXPECT_EQ(Sorted(sup->StoredNames()), (Names{"pipe-kept", "sock-kept"}));
 }
@@ -264,7 +270,9 @@ void SendFromTest(const std::string& socket_path, const std::string& text, int f
   struct sockaddr_un addr {};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
-  struct iovec iov {const_cast<char*>(text.data()), text.size()};
+  struct iovec iov {
+    const_cast<char*>(text.data()), text.size()
+  };
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   struct msghdr msg {};
   msg.msg_name = &addr;
@@ -296,7 +304,9 @@ TEST_F(FdStoreSupervisorTest, MessageFromAnotherPidIsRejectedAndItsFdsClosed) {
   EXPECT_FALSE(sup->ready());
   EXPECT_EQ(sup->LastStatus(), "up");
   // The supervisor closed the copy it received: our end hangs up.
-  struct pollfd p {sv[1], 0, 0};
+  struct pollfd p {
+    sv[1], 0, 0
+  };
   EXPECT_EQ(::poll(&p, 1, 5000), 1);
   EXPECT_TRUE(p.revents & POLLHUP);
   ::close(sv[1]);

@@ -13,8 +13,9 @@ const std::vector<GuestRegionMapping> kTwoRegions = {
 };
 
 TEST(HandshakeTest, SerializesFirecrackerBytesForEachGeneration) {
-  EXPECT_EQ(SerializeHandshake({kTwoRegions[0]}, HandshakeDialect::kV1_12),
-            R"([{"base_host_virt_addr":139637976727552,"size":2097152,"offset":0,"page_size":4096,"page_size_kib":4096}])");
+  EXPECT_EQ(
+      SerializeHandshake({kTwoRegions[0]}, HandshakeDialect::kV1_12),
+      R"([{"base_host_virt_addr":139637976727552,"size":2097152,"offset":0,"page_size":4096,"page_size_kib":4096}])");
   EXPECT_EQ(SerializeHandshake({kTwoRegions[0]}, HandshakeDialect::kV1_7),
             R"([{"base_host_virt_addr":139637976727552,"size":2097152,"offset":0,"page_size_kib":4096}])");
   EXPECT_EQ(SerializeHandshake({kTwoRegions[0]}, HandshakeDialect::kV1_1),
@@ -30,8 +31,8 @@ TEST(HandshakeTest, ParsesEveryGenerationBack) {
 }
 
 TEST(HandshakeTest, HugePageSizeFromPageSizeKibWhichHoldsBytes) {
-  auto parsed = ParseHandshake(
-      R"([{"base_host_virt_addr":1073741824,"size":4194304,"offset":0,"page_size_kib":2097152}])", {});
+  auto parsed =
+      ParseHandshake(R"([{"base_host_virt_addr":1073741824,"size":4194304,"offset":0,"page_size_kib":2097152}])", {});
   ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
   EXPECT_EQ((*parsed)[0].page_size, 2097152u);
 }
@@ -59,8 +60,7 @@ TEST_P(HandshakeRejectsTest, WithAClearReason) {
   auto parsed = ParseHandshake(GetParam().payload, limits);
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.status().code(), ErrorCode::kInvalidArgument);
-  EXPECT_NE(parsed.status().message().find(GetParam().expected_error), std::string::npos)
-      << parsed.status().message();
+  EXPECT_NE(parsed.status().message().find(GetParam().expected_error), std::string::npos) << parsed.status().message();
 }
 
 std::string Regions(int n) {
@@ -73,8 +73,7 @@ INSTANTIATE_TEST_SUITE_P(
     BadPayloads, HandshakeRejectsTest,
     ::testing::Values(
         BadCase{"NotJson", "[{\"base_host_virt_addr\":", "not valid JSON"},
-        BadCase{"NotArray", "42", "must be a JSON array"},
-        BadCase{"Empty", "[]", "no regions"},
+        BadCase{"NotArray", "42", "must be a JSON array"}, BadCase{"Empty", "[]", "no regions"},
         BadCase{"TooMany", Regions(5), "more than 4"},
         BadCase{"TooLarge", std::string(5000, ' ') + "[]", "exceeds 4096 bytes"},
         BadCase{"PageSize3", R"([{"base_host_virt_addr":4096,"size":4096,"offset":0,"page_size":3}])", "power of two"},
@@ -83,12 +82,14 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"ZeroSize", R"([{"base_host_virt_addr":4096,"size":0,"offset":0}])", "size is zero"},
         BadCase{"Unaligned", R"([{"base_host_virt_addr":4097,"size":4096,"offset":0}])", "multiples of the page size"},
         BadCase{"Overflow", R"([{"base_host_virt_addr":18446744073709547520,"size":8192,"offset":0}])", "overflows"},
-        BadCase{"AddressOverlap",
-                R"([{"base_host_virt_addr":4096,"size":8192,"offset":0},{"base_host_virt_addr":8192,"size":4096,"offset":8192}])",
-                "overlap in guest addresses"},
-        BadCase{"FileOverlap",
-                R"([{"base_host_virt_addr":4096,"size":8192,"offset":0},{"base_host_virt_addr":65536,"size":4096,"offset":4096}])",
-                "overlap in memory file offsets"},
+        BadCase{
+            "AddressOverlap",
+            R"([{"base_host_virt_addr":4096,"size":8192,"offset":0},{"base_host_virt_addr":8192,"size":4096,"offset":8192}])",
+            "overlap in guest addresses"},
+        BadCase{
+            "FileOverlap",
+            R"([{"base_host_virt_addr":4096,"size":8192,"offset":0},{"base_host_virt_addr":65536,"size":4096,"offset":4096}])",
+            "overlap in memory file offsets"},
         BadCase{"NoMappingsKey", R"({"regions":[]})", "no \"mappings\""}),
     [](const auto& info) { return std::string(info.param.name); });
 

@@ -206,9 +206,18 @@ TEST(JsonFieldsTest, SerdeWordingForFirecrackersApi) {
 }
 
 TEST(JsonFieldsTest, NothingThrowsWhateverTheJsonHolds) {
-  const std::vector<json> values = {nullptr,       true,          -1,         0,        18446744073709551615u,
-                                    1.5,           -1e300,        "text",     json::array(), json::array({1, "x"}),
-                                    json::object(), json{{"a", 1}}};
+  const std::vector<json> values = {nullptr,
+                                    true,
+                                    -1,
+                                    0,
+                                    18446744073709551615u,
+                                    1.5,
+                                    -1e300,
+                                    "text",
+                                    json::array(),
+                                    json::array({1, "x"}),
+                                    json::object(),
+                                    json{{"a", 1}}};
   for (const json& value : values) {
     // Each value as a field, and as the object itself.
     for (const json& object : {json{{"f", value}}, value}) {

@@ -8,8 +8,8 @@ namespace uffdpager {
 namespace {
 
 TEST(MemoryLayoutTest, LocatesPagesAcrossRegions) {
-  auto layout = MemoryLayout::Create({{0x40000000, 0x200000, 0x200000, 4096}, {0x10000000, 0x200000, 0, 4096}},
-                                     0x400000);
+  auto layout =
+      MemoryLayout::Create({{0x40000000, 0x200000, 0x200000, 4096}, {0x10000000, 0x200000, 0, 4096}}, 0x400000);
   ASSERT_TRUE(layout.ok());
   auto loc = layout->Locate(0x40001234);
   ASSERT_TRUE(loc.has_value());

@@ -140,7 +140,8 @@ TEST(PageCacheTest, ZeroPagesKeepNoBufferYetStayBounded) {
   EXPECT_EQ(cache.Counters().zero_items, 2u);
   EXPECT_LT(cache.Counters().bytes, 4096u) << "zero pages must not cost a page of memory";
   // Thousands of zero pages still respect the bound (their entries cost something).
-  for (uint64_t p = 2; p < 5000; ++p) ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, [](CachedPage&) { return Status::Ok(); }).ok());
+  for (uint64_t p = 2; p < 5000; ++p)
+    ASSERT_TRUE(cache.GetOrLoad({1, p * 4096, 4096}, [](CachedPage&) { return Status::Ok(); }).ok());
   EXPECT_LE(cache.Counters().bytes, 64u * 1024);
   EXPECT_EQ(loads.load(), 1);
 }

@@ -168,8 +168,8 @@ TEST_F(WorkingSetStoreTest, CorruptRecordsAreDiscardedAndDeleted) {
   damages.push_back({"truncated by one offset", good.substr(0, good.size() - 8)});
   damages.push_back({"truncated to its magic", good.substr(0, 8)});
   damages.push_back({"empty", ""});
-  damages.push_back({"an offset too many (resealed)", Resealed(good.substr(0, good.size() - 8) + std::string(8, '\0') +
-                                                                std::string(8, '\0'))});
+  damages.push_back({"an offset too many (resealed)",
+                     Resealed(good.substr(0, good.size() - 8) + std::string(8, '\0') + std::string(8, '\0'))});
   std::string magic = good;
   magic[0] = 'X';
   damages.push_back({"a wrong magic (resealed)", Resealed(magic)});

@@ -28,8 +28,11 @@ TEST_F(TinyVmmApiTest, DescribesTheInstanceLikeFirecracker) {
   EXPECT_TRUE(info.body.contains("app_name"));
   Answer config = Call(vm, "GET", "/machine-config");
   EXPECT_EQ(config.status, 200);
-  EXPECT_EQ(config.body, json({{"vcpu_count", 1}, {"mem_size_mib", 128}, {"smt", false},
-                               {"track_dirty_pages", false}, {"huge_pages", "None"}}));
+  EXPECT_EQ(config.body, json({{"vcpu_count", 1},
+                               {"mem_size_mib", 128},
+                               {"smt", false},
+                               {"track_dirty_pages", false},
+                               {"huge_pages", "None"}}));
   ExpectNoContent(vm, "PUT", "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 32}});
   EXPECT_EQ(Call(vm, "GET", "/machine-config").body["vcpu_count"], 2);
   EXPECT_EQ(Call(vm, "GET", "/version").body["firecracker_version"], "1.16.1");
@@ -48,10 +51,10 @@ TEST_F(TinyVmmApiTest, RefusesUnknownFieldsAndMalformedBodies) {
   ExpectFault(vm, "PUT", "/actions", {{"action_type", "Reboot"}}, "unknown variant `Reboot`");
   ExpectFault(vm, "PUT", "/actions", {{"action_type", "InstanceStart"}, {"extra", true}}, "unknown field `extra`");
   ExpectFault(vm, "PATCH", "/vm", {{"state", "Stopped"}}, "unknown variant `Stopped`, expected `Paused` or `Resumed`");
-  ExpectFault(vm, "PUT", "/snapshot/load",
-              {{"snapshot_path", "/x"}, {"mem_backend", {{"backend_type", "File"}, {"backend_path", "/y"}}},
-               {"bogus", 1}},
-              "unknown field `bogus`");
+  ExpectFault(
+      vm, "PUT", "/snapshot/load",
+      {{"snapshot_path", "/x"}, {"mem_backend", {{"backend_type", "File"}, {"backend_path", "/y"}}}, {"bogus", 1}},
+      "unknown field `bogus`");
   ExpectFault(vm, "PUT", "/snapshot/load",
               {{"snapshot_path", "/x"}, {"mem_backend", {{"backend_type", "Tape"}, {"backend_path", "/y"}}}},
               "unknown variant `Tape`");
@@ -59,7 +62,8 @@ TEST_F(TinyVmmApiTest, RefusesUnknownFieldsAndMalformedBodies) {
               {{"snapshot_path", "/x"}, {"mem_backend", {{"backend_type", "File"}, {"backend_path", "/y"}, {"z", 1}}}},
               "unknown field `z`");
   ExpectFault(vm, "PUT", "/snapshot/load",
-              {{"snapshot_path", "/x"}, {"mem_file_path", "/y"},
+              {{"snapshot_path", "/x"},
+               {"mem_file_path", "/y"},
                {"mem_backend", {{"backend_type", "File"}, {"backend_path", "/y"}}}},
               "too many fields");
   ExpectFault(vm, "PUT", "/snapshot/load", {{"snapshot_path", "/x"}}, "missing field");

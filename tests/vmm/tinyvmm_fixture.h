@@ -19,9 +19,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/child_process.h"
-#include "common/wait_for.h"
 #include "common/http_client.h"
 #include "common/userfaultfd.h"
+#include "common/wait_for.h"
 #include "uffdpager/pager_client.h"
 #include "vmm/guest_program.h"
 #include "vmm/snapshot_state.h"
@@ -86,9 +86,9 @@ class TinyVmmTest : public ::testing::Test {
   VmmInstance& StartVmm(const std::string& name, std::vector<std::string> extra = {}) {
     auto vmm = std::make_unique<VmmInstance>();
     vmm->socket = Path(name + ".sock");
-    std::vector<std::string> args = {TINYVMM_BIN, "--api-sock", vmm->socket, "--id", name,
-                                     "--mem-hole-start-mib", "16", "--mem-hole-size-mib", "16",
-                                     "--log-level", "debug"};
+    std::vector<std::string> args = {TINYVMM_BIN, "--api-sock",           vmm->socket, "--id",
+                                     name,        "--mem-hole-start-mib", "16",        "--mem-hole-size-mib",
+                                     "16",        "--log-level",          "debug"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto p = ChildProcess::Spawn(args, Path(name + ".log"));
     EXPECT_TRUE(p.ok()) << p.status().ToString();
@@ -160,8 +160,8 @@ class TinyVmmTest : public ::testing::Test {
   void StartPager() {
     std::string data = Path("pager");
     std::filesystem::create_directories(data);
-    auto p = ChildProcess::Spawn({TINYVMM_TEST_PAGER_BIN, "--data-dir", data, "--version-key", "t",
-                                  "--cache-max-bytes", std::to_string(256u << 20), "--log-level", "debug"},
+    auto p = ChildProcess::Spawn({TINYVMM_TEST_PAGER_BIN, "--data-dir", data, "--version-key", "t", "--cache-max-bytes",
+                                  std::to_string(256u << 20), "--log-level", "debug"},
                                  Path("pager.log"));
     ASSERT_TRUE(p.ok()) << p.status().ToString();
     pager_ = std::make_unique<ChildProcess>(std::move(*p));

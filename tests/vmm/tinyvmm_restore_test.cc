@@ -34,7 +34,7 @@ class TinyVmmRestoreTest : public TinyVmmTest {
       EXPECT_EQ(s1.vcpus[i].progress.step, at_pause["vcpus"][i]["step"].get<uint32_t>());
       EXPECT_EQ(s1.vcpus[i].progress.checksum, at_pause["vcpus"][i]["checksum"].get<uint32_t>());
     }
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat(Path("s1.mem").c_str(), &st), 0);
     EXPECT_EQ(static_cast<uint64_t>(st.st_size), 32 * kMiB);
   }
@@ -73,9 +73,8 @@ TEST_F(TinyVmmRestoreTest, BootedGuestMatchesTheModel) {
   std::ofstream(Path("bad.mem"), std::ios::binary).write(reinterpret_cast<char*>(bytes.data()), bytes.size());
   EXPECT_FALSE(VerifyGuestProgress(Path("s1.state"), Path("s1.mem"), Path("s1b.state"), Path("bad.mem")).ok());
   auto run_verify = [&](const std::string& mem) {
-    auto p = ChildProcess::Spawn({TINYVMM_BIN, "--verify", Path("s1.state"), Path("s1.mem"), Path("s1b.state"),
-                                  Path(mem)},
-                                 Path("verify.log"));
+    auto p = ChildProcess::Spawn(
+        {TINYVMM_BIN, "--verify", Path("s1.state"), Path("s1.mem"), Path("s1b.state"), Path(mem)}, Path("verify.log"));
     EXPECT_TRUE(p.ok());
     int status = -1;
     EXPECT_TRUE(p->WaitForExit(30s, &status));
@@ -157,7 +156,7 @@ TEST_F(TinyVmmRestoreTest, DiffOnARestoredVmMergesExactly) {
   WaitForSteps(again, ReadState("d2.state").vcpus[0].progress.step + 300);
   Pause(again);
   Snapshot(again, "d3.state", "d3.diff", "Diff");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(Path("d3.diff").c_str(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_size), 32 * kMiB);
   EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 16 * kMiB) << "a Diff into a new file must be sparse";
@@ -182,8 +181,7 @@ TEST_F(TinyVmmRestoreTest, HugePageGuestRestoresThroughThePagerIn2MiBPages) {
   ::uffdpager::testing::HugePageReservation reservation(40);
   if (!reservation.ok()) GTEST_SKIP() << "the kernel refused to reserve 40 huge pages of 2 MiB";
   VmmInstance& source = StartVmm("huge-source");
-  ExpectNoContent(source, "PUT", "/machine-config",
-                  {{"vcpu_count", 2}, {"mem_size_mib", 32}, {"huge_pages", "2M"}});
+  ExpectNoContent(source, "PUT", "/machine-config", {{"vcpu_count", 2}, {"mem_size_mib", 32}, {"huge_pages", "2M"}});
   ExpectNoContent(source, "PUT", "/actions", {{"action_type", "InstanceStart"}});
   WaitForSteps(source, 300);
   Pause(source);

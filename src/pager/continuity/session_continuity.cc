@@ -9,8 +9,7 @@
 
 namespace uffdpager {
 
-Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSession detached,
-                                                                  const std::string& origin) {
+Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSession detached, const std::string& origin) {
   const SessionCheckpoint& checkpoint = detached.checkpoint;
   const SessionEnvironment& env = registry_->environment();
   if (checkpoint.phase == SessionPhase::kServing && !detached.fds.uffd) {
@@ -22,10 +21,10 @@ Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSessio
                                     : BackingFile::Open(checkpoint.spec.backing_path);
   if (!backing.ok()) return backing.status().WithContext("reopen the backing file");
   if ((*backing)->identity().ToString() != checkpoint.backing_identity) {
-    return Status::Conflict(fmt::format(
-        "the backing file {} is not the file the session began with (identity {} then, {} now); serving it "
-        "would give the VM other bytes",
-        checkpoint.spec.backing_path, checkpoint.backing_identity, (*backing)->identity().ToString()));
+    return Status::Conflict(
+        fmt::format("the backing file {} is not the file the session began with (identity {} then, {} now); serving it "
+                    "would give the VM other bytes",
+                    checkpoint.spec.backing_path, checkpoint.backing_identity, (*backing)->identity().ToString()));
   }
   return Session::Resume(std::move(detached), std::move(*backing), origin, env);
 }

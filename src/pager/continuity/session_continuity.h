@@ -31,8 +31,7 @@ class SessionContinuity {
   void RecoverAfterRestart(std::vector<DetachedSession> found);
   // Takes the sessions of each pager of `versions` under DATA/uffd/ (not
   // `own_version`). A version with no running pager is skipped.
-  void TakeOver(const std::string& data_dir, const std::vector<std::string>& versions,
-                const std::string& own_version);
+  void TakeOver(const std::string& data_dir, const std::vector<std::string>& versions, const std::string& own_version);
   // The giver's side of one hand-over on `conn`; returns how many sessions
   // the taker took.
   size_t GiveTo(int conn, const std::string& taker_version);

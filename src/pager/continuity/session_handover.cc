@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -53,7 +52,8 @@ Status SendSession(int conn, DetachedSession& session) {
     names.push_back(SessionFdRoleName(role));
     fds.push_back(FdForRole(session.fds, role).get());
   }
-  return SendHandoverMessage(conn, {{"session", SessionRecordJson(session.checkpoint)}, {"fds", std::move(names)}}, fds);
+  return SendHandoverMessage(conn, {{"session", SessionRecordJson(session.checkpoint)}, {"fds", std::move(names)}},
+                             fds);
 }
 
 // A message without the fields it must have: the other pager broke the protocol.
@@ -105,8 +105,8 @@ bool Adopted(const nlohmann::json& answer, std::string* why_not) {
 Status SendHandoverMessage(int sock, const nlohmann::json& body, std::span<const int> fds) {
   std::string text = body.dump();
   if (text.size() > kMaxMessageBytes) {
-    return Status::InvalidArgument(fmt::format("hand-over message of {} bytes is over the {} byte limit",
-                                               text.size(), kMaxMessageBytes));
+    return Status::InvalidArgument(
+        fmt::format("hand-over message of {} bytes is over the {} byte limit", text.size(), kMaxMessageBytes));
   }
   return SendWithFds(sock, text, fds).WithContext("send hand-over message");
 }

@@ -66,8 +66,10 @@ Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
 nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
   nlohmann::json regions_json = nlohmann::json::array();
   for (const auto& r : c.regions) {
-    regions_json.push_back(
-        {{"base_host_virt_addr", r.base_host_virt_addr}, {"size", r.size}, {"offset", r.offset}, {"page_size", r.page_size}});
+    regions_json.push_back({{"base_host_virt_addr", r.base_host_virt_addr},
+                            {"size", r.size},
+                            {"offset", r.offset},
+                            {"page_size", r.page_size}});
   }
   nlohmann::json removed_json = nlohmann::json::array();
   for (const auto& [start, end] : c.removed) removed_json.push_back({start, end});

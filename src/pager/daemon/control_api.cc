@@ -1,11 +1,11 @@
 #include "pager/daemon/control_api.h"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "common/json_fields.h"
-#include "pager/metrics/metrics_page.h"
 #include "common/version.h"
+#include "pager/metrics/metrics_page.h"
 #include "pager/metrics/prometheus_exposition.h"
 
 namespace uffdpager {
@@ -21,7 +21,9 @@ namespace {
 HttpResponse JsonResponse(int status, const Json& body) {
   return HttpResponse{status, body.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json"};
 }
-HttpResponse ErrorResponse(int status, const std::string& message) { return JsonResponse(status, {{"error", message}}); }
+HttpResponse ErrorResponse(int status, const std::string& message) {
+  return JsonResponse(status, {{"error", message}});
+}
 HttpResponse NoContent() { return HttpResponse{204, "", ""}; }
 
 int HttpStatusFor(const Status& st) {
@@ -118,8 +120,7 @@ HttpResponse ControlApi::Metrics() {
   for (auto state : kAllSessionStates) sources.sessions_by_state[SessionStateName(state)] = 0;
   for (const auto& session : ctx_.registry->List()) ++sources.sessions_by_state[SessionStateName(session->state())];
   sources.draining = ctx_.draining->load();
-  sources.uptime_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.started_at).count();
+  sources.uptime_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx_.started_at).count();
   sources.version_key = ctx_.version_key;
   sources.pager_version = kVersion;
   return HttpResponse{200, RenderMetricsPage(sources), PrometheusWriter::kContentType};
@@ -177,9 +178,8 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
     spdlog::warn("create session {} refused: {}", spec.id, st.ToString());
     return ErrorResponse(status, st.ToString());
   }
-  return JsonResponse(200, {{"session_id", spec.id},
-                            {"uffd_socket_path", (*session)->socket_path()},
-                            {"pager_version", kVersion}});
+  return JsonResponse(
+      200, {{"session_id", spec.id}, {"uffd_socket_path", (*session)->socket_path()}, {"pager_version", kVersion}});
 }
 
 HttpResponse ControlApi::CloseSession(const std::string& id) {

@@ -30,7 +30,7 @@ struct ControlApiContext {
   const MetricsRegistry* metrics = nullptr;
   std::atomic<bool>* draining = nullptr;
   std::function<void()> on_drain;  // wakes the daemon to check for exit
-  std::string metrics_addr;  // where /metrics is also served over TCP, if anywhere
+  std::string metrics_addr;        // where /metrics is also served over TCP, if anywhere
   std::string version_key;
   std::chrono::steady_clock::time_point started_at;
 };

@@ -5,8 +5,8 @@
 #include <string>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "common/logging.h"
 #include "common/version.h"
@@ -112,8 +112,7 @@ int main(int argc, char** argv) {
   CLI::App app{"uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files"};
   AddFlags(app, cl);
   CLI11_PARSE(app, argc, argv);
-  cl.options.zero_pages =
-      cl.zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
+  cl.options.zero_pages = cl.zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
   uffdpager::ConfigureLogging("uffd-pager", cl.log_level);
   ::umask(077);  // sockets and files are private unless made otherwise
   sigset_t signals = BlockTerminationSignals();

@@ -8,8 +8,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "pager/access/loopback_listener.h"
 #include "common/version.h"
+#include "pager/access/loopback_listener.h"
 
 namespace uffdpager {
 
@@ -128,9 +128,9 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
   continuity_ = std::make_unique<SessionContinuity>(recovery_.get(), registry_.get());
   continuity_->RecoverAfterRestart(std::move(recovered));
   continuity_->TakeOver(options_.data_dir, VersionsToTakeOver(), options_.version_key);
-  auto handover = HandoverServer::Start(
-      root_dir_ + "/handover.sock",
-      [this](UniqueFd conn, const std::string& taker) { GiveSessionsTo(std::move(conn), taker); });
+  auto handover = HandoverServer::Start(root_dir_ + "/handover.sock", [this](UniqueFd conn, const std::string& taker) {
+    GiveSessionsTo(std::move(conn), taker);
+  });
   if (!handover.ok()) return handover.status().WithContext("hand-over socket");
   handover_ = std::move(*handover);
   return Status::Ok();
@@ -160,8 +160,9 @@ Status PagerDaemon::StartServers(const SocketOwnership& ownership) {
   api_ = std::make_unique<ControlApi>(std::move(ctx));
   if (metrics_listener) {
     std::string name = "tcp:" + metrics_listener->address;
-    auto metrics_server = HttpServer::StartOnListener(
-        std::move(metrics_listener->fd), name, http, [this](const HttpRequest& r) { return api_->HandleMetricsOnly(r); });
+    auto metrics_server =
+        HttpServer::StartOnListener(std::move(metrics_listener->fd), name, http,
+                                    [this](const HttpRequest& r) { return api_->HandleMetricsOnly(r); });
     if (!metrics_server.ok()) return metrics_server.status();
     metrics_server_ = std::move(*metrics_server);
     spdlog::info("serving /metrics on {}", metrics_listener->address);
@@ -169,8 +170,8 @@ Status PagerDaemon::StartServers(const SocketOwnership& ownership) {
   // The owner and group are set before the first connection is accepted:
   // whoever sees the API answer may rely on them.
   http.prepare_socket = [ownership](const std::string& path) { return ApplySocketOwnership(path, ownership); };
-  auto server = HttpServer::Start(root_dir_ + "/control.sock", http,
-                                  [this](const HttpRequest& r) { return api_->Handle(r); });
+  auto server =
+      HttpServer::Start(root_dir_ + "/control.sock", http, [this](const HttpRequest& r) { return api_->Handle(r); });
   if (!server.ok()) return server.status();
   server_ = std::move(*server);
   return Status::Ok();

@@ -70,8 +70,8 @@ std::string WhyStale(const Recorded& recorded) {
   auto now = IdentifyProcess(recorded.pid);
   if (!now.ok()) return fmt::format("pid {} is not running", recorded.pid);
   if (recorded.start_time && *recorded.start_time != now->start_time) {
-    return fmt::format("pid {} is now an unrelated process (started at tick {}, not {})", recorded.pid,
-                       now->start_time, *recorded.start_time);
+    return fmt::format("pid {} is now an unrelated process (started at tick {}, not {})", recorded.pid, now->start_time,
+                       *recorded.start_time);
   }
   if (!now->IsAlive()) return fmt::format("pid {} has exited (a zombie not yet reaped)", recorded.pid);
   if (!recorded.start_time && !RunsPager(recorded.pid)) {

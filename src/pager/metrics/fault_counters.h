@@ -9,11 +9,11 @@
 namespace uffdpager {
 
 struct FaultCounters {
-  std::atomic<uint64_t> faults{0};             // page-fault events read
-  std::atomic<uint64_t> pages_copied{0};       // UFFDIO_COPY successes
+  std::atomic<uint64_t> faults{0};        // page-fault events read
+  std::atomic<uint64_t> pages_copied{0};  // UFFDIO_COPY successes
   std::atomic<uint64_t> bytes_copied{0};
-  std::atomic<uint64_t> zero_pages{0};         // pages installed as zeros (zero content, holes, removed ranges)
-  std::atomic<uint64_t> already_present{0};    // EEXIST or known-present: answered with a wake
+  std::atomic<uint64_t> zero_pages{0};       // pages installed as zeros (zero content, holes, removed ranges)
+  std::atomic<uint64_t> already_present{0};  // EEXIST or known-present: answered with a wake
   std::atomic<uint64_t> copy_errors{0};
   std::atomic<uint64_t> eagain_retries{0};
   std::atomic<uint64_t> remove_events{0};
@@ -22,9 +22,9 @@ struct FaultCounters {
   std::atomic<uint64_t> cache_hits{0};
   std::atomic<uint64_t> cache_misses{0};
   std::atomic<uint64_t> unservable_faults{0};
-  std::atomic<uint64_t> completion_pages{0};   // pages installed by complete
-  std::atomic<uint64_t> fault_around_pages{0}; // neighbours installed with a demand fault
-  std::atomic<uint64_t> prefetch_pages{0};     // pages installed from a recorded working set
+  std::atomic<uint64_t> completion_pages{0};    // pages installed by complete
+  std::atomic<uint64_t> fault_around_pages{0};  // neighbours installed with a demand fault
+  std::atomic<uint64_t> prefetch_pages{0};      // pages installed from a recorded working set
   std::atomic<uint64_t> fault_service_ns_total{0};
   std::atomic<uint64_t> fault_service_ns_max{0};
   std::atomic<uint64_t> backing_read_ns_total{0};

@@ -3,8 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <array>
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -15,9 +15,8 @@ namespace uffdpager {
 
 using Clock = std::chrono::steady_clock;
 
-FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing,
-                         PageCache* cache, uint64_t cache_namespace, CounterSink counters,
-                         FaultEngineOptions options)
+FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
+                         uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options)
     : uffd_(uffd),
       layout_(std::move(layout)),
       backing_(std::move(backing)),
@@ -63,12 +62,8 @@ size_t FaultEngine::ReadEvents(ServeReport* report) {
           counters_.Add(&FaultCounters::faults);
           pending_.push_back({m.arg.pagefault.address, now});
           break;
-        case UFFD_EVENT_REMOVE:
-          HandleRemove(m.arg.remove.start, m.arg.remove.end);
-          break;
-        default:
-          spdlog::warn("ignoring unexpected userfaultfd event {}", m.event);
-          break;
+        case UFFD_EVENT_REMOVE: HandleRemove(m.arg.remove.start, m.arg.remove.end); break;
+        default: spdlog::warn("ignoring unexpected userfaultfd event {}", m.event); break;
       }
     }
     total += count;
@@ -186,8 +181,8 @@ FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeRep
       // Populated (with the shared zero page): UFFDIO_COPY into hugetlb reads
       // its source with page faults disabled, and an unpopulated source makes
       // the kernel copy through a spare huge page the host may not have.
-      auto zeros = MemoryMapping::Map(nullptr, loc.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                                      -1, 0, "zero huge page source");
+      auto zeros = MemoryMapping::Map(nullptr, loc.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
+                                      0, "zero huge page source");
       if (!zeros.ok()) {
         RecordFailure(report, zeros.status());
         return FillResult::kFailed;
@@ -201,25 +196,21 @@ FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeRep
 }
 
 FaultEngine::FillResult FaultEngine::ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome,
-                                                      const char* what, ServeReport* report) {
+                                                     const char* what, ServeReport* report) {
   switch (outcome.error) {
-    case 0:
-      presence_.MarkPresent(loc.region, loc.page_index);
-      return FillResult::kDone;
+    case 0: presence_.MarkPresent(loc.region, loc.page_index); return FillResult::kDone;
     case EEXIST:
       // Another path installed it first; make sure nobody still sleeps on it.
       presence_.MarkPresent(loc.region, loc.page_index);
       counters_.Add(&FaultCounters::already_present);
       (void)uffd_->Wake(loc.page_addr, loc.page_size);
       return FillResult::kDone;
-    case EAGAIN:
-      return FillResult::kRetry;
-    case ESRCH:
-      return FillResult::kVmGone;
+    case EAGAIN: return FillResult::kRetry;
+    case ESRCH: return FillResult::kVmGone;
     default:
       counters_.Add(&FaultCounters::copy_errors);
-      RecordFailure(report, Status::FromErrno(outcome.error, fmt::format("{} of {} bytes at {:#x}", what,
-                                                                          loc.page_size, loc.page_addr)));
+      RecordFailure(report, Status::FromErrno(outcome.error, fmt::format("{} of {} bytes at {:#x}", what, loc.page_size,
+                                                                         loc.page_addr)));
       return FillResult::kFailed;
   }
 }
@@ -451,9 +442,9 @@ FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, 
     }
     const uint64_t addr = run_addr + i * ps;
     const uint64_t len = (seg.end - i) * ps;
-    UffdFillOutcome outcome =
-        seg.zero ? uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
-                 : uffd_->Copy(addr, source + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+    UffdFillOutcome outcome = seg.zero
+                                  ? uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
+                                  : uffd_->Copy(addr, source + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
     const uint64_t went_in = outcome.bytes / ps;
     for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
     counters_.Add(seg.zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);

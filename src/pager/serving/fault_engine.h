@@ -17,14 +17,14 @@
 
 #include "common/memory_mapping.h"
 #include "common/userfaultfd.h"
-#include "pager/storage/backing_file.h"
-#include "pager/storage/backing_mapping.h"
 #include "pager/metrics/counter_sink.h"
 #include "pager/metrics/fault_counters.h"
 #include "pager/serving/memory_layout.h"
-#include "pager/storage/page_cache.h"
 #include "pager/serving/page_presence.h"
 #include "pager/serving/removed_ranges.h"
+#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_mapping.h"
+#include "pager/storage/page_cache.h"
 
 namespace uffdpager {
 
@@ -186,8 +186,8 @@ class FaultEngine {
   RemovedRanges removed_;
   uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
-  MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
-  MemoryMapping staging_;         // runs are assembled here (kMaxRunBytes)
+  MemoryMapping zero_huge_page_;                    // read-only zeros for hugetlb (no ZEROPAGE there)
+  MemoryMapping staging_;                           // runs are assembled here (kMaxRunBytes)
   std::unique_ptr<BackingMapping> mapped_backing_;  // completion's source
   bool mapping_tried_ = false;
   std::vector<uint8_t> staging_zero_;  // per staged page: all zeros?

@@ -10,9 +10,9 @@ Result<MemoryLayout> MemoryLayout::Create(std::vector<GuestRegionMapping> region
   for (size_t i = 0; i < regions.size(); ++i) {
     const auto& r = regions[i];
     if (r.offset > file_size || r.size > file_size - r.offset) {
-      return Status::InvalidArgument(fmt::format(
-          "region {} (offset {}, size {}) extends past the end of the {}-byte memory file", i, r.offset, r.size,
-          file_size));
+      return Status::InvalidArgument(
+          fmt::format("region {} (offset {}, size {}) extends past the end of the {}-byte memory file", i, r.offset,
+                      r.size, file_size));
     }
   }
   std::sort(regions.begin(), regions.end(),

@@ -13,10 +13,10 @@ namespace uffdpager {
 
 struct PageLocation {
   size_t region = 0;
-  uint64_t page_addr = 0;     // page-aligned host address
-  uint64_t file_offset = 0;   // where that page's bytes are in the memory file
+  uint64_t page_addr = 0;    // page-aligned host address
+  uint64_t file_offset = 0;  // where that page's bytes are in the memory file
   uint64_t page_size = 0;
-  uint64_t page_index = 0;    // index of the page within its region
+  uint64_t page_index = 0;  // index of the page within its region
 };
 
 class MemoryLayout {

@@ -10,7 +10,7 @@ namespace uffdpager {
 
 class RemovedRanges {
  public:
-  void Add(uint64_t start, uint64_t end);        // [start, end), merged with neighbours
+  void Add(uint64_t start, uint64_t end);  // [start, end), merged with neighbours
   bool Contains(uint64_t addr) const;
   bool Overlaps(uint64_t start, uint64_t end) const;
   uint64_t total_bytes() const;

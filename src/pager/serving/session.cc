@@ -121,8 +121,8 @@ Result<std::shared_ptr<Session>> Session::Resume(DetachedSession detached, std::
       MutexLock lock(&session->mu_);
       session->peer_.pid = checkpoint.client_pid;
     }
-    UFFD_RETURN_IF_ERROR(session->BeginServing(checkpoint.regions, std::move(detached.fds.uffd),
-                                               std::move(detached.fds.connection)));
+    UFFD_RETURN_IF_ERROR(
+        session->BeginServing(checkpoint.regions, std::move(detached.fds.uffd), std::move(detached.fds.connection)));
     for (const auto& [start, end] : checkpoint.removed) session->engine_->RestoreRemoved(start, end);
     session->phase_ = SessionPhase::kServing;
     Status kept = session->Keep({{SessionFdRole::kUffd, session->uffd_.fd()},
@@ -149,10 +149,10 @@ Result<std::shared_ptr<Session>> Session::Resume(DetachedSession detached, std::
   return session;
 }
 
-std::shared_ptr<Session> Session::Failed(const SessionCheckpoint& checkpoint, UniqueFd client_pidfd,
-                                         const Status& why, std::string origin, const SessionEnvironment& env) {
-  std::shared_ptr<Session> session(new Session(checkpoint.spec, checkpoint.socket_path, checkpoint.incarnation,
-                                               std::move(origin), env, nullptr));
+std::shared_ptr<Session> Session::Failed(const SessionCheckpoint& checkpoint, UniqueFd client_pidfd, const Status& why,
+                                         std::string origin, const SessionEnvironment& env) {
+  std::shared_ptr<Session> session(
+      new Session(checkpoint.spec, checkpoint.socket_path, checkpoint.incarnation, std::move(origin), env, nullptr));
   if (client_pidfd) session->client_ = ProcessHandle::Adopt(std::move(client_pidfd), checkpoint.client_pid);
   {
     MutexLock lock(&session->mu_);
@@ -182,10 +182,9 @@ Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd u
     guest_bytes_ = layout->total_bytes();
     region_count_ = layout->regions().size();
   }
-  engine_ = std::make_unique<FaultEngine>(&uffd_, std::move(*layout), backing_, env_.cache,
-                                          env_.cache->InternNamespace(cache_key_),
-                                          env_.metrics->SinkFor(&counters_, cache_key_counters_.get()),
-                                          env_.engine_options);
+  engine_ = std::make_unique<FaultEngine>(
+      &uffd_, std::move(*layout), backing_, env_.cache, env_.cache->InternNamespace(cache_key_),
+      env_.metrics->SinkFor(&counters_, cache_key_counters_.get()), env_.engine_options);
   return Status::Ok();
 }
 
@@ -425,14 +424,12 @@ void Session::ServeLoop() {
     bool background = requests.complete || engine_->prefetching();
     int timeout = retry_pending ? kEagainRetryMs : (background ? 0 : -1);
     if (timeout < 0 && engine_->recording()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(record_deadline_ -
-                                                                        std::chrono::steady_clock::now());
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(record_deadline_ - std::chrono::steady_clock::now());
       timeout = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
     }
-    pollfd pfds[4] = {{uffd_.fd(), POLLIN, 0},
-                      {wake_fd_.get(), POLLIN, 0},
-                      {detach_fd_.get(), POLLIN, 0},
-                      {client_.fd(), POLLIN, 0}};
+    pollfd pfds[4] = {
+        {uffd_.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {detach_fd_.get(), POLLIN, 0}, {client_.fd(), POLLIN, 0}};
     int rc = ::poll(pfds, client_.valid() ? 4 : 3, timeout);
     if (rc < 0 && errno != EINTR) {
       Fail(Status::FromErrno(errno, "poll userfaultfd"));

@@ -55,7 +55,7 @@
 namespace uffdpager {
 
 enum class SessionState {
-  kWaiting,     // listening; no valid handshake yet
+  kWaiting,  // listening; no valid handshake yet
   kServing,
   kCompleting,  // serving, and populating every page for complete
   kCompleted,   // every page in, ranges unregistered; nothing left to serve
@@ -63,13 +63,13 @@ enum class SessionState {
   kClosed,      // closed by the API, or the VMM is gone
 };
 const char* SessionStateName(SessionState state);
-inline constexpr SessionState kAllSessionStates[] = {SessionState::kWaiting,   SessionState::kServing,
-                                                      SessionState::kCompleting, SessionState::kCompleted,
-                                                      SessionState::kFailed,    SessionState::kClosed};
+inline constexpr SessionState kAllSessionStates[] = {SessionState::kWaiting,    SessionState::kServing,
+                                                     SessionState::kCompleting, SessionState::kCompleted,
+                                                     SessionState::kFailed,     SessionState::kClosed};
 
 // What every session shares with the daemon, and how sessions serve.
 struct SessionEnvironment {
-  PageCache* cache = nullptr;         // required
+  PageCache* cache = nullptr;          // required
   MetricsRegistry* metrics = nullptr;  // required
   // Working-set record and replay: with a store and `prefetch` set, a session
   // whose cache key has a valid record prefetches it; one without records the
@@ -108,8 +108,8 @@ class Session {
   // is visible (and its VMM, reached through `client_pidfd`, killed when the
   // session asked for that) rather than a VM hanging silently. Its
   // checkpoint stays with the keeper until the session is closed.
-  static std::shared_ptr<Session> Failed(const SessionCheckpoint& checkpoint, UniqueFd client_pidfd,
-                                         const Status& why, std::string origin, const SessionEnvironment& env);
+  static std::shared_ptr<Session> Failed(const SessionCheckpoint& checkpoint, UniqueFd client_pidfd, const Status& why,
+                                         std::string origin, const SessionEnvironment& env);
   ~Session();
 
   Session(const Session&) = delete;
@@ -219,7 +219,7 @@ class Session {
   SessionState state_ GUARDED_BY(mu_) = SessionState::kWaiting;
   std::string reason_ GUARDED_BY(mu_);  // why it failed or closed
   Requests requests_ GUARDED_BY(mu_);
-  bool closed_ GUARDED_BY(mu_) = false;  // Close or Detach has begun
+  bool closed_ GUARDED_BY(mu_) = false;   // Close or Detach has begun
   bool serving_ GUARDED_BY(mu_) = false;  // the thread serves a VMM's faults
   bool kept_ GUARDED_BY(mu_) = false;     // the keeper holds our checkpoint
   std::optional<std::promise<Status>> completion_ GUARDED_BY(mu_);

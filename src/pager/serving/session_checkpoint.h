@@ -61,7 +61,7 @@ struct SessionFds {
 // The role of each fd, as named in the fd store and in hand-over messages.
 enum class SessionFdRole { kListener, kUffd, kConnection, kClient };
 inline constexpr SessionFdRole kAllSessionFdRoles[] = {SessionFdRole::kListener, SessionFdRole::kUffd,
-                                                        SessionFdRole::kConnection, SessionFdRole::kClient};
+                                                       SessionFdRole::kConnection, SessionFdRole::kClient};
 const char* SessionFdRoleName(SessionFdRole role);
 UniqueFd& FdForRole(SessionFds& fds, SessionFdRole role);
 

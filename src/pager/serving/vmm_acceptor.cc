@@ -10,9 +10,8 @@
 
 namespace uffdpager {
 
-VmmAcceptor::VmmAcceptor(std::string session_id, int listener, std::vector<int> stop_fds,
-                         VmmAcceptorOptions options, std::function<bool()> stopping,
-                         std::function<void()> on_refused_peer)
+VmmAcceptor::VmmAcceptor(std::string session_id, int listener, std::vector<int> stop_fds, VmmAcceptorOptions options,
+                         std::function<bool()> stopping, std::function<void()> on_refused_peer)
     : session_id_(std::move(session_id)),
       listener_(listener),
       stop_fds_(std::move(stop_fds)),
@@ -47,8 +46,8 @@ Status VmmAcceptor::Accept(AcceptedVmm* vmm) {
       if (received.status().code() == ErrorCode::kTimeout) {
         // Something connected and said nothing: not a VMM mid-handshake (a
         // VMM sends at once). Drop it and keep waiting for the real one.
-        spdlog::warn("session {}: pid {} connected but sent no handshake within {} ms; connection closed",
-                     session_id_, peer.pid, options_.handshake_timeout.count());
+        spdlog::warn("session {}: pid {} connected but sent no handshake within {} ms; connection closed", session_id_,
+                     peer.pid, options_.handshake_timeout.count());
         continue;
       }
       return received.status();

@@ -19,7 +19,7 @@ std::string FileIdentity::ToString() const {
 Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Status::FromErrno(errno, "open backing memory file " + path);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat backing memory file " + path);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("backing memory file " + path + " is not a regular file");
   FileIdentity id{st.st_dev, st.st_ino, static_cast<uint64_t>(st.st_size),
@@ -35,7 +35,7 @@ void BackingFile::MapExtents() {
   while (pos < size) {
     off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
     if (data < 0) {
-      if (errno == ENXIO) break;  // only a hole from `pos` to the end
+      if (errno == ENXIO) break;                    // only a hole from `pos` to the end
       data_extents_.assign({{0, identity_.size}});  // cannot tell: all data
       return;
     }

@@ -26,8 +26,10 @@ Status BackingMapping::Load(uint64_t offset, uint64_t length, uint64_t* bytes_re
     if (::madvise(mapping_.data() + start, end - start, MADV_POPULATE_READ) != 0) {
       // EFAULT: the file no longer reaches that far. EINVAL: a kernel without
       // MADV_POPULATE_READ (before 5.14); the copy then faults the pages in.
-      if (errno == EFAULT) status = file_->TruncatedError(start, end - start);
-      else if (errno != EINVAL) status = Status::FromErrno(errno, fmt::format("map in {} at {}", file_->path(), start));
+      if (errno == EFAULT)
+        status = file_->TruncatedError(start, end - start);
+      else if (errno != EINVAL)
+        status = Status::FromErrno(errno, fmt::format("map in {} at {}", file_->path(), start));
     }
     if (status.ok()) *bytes_read += end - start;
   });

@@ -74,7 +74,7 @@ uint64_t Charge(const CachedPage& page) { return page.memory_bytes() + kEntryOve
 struct Entry {
   PageKey key;
   std::shared_ptr<CachedPage> page;
-  uint8_t freq = 0;      // hits since it entered its queue (capped)
+  uint8_t freq = 0;  // hits since it entered its queue (capped)
   bool in_main = false;
 };
 
@@ -243,7 +243,9 @@ struct PageCache::RunState {
   // Our claims (kRead with RunKeep::kShare) and others' loads (kWait).
   std::vector<std::shared_ptr<InflightLoad>> loads;
 
-  PageKey KeyOf(uint64_t i) const { return PageKey{run.name_space, run.first_offset + i * run.page_size, run.page_size}; }
+  PageKey KeyOf(uint64_t i) const {
+    return PageKey{run.name_space, run.first_offset + i * run.page_size, run.page_size};
+  }
   uint8_t* Out(uint64_t i) const { return out + i * run.page_size; }
 };
 
@@ -268,9 +270,7 @@ uint64_t PageCache::InternNamespace(const CacheKey& key) {
   return it->second;
 }
 
-PageCache::Shard& PageCache::ShardFor(const PageKey& key) {
-  return *shards_[PageKeyHash{}(key) % shards_.size()];
-}
+PageCache::Shard& PageCache::ShardFor(const PageKey& key) { return *shards_[PageKeyHash{}(key) % shards_.size()]; }
 
 Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit) {
   Shard& shard = ShardFor(key);

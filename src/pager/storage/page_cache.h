@@ -40,7 +40,7 @@ class CachedPage {
 
   bool is_zero() const { return data_ == nullptr; }
   const uint8_t* data() const { return data_; }  // null when is_zero()
-  size_t size() const { return size_; }            // the page's length
+  size_t size() const { return size_; }          // the page's length
   size_t memory_bytes() const { return data_ ? size_ : 0; }
 
   // While loading: the buffer to fill (allocated on first call). A loader
@@ -142,8 +142,8 @@ class PageCache {
   // GetOrLoad or ReadRun of the same page waits for this read) and kept.
   // If a read fails, the pages before the failed range are still valid
   // (result->valid_pages) and the error is returned.
-  Status ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out,
-                 std::vector<uint8_t>* zero, RunReadResult* result);
+  Status ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out, std::vector<uint8_t>* zero,
+                 RunReadResult* result);
 
   PageCacheCounters Counters() const;
   ZeroPageMode zero_pages() const { return zero_pages_; }

@@ -48,7 +48,8 @@ std::optional<WorkingSet> WorkingSetStore::Load(const CacheKey& key) {
     return std::nullopt;
   };
   constexpr size_t kFixed = sizeof(kMagic) + sizeof(Header) + 8;
-  if (bytes.size() < kFixed || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) return reject("not a working-set file");
+  if (bytes.size() < kFixed || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0)
+    return reject("not a working-set file");
   uint64_t stored_sum;
   std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
   if (Fnv1a(bytes.data(), bytes.size() - 8) != stored_sum) return reject("checksum mismatch");
