@@ -15,16 +15,30 @@ namespace uffdpager {
 
 using Clock = std::chrono::steady_clock;
 
+Result<std::unique_ptr<FaultEngine>> FaultEngine::Create(Userfaultfd* uffd, MemoryLayout layout,
+                                                         std::shared_ptr<BackingFile> backing, PageCache* cache,
+                                                         uint64_t cache_namespace, CounterSink counters,
+                                                         FaultEngineOptions options, int wake_fd) {
+  std::unique_ptr<FaultEngine> engine(new FaultEngine(uffd, std::move(layout), backing, cache, counters, options));
+  auto loader = PageLoader::Create(std::move(backing), cache, cache_namespace, counters, wake_fd);
+  if (!loader.ok()) return loader.status();
+  engine->loader_ = std::move(*loader);
+  return engine;
+}
+
 FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
-                         uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options)
+                         CounterSink counters, FaultEngineOptions options)
     : uffd_(uffd),
       layout_(std::move(layout)),
       backing_(std::move(backing)),
       cache_(cache),
-      cache_namespace_(cache_namespace),
       counters_(counters),
       options_(options),
       presence_(layout_.regions()) {}
+
+FaultEngine::~FaultEngine() = default;
+
+// ---- Events ----------------------------------------------------------------
 
 ServeReport FaultEngine::ServeEvents() {
   ServeReport report;
@@ -36,7 +50,8 @@ ServeReport FaultEngine::ServeEvents() {
       report.retry_pending = true;
       return report;
     }
-    stalled = !ServePending(&report);
+    loader_->Poll();
+    stalled = !InstallLoaded(0, &report) || !ServePending(&report);
     if (report.vm_gone || !stalled) return report;
   }
 }
@@ -60,7 +75,7 @@ size_t FaultEngine::ReadEvents(ServeReport* report) {
       switch (m.event) {
         case UFFD_EVENT_PAGEFAULT:
           counters_.Add(&FaultCounters::faults);
-          pending_.push_back({m.arg.pagefault.address, now});
+          pending_.push_back({m.arg.pagefault.address, now, 0});
           break;
         case UFFD_EVENT_REMOVE: HandleRemove(m.arg.remove.start, m.arg.remove.end); break;
         default: spdlog::warn("ignoring unexpected userfaultfd event {}", m.event); break;
@@ -79,97 +94,348 @@ void FaultEngine::HandleRemove(uint64_t start, uint64_t end) {
   for (size_t r = 0; r < layout_.regions().size(); ++r) presence_.ClearRange(r, start, end);
 }
 
+bool FaultEngine::HasWorkNow(bool completing) const {
+  if (!loader_->ready().empty()) return true;
+  const uint64_t run_bytes = kMaxRunBytes;
+  const bool plan_left = prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size();
+  if (plan_left && loader_->CanStart(LoadPurpose::kPrefetch, run_bytes)) return true;
+  if (completing && populate_region_ < layout_.regions().size() &&
+      loader_->CanStart(LoadPurpose::kCompletion, run_bytes)) {
+    return true;
+  }
+  return false;
+}
+
+// ---- Demand faults ---------------------------------------------------------
+
 bool FaultEngine::ServePending(ServeReport* report) {
-  while (!pending_.empty()) {
-    const PendingFault fault = pending_.front();
-    auto loc = layout_.Locate(fault.address);
-    FillResult result;
-    if (!loc) {
-      RecordFailure(report, Status::InvalidArgument(
-                                fmt::format("fault at {:#x} is outside every registered region", fault.address)));
-      result = FillResult::kFailed;
-    } else {
-      bool was_present = presence_.IsPresent(loc->region, loc->page_index);
-      result = options_.fault_around_max_pages > 0 ? FaultAround(*loc, report) : FillPage(*loc, report);
-      if (recording_ && !was_present && result == FillResult::kDone && recorded_.size() < record_limit_) {
-        recorded_.push_back(loc->file_offset);
+  // Serving a fault can end a load at once (its pages were cached): install
+  // those, and serve what that resolved, until nothing changes.
+  for (int pass = 0; pass < 4; ++pass) {
+    bool started = false;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->run != 0) {
+        ++it;
+        continue;
       }
+      bool waiting = false;
+      FillResult result = ServeFault(*it, &waiting, report);
+      if (result == FillResult::kRetry) {
+        counters_.Add(&FaultCounters::eagain_retries);
+        return false;
+      }
+      if (result == FillResult::kVmGone) {
+        report->vm_gone = true;
+        return true;
+      }
+      if (waiting) {
+        started = true;
+        ++it;
+        continue;
+      }
+      it = pending_.erase(it);
     }
-    if (result == FillResult::kRetry) {
-      counters_.Add(&FaultCounters::eagain_retries);
-      return false;
+    if (!started || loader_->ready().empty()) return true;
+    if (!InstallLoaded(0, report)) return false;
+    if (report->vm_gone) return true;
+  }
+  return true;
+}
+
+FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiting, ServeReport* report) {
+  auto loc = layout_.Locate(fault.address);
+  if (!loc) {
+    RecordFailure(report, Status::InvalidArgument(
+                              fmt::format("fault at {:#x} is outside every registered region", fault.address)));
+    counters_.Add(&FaultCounters::unservable_faults);
+    return FillResult::kFailed;
+  }
+  if (presence_.IsPresent(loc->region, loc->page_index)) {
+    // A duplicate fault on a page we already installed (several threads
+    // touched it before the copy woke them): a wake is all it needs.
+    counters_.Add(&FaultCounters::already_present);
+    (void)uffd_->Wake(loc->page_addr, loc->page_size);
+    FaultServed(fault, *loc, /*brought_in=*/false);
+    return FillResult::kDone;
+  }
+  if (removed_.Overlaps(loc->page_addr, loc->page_addr + loc->page_size)) {
+    FillResult result = FillZeros(*loc, report);
+    if (result == FillResult::kDone) FaultServed(fault, *loc, /*brought_in=*/true);
+    return result;
+  }
+  if (const RunSpan* span = RunCovering(loc->region, loc->page_index)) {
+    fault.run = span->id;
+  } else {
+    fault.run = StartDemandRun(*loc);
+  }
+  *waiting = true;
+  return FillResult::kDone;
+}
+
+void FaultEngine::FaultServed(const PendingFault& fault, const PageLocation& loc, bool brought_in) {
+  auto ns = static_cast<uint64_t>((Clock::now() - fault.read_at) / std::chrono::nanoseconds(1));
+  counters_.Add(&FaultCounters::fault_service_ns_total, ns);
+  counters_.Max(&FaultCounters::fault_service_ns_max, ns);
+  if (brought_in && recording_ && recorded_.size() < record_limit_) recorded_.push_back(loc.file_offset);
+}
+
+const FaultEngine::RunSpan* FaultEngine::RunCovering(size_t region, uint64_t page) const {
+  for (const RunSpan& span : runs_) {
+    if (span.region == region && page >= span.first_page && page < span.first_page + span.count) return &span;
+  }
+  return nullptr;
+}
+
+uint64_t FaultEngine::StartRun(LoadPurpose purpose, size_t region, uint64_t first_page, uint64_t count) {
+  const GuestRegionMapping& r = layout_.regions()[region];
+  RunRequest request{purpose, r.offset + first_page * r.page_size, r.page_size, count};
+  // Registered before the load starts: a load that ends at once (every page
+  // cached) is installed through its span like any other.
+  const uint64_t id = loader_->Start(request);
+  runs_.push_back(RunSpan{id, region, first_page, count, purpose});
+  return id;
+}
+
+uint64_t FaultEngine::StartDemandRun(const PageLocation& loc) {
+  uint64_t window = options_.fault_around_max_pages > 0 ? FaultAroundWindow(loc) : 1;
+  uint64_t count = std::max<uint64_t>(1, MissingRunLength(loc.region, loc.page_index, window));
+  // Stop the window at the first page another run of ours is loading.
+  for (uint64_t i = 1; i < count; ++i) {
+    if (RunCovering(loc.region, loc.page_index + i) != nullptr) {
+      count = i;
+      break;
     }
-    if (result == FillResult::kVmGone) {
-      report->vm_gone = true;
-      return true;
+  }
+  return StartRun(LoadPurpose::kDemand, loc.region, loc.page_index, count);
+}
+
+uint64_t FaultEngine::FaultAroundWindow(const PageLocation& loc) {
+  // Which stream does this fault continue? One whose last window ended at
+  // most a window before it; else the least recently used slot starts anew.
+  AccessStream* stream = nullptr;
+  for (AccessStream& s : streams_) {
+    if (s.window > 0 && loc.page_addr >= s.next_addr && loc.page_addr < s.next_addr + s.window * loc.page_size) {
+      stream = &s;
+      break;
     }
-    pending_.pop_front();
-    if (result == FillResult::kFailed) counters_.Add(&FaultCounters::unservable_faults);
-    if (result == FillResult::kDone) {
-      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - fault.read_at).count();
-      counters_.Add(&FaultCounters::fault_service_ns_total, static_cast<uint64_t>(ns));
-      counters_.Max(&FaultCounters::fault_service_ns_max, static_cast<uint64_t>(ns));
+  }
+  if (stream != nullptr) {
+    stream->window = std::min(stream->window * 2, options_.fault_around_max_pages);
+  } else {
+    stream = &streams_[0];
+    for (AccessStream& s : streams_) {
+      if (s.last_used < stream->last_used) stream = &s;
+    }
+    stream->window = 1;
+  }
+  stream->last_used = ++stream_clock_;
+  uint64_t window = std::min(stream->window, std::max<uint64_t>(1, kMaxRunBytes / loc.page_size));
+  uint64_t count = std::max<uint64_t>(1, MissingRunLength(loc.region, loc.page_index, window));
+  stream->next_addr = loc.page_addr + count * loc.page_size;
+  return count;
+}
+
+uint64_t FaultEngine::MissingRunLength(size_t region, uint64_t first, uint64_t max) const {
+  const GuestRegionMapping& r = layout_.regions()[region];
+  const uint64_t pages = r.size / r.page_size;
+  uint64_t count = 0;
+  while (first + count < pages && count < max) {
+    uint64_t page = first + count;
+    uint64_t addr = r.base_host_virt_addr + page * r.page_size;
+    if (presence_.IsPresent(region, page) || removed_.Overlaps(addr, addr + r.page_size)) break;
+    ++count;
+  }
+  return count;
+}
+
+// ---- Installing ------------------------------------------------------------
+
+bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
+  // Demand runs first, and background runs a fault waits for; then other
+  // background runs, about `background_pages` pages' worth.
+  size_t background_done = 0;
+  for (int round = 0; round < 2; ++round) {
+    const bool demand_round = round == 0;
+    for (size_t i = 0; i < loader_->ready().size();) {
+      const LoadedRun run = loader_->ready()[i];
+      auto span = std::find_if(runs_.begin(), runs_.end(), [&](const RunSpan& s) { return s.id == run.id; });
+      const bool awaited = span != runs_.end() && (span->purpose == LoadPurpose::kDemand ||
+                                                   std::any_of(pending_.begin(), pending_.end(),
+                                                               [&](const PendingFault& f) { return f.run == run.id; }));
+      if (demand_round != awaited || (!demand_round && background_done >= background_pages)) {
+        ++i;
+        continue;
+      }
+      FillResult result = InstallRun(run, report);
+      if (result == FillResult::kRetry) {
+        counters_.Add(&FaultCounters::eagain_retries);
+        return false;
+      }
+      if (result == FillResult::kVmGone) {
+        report->vm_gone = true;
+        return true;
+      }
+      if (!demand_round) background_done += run.request.count;
+      // InstallRun released the run: ready() lost entry i.
     }
   }
   return true;
 }
 
-FaultEngine::FillResult FaultEngine::FillPage(const PageLocation& loc, ServeReport* report) {
-  if (presence_.IsPresent(loc.region, loc.page_index)) {
-    // A duplicate fault on a page we already installed (several threads
-    // touched it before the copy woke them): a wake is all it needs.
-    counters_.Add(&FaultCounters::already_present);
-    (void)uffd_->Wake(loc.page_addr, loc.page_size);
-    return FillResult::kDone;
+FaultEngine::FillResult FaultEngine::InstallRun(const LoadedRun& run, ServeReport* report) {
+  auto span_it = std::find_if(runs_.begin(), runs_.end(), [&](const RunSpan& s) { return s.id == run.id; });
+  RunSpan& span = *span_it;
+  const uint64_t ps = run.request.page_size;
+  const GuestRegionMapping& r = layout_.regions()[span.region];
+  // The pages still missing and not removed go in; any other page changed
+  // while the run loaded (a fault, or a remove) and is left as it is.
+  for (uint64_t i = 0; i < run.valid_pages;) {
+    const uint64_t page = span.first_page + i;
+    const uint64_t addr = r.base_host_virt_addr + page * ps;
+    if (presence_.IsPresent(span.region, page) || removed_.Overlaps(addr, addr + ps)) {
+      ++i;
+      continue;
+    }
+    uint64_t j = i + 1;
+    while (j < run.valid_pages) {
+      const uint64_t a = r.base_host_virt_addr + (span.first_page + j) * ps;
+      if (presence_.IsPresent(span.region, span.first_page + j) || removed_.Overlaps(a, a + ps)) break;
+      ++j;
+    }
+    uint64_t installed = 0;
+    FillResult result = InstallPages(span.region, page, j - i, run.bytes + i * ps, run.zero + i, &installed, report);
+    span.installed += installed;
+    if (result == FillResult::kRetry || result == FillResult::kVmGone) return result;
+    if (result == FillResult::kFailed) break;  // a copy error, recorded
+    i = j;
   }
-  if (removed_.Overlaps(loc.page_addr, loc.page_addr + loc.page_size)) return FillZeros(loc, report);
-
-  auto page = LoadPage(loc.file_offset, loc.page_size);
-  if (!page.ok()) {
-    RecordFailure(report, page.status().WithContext(fmt::format("cannot serve fault at {:#x}", loc.page_addr)));
-    return FillResult::kFailed;
+  switch (span.purpose) {
+    case LoadPurpose::kDemand:
+      if (span.installed > 1) counters_.Add(&FaultCounters::fault_around_pages, span.installed - 1);
+      break;
+    case LoadPurpose::kPrefetch: counters_.Add(&FaultCounters::prefetch_pages, span.installed); break;
+    case LoadPurpose::kCompletion: counters_.Add(&FaultCounters::completion_pages, span.installed); break;
   }
-  // All-zero pages (holes, or zeros found on load) need no bytes copied.
-  if ((*page)->is_zero()) return FillZeros(loc, report);
-  auto outcome = uffd_->Copy(loc.page_addr, (*page)->data(), loc.page_size);
-  if (outcome.error == 0) {
-    counters_.Add(&FaultCounters::pages_copied);
-    counters_.Add(&FaultCounters::bytes_copied, loc.page_size);
-  }
-  return ClassifyOutcome(loc, outcome, "UFFDIO_COPY", report);
-}
-
-Result<PageRef> FaultEngine::LoadPage(uint64_t file_offset, uint64_t page_size) {
-  bool hit = false;
-  auto page = cache_->GetOrLoad(
-      PageKey{cache_namespace_, file_offset, page_size},
-      [&](CachedPage& out) {
-        if (cache_->zero_pages() == ZeroPageMode::kDetect && backing_->IsHole(file_offset, page_size)) {
-          return Status::Ok();  // zeros, no read
+  if (run.valid_pages < run.request.count) {
+    Status why = run.status.WithContext(
+        fmt::format("cannot load the page at {:#x}", r.base_host_virt_addr + (span.first_page + run.valid_pages) * ps));
+    if (span.purpose == LoadPurpose::kCompletion && !completion_failure_) completion_failure_ = why;
+    if (span.purpose == LoadPurpose::kPrefetch) spdlog::debug("prefetch skips: {}", why.ToString());
+    // A demand fault whose page could not be loaded fails below.
+    if (span.purpose == LoadPurpose::kDemand) {
+      for (const PendingFault& f : pending_) {
+        if (f.run == run.id) {
+          RecordFailure(report, why);
+          break;
         }
-        return ReadBacking(file_offset, page_size, out.mutable_data());
-      },
-      &hit);
-  if (page.ok()) counters_.Add(hit ? &FaultCounters::cache_hits : &FaultCounters::cache_misses);
-  return page;
-}
-
-template <typename Read>
-Status FaultEngine::CountBackingRead(Read&& read) {
-  auto start = Clock::now();
-  uint64_t bytes = 0;
-  Status st = read(&bytes);
-  // One latency sample per read the file really saw (a range of holes is none).
-  if (bytes > 0 || !st.ok()) {
-    counters_.Add(&FaultCounters::backing_read_ns_total,
-                  static_cast<uint64_t>((Clock::now() - start) / std::chrono::nanoseconds(1)));
+      }
+    }
   }
-  counters_.Add(&FaultCounters::backing_bytes_read, bytes);
-  return st;
+  // The faults this run was for: served if their page is in now (its
+  // install woke them); failed if it was their demand run; otherwise they
+  // start a load of their own.
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->run != run.id) {
+      ++it;
+      continue;
+    }
+    auto loc = layout_.Locate(it->address);
+    if (loc && presence_.IsPresent(loc->region, loc->page_index)) {
+      FaultServed(*it, *loc, /*brought_in=*/true);
+      it = pending_.erase(it);
+    } else if (span.purpose == LoadPurpose::kDemand && loc && loc->page_index - span.first_page >= run.valid_pages) {
+      counters_.Add(&FaultCounters::unservable_faults);
+      it = pending_.erase(it);
+    } else {
+      it->run = 0;
+      ++it;
+    }
+  }
+  runs_.erase(span_it);
+  loader_->Release(run.id);
+  return FillResult::kDone;
 }
 
-Status FaultEngine::ReadBacking(uint64_t offset, uint64_t length, uint8_t* out) {
-  return CountBackingRead([&](uint64_t* bytes) { return backing_->ReadRange(offset, out, length, bytes); });
+FaultEngine::FillResult FaultEngine::InstallPages(size_t region, uint64_t first, uint64_t count, const uint8_t* source,
+                                                  const uint8_t* zero, uint64_t* installed, ServeReport* report) {
+  const GuestRegionMapping& r = layout_.regions()[region];
+  const uint64_t ps = r.page_size;
+  *installed = 0;
+  // Split the pages into ioctls. A stretch of zero pages goes in with
+  // UFFDIO_ZEROPAGE when it is long (a hole, untouched memory) or is all of
+  // them; a lone zero page among data is cheaper copied with its neighbours
+  // than given an ioctl of its own. Huge pages have no ZEROPAGE: their zeros
+  // are copied from a zero page of their size, one ioctl each.
+  const uint8_t* zero_source = nullptr;
+  if (ps != 4096 && std::any_of(zero, zero + count, [](uint8_t z) { return z != 0; })) {
+    zero_source = ZeroHugePage(ps, report);
+    if (zero_source == nullptr) return FillResult::kFailed;
+  }
+  auto zero_stretch = [&](uint64_t from) {
+    uint64_t end = from;
+    while (end < count && zero[end]) ++end;
+    return end - from;
+  };
+  struct Segment {
+    uint64_t first, end;
+    bool zero;
+  };
+  std::array<Segment, 64> segments;
+  size_t nsegments = 0;
+  for (uint64_t i = 0; i < count && nsegments < segments.size();) {
+    const uint64_t zeros = zero_stretch(i);
+    const bool is_zero = zeros > 0 && (ps != 4096 || zeros >= kMinZeroStretchPages || zeros == count);
+    uint64_t j = i + (is_zero ? (ps == 4096 ? zeros : 1) : 0);
+    while (!is_zero && j < count) {
+      const uint64_t z = zero_stretch(j);
+      if (z > 0 && (ps != 4096 || z >= kMinZeroStretchPages)) break;
+      j += std::max<uint64_t>(z, 1);
+    }
+    segments[nsegments++] = {i, j, is_zero};
+    i = j;
+  }
+  count = segments[nsegments - 1].end;  // (pages needing more ioctls than that go in next time)
+  // One ioctl wakes its own range; several go in without waking (a vCPU
+  // faulting on any of these pages meanwhile keeps sleeping) and then one wake
+  // covers them all.
+  const bool batched = nsegments > 1;
+  const uint64_t run_addr = r.base_host_virt_addr + first * ps;
+  FillResult result = FillResult::kDone;
+  uint64_t done = 0;
+  size_t n = 0;
+  while (n < nsegments) {
+    const Segment& seg = segments[n];
+    const uint64_t i = std::max(seg.first, done);  // past a page EEXIST skipped
+    if (i >= seg.end) {
+      ++n;
+      continue;
+    }
+    const uint64_t addr = run_addr + i * ps;
+    const uint64_t len = (seg.end - i) * ps;
+    UffdFillOutcome outcome;
+    if (seg.zero && ps == 4096) {
+      outcome = uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0);
+    } else {
+      const uint8_t* from = seg.zero ? zero_source : source + i * ps;
+      outcome = uffd_->Copy(addr, from, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+    }
+    const uint64_t went_in = outcome.bytes / ps;
+    for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
+    counters_.Add(seg.zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);
+    if (!seg.zero) counters_.Add(&FaultCounters::bytes_copied, went_in * ps);
+    done = i + went_in;
+    if (outcome.error == 0) {
+      ++n;
+      continue;
+    }
+    PageLocation stuck{region, addr + went_in * ps, r.offset + (first + done) * ps, ps, first + done};
+    result = ClassifyOutcome(stuck, outcome, seg.zero ? "UFFDIO_ZEROPAGE run" : "UFFDIO_COPY run", report);
+    if (result != FillResult::kDone) break;
+    ++done;  // EEXIST: that page is in already; go on after it
+  }
+  if (batched || result != FillResult::kDone) (void)uffd_->Wake(run_addr, std::max<uint64_t>(done, 1) * ps);
+  *installed = done;
+  return result;
 }
 
 FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report) {
@@ -177,22 +443,28 @@ FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeRep
   if (loc.page_size == 4096) {
     outcome = uffd_->ZeroPage(loc.page_addr, loc.page_size);
   } else {
-    if (!zero_huge_page_.valid() || zero_huge_page_.size() < loc.page_size) {
-      // Populated (with the shared zero page): UFFDIO_COPY into hugetlb reads
-      // its source with page faults disabled, and an unpopulated source makes
-      // the kernel copy through a spare huge page the host may not have.
-      auto zeros = MemoryMapping::Map(nullptr, loc.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
-                                      0, "zero huge page source");
-      if (!zeros.ok()) {
-        RecordFailure(report, zeros.status());
-        return FillResult::kFailed;
-      }
-      zero_huge_page_ = std::move(*zeros);
-    }
-    outcome = uffd_->Copy(loc.page_addr, zero_huge_page_.data(), loc.page_size);
+    const uint8_t* zeros = ZeroHugePage(loc.page_size, report);
+    if (zeros == nullptr) return FillResult::kFailed;
+    outcome = uffd_->Copy(loc.page_addr, zeros, loc.page_size);
   }
   if (outcome.error == 0) counters_.Add(&FaultCounters::zero_pages);
   return ClassifyOutcome(loc, outcome, "zero fill", report);
+}
+
+const uint8_t* FaultEngine::ZeroHugePage(uint64_t page_size, ServeReport* report) {
+  if (!zero_huge_page_.valid() || zero_huge_page_.size() < page_size) {
+    // Populated (with the shared zero page): UFFDIO_COPY into hugetlb reads
+    // its source with page faults disabled, and an unpopulated source makes
+    // the kernel copy through a spare huge page the host may not have.
+    auto zeros = MemoryMapping::Map(nullptr, page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0,
+                                    "zero huge page source");
+    if (!zeros.ok()) {
+      RecordFailure(report, zeros.status());
+      return nullptr;
+    }
+    zero_huge_page_ = std::move(*zeros);
+  }
+  return zero_huge_page_.data();
 }
 
 FaultEngine::FillResult FaultEngine::ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome,
@@ -220,250 +492,86 @@ void FaultEngine::RecordFailure(ServeReport* report, Status status) {
   if (!report->failure) report->failure = std::move(status);
 }
 
-Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* report) {
+// ---- Completion ------------------------------------------------------------
+
+void FaultEngine::StartCompletionLoads() {
   const auto& regions = layout_.regions();
-  size_t installed = 0;
-  *done = false;
   while (populate_region_ < regions.size()) {
     const auto& r = regions[populate_region_];
     const uint64_t pages = r.size / r.page_size;
     const uint64_t max_run = std::max<uint64_t>(1, kMaxRunBytes / r.page_size);
     while (populate_page_ < pages) {
-      if (installed >= max_pages) return Status::Ok();
+      if (!loader_->CanStart(LoadPurpose::kCompletion, max_run * r.page_size)) return;
       uint64_t count = MissingRunLength(populate_region_, populate_page_, max_run);
-      if (count == 0) {  // present, or removed (reads as zeros once unregistered)
+      // Pages another run of ours loads are left to it.
+      for (uint64_t i = 0; i < count; ++i) {
+        if (RunCovering(populate_region_, populate_page_ + i) != nullptr) {
+          count = i;
+          break;
+        }
+      }
+      if (count == 0) {  // present, removed (zeros once unregistered), or loading
         ++populate_page_;
         continue;
       }
-      uint64_t done_pages = 0;
-      ServeReport step;  // kept apart: a demand fault's failure is not completion's
-      FillResult result = PopulateRun(populate_region_, populate_page_, count, &done_pages, &step, RunUse::kCompletion);
-      populate_page_ += done_pages;
-      installed += done_pages;
-      counters_.Add(&FaultCounters::completion_pages, done_pages);
-      if (result == FillResult::kRetry) {
-        counters_.Add(&FaultCounters::eagain_retries);
-        report->retry_pending = true;
-        return Status::Ok();  // drain events first; resume at this page
-      }
-      if (result == FillResult::kVmGone) {
-        report->vm_gone = true;
-        return Status::Unavailable("the VM's address space is gone");
-      }
-      if (result == FillResult::kFailed) {
-        // The caller answers complete with this; the session goes on serving.
-        return step.failure ? *step.failure : Status::Internal("completion failed");
-      }
+      StartRun(LoadPurpose::kCompletion, populate_region_, populate_page_, count);
+      populate_page_ += count;
     }
     ++populate_region_;
     populate_page_ = 0;
+  }
+}
+
+Status FaultEngine::PopulateStep(size_t max_pages, bool* done, ServeReport* report) {
+  *done = false;
+  loader_->Poll();
+  StartCompletionLoads();
+  if (!InstallLoaded(max_pages, report)) {
+    report->retry_pending = true;
+    return Status::Ok();  // drain events first; installing resumes next step
+  }
+  if (report->vm_gone) return Status::Unavailable("the VM's address space is gone");
+  if (completion_failure_) {
+    // The caller answers complete with this; the session goes on serving. A
+    // later complete starts over from the first page.
+    Status failure = *completion_failure_;
+    completion_failure_.reset();
+    populate_region_ = 0;
+    populate_page_ = 0;
+    return failure;
+  }
+  if (populate_region_ < layout_.regions().size()) return Status::Ok();
+  // Every page was started: done once every run of ours is in and nothing
+  // is missing any more (a page a demand run loaded may still be on its way).
+  for (const RunSpan& span : runs_) {
+    if (span.purpose != LoadPurpose::kPrefetch) return Status::Ok();
+  }
+  for (size_t region = 0; region < layout_.regions().size(); ++region) {
+    const auto& r = layout_.regions()[region];
+    const uint64_t pages = r.size / r.page_size;
+    for (uint64_t page = 0; page < pages;) {
+      uint64_t missing = MissingRunLength(region, page, pages - page);
+      if (missing > 0) {
+        // Missing again (a remove came and went): go round once more.
+        populate_region_ = region;
+        populate_page_ = page;
+        return Status::Ok();
+      }
+      ++page;
+    }
   }
   *done = true;
   return Status::Ok();
 }
 
-uint64_t FaultEngine::MissingRunLength(size_t region, uint64_t first, uint64_t max) const {
-  const GuestRegionMapping& r = layout_.regions()[region];
-  const uint64_t pages = r.size / r.page_size;
-  uint64_t count = 0;
-  while (first + count < pages && count < max) {
-    uint64_t page = first + count;
-    uint64_t addr = r.base_host_virt_addr + page * r.page_size;
-    if (presence_.IsPresent(region, page) || removed_.Overlaps(addr, addr + r.page_size)) break;
-    ++count;
+Status FaultEngine::UnregisterAll() {
+  for (const auto& r : layout_.regions()) {
+    UFFD_RETURN_IF_ERROR(uffd_->Unregister(r.base_host_virt_addr, r.size));
   }
-  return count;
-}
-
-FaultEngine::FillResult FaultEngine::FaultAround(const PageLocation& loc, ServeReport* report) {
-  // Which stream does this fault continue? One whose last window ended at
-  // most a window before it; else the least recently used slot starts anew.
-  AccessStream* stream = nullptr;
-  for (AccessStream& s : streams_) {
-    if (s.window > 0 && loc.page_addr >= s.next_addr && loc.page_addr < s.next_addr + s.window * loc.page_size) {
-      stream = &s;
-      break;
-    }
-  }
-  if (stream != nullptr) {
-    stream->window = std::min(stream->window * 2, options_.fault_around_max_pages);
-  } else {
-    stream = &streams_[0];
-    for (AccessStream& s : streams_) {
-      if (s.last_used < stream->last_used) stream = &s;
-    }
-    stream->window = 1;
-  }
-  stream->last_used = ++stream_clock_;
-  uint64_t max = std::min(stream->window, std::max<uint64_t>(1, kMaxRunBytes / loc.page_size));
-  uint64_t count = MissingRunLength(loc.region, loc.page_index, max);
-  if (count <= 1) {  // present, removed, or alone: the plain path
-    stream->next_addr = loc.page_addr + loc.page_size;
-    return FillPage(loc, report);
-  }
-  uint64_t installed = 0;
-  FillResult result = PopulateRun(loc.region, loc.page_index, count, &installed, report, RunUse::kFaultAround);
-  if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
-  stream->next_addr = loc.page_addr + std::max<uint64_t>(installed, 1) * loc.page_size;
-  return result;
-}
-
-Status FaultEngine::EnsureStaging() {
-  if (staging_.valid()) return Status::Ok();
-  auto staging = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
-                                    "run staging buffer");
-  if (!staging.ok()) return staging.status();
-  staging_ = std::move(*staging);
   return Status::Ok();
 }
 
-BackingMapping* FaultEngine::MappedBacking() {
-  if (!mapping_tried_) {
-    mapping_tried_ = true;
-    auto mapping = BackingMapping::Map(backing_);
-    if (mapping.ok()) {
-      mapped_backing_ = std::make_unique<BackingMapping>(std::move(*mapping));
-    } else {
-      spdlog::warn("{}; completion reads through a buffer instead", mapping.status().ToString());
-    }
-  }
-  return mapped_backing_.get();
-}
-
-Status FaultEngine::LoadRun(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
-                            const uint8_t** source, uint64_t* valid_pages, bool* mapped) {
-  *mapped = false;
-  *valid_pages = 0;
-  BackingMapping* mapping = use == RunUse::kCompletion ? MappedBacking() : nullptr;
-  if (mapping == nullptr) {
-    UFFD_RETURN_IF_ERROR(EnsureStaging());
-    *source = staging_.data();
-    return ReadRunIntoStaging(file_offset, page_size, count, use, valid_pages);
-  }
-  // Completion keeps nothing in the shared cache, so it needs no staging
-  // copy either: the pages go from the page cache to the VM in one copy.
-  *mapped = true;
-  *source = mapping->at(file_offset);
-  staging_zero_.assign(count, 0);
-  Status st = CountBackingRead([&](uint64_t* bytes) { return mapping->Load(file_offset, count * page_size, bytes); });
-  if (st.ok() && cache_->zero_pages() == ZeroPageMode::kDetect) {
-    st = mapping->FindZeroPages(file_offset, page_size, count, staging_zero_.data());
-  }
-  if (st.ok()) *valid_pages = count;
-  return st;
-}
-
-Status FaultEngine::ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
-                                       uint64_t* valid_pages) {
-  RangeReader reader = [this](uint64_t offset, uint64_t length, uint8_t* out) {
-    return ReadBacking(offset, length, out);
-  };
-  RunReadResult result;
-  Status st = cache_->ReadRun(PageRun{cache_namespace_, file_offset, page_size, count},
-                              use == RunUse::kCompletion ? RunKeep::kNone : RunKeep::kShare, reader, staging_.data(),
-                              &staging_zero_, &result);
-  counters_.Add(&FaultCounters::cache_hits, result.hits);
-  counters_.Add(&FaultCounters::cache_misses, result.misses);
-  *valid_pages = result.valid_pages;
-  return st;
-}
-
-uint64_t FaultEngine::ZeroStretch(uint64_t from, uint64_t count) const {
-  uint64_t end = from;
-  while (end < count && staging_zero_[end]) ++end;
-  return end - from;
-}
-
-FaultEngine::FillResult FaultEngine::PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed,
-                                                 ServeReport* report, RunUse use) {
-  const GuestRegionMapping& r = layout_.regions()[region];
-  const uint64_t ps = r.page_size;
-  *installed = 0;
-  const uint8_t* source = nullptr;
-  uint64_t valid = 0;
-  bool mapped = false;
-  Status loaded = LoadRun(r.offset + first * ps, ps, count, use, &source, &valid, &mapped);
-  // Whatever happens below, the mapped source's page tables go once the
-  // run is in.
-  struct ReleaseOnExit {
-    BackingMapping* mapping;
-    uint64_t offset, length;
-    ~ReleaseOnExit() {
-      if (mapping) mapping->Release(offset, length);
-    }
-  } release{mapped ? mapped_backing_.get() : nullptr, r.offset + first * ps, count * ps};
-  if (!loaded.ok()) {
-    // Fault-around and prefetch install what could be read; completion, and
-    // any run whose first page is unreadable, fail.
-    if (valid == 0 || use == RunUse::kCompletion) {
-      RecordFailure(report, loaded.WithContext(fmt::format("cannot load the page at {:#x}",
-                                                           r.base_host_virt_addr + (first + valid) * ps)));
-    }
-    count = valid;
-  }
-  if (count == 0) return FillResult::kFailed;
-  // Split the run into ioctls. A stretch of zero pages goes in with
-  // UFFDIO_ZEROPAGE when it is long (a hole, untouched memory) or is the whole
-  // run; a lone zero page among data is cheaper copied with its neighbours
-  // than given an ioctl of its own.
-  struct Segment {
-    uint64_t first, end;
-    bool zero;
-  };
-  std::array<Segment, 64> segments;
-  size_t nsegments = 0;
-  for (uint64_t i = 0; i < count && nsegments < segments.size();) {
-    const uint64_t zeros = ps == 4096 ? ZeroStretch(i, count) : 0;
-    const bool zero = zeros > 0 && (zeros >= kMinZeroStretchPages || zeros == count);
-    uint64_t j = i + (zero ? zeros : 0);
-    while (!zero && j < count) {
-      const uint64_t z = ps == 4096 ? ZeroStretch(j, count) : 0;
-      if (z >= kMinZeroStretchPages) break;
-      j += std::max<uint64_t>(z, 1);
-    }
-    segments[nsegments++] = {i, j, zero};
-    i = j;
-  }
-  count = segments[nsegments - 1].end;  // (a run needing more ioctls than that ends early)
-  // One ioctl wakes its own range; several go in without waking (a vCPU
-  // faulting on any of these pages meanwhile keeps sleeping) and then one wake
-  // covers the run.
-  const bool batched = nsegments > 1;
-  const uint64_t run_addr = r.base_host_virt_addr + first * ps;
-  FillResult result = FillResult::kDone;
-  uint64_t done = 0;
-  size_t n = 0;
-  while (n < nsegments) {
-    const Segment& seg = segments[n];
-    const uint64_t i = std::max(seg.first, done);  // past a page EEXIST skipped
-    if (i >= seg.end) {
-      ++n;
-      continue;
-    }
-    const uint64_t addr = run_addr + i * ps;
-    const uint64_t len = (seg.end - i) * ps;
-    UffdFillOutcome outcome = seg.zero
-                                  ? uffd_->ZeroPage(addr, len, batched ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0)
-                                  : uffd_->Copy(addr, source + i * ps, len, batched ? UFFDIO_COPY_MODE_DONTWAKE : 0);
-    const uint64_t went_in = outcome.bytes / ps;
-    for (uint64_t k = i; k < i + went_in; ++k) presence_.MarkPresent(region, first + k);
-    counters_.Add(seg.zero ? &FaultCounters::zero_pages : &FaultCounters::pages_copied, went_in);
-    if (!seg.zero) counters_.Add(&FaultCounters::bytes_copied, went_in * ps);
-    done = i + went_in;
-    if (outcome.error == 0) {
-      ++n;
-      continue;
-    }
-    PageLocation stuck{region, addr + went_in * ps, r.offset + (first + done) * ps, ps, first + done};
-    result = ClassifyOutcome(stuck, outcome, seg.zero ? "UFFDIO_ZEROPAGE run" : "UFFDIO_COPY run", report);
-    if (result != FillResult::kDone) break;
-    ++done;  // EEXIST: that page is in already; go on after it
-  }
-  if (batched || result != FillResult::kDone) (void)uffd_->Wake(run_addr, std::max<uint64_t>(done, 1) * ps);
-  *installed = done;
-  if (result != FillResult::kDone) return result;
-  return report->failure ? FillResult::kFailed : FillResult::kDone;
-}
+// ---- Working sets ----------------------------------------------------------
 
 void FaultEngine::StartRecording(size_t max_pages) {
   recording_ = true;
@@ -484,7 +592,8 @@ void FaultEngine::SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_s
 }
 
 bool FaultEngine::prefetching() const {
-  return prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size();
+  if (prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size()) return true;
+  return std::any_of(runs_.begin(), runs_.end(), [](const RunSpan& s) { return s.purpose == LoadPurpose::kPrefetch; });
 }
 
 bool FaultEngine::RefillPrefetchWindow() {
@@ -504,12 +613,10 @@ bool FaultEngine::RefillPrefetchWindow() {
 }
 
 void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
-  size_t installed = 0;
-  size_t runs = 0;
-  // Bounded in pages and in ioctls: a scattered plan goes in one page per
-  // run, and a demand fault should not wait behind hundreds of those.
-  while (installed < max_pages && runs < kPrefetchRunsPerStep) {
-    if (prefetch_window_pos_ >= prefetch_window_.size() && !RefillPrefetchWindow()) return;
+  loader_->Poll();
+  // Start loads of the next runs of the plan while there is room.
+  while (true) {
+    if (prefetch_window_pos_ >= prefetch_window_.size() && !RefillPrefetchWindow()) break;
     const uint64_t offset = prefetch_window_[prefetch_window_pos_];
     auto loc = layout_.LocateFileOffset(offset);
     if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset) {
@@ -524,35 +631,21 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
       ++span;
     }
     uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
+    for (uint64_t i = 0; i < count; ++i) {
+      if (RunCovering(loc->region, loc->page_index + i) != nullptr) {
+        count = i;
+        break;
+      }
+    }
     if (count == 0) {
-      ++prefetch_window_pos_;  // the guest has it already (or discarded it)
+      ++prefetch_window_pos_;  // the guest has it already (or discarded it, or it is loading)
       continue;
     }
-    uint64_t done = 0;
-    ServeReport step;  // a page prefetch cannot load is not the session's failure
-    FillResult result = PopulateRun(loc->region, loc->page_index, count, &done, &step, RunUse::kPrefetch);
-    counters_.Add(&FaultCounters::prefetch_pages, done);
-    installed += done;
-    ++runs;
-    if (result == FillResult::kRetry) {
-      prefetch_window_pos_ += done;
-      counters_.Add(&FaultCounters::eagain_retries);
-      report->retry_pending = true;
-      return;
-    }
-    if (result == FillResult::kVmGone) {
-      report->vm_gone = true;
-      return;
-    }
-    prefetch_window_pos_ += std::max<uint64_t>(done, 1);
+    if (!loader_->CanStart(LoadPurpose::kPrefetch, count * ps)) break;
+    StartRun(LoadPurpose::kPrefetch, loc->region, loc->page_index, count);
+    prefetch_window_pos_ += count;
   }
-}
-
-Status FaultEngine::UnregisterAll() {
-  for (const auto& r : layout_.regions()) {
-    UFFD_RETURN_IF_ERROR(uffd_->Unregister(r.base_host_virt_addr, r.size));
-  }
-  return Status::Ok();
+  if (!InstallLoaded(max_pages, report)) report->retry_pending = true;
 }
 
 }  // namespace uffdpager

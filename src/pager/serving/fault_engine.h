@@ -1,11 +1,24 @@
 // FaultEngine: serves one session's userfaultfd.
 //
 // Each wake-up drains every queued event before serving: page faults join a
-// queue, removes mark their range as zeros-from-now-on. Faults are then served
-// in order with UFFDIO_COPY from the shared PageCache (or zeros for removed
-// ranges). When UFFDIO_COPY says EAGAIN (a remove event is queued and not yet
-// read), serving stops, the fault stays at the head of the queue, events are
-// drained again, and serving resumes: no fault is ever dropped for EAGAIN.
+// queue, removes mark their range as zeros-from-now-on. Then every queued
+// fault is served without waiting on storage: a page already installed gets
+// a wake, a removed one zeros, one whose bytes are at hand (the shared
+// cache) is installed at once, and any other waits for the run of pages it
+// belongs to, which the PageLoader reads asynchronously; meanwhile the
+// faults behind it are served. So faults of several vCPUs, and the reads
+// they need, overlap.
+//
+// Background work goes through the same runs: completion installs every page
+// the VM lacks, prefetch the pages of a recorded working set. Their loads are
+// bounded (PageLoader::CanStart) so demand reads never queue behind them,
+// and each step installs at most one batch so a demand fault never waits
+// long behind an install.
+//
+// When UFFDIO_COPY says EAGAIN (a remove event is queued and not yet read),
+// installing stops, events are drained again, and installing resumes: no
+// fault and no run is ever dropped for EAGAIN.
+//
 // The engine is driven by its session's thread and is not itself thread-safe.
 #pragma once
 
@@ -14,16 +27,17 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "common/memory_mapping.h"
 #include "common/userfaultfd.h"
 #include "pager/metrics/counter_sink.h"
 #include "pager/metrics/fault_counters.h"
 #include "pager/serving/memory_layout.h"
+#include "pager/serving/page_loader.h"
 #include "pager/serving/page_presence.h"
 #include "pager/serving/removed_ranges.h"
 #include "pager/storage/backing_file.h"
-#include "pager/storage/backing_mapping.h"
 #include "pager/storage/page_cache.h"
 
 namespace uffdpager {
@@ -56,23 +70,37 @@ class FaultEngine {
  public:
   // The most one UFFDIO_COPY installs: bounds completion, prefetch and
   // fault-around runs, so a demand fault waits for at most one run.
-  static constexpr uint64_t kMaxRunBytes = 2ULL << 20;
+  static constexpr uint64_t kMaxRunBytes = PageLoader::kMaxRunBytes;
   // Zero pages in a run shorter than this are copied with their neighbours.
   static constexpr uint64_t kMinZeroStretchPages = 16;
   // Plan entries the prefetcher sorts into runs at a time (32 MiB of 4 KiB pages).
   static constexpr size_t kPrefetchWindowPages = 8192;
-  // Runs one PrefetchStep installs at most before demand faults get a turn.
-  static constexpr size_t kPrefetchRunsPerStep = 32;
 
-  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
-              uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options = {});
+  // `wake_fd` is the session's eventfd, written when another session ends a
+  // load this one waits for. REQUIRES: every pointer outlives the engine.
+  static Result<std::unique_ptr<FaultEngine>> Create(Userfaultfd* uffd, MemoryLayout layout,
+                                                     std::shared_ptr<BackingFile> backing, PageCache* cache,
+                                                     uint64_t cache_namespace, CounterSink counters,
+                                                     FaultEngineOptions options, int wake_fd);
+  ~FaultEngine();
 
-  // Reads every queued event, then serves every queued fault.
+  // The session polls this with the uffd: readable when reads completed.
+  int loader_fd() const { return loader_->poll_fd(); }
+
+  // Reads every queued event, takes what loads ended, then serves every
+  // queued fault it can.
   ServeReport ServeEvents();
 
-  // One step of completion: installs up to `max_pages` pages that are neither
-  // present nor removed. Sets *done once every page is in. Demand faults are
-  // served between steps by the caller.
+  // Whether the engine can make progress now without waiting for an fd:
+  // loaded runs wait to be installed, or background work (prefetch, and
+  // completion when `completing`) can start more loads. The session polls
+  // without blocking while this is true.
+  bool HasWorkNow(bool completing) const;
+
+  // One step of completion: starts loads of pages that are neither present
+  // nor removed, and installs those that arrived, at most about `max_pages`
+  // of them. Sets *done once every page is in. Demand faults are served
+  // between steps by the caller.
   Status PopulateStep(size_t max_pages, bool* done, ServeReport* report);
 
   // Working-set recording: remembers the memory-file offset of every page a
@@ -89,8 +117,9 @@ class FaultEngine {
   // already present or removed are skipped.
   void SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size);
   bool prefetching() const;
-  // Installs up to `max_pages` more pages of the plan. A page that cannot be
-  // loaded is skipped (a demand fault on it will report it).
+  // Starts loads of more of the plan, and installs those that arrived, at
+  // most about `max_pages`. A page that cannot be loaded is skipped (a demand
+  // fault on it will report it).
   void PrefetchStep(size_t max_pages, ServeReport* report);
 
   // Unregisters every region. Call only when PopulateStep reported done.
@@ -111,86 +140,78 @@ class FaultEngine {
   struct PendingFault {
     uint64_t address;
     std::chrono::steady_clock::time_point read_at;
+    uint64_t run = 0;  // the load it waits for; 0: none yet
   };
   enum class FillResult { kDone, kRetry, kVmGone, kFailed };
+  // An in-flight run of this session: which pages it covers.
+  struct RunSpan {
+    uint64_t id;
+    size_t region;
+    uint64_t first_page;
+    uint64_t count;
+    LoadPurpose purpose;
+    uint64_t installed = 0;  // pages it put in so far
+  };
+
+  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
+              CounterSink counters, FaultEngineOptions options);
 
   // Reads queued events until none is left; returns how many were read.
   size_t ReadEvents(ServeReport* report);
   void HandleRemove(uint64_t start, uint64_t end);
-  // Serves the queue in order; returns false if it stopped on EAGAIN.
+  // Installs the runs whose loads ended (demand first, then at most
+  // `background_pages` pages of background runs); false if it stopped on
+  // EAGAIN.
+  bool InstallLoaded(size_t background_pages, ServeReport* report);
+  // Serves the queued faults it can; false if it stopped on EAGAIN.
   bool ServePending(ServeReport* report);
-  // Installs the page at `loc` (zeros if removed or all-zero) for a fault.
-  FillResult FillPage(const PageLocation& loc, ServeReport* report);
-  // The page's bytes through the shared cache (one backing read per miss,
-  // none for holes); counts hits, misses and bytes read.
-  Result<PageRef> LoadPage(uint64_t file_offset, uint64_t page_size);
-  // Reads [offset, offset+length) of the backing file (holes as zeros) with
-  // pread: the backing read of the demand path and of cached runs.
-  Status ReadBacking(uint64_t offset, uint64_t length, uint8_t* out);
-  // Runs `read` (which adds the bytes it read from the file to its argument),
-  // timed and counted: every backing read goes through here.
-  template <typename Read>
-  Status CountBackingRead(Read&& read);
-  // Why a run is installed: decides whether its pages are kept in the shared
-  // cache and whether a page that cannot be loaded fails the run.
-  enum class RunUse {
-    kFaultAround,  // a demand fault and its neighbours: kept; neighbours optional
-    kPrefetch,     // a recorded working set: kept; pages after the first optional
-    kCompletion,   // the rest of the memory, which no other session asked for: not kept; all required
-  };
-  // Installs pages [first, first+count) of `region`, all missing and not
-  // removed (count * page size <= kMaxRunBytes): their bytes are assembled in
-  // the staging buffer with one backing read per range the cache lacks, then
-  // go in with one UFFDIO_COPY (long zero stretches: UFFDIO_ZEROPAGE), DONTWAKE,
-  // then one wake. *installed says how far it got.
-  FillResult PopulateRun(size_t region, uint64_t first, uint64_t count, uint64_t* installed, ServeReport* report,
-                         RunUse use);
-  Status EnsureStaging();
-  // Gets a run's `count` pages from `file_offset` ready to copy: sets
-  // *source to their bytes and staging_zero_ to which of them are zero;
-  // *valid_pages is how many leading pages that holds. Completion copies
-  // straight from the backing mapping (*mapped set: release it after the
-  // copy); other runs are assembled in the staging buffer through the cache.
-  Status LoadRun(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use, const uint8_t** source,
-                 uint64_t* valid_pages, bool* mapped);
-  // Fills the staging buffer (and staging_zero_) with `count` pages from
-  // `file_offset`; *valid_pages is how many leading pages it holds.
-  Status ReadRunIntoStaging(uint64_t file_offset, uint64_t page_size, uint64_t count, RunUse use,
-                            uint64_t* valid_pages);
-  // The read-only mapping of the backing file, made on first use; null if it
-  // cannot be made (runs then go through the staging buffer).
-  BackingMapping* MappedBacking();
-  // How many staged pages from `from` on are zero.
-  uint64_t ZeroStretch(uint64_t from, uint64_t count) const;
-  // Takes the next window of the prefetch plan, in file order; false when the
-  // plan is done.
-  bool RefillPrefetchWindow();
-  // How many pages from `first` on (at most `max`) are neither present nor
-  // removed: the longest run completion or fault-around may install.
-  uint64_t MissingRunLength(size_t region, uint64_t first, uint64_t max) const;
-  // Serves a demand fault together with its missing neighbours.
-  FillResult FaultAround(const PageLocation& loc, ServeReport* report);
+  // One fault: done (served or failed), waiting for a run, or kRetry.
+  FillResult ServeFault(PendingFault& fault, bool* waiting, ServeReport* report);
+  // Installs pages of a loaded run that are still missing and not removed.
+  FillResult InstallRun(const LoadedRun& run, ServeReport* report);
+  // Installs `count` pages of `region` from `first` (all missing, not
+  // removed) from `source`, whose zero pages are flagged in `zero`.
+  FillResult InstallPages(size_t region, uint64_t first, uint64_t count, const uint8_t* source, const uint8_t* zero,
+                          uint64_t* installed, ServeReport* report);
+  // Starts the load of the run a demand fault at `loc` needs (with its
+  // fault-around neighbours); returns its id.
+  uint64_t StartDemandRun(const PageLocation& loc);
+  uint64_t StartRun(LoadPurpose purpose, size_t region, uint64_t first_page, uint64_t count);
+  // The in-flight run covering page `page` of `region`, if any.
+  const RunSpan* RunCovering(size_t region, uint64_t page) const;
   FillResult FillZeros(const PageLocation& loc, ServeReport* report);
   FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
                              ServeReport* report);
   void RecordFailure(ServeReport* report, Status status);
+  // A fault that is over: timed, and, if it brought its page in, recorded
+  // for the working set.
+  void FaultServed(const PendingFault& fault, const PageLocation& loc, bool brought_in);
+  // A read-only page of zeros of `page_size`, the source of huge zero pages.
+  const uint8_t* ZeroHugePage(uint64_t page_size, ServeReport* report);
+  // How many pages from `first` on (at most `max`) are neither present nor
+  // removed: the longest run completion or fault-around may install.
+  uint64_t MissingRunLength(size_t region, uint64_t first, uint64_t max) const;
+  // The fault-around window for a demand fault at `loc` (at least 1).
+  uint64_t FaultAroundWindow(const PageLocation& loc);
+  // Takes the next window of the prefetch plan, in file order; false when the
+  // plan is done.
+  bool RefillPrefetchWindow();
+  // Starts loads of the next missing runs of the completion cursor.
+  void StartCompletionLoads();
 
   Userfaultfd* uffd_;
   MemoryLayout layout_;
   std::shared_ptr<BackingFile> backing_;
   PageCache* cache_;
-  uint64_t cache_namespace_;
   CounterSink counters_;
   FaultEngineOptions options_;
+  std::unique_ptr<PageLoader> loader_;
   PagePresence presence_;
   RemovedRanges removed_;
   uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
-  MemoryMapping zero_huge_page_;                    // read-only zeros for hugetlb (no ZEROPAGE there)
-  MemoryMapping staging_;                           // runs are assembled here (kMaxRunBytes)
-  std::unique_ptr<BackingMapping> mapped_backing_;  // completion's source
-  bool mapping_tried_ = false;
-  std::vector<uint8_t> staging_zero_;  // per staged page: all zeros?
+  std::vector<RunSpan> runs_;     // in flight or loaded, not yet installed
+  MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
@@ -209,9 +230,10 @@ class FaultEngine {
   static constexpr size_t kStreams = 8;
   AccessStream streams_[kStreams];
   uint64_t stream_clock_ = 0;
-  // Completion cursor.
+  // Completion cursor, and the first error a completion load met.
   size_t populate_region_ = 0;
   uint64_t populate_page_ = 0;
+  std::optional<Status> completion_failure_;
 };
 
 }  // namespace uffdpager

@@ -182,9 +182,11 @@ Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd u
     guest_bytes_ = layout->total_bytes();
     region_count_ = layout->regions().size();
   }
-  engine_ = std::make_unique<FaultEngine>(
+  auto engine = FaultEngine::Create(
       &uffd_, std::move(*layout), backing_, env_.cache, env_.cache->InternNamespace(cache_key_),
-      env_.metrics->SinkFor(&counters_, cache_key_counters_.get()), env_.engine_options);
+      env_.metrics->SinkFor(&counters_, cache_key_counters_.get()), env_.engine_options, wake_fd_.get());
+  if (!engine.ok()) return engine.status();
+  engine_ = std::move(*engine);
   return Status::Ok();
 }
 
@@ -420,17 +422,20 @@ void Session::ServeLoop() {
   for (;;) {
     Requests requests = PendingRequests();
     // Completion and prefetch are background work: poll without blocking
-    // while they have some, so demand faults are still served first.
-    bool background = requests.complete || engine_->prefetching();
-    int timeout = retry_pending ? kEagainRetryMs : (background ? 0 : -1);
+    // while the engine can go on with some, so demand faults are still
+    // served first; block while what it waits for is storage.
+    int timeout = retry_pending ? kEagainRetryMs : (engine_->HasWorkNow(requests.complete) ? 0 : -1);
     if (timeout < 0 && engine_->recording()) {
       auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(record_deadline_ - std::chrono::steady_clock::now());
       timeout = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
     }
-    pollfd pfds[4] = {
-        {uffd_.fd(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {detach_fd_.get(), POLLIN, 0}, {client_.fd(), POLLIN, 0}};
-    int rc = ::poll(pfds, client_.valid() ? 4 : 3, timeout);
+    pollfd pfds[5] = {{uffd_.fd(), POLLIN, 0},
+                      {wake_fd_.get(), POLLIN, 0},
+                      {detach_fd_.get(), POLLIN, 0},
+                      {engine_->loader_fd(), POLLIN, 0},
+                      {client_.fd(), POLLIN, 0}};
+    int rc = ::poll(pfds, client_.valid() ? 5 : 4, timeout);
     if (rc < 0 && errno != EINTR) {
       Fail(Status::FromErrno(errno, "poll userfaultfd"));
       return;
@@ -465,7 +470,7 @@ void Session::ServeLoop() {
       return;
     }
     if (completed) return;
-    if (client_.valid() && (pfds[3].revents & POLLIN)) {
+    if (client_.valid() && (pfds[4].revents & POLLIN)) {
       // The VMM exited: there is no one left to serve.
       End("the VMM process (pid " + std::to_string(client_.pid()) + ") exited");
       return;

@@ -22,26 +22,31 @@ uint8_t* CachedPage::mutable_data() {
   return data_;
 }
 
-namespace {
-
-// Writes a cached page's bytes (zeros if it has none) to `out`; returns
-// whether the page is all zeros.
-uint8_t CopyOut(const CachedPage& page, uint8_t* out) {
-  if (page.is_zero()) {
-    std::memset(out, 0, page.size());
-    return 1;
+bool CachedPage::CopyTo(uint8_t* out) const {
+  if (is_zero()) {
+    std::memset(out, 0, size_);
+    return true;
   }
-  std::memcpy(out, page.data(), page.size());
-  return 0;
+  std::memcpy(out, data_, size_);
+  return false;
 }
-
-}  // namespace
 
 void CachedPage::ReleaseIfZero() {
   if (data_ == nullptr || !IsAllZero(data_, size_)) return;
   PageAllocator::Default().Free(data_, size_);
   data_ = nullptr;
 }
+
+// A load in progress. Its fields are read and written under the lock of the
+// shard that holds it. Blocking waiters (GetOrLoad) wait on the shard's
+// load_done; the others registered a LoadWaiter.
+struct PageLoad {
+  bool done = false;
+  bool abandoned = false;  // ended without a page and without an error
+  Status status;
+  PageRef page;
+  std::vector<std::weak_ptr<LoadWaiter>> waiters;
+};
 
 size_t PageKeyHash::operator()(const PageKey& k) const {
   uint64_t h = k.name_space * 0x9E3779B97F4A7C15ULL;
@@ -51,20 +56,6 @@ size_t PageKeyHash::operator()(const PageKey& k) const {
 }
 
 namespace {
-
-// A load in progress; waiters block on the shard's load_done. An abandoned
-// load (a run read that stopped before this page) tells its waiters to load
-// the page themselves. Its fields are read and written under the lock of the
-// shard that holds it.
-struct InflightLoad {
-  bool done = false;
-  bool abandoned = false;
-  Status status;
-  PageRef page;
-};
-
-// Where ReadRun gets each page of a run from.
-enum class RunSource : uint8_t { kCached, kRead, kWait };
 
 // What a page costs the cache: its buffer plus the bookkeeping of its entry,
 // so that even pages with no buffer (zeros) are bounded in number.
@@ -97,7 +88,7 @@ struct PageCache::Shard {
   List small GUARDED_BY(mu);
   List main GUARDED_BY(mu);
   std::unordered_map<PageKey, List::iterator, PageKeyHash> index GUARDED_BY(mu);
-  std::unordered_map<PageKey, std::shared_ptr<InflightLoad>, PageKeyHash> inflight GUARDED_BY(mu);
+  std::unordered_map<PageKey, std::shared_ptr<PageLoad>, PageKeyHash> inflight GUARDED_BY(mu);
   std::list<PageKey> ghost_order GUARDED_BY(mu);
   std::unordered_map<PageKey, std::list<PageKey>::iterator, PageKeyHash> ghosts GUARDED_BY(mu);
   uint64_t hits GUARDED_BY(mu) = 0;
@@ -120,8 +111,10 @@ struct PageCache::Shard {
   }
 
   // Ends an in-flight load of `key` (whose status is set): keeps `page` if
-  // there is room. The caller signals load_done after letting go of mu.
-  void FinishLoad(const PageKey& key, InflightLoad& load, std::shared_ptr<CachedPage> page) REQUIRES(mu) {
+  // there is room. Returns the waiters to tell; the caller tells them, and
+  // signals load_done, after letting go of mu.
+  std::vector<std::weak_ptr<LoadWaiter>> FinishLoad(const PageKey& key, PageLoad& load,
+                                                    std::shared_ptr<CachedPage> page) REQUIRES(mu) {
     load.done = true;
     if (page) {
       load.page = page;
@@ -136,6 +129,7 @@ struct PageCache::Shard {
       load.abandoned = load.status.ok();
     }
     inflight.erase(key);
+    return std::move(load.waiters);
   }
 
   void Remember(const PageKey& key) REQUIRES(mu) {
@@ -227,28 +221,6 @@ struct PageCache::Shard {
   }
 };
 
-// One ReadRun call: the run, where its bytes go, and per page where they
-// come from. Kept per thread: a run of single pages is common (prefetch of
-// a scattered working set), and allocating its vectors each time would cost
-// about as much as the copy.
-struct PageCache::RunState {
-  PageRun run;
-  RunKeep keep = RunKeep::kShare;
-  const RangeReader* read = nullptr;
-  uint8_t* out = nullptr;
-  std::vector<uint8_t>* zero = nullptr;
-  uint64_t valid = 0;  // pages [0, valid) are good so far
-  std::vector<RunSource> source;
-  std::vector<PageRef> cached;
-  // Our claims (kRead with RunKeep::kShare) and others' loads (kWait).
-  std::vector<std::shared_ptr<InflightLoad>> loads;
-
-  PageKey KeyOf(uint64_t i) const {
-    return PageKey{run.name_space, run.first_offset + i * run.page_size, run.page_size};
-  }
-  uint8_t* Out(uint64_t i) const { return out + i * run.page_size; }
-};
-
 PageCache::PageCache(uint64_t max_bytes, size_t shard_count, ZeroPageMode zero_pages)
     : max_bytes_(max_bytes), zero_pages_(zero_pages) {
   if (shard_count == 0) shard_count = 1;
@@ -260,9 +232,17 @@ PageCache::PageCache(uint64_t max_bytes, size_t shard_count, ZeroPageMode zero_p
 
 PageCache::~PageCache() = default;
 
-uint8_t PageCache::ZeroFlag(const uint8_t* bytes, size_t size) const {
-  return zero_pages_ == ZeroPageMode::kDetect && IsAllZero(bytes, size) ? 1 : 0;
+bool PageCache::IsZeroPage(const uint8_t* bytes, size_t size) const {
+  return zero_pages_ == ZeroPageMode::kDetect && IsAllZero(bytes, size);
 }
+
+namespace {
+void Tell(const std::vector<std::weak_ptr<LoadWaiter>>& waiters) {
+  for (const auto& w : waiters) {
+    if (auto waiter = w.lock()) waiter->LoadEnded();
+  }
+}
+}  // namespace
 
 uint64_t PageCache::InternNamespace(const CacheKey& key) {
   MutexLock lock(&namespaces_mu_);
@@ -272,9 +252,9 @@ uint64_t PageCache::InternNamespace(const CacheKey& key) {
 
 PageCache::Shard& PageCache::ShardFor(const PageKey& key) { return *shards_[PageKeyHash{}(key) % shards_.size()]; }
 
-Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit) {
+Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageFiller& fill, bool* hit) {
   Shard& shard = ShardFor(key);
-  std::shared_ptr<InflightLoad> pending;
+  std::shared_ptr<PageLoad> pending;
   {
     MutexLock lock(&shard.mu);
     for (;;) {
@@ -284,7 +264,7 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
       }
       auto it = shard.inflight.find(key);
       if (it == shard.inflight.end()) break;
-      std::shared_ptr<InflightLoad> other = it->second;
+      std::shared_ptr<PageLoad> other = it->second;
       while (!other->done) shard.load_done.Wait();
       if (other->abandoned) continue;  // look again; likely load it ourselves
       if (!other->status.ok()) return other->status;
@@ -292,7 +272,7 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
       if (hit) *hit = true;
       return other->page;
     }
-    pending = std::make_shared<InflightLoad>();
+    pending = std::make_shared<PageLoad>();
     shard.inflight.emplace(key, pending);
     ++shard.misses;
   }
@@ -303,169 +283,73 @@ Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageLoader& load,
   Status status;
   try {
     page = std::make_shared<CachedPage>(key.length);
-    status = load(*page);
+    status = fill(*page);
     if (status.ok() && zero_pages_ == ZeroPageMode::kDetect) page->ReleaseIfZero();
   } catch (const std::bad_alloc&) {
     status = Status::Internal("out of memory allocating a " + std::to_string(key.length) + "-byte page");
   }
 
+  std::vector<std::weak_ptr<LoadWaiter>> waiters;
   {
     MutexLock lock(&shard.mu);
     pending->status = status;
-    shard.FinishLoad(key, *pending, status.ok() ? page : nullptr);  // waiters take an error as theirs
+    waiters = shard.FinishLoad(key, *pending, status.ok() ? page : nullptr);  // waiters take an error as theirs
   }
   shard.load_done.SignalAll();
+  Tell(waiters);
   if (hit) *hit = false;
   if (!status.ok()) return status;
   return PageRef(std::move(page));
 }
 
-// ReadRun runs in four phases, so that no lock is held across a read and two
-// runs that overlap never wait on each other:
-//   1. LookUpRun: every page is looked up; with RunKeep::kShare the misses
-//      are claimed (in-flight loads others will wait on).
-//   2. ReadMissingRanges: hits are copied out; each contiguous range of
-//      misses is read with one call.
-//   3. PublishClaims: our claims are finished (kept, or abandoned if their
-//      read failed) before we wait on anyone else's.
-//   4. TakeWaitedPages: pages someone else was loading are taken from their
-//      load, or read here if it gave none.
-Status PageCache::ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out,
-                          std::vector<uint8_t>* zero, RunReadResult* result) {
-  static thread_local RunState state;
-  state.run = run;
-  state.keep = keep;
-  state.read = &read;
-  state.out = out;
-  state.zero = zero;
-  state.valid = run.count;
-  state.source.assign(run.count, RunSource::kRead);
-  state.cached.assign(run.count, nullptr);
-  state.loads.assign(run.count, nullptr);
-  zero->assign(run.count, 0);
-  *result = {};
-
-  LookUpRun(state);
-  Status status = ReadMissingRanges(state, result);
-  PublishClaims(state, result);
-  status = TakeWaitedPages(state, std::move(status), result);
-  result->valid_pages = state.valid;
-  state.loads.clear();  // keep no load alive past the call
-  state.read = nullptr;
-  return status;
+PageClaim PageCache::Claim(const PageKey& key, bool claim, const std::weak_ptr<LoadWaiter>& waiter) {
+  Shard& shard = ShardFor(key);
+  MutexLock lock(&shard.mu);
+  PageClaim out;
+  if (auto page = shard.Lookup(key)) {
+    out.kind = PageClaim::Kind::kCached;
+    out.page = std::move(page);
+    return out;
+  }
+  if (auto it = shard.inflight.find(key); it != shard.inflight.end()) {
+    out.kind = PageClaim::Kind::kWaiting;
+    out.load = it->second;
+    out.load->waiters.push_back(waiter);
+    return out;
+  }
+  ++shard.misses;
+  if (!claim) return out;
+  out.kind = PageClaim::Kind::kClaimed;
+  out.load = std::make_shared<PageLoad>();
+  shard.inflight.emplace(key, out.load);
+  return out;
 }
 
-void PageCache::LookUpRun(RunState& st) {
-  for (uint64_t i = 0; i < st.run.count; ++i) {
-    const PageKey key = st.KeyOf(i);
-    Shard& shard = ShardFor(key);
+void PageCache::Finish(const PageKey& key, const PageLoadRef& load, std::shared_ptr<CachedPage> page,
+                       const Status& status) {
+  Shard& shard = ShardFor(key);
+  std::vector<std::weak_ptr<LoadWaiter>> waiters;
+  {
     MutexLock lock(&shard.mu);
-    if (auto page = shard.Lookup(key)) {
-      st.cached[i] = std::move(page);
-      st.source[i] = RunSource::kCached;
-      continue;
-    }
-    if (st.keep == RunKeep::kShare) {
-      if (auto it = shard.inflight.find(key); it != shard.inflight.end()) {
-        st.loads[i] = it->second;
-        st.source[i] = RunSource::kWait;
-        continue;
-      }
-      st.loads[i] = std::make_shared<InflightLoad>();
-      shard.inflight.emplace(key, st.loads[i]);
-    }
-    ++shard.misses;
+    load->status = status;
+    waiters = shard.FinishLoad(key, *load, status.ok() ? std::move(page) : nullptr);
   }
+  shard.load_done.SignalAll();
+  Tell(waiters);
 }
 
-Status PageCache::ReadMissingRanges(RunState& st, RunReadResult* result) {
-  Status status;
-  const uint64_t ps = st.run.page_size;
-  for (uint64_t i = 0; i < st.run.count;) {
-    if (st.source[i] == RunSource::kCached) {
-      (*st.zero)[i] = CopyOut(*st.cached[i], st.Out(i));
-      st.cached[i].reset();
-      ++result->hits;
-      ++i;
-      continue;
-    }
-    if (st.source[i] == RunSource::kWait) {
-      ++i;
-      continue;
-    }
-    uint64_t j = i + 1;
-    while (j < st.run.count && st.source[j] == RunSource::kRead) ++j;
-    if (status.ok()) {
-      status = (*st.read)(st.run.first_offset + i * ps, (j - i) * ps, st.Out(i));
-      if (!status.ok()) st.valid = i;
-    }
-    i = j;
+LoadOutcome PageCache::Outcome(const PageKey& key, const PageLoadRef& load, PageRef* page, Status* error) {
+  Shard& shard = ShardFor(key);
+  MutexLock lock(&shard.mu);
+  if (!load->done) return LoadOutcome::kLoading;
+  if (load->abandoned) return LoadOutcome::kGone;
+  if (!load->status.ok()) {
+    *error = load->status;
+    return LoadOutcome::kFailed;
   }
-  return status;
-}
-
-void PageCache::PublishClaims(RunState& st, RunReadResult* result) {
-  const uint64_t ps = st.run.page_size;
-  for (uint64_t i = 0; i < st.run.count; ++i) {
-    if (st.source[i] != RunSource::kRead) continue;
-    const bool ok = i < st.valid;
-    if (ok) {
-      (*st.zero)[i] = ZeroFlag(st.Out(i), ps);
-      ++result->misses;
-    }
-    if (!st.loads[i]) continue;  // RunKeep::kNone: nothing claimed
-    std::shared_ptr<CachedPage> page;
-    if (ok) {
-      try {
-        page = std::make_shared<CachedPage>(ps);
-        if (!(*st.zero)[i]) std::memcpy(page->mutable_data(), st.Out(i), ps);
-      } catch (const std::bad_alloc&) {
-        page.reset();  // not kept; waiters read it themselves
-      }
-    }
-    const PageKey key = st.KeyOf(i);
-    Shard& shard = ShardFor(key);
-    {
-      MutexLock lock(&shard.mu);
-      shard.FinishLoad(key, *st.loads[i], std::move(page));
-    }
-    shard.load_done.SignalAll();
-  }
-}
-
-Status PageCache::TakeWaitedPages(RunState& st, Status status, RunReadResult* result) {
-  const uint64_t ps = st.run.page_size;
-  for (uint64_t i = 0; i < st.valid; ++i) {
-    if (st.source[i] != RunSource::kWait) continue;
-    const PageKey key = st.KeyOf(i);
-    Shard& shard = ShardFor(key);
-    PageRef page;
-    {
-      MutexLock lock(&shard.mu);
-      InflightLoad& load = *st.loads[i];
-      while (!load.done) shard.load_done.Wait();
-      if (!load.abandoned && load.status.ok()) {
-        page = load.page;
-        ++shard.hits;
-      } else {
-        ++shard.misses;
-      }
-    }
-    if (page) {
-      (*st.zero)[i] = CopyOut(*page, st.Out(i));
-      ++result->hits;
-      continue;
-    }
-    Status read = (*st.read)(key.offset, ps, st.Out(i));
-    if (!read.ok()) {
-      if (status.ok()) status = read;
-      st.valid = i;
-      break;
-    }
-    (*st.zero)[i] = ZeroFlag(st.Out(i), ps);
-    ++result->misses;
-  }
-  return status;
+  ++shard.hits;
+  *page = load->page;
+  return LoadOutcome::kLoaded;
 }
 
 PageCacheCounters PageCache::Counters() const {

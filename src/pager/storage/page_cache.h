@@ -48,6 +48,9 @@ class CachedPage {
   uint8_t* mutable_data();
   // After loading: drops the buffer if every byte is zero.
   void ReleaseIfZero();
+  // Writes the page's bytes (zeros if it has no buffer) to `out`; true if
+  // the page is all zeros.
+  bool CopyTo(uint8_t* out) const;
 
  private:
   uint8_t* data_ = nullptr;
@@ -81,31 +84,41 @@ struct PageCacheCounters {
 // How the cache fills a page on a miss: write the key's `length` bytes into
 // page.mutable_data(), or leave it untouched if the page is known to be zero
 // (only with ZeroPageMode::kDetect).
-using PageLoader = std::function<Status(CachedPage& page)>;
+using PageFiller = std::function<Status(CachedPage& page)>;
 
-// A run of consecutive pages of one namespace, as completion, prefetch and
-// fault-around install them.
-struct PageRun {
-  uint64_t name_space = 0;
-  uint64_t first_offset = 0;
-  uint64_t page_size = 0;
-  uint64_t count = 0;
+// One page's load in progress, shared by the caller that claimed it (which
+// must finish it) and callers that wait for it. Opaque outside the cache.
+struct PageLoad;
+using PageLoadRef = std::shared_ptr<PageLoad>;
+
+// Told when a load it waits for ends. Called by the thread that ended the
+// load, with no cache lock held: it must be cheap (a write to an eventfd)
+// and must not call into the cache.
+class LoadWaiter {
+ public:
+  virtual ~LoadWaiter() = default;
+  virtual void LoadEnded() = 0;
 };
 
-// Reads [offset, offset+length) of the memory file into `out`.
-using RangeReader = std::function<Status(uint64_t offset, uint64_t length, uint8_t* out)>;
-
-// What one ReadRun did.
-struct RunReadResult {
-  uint64_t valid_pages = 0;  // pages [0, valid_pages) of `out` hold the run's bytes
-  uint64_t hits = 0;         // pages that came from memory (or another caller's read)
-  uint64_t misses = 0;       // pages this call read from the file
+// What Claim found.
+struct PageClaim {
+  enum class Kind {
+    kCached,     // `page` holds the bytes
+    kClaimed,    // the caller loads it and must Finish(`load`)
+    kWaiting,    // another caller loads it: look at `load` once the waiter is told
+    kUnclaimed,  // not cached, not loading, and not claimed (claim == false): read it, share nothing
+  };
+  Kind kind = Kind::kUnclaimed;
+  PageRef page;
+  PageLoadRef load;
 };
 
-// Whether a run's pages are kept in the cache after they are read.
-enum class RunKeep {
-  kShare,  // keep them: other sessions of the snapshot will want them (prefetch, fault-around)
-  kNone,   // don't: only this session needs them (completion); hits are still used
+// What a load someone else claimed gave, once it ended.
+enum class LoadOutcome {
+  kLoading,  // not ended yet
+  kLoaded,   // *page holds the bytes
+  kFailed,   // the read failed: *error says why
+  kGone,     // ended without a page (a run read that stopped short): load it yourself
 };
 
 // What the cache does with pages that are all zeros.
@@ -129,36 +142,34 @@ class PageCache {
   // A stable number for `key`, the namespace of its pages.
   uint64_t InternNamespace(const CacheKey& key) EXCLUDES(namespaces_mu_);
 
-  // Returns the page for `key`, calling `load` on a miss. If another caller is
-  // already loading the same page, waits for that load instead of reading
+  // Returns the page for `key`, calling `fill` on a miss. If another caller
+  // is already loading the same page, waits for that load instead of reading
   // again. `hit` (optional) tells whether the bytes came from memory.
-  Result<PageRef> GetOrLoad(const PageKey& key, const PageLoader& load, bool* hit = nullptr);
+  // Blocks; the fault engine uses Claim and Finish instead.
+  Result<PageRef> GetOrLoad(const PageKey& key, const PageFiller& fill, bool* hit = nullptr);
 
-  // Fills out[0, run.count * run.page_size) with the run's bytes and
-  // zero[i] with whether page i is all zeros, for installing the run with
-  // one ioctl. Cached pages are copied; pages missing from the cache are read
-  // with `read`, one call per contiguous range rather than one per page; with
-  // RunKeep::kShare they are claimed first (single flight: a concurrent
-  // GetOrLoad or ReadRun of the same page waits for this read) and kept.
-  // If a read fails, the pages before the failed range are still valid
-  // (result->valid_pages) and the error is returned.
-  Status ReadRun(const PageRun& run, RunKeep keep, const RangeReader& read, uint8_t* out, std::vector<uint8_t>* zero,
-                 RunReadResult* result);
+  // Single flight without blocking. Looks `key` up: a hit is kCached. A page
+  // another caller is loading is kWaiting, and `waiter` (if still alive then)
+  // is told when that load ends. Otherwise, with `claim`, the caller now
+  // loads the page (kClaimed) and anyone else who asks waits for it; without,
+  // kUnclaimed. Counts a hit or a miss.
+  PageClaim Claim(const PageKey& key, bool claim, const std::weak_ptr<LoadWaiter>& waiter);
+  // Ends a load this caller claimed: keeps `page` (if there is room) for
+  // everyone; a null `page` with an OK `status` gives the load up (waiters
+  // load the page themselves); an error is what the waiters get.
+  void Finish(const PageKey& key, const PageLoadRef& load, std::shared_ptr<CachedPage> page, const Status& status);
+  // What a load this caller waits for gave (kWaiting claims); *page and
+  // *error are set for kLoaded and kFailed. Counts a hit for kLoaded.
+  LoadOutcome Outcome(const PageKey& key, const PageLoadRef& load, PageRef* page, Status* error);
 
   PageCacheCounters Counters() const;
   ZeroPageMode zero_pages() const { return zero_pages_; }
+  // Whether `bytes` (a page just read) is to be treated as zeros.
+  bool IsZeroPage(const uint8_t* bytes, size_t size) const;
 
  private:
   struct Shard;
-  struct RunState;
   Shard& ShardFor(const PageKey& key);
-  // Whether a page just read is to be treated as zeros (1) or as data (0).
-  uint8_t ZeroFlag(const uint8_t* bytes, size_t size) const;
-  // ReadRun's phases, in order (see ReadRun).
-  void LookUpRun(RunState& run);
-  Status ReadMissingRanges(RunState& run, RunReadResult* result);
-  void PublishClaims(RunState& run, RunReadResult* result);
-  Status TakeWaitedPages(RunState& run, Status status, RunReadResult* result);
 
   uint64_t max_bytes_;
   ZeroPageMode zero_pages_;

@@ -1,0 +1,162 @@
+// PageLoader: gets the bytes of the runs of pages a session installs,
+// without blocking the session's thread. A run (1 to kMaxRunPages
+// consecutive pages of the memory) comes from the shared page cache where it
+// can, from another session's read in flight (single flight: the cache
+// hands out one claim per page, and the others wait for it), and otherwise
+// from reads of the backing file through the session's UringReader, many in
+// flight at once. Demand runs are started at once; background runs
+// (prefetch, completion) only while CanStart says there is room, so a demand
+// fault never queues behind them.
+//
+// Owned and driven by one session's thread; not thread-safe (other sessions
+// only ever touch it through the LoadWaiter it registers with the cache,
+// which writes to an eventfd).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/memory_mapping.h"
+#include "common/unique_fd.h"
+#include "pager/metrics/counter_sink.h"
+#include "pager/storage/backing_file.h"
+#include "pager/storage/page_cache.h"
+#include "pager/storage/uring_reader.h"
+
+namespace uffdpager {
+
+// Why a run is loaded: how urgent it is, and whether its pages are kept in
+// the shared cache.
+enum class LoadPurpose : uint8_t {
+  kDemand,      // a fault (and the neighbours fault-around adds): kept, never waits for room
+  kPrefetch,    // a recorded working set: kept, background
+  kCompletion,  // the rest of the memory, which no other session asked for: not kept, background
+};
+
+struct RunRequest {
+  LoadPurpose purpose = LoadPurpose::kDemand;
+  uint64_t file_offset = 0;
+  uint64_t page_size = 4096;
+  uint64_t count = 1;
+};
+
+// A run whose load ended. Pages [0, valid_pages) hold the run's bytes (and
+// the per-page zero flags); if valid_pages < count, `status` says why the
+// page at valid_pages could not be loaded.
+struct LoadedRun {
+  uint64_t id = 0;
+  RunRequest request;
+  Status status;
+  uint64_t valid_pages = 0;
+  const uint8_t* bytes = nullptr;  // count * page_size bytes
+  const uint8_t* zero = nullptr;   // per page: all zeros (installed as such)
+};
+
+class PageLoader {
+ public:
+  // The most one run holds: one UFFDIO_COPY's worth.
+  static constexpr uint64_t kMaxRunBytes = 2ULL << 20;
+  // Reads in flight at once (the io_uring's depth).
+  static constexpr unsigned kQueueDepth = 64;
+  // Background runs in flight at once; demand runs are not counted.
+  static constexpr unsigned kMaxBackgroundRuns = 8;
+  // Bytes of background runs in flight at once (their staging buffers).
+  static constexpr uint64_t kMaxBackgroundBytes = 8ULL << 20;
+
+  // `wake_fd` is written to when another session ends a load this one waits
+  // for; the session polls it. REQUIRES: every pointer outlives the loader.
+  static Result<std::unique_ptr<PageLoader>> Create(std::shared_ptr<BackingFile> backing, PageCache* cache,
+                                                    uint64_t cache_namespace, const CounterSink& counters,
+                                                    int wake_fd);
+  ~PageLoader();
+
+  // Readable when reads completed; poll it with the session's other fds.
+  int poll_fd() const { return reader_->poll_fd(); }
+
+  // Whether a background run of `bytes` may start now.
+  bool CanStart(LoadPurpose purpose, uint64_t bytes) const;
+  // Starts loading `request` (count * page_size <= kMaxRunBytes). Its
+  // LoadedRun shows in ready() once its load ends, at once if every page
+  // was cached.
+  uint64_t Start(const RunRequest& request);
+  // Whether run `id` is still loading.
+  bool Loading(uint64_t id) const { return runs_.count(id) != 0 && !runs_.at(id).finished; }
+  // Reaps reads, takes what other sessions' loads gave, ends runs.
+  void Poll();
+  // Runs whose loads ended, oldest first. Each stays valid until Release.
+  const std::deque<LoadedRun>& ready() const { return ready_; }
+  // Forgets a run from ready() (its buffer is reused).
+  void Release(uint64_t id);
+  // Runs started and not yet released.
+  size_t runs() const { return runs_.size(); }
+  size_t background_runs() const { return background_runs_; }
+
+ private:
+  enum class Source : uint8_t { kCached, kRead, kWait };
+  struct Run {
+    RunRequest request;
+    bool finished = false;
+    std::vector<Source> source;
+    std::vector<PageLoadRef> loads;  // our claims (kRead, kept) and others' loads (kWait)
+    std::vector<uint8_t> zero;
+    uint8_t* bytes = nullptr;
+    MemoryMapping big_buffer;                 // runs over kSmallRunBytes
+    std::unique_ptr<uint8_t, void (*)(void*)> small_buffer{nullptr, nullptr};
+    PageRef single;                           // a one-page run the cache had: its bytes
+    unsigned reads = 0;                       // reads in flight
+    unsigned waits = 0;                       // pages waited for
+    bool claims_published = false;
+    uint64_t valid = 0;                       // pages [0, valid) are not known bad
+    Status status;
+  };
+  struct ReadOp {
+    uint64_t run = 0;
+    uint64_t first_page = 0;  // in the run
+    uint64_t offset = 0;      // in the file
+    uint64_t length = 0;
+    uint8_t* out = nullptr;
+    std::chrono::steady_clock::time_point submitted;
+  };
+  class Waker;
+
+  static constexpr uint64_t kSmallRunBytes = 64 << 10;
+
+  PageLoader(std::shared_ptr<BackingFile> backing, PageCache* cache, uint64_t cache_namespace,
+             const CounterSink& counters);
+  PageKey KeyOf(const Run& run, uint64_t page) const;
+  Status AllocateBuffer(Run& run);
+  // Reads pages [first, end) of `run` (holes filled with zeros).
+  void ReadPages(uint64_t id, Run& run, uint64_t first, uint64_t end);
+  void SubmitQueued();
+  void Complete(const UringReader::Completion& completion);
+  void MarkBad(Run& run, uint64_t page, const Status& status);
+  // Our claims end once our reads have: their pages go to the cache, or,
+  // past a failure, the claim is given up (waiters read for themselves).
+  void PublishClaims(Run& run);
+  // Looks at the loads a run waits for that have ended.
+  void CollectWaited(uint64_t id, Run& run);
+  void FinishIfDone(uint64_t id, Run& run);
+
+  const std::shared_ptr<BackingFile> backing_;
+  PageCache* const cache_;
+  const uint64_t namespace_;
+  const CounterSink counters_;
+  std::unique_ptr<UringReader> reader_;
+  std::shared_ptr<Waker> waker_;
+  uint64_t next_run_ = 1;
+  uint64_t next_op_ = 1;
+  std::map<uint64_t, Run> runs_;
+  std::map<uint64_t, ReadOp> ops_;     // in flight, by tag
+  std::deque<uint64_t> queued_ops_;    // waiting for room in the ring
+  std::deque<LoadedRun> ready_;
+  std::vector<MemoryMapping> free_big_buffers_;
+  size_t background_runs_ = 0;
+  uint64_t background_bytes_ = 0;
+  std::vector<UringReader::Completion> completions_;  // scratch
+};
+
+}  // namespace uffdpager

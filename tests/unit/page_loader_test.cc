@@ -1,0 +1,250 @@
+// PageLoader in process: runs of pages loaded from a real file through a
+// real io_uring, with the shared cache's single flight between loaders.
+#include "pager/serving/page_loader.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/unique_fd.h"
+#include "pager/metrics/counter_sink.h"
+#include "support/temp_dir.h"
+
+namespace uffdpager {
+namespace page_loader_test {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr auto kDeadline = std::chrono::seconds(30);
+
+// A memory file: page p holds the byte (p % 251) + 1, except pages listed as
+// zero.
+struct RunFile {
+  std::string path;
+  std::vector<uint64_t> zero_pages;
+
+  uint8_t ByteOf(uint64_t page) const {
+    for (uint64_t z : zero_pages) {
+      if (z == page) return 0;
+    }
+    return static_cast<uint8_t>(page % 251 + 1);
+  }
+  void Write(uint64_t pages) const {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    for (uint64_t p = 0; p < pages; ++p) out << std::string(kPage, static_cast<char>(ByteOf(p)));
+  }
+};
+
+// One session's loader with its counters; Load() drives it as the session's
+// thread would, until the run's load ends.
+struct TestLoader {
+  FaultCounters session, pager;
+  FaultLatencies latencies;
+  UniqueFd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+  std::unique_ptr<PageLoader> loader;
+
+  TestLoader(std::shared_ptr<BackingFile> backing, PageCache* cache, uint64_t name_space) {
+    auto made = PageLoader::Create(std::move(backing), cache, name_space,
+                                   CounterSink(&session, &pager, nullptr, &latencies), wake.get());
+    EXPECT_TRUE(made.ok()) << made.status().ToString();
+    if (made.ok()) loader = std::move(*made);
+  }
+
+  // Starts `request` and polls until it is ready; the run (or an empty one
+  // with a status if the deadline passed).
+  LoadedRun Load(const RunRequest& request) {
+    uint64_t id = loader->Start(request);
+    const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+    for (;;) {
+      for (const LoadedRun& run : loader->ready()) {
+        if (run.id == id) return run;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        LoadedRun none;
+        none.status = Status::Timeout("the run's load did not end");
+        return none;
+      }
+      pollfd pfds[2] = {{loader->poll_fd(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
+      (void)::poll(pfds, 2, 10);
+      uint64_t drained;
+      (void)!::read(wake.get(), &drained, sizeof(drained));
+      loader->Poll();
+    }
+  }
+
+  uint64_t Get(const std::atomic<uint64_t>& c) const { return c.load(); }
+  // Reads of the file so far (one latency sample each).
+  uint64_t reads() const { return latencies.backing_read.Read().count; }
+};
+
+::testing::AssertionResult RunHoldsFile(const RunFile& file, uint64_t first, const LoadedRun& run, uint64_t count) {
+  if (run.valid_pages < count) return ::testing::AssertionFailure() << "only " << run.valid_pages << " pages valid";
+  for (uint64_t i = 0; i < count; ++i) {
+    uint8_t want = file.ByteOf(first + i);
+    for (uint64_t b = 0; b < kPage; b += 97) {
+      if (run.bytes[i * kPage + b] != want) return ::testing::AssertionFailure() << "page " << first + i << " byte " << b;
+    }
+    if ((run.zero[i] != 0) != (want == 0)) return ::testing::AssertionFailure() << "zero flag of page " << first + i;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+class PageLoaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    file_.path = dir_ / "mem";
+    file_.zero_pages = {3, 40};
+    file_.Write(96);
+    auto backing = BackingFile::Open(file_.path);
+    ASSERT_TRUE(backing.ok()) << backing.status().ToString();
+    backing_ = *backing;
+  }
+
+  RunRequest Run(uint64_t first, uint64_t count, LoadPurpose purpose = LoadPurpose::kDemand) const {
+    return RunRequest{purpose, first * kPage, kPage, count};
+  }
+
+  void Cache(PageCache& cache, uint64_t page) {
+    auto loaded = cache.GetOrLoad({1, page * kPage, kPage}, [&](CachedPage& out) {
+      std::memset(out.mutable_data(), file_.ByteOf(page), kPage);
+      return Status::Ok();
+    });
+    ASSERT_TRUE(loaded.ok());
+  }
+
+  testing::TempDir dir_;
+  RunFile file_;
+  std::shared_ptr<BackingFile> backing_;
+};
+
+TEST_F(PageLoaderTest, MissesAreReadOneRangeAtATimeAndHitsComeFromMemory) {
+  PageCache cache(1 << 20, 4);
+  Cache(cache, 10);
+  Cache(cache, 11);
+  TestLoader t(backing_, &cache, 1);
+  LoadedRun run = t.Load(Run(0, 64));
+  ASSERT_TRUE(run.status.ok()) << run.status.ToString();
+  EXPECT_TRUE(RunHoldsFile(file_, 0, run, 64));
+  EXPECT_EQ(t.Get(t.session.cache_hits), 2u);
+  EXPECT_EQ(t.Get(t.session.cache_misses), 62u);
+  EXPECT_EQ(t.reads(), 2u) << "the pages around the two cached ones, one read each";
+  EXPECT_EQ(t.Get(t.session.backing_bytes_read), 62 * kPage);
+  t.loader->Release(run.id);
+  // Kept: every page is now cached; a second run reads nothing.
+  run = t.Load(Run(0, 64));
+  EXPECT_EQ(t.reads(), 2u);
+  EXPECT_EQ(t.Get(t.session.cache_hits), 2u + 64u);
+  EXPECT_TRUE(RunHoldsFile(file_, 0, run, 64));
+  EXPECT_EQ(cache.Counters().zero_items, 2u);
+}
+
+TEST_F(PageLoaderTest, AOnePageRunTheCacheHasIsItsPageWithoutACopy) {
+  PageCache cache(1 << 20, 4);
+  Cache(cache, 7);
+  TestLoader t(backing_, &cache, 1);
+  LoadedRun run = t.Load(Run(7, 1));
+  EXPECT_TRUE(RunHoldsFile(file_, 7, run, 1));
+  EXPECT_EQ(t.reads(), 0u);
+  EXPECT_EQ(t.loader->runs(), 1u);
+  t.loader->Release(run.id);
+  EXPECT_EQ(t.loader->runs(), 0u);
+}
+
+TEST_F(PageLoaderTest, WithZeroPagesCopiedZerosAreKeptAndFlaggedAsData) {
+  PageCache cache(1 << 20, 4, ZeroPageMode::kCopy);
+  TestLoader t(backing_, &cache, 1);
+  for (int pass = 0; pass < 2; ++pass) {  // read, then from memory
+    LoadedRun run = t.Load(Run(0, 64));
+    ASSERT_EQ(run.valid_pages, 64u);
+    for (uint64_t i = 0; i < 64; ++i) {
+      EXPECT_EQ(run.zero[i], 0) << "page " << i << " flagged zero on pass " << pass;
+      EXPECT_EQ(run.bytes[i * kPage + 4095], file_.ByteOf(i)) << "page " << i;
+    }
+    t.loader->Release(run.id);
+  }
+  EXPECT_EQ(t.reads(), 1u);
+  EXPECT_EQ(cache.Counters().zero_items, 0u);
+  EXPECT_GE(cache.Counters().bytes, 64u * kPage) << "zero pages are kept with their buffers";
+}
+
+TEST_F(PageLoaderTest, CompletionRunsUseTheCacheButDoNotFillIt) {
+  PageCache cache(1 << 20, 4);
+  Cache(cache, 5);
+  TestLoader t(backing_, &cache, 1);
+  LoadedRun run = t.Load(Run(0, 32, LoadPurpose::kCompletion));
+  EXPECT_TRUE(RunHoldsFile(file_, 0, run, 32));
+  EXPECT_EQ(t.Get(t.session.cache_hits), 1u);
+  EXPECT_EQ(cache.Counters().items, 1u) << "a completion run filled the shared cache";
+}
+
+TEST_F(PageLoaderTest, AFailedReadKeepsTheValidPrefixAndGivesUpItsClaims) {
+  PageCache cache(1 << 20, 4);
+  // Page 8 cached, so the misses form two reads: [0,8) and [9,32), and the
+  // file is cut at page 20 after it was opened: the second read fails.
+  Cache(cache, 8);
+  ASSERT_EQ(::truncate(file_.path.c_str(), 20 * kPage), 0);
+  TestLoader t(backing_, &cache, 1);
+  LoadedRun run = t.Load(Run(0, 32));
+  EXPECT_FALSE(run.status.ok());
+  EXPECT_NE(run.status.message().find("truncated"), std::string::npos) << run.status.ToString();
+  EXPECT_EQ(run.valid_pages, 9u);
+  EXPECT_TRUE(RunHoldsFile(file_, 0, run, 9));
+  // No claim is left behind: a page of the failed range loads normally.
+  std::atomic<int> loads{0};
+  auto page = cache.GetOrLoad({1, 25 * kPage, kPage}, [&](CachedPage& out) {
+    loads++;
+    std::memset(out.mutable_data(), file_.ByteOf(25), kPage);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(loads.load(), 1);
+}
+
+TEST_F(PageLoaderTest, ConcurrentRunsOfManyLoadersReadEachPageOnce) {
+  PageCache cache(4 << 20, 16);
+  std::atomic<int> wrong{0};
+  std::atomic<uint64_t> bytes_read{0};
+  std::atomic<int> single_loads{0};
+  std::vector<std::thread> threads;
+  // Four sessions' runs overlapping on pages [0, 94) in different places...
+  for (uint64_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      TestLoader loader(backing_, &cache, 1);
+      uint64_t first = t * 10;
+      LoadedRun run = loader.Load(Run(first, 64));
+      if (!run.status.ok() || !RunHoldsFile(file_, first, run, 64)) wrong++;
+      bytes_read += loader.Get(loader.session.backing_bytes_read);
+    });
+  }
+  // ...and blocking single-page loads of the same pages.
+  for (uint64_t t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      for (uint64_t p = 0; p < 96; ++p) {
+        auto page = cache.GetOrLoad({1, p * kPage, kPage}, [&, p](CachedPage& out) {
+          single_loads++;
+          std::memset(out.mutable_data(), file_.ByteOf(p), kPage);
+          return Status::Ok();
+        });
+        if (!page.ok() || ((*page)->is_zero() ? 0 : (*page)->data()[100]) != file_.ByteOf(p)) wrong++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  // Pages 3 and 40 are zeros but still data in the file: read like the rest.
+  EXPECT_EQ(bytes_read.load() / kPage + static_cast<uint64_t>(single_loads.load()), 96u)
+      << "a page was read twice (96 distinct pages)";
+}
+
+}  // namespace
+}  // namespace page_loader_test
+}  // namespace uffdpager
