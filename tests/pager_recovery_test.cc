@@ -234,6 +234,21 @@ TEST_F(PagerRecoveryTest, WithoutAnFdStoreARestartReportsWhatItLostAndKeepsWaiti
   EXPECT_EQ(LiveRecords(), 0u);
 }
 
+TEST_F(PagerRecoveryTest, SessionsThatEndLeaveNoRecordBehind) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 6);
+  CreateSession("waiting", snap);
+  auto vm = VmmStandIn::Restore(CreateSession("served", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return SessionState("served") == "serving"; }, std::chrono::seconds(10)));
+  EXPECT_EQ(LiveRecords(), 2u);
+  // Closed, waiting or serving: no record is left for a restarted pager to
+  // report or serve.
+  EXPECT_TRUE(pager_->client().CloseSession("waiting").ok());
+  EXPECT_TRUE(pager_->client().CloseSession("served").ok());
+  EXPECT_EQ(LiveRecords(), 0u) << pager_->Log();
+}
+
 TEST_F(PagerRecoveryTest, ACorruptRecordIsSetAsideAndThePagerStarts) {
   StartPager();
   std::string live = pager_->root_dir() + "/live";

@@ -91,7 +91,8 @@ struct TestLoader {
   for (uint64_t i = 0; i < count; ++i) {
     uint8_t want = file.ByteOf(first + i);
     for (uint64_t b = 0; b < kPage; b += 97) {
-      if (run.bytes[i * kPage + b] != want) return ::testing::AssertionFailure() << "page " << first + i << " byte " << b;
+      if (run.bytes[i * kPage + b] != want)
+        return ::testing::AssertionFailure() << "page " << first + i << " byte " << b;
     }
     if ((run.zero[i] != 0) != (want == 0)) return ::testing::AssertionFailure() << "zero flag of page " << first + i;
   }

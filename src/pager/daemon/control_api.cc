@@ -117,6 +117,7 @@ HttpResponse ControlApi::Metrics() {
   MetricsPageSources sources;
   sources.registry = ctx_.metrics;
   sources.cache = ctx_.cache->Counters();
+  sources.working_set_writer = ctx_.working_set_writer;
   for (auto state : kAllSessionStates) sources.sessions_by_state[SessionStateName(state)] = 0;
   for (const auto& session : ctx_.registry->List()) ++sources.sessions_by_state[SessionStateName(session->state())];
   sources.draining = ctx_.draining->load();
@@ -137,6 +138,12 @@ HttpResponse ControlApi::Stats() {
   j["cache_evictions"] = cache.evictions;
   j["cache_uncached_loads"] = cache.uncached_loads;
   j["cache_zero_items"] = cache.zero_items;
+  if (ctx_.working_set_writer != nullptr) {
+    j["working_set_disk_bytes"] = ctx_.working_set_writer->disk_bytes();
+    j["working_set_disk_max_bytes"] = ctx_.working_set_writer->max_bytes();
+    j["working_set_files"] = ctx_.working_set_writer->files();
+    j["working_set_write_errors"] = ctx_.working_set_writer->write_errors();
+  }
   j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
   j["active_sessions"] = ctx_.registry->CountActive();
   j["failed_sessions"] = ctx_.metrics->failed_sessions();

@@ -20,6 +20,7 @@
 #include "pager/metrics/metrics_registry.h"
 #include "pager/serving/session_registry.h"
 #include "pager/storage/page_cache.h"
+#include "pager/storage/working_set_writer.h"
 
 namespace uffdpager {
 
@@ -28,6 +29,7 @@ struct ControlApiContext {
   SessionRegistry* registry = nullptr;
   const PageCache* cache = nullptr;
   const MetricsRegistry* metrics = nullptr;
+  const WorkingSetWriter* working_set_writer = nullptr;  // may be null
   std::atomic<bool>* draining = nullptr;
   std::function<void()> on_drain;  // wakes the daemon to check for exit
   std::string metrics_addr;        // where /metrics is also served over TCP, if anywhere

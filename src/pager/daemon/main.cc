@@ -47,10 +47,15 @@ void AddFlags(CLI::App& app, CommandLine& cl) {
                  "copy: treat them as data (to measure what detection saves)")
       ->capture_default_str()
       ->check(CLI::IsMember({"detect", "copy"}));
-  app.add_flag("--prefetch", options.prefetch,
-               "record the working set of a cache key's first restores and prefetch it into later ones");
+  app.add_flag("--prefetch,!--no-prefetch", options.prefetch,
+               "record the working set of a cache key's first restore and prefetch it into later ones (default: "
+               "on; --no-prefetch turns it off)");
   app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
                  "how long after its handshake a restore's faults are recorded as the working set")
+      ->capture_default_str();
+  app.add_option("--working-set-disk-bytes", options.working_set_disk_bytes,
+                 "bound of the compact copies of working sets on disk (read in a few large reads at replay); "
+                 "0: none, replay reads the memory file")
       ->capture_default_str();
   app.add_option("--socket-owner", options.socket_owner,
                  "user (name or uid) that owns control.sock and the session sockets (default: the pager's user)");

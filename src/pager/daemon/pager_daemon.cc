@@ -113,10 +113,12 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
 
   cache_ = std::make_unique<PageCache>(options_.cache_max_bytes, 16, options_.zero_pages);
   working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/working-sets");
+  working_set_writer_ = std::make_unique<WorkingSetWriter>(working_sets_.get(), options_.working_set_disk_bytes);
   SessionEnvironment env;
   env.cache = cache_.get();
   env.metrics = &metrics_;
   env.working_sets = working_sets_.get();
+  env.working_set_writer = working_set_writer_.get();
   env.prefetch = options_.prefetch;
   env.record_window = std::chrono::milliseconds(options_.prefetch_record_ms);
   env.keeper = recovery_.get();
@@ -141,6 +143,7 @@ Status PagerDaemon::StartServers(const SocketOwnership& ownership) {
   ctx.registry = registry_.get();
   ctx.cache = cache_.get();
   ctx.metrics = &metrics_;
+  ctx.working_set_writer = working_set_writer_.get();
   ctx.draining = &draining_;
   ctx.on_drain = [this] { Notify(); };
   ctx.version_key = options_.version_key;

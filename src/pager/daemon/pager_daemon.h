@@ -31,6 +31,7 @@
 #include "pager/serving/session_registry.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_store.h"
+#include "pager/storage/working_set_writer.h"
 
 namespace uffdpager {
 
@@ -42,8 +43,12 @@ struct PagerOptions {
   size_t max_request_bytes = 1 << 20;
   unsigned http_idle_timeout_seconds = 10;
   uint64_t fault_around_max_pages = 0;
-  bool prefetch = false;
+  // Record and replay of working sets (on by default: it is what makes a
+  // second restore fast), and the bound of their compact copies on disk
+  // (0: none; replay then reads the memory file).
+  bool prefetch = true;
   unsigned prefetch_record_ms = 3000;
+  uint64_t working_set_disk_bytes = 8ULL << 30;
   ZeroPageMode zero_pages = ZeroPageMode::kDetect;
   // Security: who may connect to the sockets (user/group names or ids; empty:
   // only the pager's user), and where backing files may live (empty: anywhere).
@@ -96,6 +101,7 @@ class PagerDaemon {
   MetricsRegistry metrics_;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;
+  std::unique_ptr<WorkingSetWriter> working_set_writer_;
   std::unique_ptr<RecoveryStore> recovery_;
   std::unique_ptr<SessionRegistry> registry_;
   std::unique_ptr<SessionContinuity> continuity_;

@@ -37,6 +37,12 @@ constexpr CounterMetric kFaultCounters[] = {
     {&FaultCounters::fault_around_pages, "uffdpager_fault_around_pages_total",
      "Neighbour pages installed with demand faults."},
     {&FaultCounters::prefetch_pages, "uffdpager_prefetch_pages_total", "Pages installed from recorded working sets."},
+    {&FaultCounters::working_set_bytes_read, "uffdpager_working_set_read_bytes_total",
+     "Bytes read from compact working sets."},
+    {&FaultCounters::compact_replays, "uffdpager_compact_replays_total",
+     "Restores that replayed their working set from its compact file."},
+    {&FaultCounters::compact_fallbacks, "uffdpager_compact_fallbacks_total",
+     "Restores whose compact working set was missing, stale or damaged (scattered reads instead)."},
 };
 
 // Per cache key: enough to tell a key's hit rate and disk traffic.
@@ -77,6 +83,15 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
   w.Counter("uffdpager_cache_evictions_total", "Pages evicted from the shared page cache.", s.cache.evictions);
   w.Counter("uffdpager_cache_uncached_loads_total", "Pages served without being cached (no room).",
             s.cache.uncached_loads);
+
+  if (s.working_set_writer != nullptr) {
+    w.Gauge("uffdpager_working_set_disk_bytes", "Bytes of compact working sets on disk.",
+            static_cast<double>(s.working_set_writer->disk_bytes()));
+    w.Gauge("uffdpager_working_set_disk_max_bytes", "Bound of the compact working sets on disk.",
+            static_cast<double>(s.working_set_writer->max_bytes()));
+    w.Counter("uffdpager_working_set_write_errors_total", "Compact working sets that could not be written.",
+              s.working_set_writer->write_errors());
+  }
 
   const FaultLatencies& lat = s.registry->latencies();
   w.Histogram("uffdpager_fault_service_seconds",

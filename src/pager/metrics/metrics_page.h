@@ -8,6 +8,7 @@
 
 #include "pager/metrics/metrics_registry.h"
 #include "pager/storage/page_cache.h"
+#include "pager/storage/working_set_writer.h"
 
 namespace uffdpager {
 
@@ -15,7 +16,8 @@ namespace uffdpager {
 struct MetricsPageSources {
   const MetricsRegistry* registry = nullptr;  // counters, outcomes, latencies, cache keys
   PageCacheCounters cache;
-  std::map<std::string, uint64_t> sessions_by_state;  // every state, zeros included
+  const WorkingSetWriter* working_set_writer = nullptr;  // may be null
+  std::map<std::string, uint64_t> sessions_by_state;     // every state, zeros included
   bool draining = false;
   double uptime_seconds = 0;
   std::string version_key;

@@ -97,7 +97,8 @@ void FaultEngine::HandleRemove(uint64_t start, uint64_t end) {
 bool FaultEngine::HasWorkNow(bool completing) const {
   if (!loader_->ready().empty()) return true;
   const uint64_t run_bytes = kMaxRunBytes;
-  const bool plan_left = prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size();
+  const bool plan_left =
+      prefetch_pos_ < prefetch_plan_.size() || (compact_ && compact_next_block_ < compact_->blocks());
   if (plan_left && loader_->CanStart(LoadPurpose::kPrefetch, run_bytes)) return true;
   if (completing && populate_region_ < layout_.regions().size() &&
       loader_->CanStart(LoadPurpose::kCompletion, run_bytes)) {
@@ -258,6 +259,25 @@ bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
     const bool demand_round = round == 0;
     for (size_t i = 0; i < loader_->ready().size();) {
       const LoadedRun run = loader_->ready()[i];
+      auto compact = std::find_if(compact_runs_.begin(), compact_runs_.end(),
+                                  [&](const std::pair<uint64_t, size_t>& c) { return c.first == run.id; });
+      if (compact != compact_runs_.end()) {
+        if (demand_round || background_done >= background_pages) {
+          ++i;
+          continue;
+        }
+        FillResult result = InstallCompactBlock(run, compact->second, report);
+        if (result == FillResult::kRetry) {
+          counters_.Add(&FaultCounters::eagain_retries);
+          return false;
+        }
+        if (result == FillResult::kVmGone) {
+          report->vm_gone = true;
+          return true;
+        }
+        background_done += run.request.count;
+        continue;  // InstallCompactBlock released the run
+      }
       auto span = std::find_if(runs_.begin(), runs_.end(), [&](const RunSpan& s) { return s.id == run.id; });
       const bool awaited = span != runs_.end() && (span->purpose == LoadPurpose::kDemand ||
                                                    std::any_of(pending_.begin(), pending_.end(),
@@ -285,6 +305,10 @@ bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
 FaultEngine::FillResult FaultEngine::InstallRun(const LoadedRun& run, ServeReport* report) {
   auto span_it = std::find_if(runs_.begin(), runs_.end(), [&](const RunSpan& s) { return s.id == run.id; });
   RunSpan& span = *span_it;
+  // A copy error of a background run is not the session's failure: prefetch
+  // skips the page, completion answers with it.
+  ServeReport own;
+  ServeReport* install_report = span.purpose == LoadPurpose::kDemand ? report : &own;
   const uint64_t ps = run.request.page_size;
   const GuestRegionMapping& r = layout_.regions()[span.region];
   // The pages still missing and not removed go in; any other page changed
@@ -316,6 +340,8 @@ FaultEngine::FillResult FaultEngine::InstallRun(const LoadedRun& run, ServeRepor
     case LoadPurpose::kPrefetch: counters_.Add(&FaultCounters::prefetch_pages, span.installed); break;
     case LoadPurpose::kCompletion: counters_.Add(&FaultCounters::completion_pages, span.installed); break;
   }
+  if (own.failure && span.purpose == LoadPurpose::kCompletion && !completion_failure_)
+    completion_failure_ = own.failure;
   if (run.valid_pages < run.request.count) {
     Status why = run.status.WithContext(
         fmt::format("cannot load the page at {:#x}", r.base_host_virt_addr + (span.first_page + run.valid_pages) * ps));
@@ -586,48 +612,108 @@ std::vector<uint64_t> FaultEngine::TakeRecording() {
 void FaultEngine::SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size) {
   prefetch_plan_ = std::move(offsets);
   prefetch_page_size_ = page_size;
-  prefetch_cursor_ = 0;
-  prefetch_window_.clear();
-  prefetch_window_pos_ = 0;
+  prefetch_pos_ = 0;
+}
+
+void FaultEngine::SetCompactPlan(CompactWorkingSet compact) {
+  prefetch_plan_.clear();
+  prefetch_pos_ = 0;
+  prefetch_page_size_ = compact.page_size();
+  compact_.emplace(std::move(compact));
+  compact_next_block_ = 0;
 }
 
 bool FaultEngine::prefetching() const {
-  if (prefetch_window_pos_ < prefetch_window_.size() || prefetch_cursor_ < prefetch_plan_.size()) return true;
+  if (prefetch_pos_ < prefetch_plan_.size()) return true;
+  if (compact_ && (compact_next_block_ < compact_->blocks() || !compact_runs_.empty())) return true;
   return std::any_of(runs_.begin(), runs_.end(), [](const RunSpan& s) { return s.purpose == LoadPurpose::kPrefetch; });
 }
 
-bool FaultEngine::RefillPrefetchWindow() {
-  if (prefetch_cursor_ >= prefetch_plan_.size()) return false;
-  // The plan is in first-touch order, which interleaves the vCPUs' streams
-  // and scatters neighbouring pages far apart. Installing the next window of
-  // it in file order turns that back into long runs (one ioctl each), while
-  // the window keeps early-touched pages early.
-  const size_t take = std::min(kPrefetchWindowPages, prefetch_plan_.size() - prefetch_cursor_);
-  prefetch_window_.assign(prefetch_plan_.begin() + static_cast<ptrdiff_t>(prefetch_cursor_),
-                          prefetch_plan_.begin() + static_cast<ptrdiff_t>(prefetch_cursor_ + take));
-  prefetch_cursor_ += take;
-  std::sort(prefetch_window_.begin(), prefetch_window_.end());
-  prefetch_window_.erase(std::unique(prefetch_window_.begin(), prefetch_window_.end()), prefetch_window_.end());
-  prefetch_window_pos_ = 0;
-  return true;
+void FaultEngine::StartCompactLoads() {
+  while (compact_ && compact_next_block_ < compact_->blocks()) {
+    const size_t b = compact_next_block_;
+    const uint64_t count = compact_->BlockPages(b);
+    if (!loader_->CanStart(LoadPurpose::kPrefetch, count * compact_->page_size())) return;
+    RunRequest request{LoadPurpose::kPrefetch, 0, compact_->page_size(), count};
+    request.source_fd = compact_->fd();
+    request.source_offset = compact_->BlockOffset(b);
+    compact_runs_.emplace_back(loader_->Start(request), b);
+    ++compact_next_block_;
+  }
+}
+
+void FaultEngine::FallBackFromCompact(size_t block, const std::string& why) {
+  spdlog::warn("compact working set: {}; its pages from block {} on are read from the memory file instead", why, block);
+  if (!compact_fell_back_) counters_.Add(&FaultCounters::compact_fallbacks);
+  compact_fell_back_ = true;
+  const auto& offsets = compact_->offsets();
+  std::vector<uint64_t> rest(
+      offsets.begin() + static_cast<ptrdiff_t>(std::min(offsets.size(), block * CompactWorkingSet::kBlockPages)),
+      offsets.end());
+  // Blocks already loading stay theirs: they are checked on their own.
+  compact_next_block_ = compact_->blocks();
+  prefetch_plan_.insert(prefetch_plan_.end(), rest.begin(), rest.end());
+}
+
+FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, size_t block, ServeReport* report) {
+  const uint64_t ps = run.request.page_size;
+  const uint64_t first = block * CompactWorkingSet::kBlockPages;
+  const auto& offsets = compact_->offsets();
+  FillResult result = FillResult::kDone;
+  if (run.valid_pages < run.request.count || !compact_->BlockIntact(block, run.bytes)) {
+    // Nothing of a block that cannot be trusted goes in; neither do the
+    // blocks after it (a damaged file rarely has one bad block).
+    FallBackFromCompact(block, run.valid_pages < run.request.count
+                                   ? run.status.ToString()
+                                   : fmt::format("block {} does not match its hash", block));
+    std::vector<uint64_t> own(offsets.begin() + static_cast<ptrdiff_t>(first),
+                              offsets.begin() + static_cast<ptrdiff_t>(first + run.request.count));
+    prefetch_plan_.insert(prefetch_plan_.begin() + static_cast<ptrdiff_t>(prefetch_pos_), own.begin(), own.end());
+  } else {
+    // Group the block's pages into runs of consecutive, missing, not removed
+    // pages of one region; each run goes in with one ioctl.
+    for (uint64_t i = 0; i < run.request.count;) {
+      auto loc = layout_.LocateFileOffset(offsets[first + i]);
+      if (!loc || loc->page_size != ps || loc->file_offset != offsets[first + i] ||
+          MissingRunLength(loc->region, loc->page_index, 1) == 0) {
+        ++i;  // the layout changed since the record, or the page is in (or discarded)
+        continue;
+      }
+      uint64_t n = 1;
+      while (i + n < run.request.count && offsets[first + i + n] == offsets[first + i] + n * ps &&
+             MissingRunLength(loc->region, loc->page_index + n, 1) == 1) {
+        ++n;
+      }
+      uint64_t installed = 0;
+      ServeReport own;  // a copy error here is prefetch's, not the session's: logged, skipped
+      result = InstallPages(loc->region, loc->page_index, n, run.bytes + i * ps, run.zero + i, &installed, &own);
+      counters_.Add(&FaultCounters::prefetch_pages, installed);
+      if (result == FillResult::kRetry || result == FillResult::kVmGone) return result;
+      i += std::max<uint64_t>(installed, 1);
+    }
+  }
+  compact_runs_.erase(std::find_if(compact_runs_.begin(), compact_runs_.end(),
+                                   [&](const std::pair<uint64_t, size_t>& c) { return c.first == run.id; }));
+  loader_->Release(run.id);
+  return result == FillResult::kFailed ? FillResult::kDone : result;
 }
 
 void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
   loader_->Poll();
+  StartCompactLoads();
   // Start loads of the next runs of the plan while there is room.
-  while (true) {
-    if (prefetch_window_pos_ >= prefetch_window_.size() && !RefillPrefetchWindow()) break;
-    const uint64_t offset = prefetch_window_[prefetch_window_pos_];
+  while (prefetch_pos_ < prefetch_plan_.size()) {
+    const uint64_t offset = prefetch_plan_[prefetch_pos_];
     auto loc = layout_.LocateFileOffset(offset);
     if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset) {
-      ++prefetch_window_pos_;  // the layout changed since the record: skip
+      ++prefetch_pos_;  // the layout changed since the record: skip
       continue;
     }
-    // Extend over the window's consecutive offsets, then keep the missing prefix.
+    // Extend over the plan's consecutive offsets, then keep the missing prefix.
     const uint64_t ps = loc->page_size;
     uint64_t span = 1;
-    while (prefetch_window_pos_ + span < prefetch_window_.size() && span < kMaxRunBytes / ps &&
-           prefetch_window_[prefetch_window_pos_ + span] == offset + span * ps) {
+    while (prefetch_pos_ + span < prefetch_plan_.size() && span < kMaxRunBytes / ps &&
+           prefetch_plan_[prefetch_pos_ + span] == offset + span * ps) {
       ++span;
     }
     uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
@@ -638,12 +724,12 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
       }
     }
     if (count == 0) {
-      ++prefetch_window_pos_;  // the guest has it already (or discarded it, or it is loading)
+      ++prefetch_pos_;  // the guest has it already (or discarded it, or it is loading)
       continue;
     }
     if (!loader_->CanStart(LoadPurpose::kPrefetch, count * ps)) break;
     StartRun(LoadPurpose::kPrefetch, loc->region, loc->page_index, count);
-    prefetch_window_pos_ += count;
+    prefetch_pos_ += count;
   }
   if (!InstallLoaded(max_pages, report)) report->retry_pending = true;
 }

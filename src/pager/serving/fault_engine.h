@@ -38,6 +38,7 @@
 #include "pager/serving/page_presence.h"
 #include "pager/serving/removed_ranges.h"
 #include "pager/storage/backing_file.h"
+#include "pager/storage/compact_working_set.h"
 #include "pager/storage/page_cache.h"
 
 namespace uffdpager {
@@ -73,8 +74,6 @@ class FaultEngine {
   static constexpr uint64_t kMaxRunBytes = PageLoader::kMaxRunBytes;
   // Zero pages in a run shorter than this are copied with their neighbours.
   static constexpr uint64_t kMinZeroStretchPages = 16;
-  // Plan entries the prefetcher sorts into runs at a time (32 MiB of 4 KiB pages).
-  static constexpr size_t kPrefetchWindowPages = 8192;
 
   // `wake_fd` is the session's eventfd, written when another session ends a
   // load this one waits for. REQUIRES: every pointer outlives the engine.
@@ -111,12 +110,18 @@ class FaultEngine {
   // Stops recording and hands over what was recorded.
   std::vector<uint64_t> TakeRecording();
 
-  // Prefetch: installs the pages at `offsets` (a recorded working set)
-  // between rounds of demand faults, a window of kPrefetchWindowPages entries
-  // at a time in file order, so consecutive offsets go in as one run. Pages
-  // already present or removed are skipped.
+  // Prefetch: installs the pages at `offsets` (a recorded working set, in
+  // replay order: ReplayOrder) between rounds of demand faults; consecutive
+  // offsets go in as one run. Pages already present or removed are skipped.
   void SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size);
+  // The same from a compact working set: its blocks are read one after the
+  // other and their pages installed. A block whose hash does not match is
+  // not installed: its pages and those of every block not yet read go back
+  // to the scattered plan, and `fallback` is set.
+  void SetCompactPlan(CompactWorkingSet compact);
   bool prefetching() const;
+  // Whether a compact plan turned out damaged and fell back to scattered reads.
+  bool compact_fell_back() const { return compact_fell_back_; }
   // Starts loads of more of the plan, and installs those that arrived, at
   // most about `max_pages`. A page that cannot be loaded is skipped (a demand
   // fault on it will report it).
@@ -193,9 +198,12 @@ class FaultEngine {
   uint64_t MissingRunLength(size_t region, uint64_t first, uint64_t max) const;
   // The fault-around window for a demand fault at `loc` (at least 1).
   uint64_t FaultAroundWindow(const PageLocation& loc);
-  // Takes the next window of the prefetch plan, in file order; false when the
-  // plan is done.
-  bool RefillPrefetchWindow();
+  // Starts loads of the next blocks of the compact plan.
+  void StartCompactLoads();
+  // Installs the pages of a compact block whose load ended.
+  FillResult InstallCompactBlock(const LoadedRun& run, size_t block, ServeReport* report);
+  // The compact plan's blocks from `block` on go back to the scattered plan.
+  void FallBackFromCompact(size_t block, const std::string& why);
   // Starts loads of the next missing runs of the completion cursor.
   void StartCompletionLoads();
 
@@ -215,11 +223,13 @@ class FaultEngine {
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
-  std::vector<uint64_t> prefetch_plan_;
+  std::vector<uint64_t> prefetch_plan_;  // replay order
   uint64_t prefetch_page_size_ = 0;
-  size_t prefetch_cursor_ = 0;  // next plan entry to take into the window
-  std::vector<uint64_t> prefetch_window_;
-  size_t prefetch_window_pos_ = 0;
+  size_t prefetch_pos_ = 0;  // next plan entry
+  std::optional<CompactWorkingSet> compact_;
+  size_t compact_next_block_ = 0;
+  std::vector<std::pair<uint64_t, size_t>> compact_runs_;  // (run id, block) loading or loaded
+  bool compact_fell_back_ = false;
   // Fault-around state: recent forward streams, where each last window ended
   // and how wide it was.
   struct AccessStream {

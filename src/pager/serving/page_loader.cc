@@ -88,8 +88,8 @@ Status PageLoader::AllocateBuffer(Run& run) {
     run.big_buffer = std::move(free_big_buffers_.back());
     free_big_buffers_.pop_back();
   } else {
-    auto mapping = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                                      0, "run staging buffer");
+    auto mapping = MemoryMapping::Map(nullptr, kMaxRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0,
+                                      "run staging buffer");
     if (!mapping.ok()) return mapping.status();
     run.big_buffer = std::move(*mapping);
   }
@@ -111,6 +111,23 @@ uint64_t PageLoader::Start(const RunRequest& request) {
   }
   const bool keep = request.purpose != LoadPurpose::kCompletion;
   const uint64_t ps = request.page_size;
+
+  if (request.source_fd >= 0) {
+    Status allocated = AllocateBuffer(run);
+    if (!allocated.ok()) {
+      MarkBad(run, 0, allocated);
+    } else {
+      const uint64_t tag = next_op_++;
+      ops_.emplace(tag, ReadOp{id, 0, request.source_offset, request.count * ps, run.bytes, Clock::time_point{},
+                               request.source_fd});
+      queued_ops_.push_back(tag);
+      ++run.reads;
+      SubmitQueued();
+    }
+    run.claims_published = true;  // nothing claimed
+    FinishIfDone(id, run);
+    return id;
+  }
 
   // A one-page run the cache has needs no buffer: its bytes are the page's.
   if (request.count == 1) {
@@ -148,9 +165,7 @@ uint64_t PageLoader::Start(const RunRequest& request) {
           run.loads[i] = std::move(claim.load);
           break;
         case PageClaim::Kind::kClaimed:
-        case PageClaim::Kind::kUnclaimed:
-          run.loads[i] = std::move(claim.load);
-          break;
+        case PageClaim::Kind::kUnclaimed: run.loads[i] = std::move(claim.load); break;
       }
     }
   }
@@ -183,8 +198,8 @@ void PageLoader::ReadPages(uint64_t id, Run& run, uint64_t first, uint64_t end) 
   backing_->ForEachDataPiece(offset, length, [&](uint64_t start, uint64_t stop) {
     std::memset(out + (pos - offset), 0, start - pos);
     const uint64_t tag = next_op_++;
-    ops_.emplace(tag, ReadOp{id, (start - run.request.file_offset) / ps, start, stop - start,
-                             out + (start - offset), Clock::time_point{}});
+    ops_.emplace(tag, ReadOp{id, (start - run.request.file_offset) / ps, start, stop - start, out + (start - offset),
+                             Clock::time_point{}, backing_->fd()});
     queued_ops_.push_back(tag);
     ++run.reads;
     pos = stop;
@@ -198,7 +213,7 @@ void PageLoader::SubmitQueued() {
     queued_ops_.pop_front();
     ReadOp& op = ops_.at(tag);
     op.submitted = Clock::now();
-    reader_->Read(backing_->fd(), op.offset, op.length, op.out, tag);
+    reader_->Read(op.fd, op.offset, op.length, op.out, tag);
   }
   // A refused submission leaves the requests in the ring: the next Poll
   // submits them again.
@@ -225,11 +240,13 @@ void PageLoader::Complete(const UringReader::Completion& completion) {
   // One latency sample per read the file really saw.
   counters_.Add(&FaultCounters::backing_read_ns_total,
                 static_cast<uint64_t>((Clock::now() - op.submitted) / std::chrono::nanoseconds(1)));
-  counters_.Add(&FaultCounters::backing_bytes_read, completion.bytes);
+  const bool from_backing = run.request.source_fd < 0;
+  counters_.Add(from_backing ? &FaultCounters::backing_bytes_read : &FaultCounters::working_set_bytes_read,
+                completion.bytes);
   if (!completion.status.ok()) {
     MarkBad(run, op.first_page,
             completion.status.WithContext(fmt::format("read {} bytes at offset {} of {}", op.length, op.offset,
-                                                      backing_->path())));
+                                                      from_backing ? backing_->path() : "the compact working set")));
   }
   if (run.reads == 0) PublishClaims(run);
 }
@@ -283,6 +300,10 @@ void PageLoader::CollectWaited(uint64_t id, Run& run) {
 
 void PageLoader::FinishIfDone(uint64_t id, Run& run) {
   if (run.finished || run.reads > 0 || run.waits > 0) return;
+  if (run.request.source_fd >= 0) {
+    const uint64_t ps = run.request.page_size;
+    for (uint64_t i = 0; i < run.valid; ++i) run.zero[i] = cache_->IsZeroPage(run.bytes + i * ps, ps) ? 1 : 0;
+  }
   PublishClaims(run);
   run.finished = true;
   if (run.request.purpose != LoadPurpose::kDemand) {

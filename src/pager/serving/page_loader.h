@@ -42,6 +42,11 @@ struct RunRequest {
   uint64_t file_offset = 0;
   uint64_t page_size = 4096;
   uint64_t count = 1;
+  // Another file to read the run from instead (a compact working set):
+  // count * page_size bytes at `source_offset`, in one read, through no
+  // cache. -1: the backing file.
+  int source_fd = -1;
+  uint64_t source_offset = 0;
 };
 
 // A run whose load ended. Pages [0, valid_pages) hold the run's bytes (and
@@ -70,8 +75,7 @@ class PageLoader {
   // `wake_fd` is written to when another session ends a load this one waits
   // for; the session polls it. REQUIRES: every pointer outlives the loader.
   static Result<std::unique_ptr<PageLoader>> Create(std::shared_ptr<BackingFile> backing, PageCache* cache,
-                                                    uint64_t cache_namespace, const CounterSink& counters,
-                                                    int wake_fd);
+                                                    uint64_t cache_namespace, const CounterSink& counters, int wake_fd);
   ~PageLoader();
 
   // Readable when reads completed; poll it with the session's other fds.
@@ -104,13 +108,13 @@ class PageLoader {
     std::vector<PageLoadRef> loads;  // our claims (kRead, kept) and others' loads (kWait)
     std::vector<uint8_t> zero;
     uint8_t* bytes = nullptr;
-    MemoryMapping big_buffer;                 // runs over kSmallRunBytes
+    MemoryMapping big_buffer;  // runs over kSmallRunBytes
     std::unique_ptr<uint8_t, void (*)(void*)> small_buffer{nullptr, nullptr};
-    PageRef single;                           // a one-page run the cache had: its bytes
-    unsigned reads = 0;                       // reads in flight
-    unsigned waits = 0;                       // pages waited for
+    PageRef single;      // a one-page run the cache had: its bytes
+    unsigned reads = 0;  // reads in flight
+    unsigned waits = 0;  // pages waited for
     bool claims_published = false;
-    uint64_t valid = 0;                       // pages [0, valid) are not known bad
+    uint64_t valid = 0;  // pages [0, valid) are not known bad
     Status status;
   };
   struct ReadOp {
@@ -120,6 +124,7 @@ class PageLoader {
     uint64_t length = 0;
     uint8_t* out = nullptr;
     std::chrono::steady_clock::time_point submitted;
+    int fd = -1;
   };
   class Waker;
 
@@ -150,8 +155,8 @@ class PageLoader {
   uint64_t next_run_ = 1;
   uint64_t next_op_ = 1;
   std::map<uint64_t, Run> runs_;
-  std::map<uint64_t, ReadOp> ops_;     // in flight, by tag
-  std::deque<uint64_t> queued_ops_;    // waiting for room in the ring
+  std::map<uint64_t, ReadOp> ops_;   // in flight, by tag
+  std::deque<uint64_t> queued_ops_;  // waiting for room in the ring
   std::deque<LoadedRun> ready_;
   std::vector<MemoryMapping> free_big_buffers_;
   size_t background_runs_ = 0;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -88,6 +89,10 @@ Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string so
   // Before the create call answers: once the caller has the socket path, a
   // crash of this process must not lose the session.
   UFFD_RETURN_IF_ERROR(session->Keep({{SessionFdRole::kListener, session->listener_.get()}}));
+  {
+    MutexLock lock(&session->mu_);
+    session->kept_ = env.keeper != nullptr;
+  }
   session->StartThread();
   spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
                session->socket_path_, session->spec_.instance_id, session->spec_.backing_path,
@@ -182,13 +187,15 @@ Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd u
     guest_bytes_ = layout->total_bytes();
     region_count_ = layout->regions().size();
   }
-  auto engine = FaultEngine::Create(
-      &uffd_, std::move(*layout), backing_, env_.cache, env_.cache->InternNamespace(cache_key_),
-      env_.metrics->SinkFor(&counters_, cache_key_counters_.get()), env_.engine_options, wake_fd_.get());
+  auto engine =
+      FaultEngine::Create(&uffd_, std::move(*layout), backing_, env_.cache, env_.cache->InternNamespace(cache_key_),
+                          Sink(), env_.engine_options, wake_fd_.get());
   if (!engine.ok()) return engine.status();
   engine_ = std::move(*engine);
   return Status::Ok();
 }
+
+CounterSink Session::Sink() { return env_.metrics->SinkFor(&counters_, cache_key_counters_.get()); }
 
 // ---- What a successor needs ------------------------------------------------
 
@@ -393,13 +400,32 @@ Status Session::TakeVmm(AcceptedVmm vmm) {
 void Session::StartWorkingSet() {
   if (!env_.prefetch || env_.working_sets == nullptr) return;
   auto recorded = env_.working_sets->Load(cache_key_);
-  if (recorded && !recorded->offsets.empty()) {
-    spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
-    engine_->SetPrefetchPlan(std::move(recorded->offsets), recorded->page_size);
-  } else {
+  if (!recorded || recorded->offsets.empty()) {
     engine_->StartRecording(engine_->layout().total_bytes() / 4096);
     record_deadline_ = std::chrono::steady_clock::now() + env_.record_window;
+    return;
   }
+  if (env_.working_set_writer != nullptr && env_.working_set_writer->enabled()) {
+    // The working set's pages one after the other: a few large reads.
+    const std::string path = env_.working_sets->CompactPathFor(cache_key_);
+    auto compact = CompactWorkingSet::Open(path, cache_key_,
+                                           CompactWorkingSet::RecordHash(recorded->page_size, recorded->offsets));
+    if (compact.ok()) {
+      spdlog::info("session {}: replaying a compact working set of {} pages", id(), compact->offsets().size());
+      Sink().Add(&FaultCounters::compact_replays);
+      engine_->SetCompactPlan(std::move(*compact));
+      return;
+    }
+    spdlog::info("session {}: {}; its working set is read from the memory file instead", id(),
+                 compact.status().ToString());
+    Sink().Add(&FaultCounters::compact_fallbacks);
+    if (compact.status().code() == ErrorCode::kInvalidArgument) {
+      std::error_code ec;
+      std::filesystem::remove(path, ec);  // never to be trusted again
+    }
+  }
+  spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
+  engine_->SetPrefetchPlan(ReplayOrder(recorded->offsets, kReplayWindowPages), recorded->page_size);
 }
 
 void Session::FinishRecording() {
@@ -409,11 +435,14 @@ void Session::FinishRecording() {
   set.offsets = engine_->TakeRecording();
   if (set.offsets.empty()) return;
   Status st = env_.working_sets->Save(cache_key_, set);
-  if (st.ok()) {
-    spdlog::info("session {}: recorded a working set of {} pages for cache key {}", id(), set.offsets.size(),
-                 spec_.cache_key);
-  } else {
+  if (!st.ok()) {
     spdlog::warn("session {}: could not save its working set: {}", id(), st.ToString());
+    return;
+  }
+  spdlog::info("session {}: recorded a working set of {} pages for cache key {}", id(), set.offsets.size(),
+               spec_.cache_key);
+  if (env_.working_set_writer != nullptr) {
+    env_.working_set_writer->Enqueue(cache_key_, set.page_size, std::move(set.offsets), backing_);
   }
 }
 

@@ -49,8 +49,10 @@
 #include "pager/serving/vmm_acceptor.h"
 #include "pager/storage/backing_file.h"
 #include "pager/storage/cache_key.h"
+#include "pager/storage/compact_working_set.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_store.h"
+#include "pager/storage/working_set_writer.h"
 
 namespace uffdpager {
 
@@ -75,6 +77,8 @@ struct SessionEnvironment {
   // whose cache key has a valid record prefetches it; one without records the
   // first `record_window` of its restore for the next ones.
   WorkingSetStore* working_sets = nullptr;
+  // Writes the compact copy of each working set recorded; null: none.
+  WorkingSetWriter* working_set_writer = nullptr;
   bool prefetch = false;
   std::chrono::milliseconds record_window{3000};
   // Keeps what a successor process needs; null: nothing is kept.
@@ -153,6 +157,8 @@ class Session {
   Status CreateWakeFds();
   Status Listen();
   void StartThread();
+  // Where this session counts: its counters, its cache key's, the pager's.
+  CounterSink Sink();
   // Takes over a VMM's memory: the layout, the engine, the fds.
   Status BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd uffd, UniqueFd connection);
   Requests PendingRequests() const EXCLUDES(mu_);

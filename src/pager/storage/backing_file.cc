@@ -24,6 +24,11 @@ Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path) 
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("backing memory file " + path + " is not a regular file");
   FileIdentity id{st.st_dev, st.st_ino, static_cast<uint64_t>(st.st_size),
                   static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+  // The pager decides what it reads: its reads are the pages it installs
+  // (and the runs it chose to read), never readahead the kernel adds around
+  // them (8 MiB per miss with this host's disks). Prefetch and completion
+  // read large runs of their own.
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
   std::shared_ptr<BackingFile> file(new BackingFile(path, std::move(fd), id));
   file->MapExtents();
   return file;

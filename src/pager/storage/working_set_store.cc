@@ -36,6 +36,10 @@ std::string WorkingSetStore::PathFor(const CacheKey& key) const {
   return fmt::format("{}/{:016x}.wset", dir_, Fnv1a(key.name().data(), key.name().size()));
 }
 
+std::string WorkingSetStore::CompactPathFor(const CacheKey& key) const {
+  return fmt::format("{}/{:016x}.pages", dir_, Fnv1a(key.name().data(), key.name().size()));
+}
+
 std::optional<WorkingSet> WorkingSetStore::Load(const CacheKey& key) {
   std::string path = PathFor(key);
   auto read = ReadWholeFile(path, kMaxFileBytes);

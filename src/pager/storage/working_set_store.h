@@ -35,8 +35,11 @@ class WorkingSetStore {
   std::optional<WorkingSet> Load(const CacheKey& key);
   Status Save(const CacheKey& key, const WorkingSet& set) EXCLUDES(mu_);
 
-  // Where `key`'s working set lives (by name: a newer identity replaces it).
+  // Where `key`'s working set lives (by name: a newer identity replaces it),
+  // and its compact copy (compact_working_set.h).
   std::string PathFor(const CacheKey& key) const;
+  std::string CompactPathFor(const CacheKey& key) const;
+  const std::string& dir() const { return dir_; }
 
  private:
   const std::string dir_;

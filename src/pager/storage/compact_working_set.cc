@@ -1,0 +1,204 @@
+#include "pager/storage/compact_working_set.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+namespace uffdpager {
+
+namespace {
+
+constexpr char kCompactMagic[8] = {'U', 'F', 'W', 'S', 'P', 'G', '0', '1'};
+constexpr uint64_t kAlign = 4096;
+// A header names at most this many pages: 64 GiB of 4 KiB pages.
+constexpr uint64_t kMaxPages = 16ULL << 20;
+
+// The fixed part of the header; the key's identity and name, the offsets,
+// the block hashes and the header hash follow it.
+struct Fixed {
+  uint64_t version, page_size, count, block_pages, data_offset, record_hash, identity_bytes, name_bytes;
+};
+
+uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+Status WriteAll(int fd, const uint8_t* data, uint64_t length, uint64_t offset, const std::string& path) {
+  uint64_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, fmt::format("write {} bytes at offset {} of {}", length, offset, path));
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status ReadAll(int fd, uint8_t* data, uint64_t length, uint64_t offset, const std::string& path) {
+  uint64_t done = 0;
+  while (done < length) {
+    ssize_t n = ::pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "read " + path);
+    }
+    if (n == 0) return Status::InvalidArgument(fmt::format("{} is shorter than its header says", path));
+    done += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+uint64_t CompactWorkingSet::RecordHash(uint64_t page_size, const std::vector<uint64_t>& offsets) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  XXH3_64bits_update(state, &page_size, sizeof(page_size));
+  XXH3_64bits_update(state, offsets.data(), offsets.size() * sizeof(uint64_t));
+  uint64_t hash = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return hash;
+}
+
+uint64_t CompactWorkingSet::BlockPages(size_t b) const {
+  return std::min<uint64_t>(kBlockPages, offsets_.size() - b * kBlockPages);
+}
+
+bool CompactWorkingSet::BlockIntact(size_t b, const uint8_t* bytes) const {
+  return b < block_hashes_.size() && XXH3_64bits(bytes, BlockPages(b) * page_size_) == block_hashes_[b];
+}
+
+Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t record_hash,
+                                uint64_t page_size, const std::vector<uint64_t>& offsets, const BackingFile& backing,
+                                uint64_t* bytes) {
+  const uint64_t count = offsets.size();
+  const uint64_t blocks = (count + kBlockPages - 1) / kBlockPages;
+  const uint64_t header_bytes = sizeof(kCompactMagic) + sizeof(Fixed) + key.identity().size() + key.name().size() +
+                                count * 8 + blocks * 8 + 8;
+  Fixed fixed{1, page_size, count, kBlockPages, AlignUp(header_bytes), record_hash, key.identity().size(),
+              key.name().size()};
+  const std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return Status::FromErrno(errno, "create " + tmp);
+  auto fail = [&](Status st) {
+    ::unlink(tmp.c_str());
+    return st;
+  };
+  // The pages first, block by block, each hashed as it is written.
+  std::vector<uint64_t> block_hashes(blocks);
+  std::vector<uint8_t> block(kBlockPages * page_size);
+  for (uint64_t b = 0; b < blocks; ++b) {
+    const uint64_t first = b * kBlockPages;
+    const uint64_t n = std::min<uint64_t>(kBlockPages, count - first);
+    // Consecutive offsets (most of them, in replay order) are one read.
+    for (uint64_t i = 0; i < n;) {
+      uint64_t j = i + 1;
+      while (j < n && offsets[first + j] == offsets[first + i] + (j - i) * page_size) ++j;
+      uint64_t read = 0;
+      Status st = backing.ReadRange(offsets[first + i], block.data() + i * page_size, (j - i) * page_size, &read);
+      if (!st.ok()) return fail(st.WithContext("copy the working set's pages"));
+      i = j;
+    }
+    block_hashes[b] = XXH3_64bits(block.data(), n * page_size);
+    Status st = WriteAll(fd.get(), block.data(), n * page_size, fixed.data_offset + first * page_size, tmp);
+    if (!st.ok()) return fail(st);
+  }
+  std::string header;
+  header.append(reinterpret_cast<const char*>(kCompactMagic), sizeof(kCompactMagic));
+  header.append(reinterpret_cast<const char*>(&fixed), sizeof(fixed));
+  header.append(reinterpret_cast<const char*>(key.identity().data()), key.identity().size());
+  header.append(reinterpret_cast<const char*>(key.name().data()), key.name().size());
+  header.append(reinterpret_cast<const char*>(offsets.data()), count * 8);
+  header.append(reinterpret_cast<const char*>(block_hashes.data()), blocks * 8);
+  uint64_t header_hash = XXH3_64bits(header.data(), header.size());
+  header.append(reinterpret_cast<const char*>(&header_hash), 8);
+  Status st = WriteAll(fd.get(), reinterpret_cast<const uint8_t*>(header.data()), header.size(), 0, tmp);
+  if (!st.ok()) return fail(st);
+  // Outlives the pager, not the host (like every working-set file): no fsync.
+  if (::close(fd.release()) != 0) return fail(Status::FromErrno(errno, "close " + tmp));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail(Status::FromErrno(errno, "rename " + tmp));
+  *bytes = fixed.data_offset + count * page_size;
+  return Status::Ok();
+}
+
+Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const CacheKey& key,
+                                                  uint64_t record_hash) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ENOENT) return Status::NotFound("no compact working set " + path);
+    return Status::FromErrno(errno, "open " + path);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  auto bad = [&](const std::string& why) { return Status::InvalidArgument(path + ": " + why); };
+  if (size < sizeof(kCompactMagic) + sizeof(Fixed)) return bad("too short for a header");
+  uint8_t head[sizeof(kCompactMagic) + sizeof(Fixed)];
+  UFFD_RETURN_IF_ERROR(ReadAll(fd.get(), head, sizeof(head), 0, path));
+  if (std::memcmp(head, kCompactMagic, sizeof(kCompactMagic)) != 0) return bad("not a compact working set");
+  Fixed fixed;
+  std::memcpy(&fixed, head + sizeof(kCompactMagic), sizeof(fixed));
+  if (fixed.version != 1 || fixed.block_pages != kBlockPages || fixed.count > kMaxPages ||
+      fixed.page_size == 0 || (fixed.page_size & (fixed.page_size - 1)) != 0 ||
+      fixed.identity_bytes > 4096 || fixed.name_bytes > 64 * 1024) {
+    return bad("a header this pager cannot read");
+  }
+  const uint64_t blocks = (fixed.count + kBlockPages - 1) / kBlockPages;
+  const uint64_t header_bytes =
+      sizeof(head) + fixed.identity_bytes + fixed.name_bytes + fixed.count * 8 + blocks * 8 + 8;
+  if (fixed.data_offset != AlignUp(header_bytes) || size != fixed.data_offset + fixed.count * fixed.page_size) {
+    return bad("its length is not what its header says (cut short?)");
+  }
+  std::vector<uint8_t> header(header_bytes);
+  UFFD_RETURN_IF_ERROR(ReadAll(fd.get(), header.data(), header_bytes, 0, path));
+  uint64_t stored;
+  std::memcpy(&stored, header.data() + header_bytes - 8, 8);
+  if (XXH3_64bits(header.data(), header_bytes - 8) != stored) return bad("its header is damaged");
+  const char* p = reinterpret_cast<const char*>(header.data()) + sizeof(head);
+  std::string_view identity(p, fixed.identity_bytes);
+  std::string_view name(p + fixed.identity_bytes, fixed.name_bytes);
+  if (name != key.name()) return bad("it belongs to another cache key");
+  if (identity != key.identity()) return bad("the backing memory changed since it was written");
+  if (fixed.record_hash != record_hash) return bad("it was made from another record of the working set");
+  CompactWorkingSet out;
+  out.fd_ = std::move(fd);
+  out.page_size_ = fixed.page_size;
+  out.data_offset_ = fixed.data_offset;
+  out.offsets_.resize(fixed.count);
+  std::memcpy(out.offsets_.data(), p + fixed.identity_bytes + fixed.name_bytes, fixed.count * 8);
+  out.block_hashes_.resize(blocks);
+  std::memcpy(out.block_hashes_.data(), p + fixed.identity_bytes + fixed.name_bytes + fixed.count * 8, blocks * 8);
+  // Reads are large and sequential: the default readahead helps them. And
+  // the file is in use: the disk bound removes the least recently used.
+  (void)::posix_fadvise(out.fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  (void)::futimens(out.fd_.get(), nullptr);
+  // O_NONBLOCK guarded the open against a FIFO; reads of a regular file
+  // ignore it, and io_uring must not see it.
+  (void)::fcntl(out.fd_.get(), F_SETFL, 0);
+  return out;
+}
+
+std::vector<uint64_t> ReplayOrder(const std::vector<uint64_t>& first_touch, size_t window) {
+  std::vector<uint64_t> order;
+  order.reserve(first_touch.size());
+  std::unordered_set<uint64_t> seen;
+  seen.reserve(first_touch.size());
+  for (uint64_t offset : first_touch) {
+    if (seen.insert(offset).second) order.push_back(offset);
+  }
+  for (size_t start = 0; start < order.size(); start += window) {
+    auto end = order.begin() + static_cast<ptrdiff_t>(std::min(order.size(), start + window));
+    std::sort(order.begin() + static_cast<ptrdiff_t>(start), end);
+  }
+  return order;
+}
+
+}  // namespace uffdpager

@@ -1,0 +1,80 @@
+// CompactWorkingSet: a recorded working set's pages stored one after the
+// other, in replay order, in a file beside the record
+// (DATA/uffd/VERSION/working-sets/<hash>.pages). A restore of a snapshot
+// that is not in the page cache then reads its working set in a few large
+// sequential reads instead of thousands of scattered ones.
+//
+// The file is bound to the bytes it copies: its header names the CacheKey
+// (name and identity of the memory) and the hash of the record it was made
+// from, and every block of kBlockPages pages carries its own XXH3 hash, so a
+// file of another snapshot, of an older version of this one, of an older
+// record, or damaged anywhere is never served: Open refuses a header that
+// does not match, and BlockIntact a block that does not.
+//
+// Layout: a header (magic, version, sizes, the key, the record hash), the
+// memory offset of every page, the block hashes, the header's own hash;
+// padding to a 4 KiB boundary; then the pages.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "pager/storage/backing_file.h"
+#include "pager/storage/cache_key.h"
+#include "uffdpager/status.h"
+
+namespace uffdpager {
+
+class CompactWorkingSet {
+ public:
+  // Pages per checksummed block: 1 MiB of 4 KiB pages, one large read.
+  static constexpr uint64_t kBlockPages = 256;
+
+  // The hash that binds a compact file to the record it was made from.
+  static uint64_t RecordHash(uint64_t page_size, const std::vector<uint64_t>& offsets);
+
+  // Writes `path` (atomically: a temporary file renamed into place) with the
+  // pages of `backing` at `offsets`, in that order. *bytes is the file's
+  // size. A failure (a full disk) leaves no file behind.
+  static Status Write(const std::string& path, const CacheKey& key, uint64_t record_hash, uint64_t page_size,
+                      const std::vector<uint64_t>& offsets, const BackingFile& backing, uint64_t* bytes);
+
+  // Opens `path` and checks its header. kNotFound if there is none;
+  // kInvalidArgument, saying why, if it is not this key's, not made from
+  // this record, or damaged.
+  static Result<CompactWorkingSet> Open(const std::string& path, const CacheKey& key, uint64_t record_hash);
+
+  int fd() const { return fd_.get(); }
+  uint64_t page_size() const { return page_size_; }
+  // Memory offsets of the pages, in file order.
+  const std::vector<uint64_t>& offsets() const { return offsets_; }
+  size_t blocks() const { return block_hashes_.size(); }
+  // Where block `b` starts in the file, and how many pages it holds.
+  uint64_t BlockOffset(size_t b) const { return data_offset_ + b * kBlockPages * page_size_; }
+  uint64_t BlockPages(size_t b) const;
+  // Whether `bytes` (block `b`, as read) are what was written.
+  bool BlockIntact(size_t b, const uint8_t* bytes) const;
+
+ private:
+  CompactWorkingSet() = default;
+
+  UniqueFd fd_;
+  uint64_t page_size_ = 0;
+  uint64_t data_offset_ = 0;
+  std::vector<uint64_t> offsets_;
+  std::vector<uint64_t> block_hashes_;
+};
+
+// Entries of a working set sorted together: 32 MiB of 4 KiB pages.
+inline constexpr size_t kReplayWindowPages = 8192;
+
+// The order a working set is replayed in (and a compact file written in):
+// first-touch order interleaves the vCPUs' streams and scatters neighbouring
+// pages far apart, so each window of `window` entries is sorted by offset,
+// which turns it back into long runs (one ioctl, one read each) while the
+// window keeps early-touched pages early. Duplicates go.
+std::vector<uint64_t> ReplayOrder(const std::vector<uint64_t>& first_touch, size_t window);
+
+}  // namespace uffdpager

@@ -1,0 +1,134 @@
+#include "pager/storage/working_set_writer.h"
+
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "pager/storage/compact_working_set.h"
+
+namespace uffdpager {
+
+namespace fs = std::filesystem;
+
+WorkingSetWriter::WorkingSetWriter(const WorkingSetStore* store, uint64_t max_bytes)
+    : store_(store), max_bytes_(max_bytes) {
+  if (!enabled()) return;
+  Trim("");  // counts what an earlier pager left, and holds the bound
+  thread_ = std::thread([this] {
+    (void)::pthread_setname_np(::pthread_self(), "wset-writer");
+    Run();
+  });
+}
+
+WorkingSetWriter::~WorkingSetWriter() {
+  {
+    MutexLock lock(&mu_);
+    stop_ = true;
+    queue_.clear();
+  }
+  changed_.SignalAll();
+  if (thread_.joinable()) thread_.join();
+}
+
+void WorkingSetWriter::Enqueue(const CacheKey& key, uint64_t page_size, std::vector<uint64_t> first_touch,
+                               std::shared_ptr<const BackingFile> backing) {
+  if (!enabled()) return;
+  {
+    MutexLock lock(&mu_);
+    if (stop_) return;
+    auto same = std::find_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.key == key; });
+    Job job{key, page_size, std::move(first_touch), std::move(backing)};
+    if (same != queue_.end()) {
+      *same = std::move(job);
+    } else {
+      queue_.push_back(std::move(job));
+    }
+  }
+  changed_.SignalAll();
+}
+
+void WorkingSetWriter::WaitIdle() {
+  MutexLock lock(&mu_);
+  while (!queue_.empty() || busy_) changed_.Wait();
+}
+
+void WorkingSetWriter::Run() {
+  for (;;) {
+    Job job;
+    {
+      MutexLock lock(&mu_);
+      while (queue_.empty() && !stop_) changed_.Wait();
+      if (stop_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    Write(job);
+    {
+      MutexLock lock(&mu_);
+      busy_ = false;
+    }
+    changed_.SignalAll();
+  }
+}
+
+void WorkingSetWriter::Write(const Job& job) {
+  const std::string path = store_->CompactPathFor(job.key);
+  std::vector<uint64_t> order = ReplayOrder(job.first_touch, kReplayWindowPages);
+  const uint64_t bytes_needed = order.size() * job.page_size;
+  if (bytes_needed > max_bytes_) {
+    spdlog::info("working set of cache key {} ({} bytes) is larger than the compact files' bound ({} bytes); not "
+                 "kept",
+                 job.key.name(), bytes_needed, max_bytes_);
+    return;
+  }
+  uint64_t bytes = 0;
+  Status st = CompactWorkingSet::Write(path, job.key, CompactWorkingSet::RecordHash(job.page_size, job.first_touch),
+                                       job.page_size, order, *job.backing, &bytes);
+  if (!st.ok()) {
+    write_errors_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("compact working set of cache key {} not written: {}", job.key.name(), st.ToString());
+    Trim("");
+    return;
+  }
+  written_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("compact working set of cache key {}: {} pages, {} bytes", job.key.name(), order.size(), bytes);
+  Trim(path);
+}
+
+void WorkingSetWriter::Trim(const std::string& keep) {
+  struct File {
+    std::string path;
+    uint64_t bytes;
+    fs::file_time_type used;
+  };
+  std::vector<File> files;
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(store_->dir(), ec)) {
+    if (entry.path().extension() != ".pages" || !entry.is_regular_file(ec)) continue;
+    uint64_t size = entry.file_size(ec);
+    if (ec) continue;
+    files.push_back({entry.path().string(), size, entry.last_write_time(ec)});
+    total += size;
+  }
+  std::sort(files.begin(), files.end(), [](const File& a, const File& b) { return a.used < b.used; });
+  size_t kept = files.size();
+  for (const File& f : files) {
+    if (total <= max_bytes_) break;
+    if (f.path == keep) continue;
+    if (fs::remove(f.path, ec)) {
+      total -= f.bytes;
+      --kept;
+      spdlog::info("compact working set {} removed: the compact files' bound is {} bytes", f.path, max_bytes_);
+    }
+  }
+  disk_bytes_.store(total, std::memory_order_relaxed);
+  files_.store(kept, std::memory_order_relaxed);
+}
+
+}  // namespace uffdpager

@@ -1,0 +1,79 @@
+// WorkingSetWriter: writes compact working sets (compact_working_set.h) on a
+// thread of its own, so no session waits for the copy, and keeps their disk
+// use under a bound: when a new file would pass it, the files used least
+// recently go first (a replay marks its file used); a file larger than the
+// whole bound is not kept.
+//
+// Thread-safe: sessions enqueue from their threads; the writer thread does
+// the work; counters are atomics.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/mutex.h"
+#include "pager/storage/backing_file.h"
+#include "pager/storage/cache_key.h"
+#include "pager/storage/working_set_store.h"
+
+namespace uffdpager {
+
+class WorkingSetWriter {
+ public:
+  // `store` names the files and outlives the writer. `max_bytes` 0: no
+  // compact files at all.
+  WorkingSetWriter(const WorkingSetStore* store, uint64_t max_bytes);
+  ~WorkingSetWriter();  // drops what is queued, finishes the file being written
+  WorkingSetWriter(const WorkingSetWriter&) = delete;
+  WorkingSetWriter& operator=(const WorkingSetWriter&) = delete;
+
+  bool enabled() const { return max_bytes_ > 0; }
+  // Queues the compact file of `key`'s record `first_touch` (what the store
+  // saved), with the pages of `backing`. A job queued for the same key is
+  // replaced.
+  void Enqueue(const CacheKey& key, uint64_t page_size, std::vector<uint64_t> first_touch,
+               std::shared_ptr<const BackingFile> backing) EXCLUDES(mu_);
+  // Blocks until nothing is queued or being written (tests).
+  void WaitIdle() EXCLUDES(mu_);
+
+  uint64_t disk_bytes() const { return disk_bytes_.load(std::memory_order_relaxed); }
+  uint64_t max_bytes() const { return max_bytes_; }
+  uint64_t files() const { return files_.load(std::memory_order_relaxed); }
+  uint64_t written() const { return written_.load(std::memory_order_relaxed); }
+  uint64_t write_errors() const { return write_errors_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Job {
+    CacheKey key;
+    uint64_t page_size = 0;
+    std::vector<uint64_t> first_touch;
+    std::shared_ptr<const BackingFile> backing;
+  };
+
+  void Run() EXCLUDES(mu_);
+  void Write(const Job& job);
+  // Sums the compact files on disk and removes the least recently used ones
+  // until at most `max_bytes_` remain; never removes `keep`.
+  void Trim(const std::string& keep);
+
+  const WorkingSetStore* const store_;
+  const uint64_t max_bytes_;
+  std::atomic<uint64_t> disk_bytes_{0};
+  std::atomic<uint64_t> files_{0};
+  std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> write_errors_{0};
+
+  Mutex mu_;
+  CondVar changed_{&mu_};
+  std::deque<Job> queue_ GUARDED_BY(mu_);
+  bool busy_ GUARDED_BY(mu_) = false;
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace uffdpager

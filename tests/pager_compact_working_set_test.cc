@@ -1,0 +1,270 @@
+// Compact working sets: after a restore records its working set, the pager
+// copies those pages, in replay order, into one file beside the record;
+// later restores read it in a few large reads. What it serves must be
+// byte-exact whatever the guest, the balloon and the VMM do meanwhile, and a
+// compact file that is stale, damaged, cut short or never written must never
+// be served (the restore reads the memory file instead).
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "support/pager_fixture.h"
+
+namespace uffdpager::testing::compact_working_set_test {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+const std::vector<uint64_t> kRegions = {8 * kMiB, 4 * kMiB};
+constexpr uint64_t kBytes = 12 * kMiB;
+constexpr uint64_t kPages = kBytes / 4096;
+
+// A third of the pages, spread out, always the same.
+std::vector<uint64_t> WorkingSetPages() {
+  std::mt19937_64 rng(11);
+  std::vector<uint64_t> pages;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    if (rng() % 3 == 0) pages.push_back(p);
+  }
+  return pages;
+}
+
+void Touch(const GuestMemory& memory, const std::vector<uint64_t>& pages) {
+  uint64_t sum = 0;
+  for (uint64_t p : pages) sum += *reinterpret_cast<volatile uint8_t*>(memory.AtFileOffset(p * 4096));
+  (void)sum;
+}
+
+class PagerCompactWorkingSetTest : public PagerFixture {
+ protected:
+  void SetUp() override {
+    PagerFixture::SetUp();
+    if (IsSkipped()) return;
+    snap_ = MakeSnapshot("mem", kBytes, 61);
+  }
+
+  void Start(std::vector<std::string> extra = {}) {
+    PagerProcessOptions options;
+    options.extra_args = {"--prefetch-record-ms", "300"};
+    options.extra_args.insert(options.extra_args.end(), extra.begin(), extra.end());
+    StartPager(options);
+  }
+
+  std::string WorkingSetsDir() { return pager_->root_dir() + "/working-sets"; }
+
+  std::string FileWith(const std::string& extension) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(WorkingSetsDir(), ec)) {
+      if (e.path().extension() == extension) return e.path().string();
+    }
+    return "";
+  }
+
+  // Restores, touches the working set, and waits until the pager has
+  // recorded it and (if `compact`) written its compact copy.
+  void RecordingRestore(const std::string& id, bool compact = true) {
+    auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    Touch((*vm)->memory, WorkingSetPages());
+    ASSERT_TRUE(WaitFor([&] { return pager_->Log().find("recorded a working set") != std::string::npos; },
+                        std::chrono::seconds(30)))
+        << pager_->Log();
+    if (compact) {
+      ASSERT_TRUE(WaitFor([&] { return !FileWith(".pages").empty(); }, std::chrono::seconds(30))) << pager_->Log();
+    }
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+    ASSERT_TRUE(pager_->client().CloseSession(id).ok());
+  }
+
+  // A restore that replays: touches everything while `during` runs, checks
+  // every byte (zeros in `removed`), and returns the session's counters.
+  nlohmann::json ReplayingRestore(const std::string& id, const std::function<void(const GuestMemory&)>& during = {},
+                                  std::vector<std::pair<uint64_t, uint64_t>>* removed = nullptr) {
+    auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
+    EXPECT_TRUE(vm.ok()) << vm.status().ToString();
+    if (!vm.ok()) return {};
+    std::thread toucher([&] { TouchAllPages((*vm)->memory, 2); });
+    if (during) during((*vm)->memory);
+    toucher.join();
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_, removed ? *removed : std::vector<std::pair<uint64_t, uint64_t>>{}));
+    auto s = Session(id);
+    EXPECT_EQ(s["state"], "serving") << s.dump();
+    return s["counters"];
+  }
+
+  std::string snap_;
+};
+
+TEST_F(PagerCompactWorkingSetTest, AReplayFromTheCompactFileIsByteExactWithRemovesDuringIt) {
+  Start();
+  RecordingRestore("first");
+  std::vector<std::pair<uint64_t, uint64_t>> removed;
+  auto c = ReplayingRestore(
+      "second",
+      [&](const GuestMemory& memory) {
+        // A balloon discards ranges inside the working set while the
+        // replay installs it: they must read as zeros, never as snapshot
+        // bytes, whoever got to them first.
+        for (uint64_t off = 0; off < kBytes; off += kMiB) {
+          const uint64_t start = off + 256 * 1024;
+          ASSERT_EQ(::madvise(memory.AtFileOffset(start), 32 * 4096, MADV_DONTNEED), 0) << std::strerror(errno);
+          removed.emplace_back(start, start + 32 * 4096);
+        }
+      },
+      &removed);
+  EXPECT_EQ(c["compact_replays"], 1) << c.dump();
+  EXPECT_EQ(c["compact_fallbacks"], 0) << c.dump();
+  EXPECT_GT(c["working_set_bytes_read"].get<uint64_t>(), 0u) << c.dump();
+  EXPECT_GT(c["prefetch_pages"].get<uint64_t>(), 0u) << c.dump();
+}
+
+TEST_F(PagerCompactWorkingSetTest, PagesTheVmmWritesDuringTheLoadAreNeverOverwritten) {
+  Start();
+  RecordingRestore("first");
+  auto vm = VmmStandIn::Restore(CreateSession("second", snap_, "key"), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // As Firecracker writes VMGenID right after the handshake: the write
+  // faults the page in (or finds it replayed) and then changes it; a replay
+  // that comes later must leave it alone.
+  std::vector<uint64_t> written;
+  for (uint64_t p : WorkingSetPages()) {
+    if (written.size() == 64) break;
+    if (p % 5 == 0) written.push_back(p);
+  }
+  for (uint64_t p : written) std::memset((*vm)->memory.AtFileOffset(p * 4096) + 100, 0xEE, 16);
+  ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() > 0 &&
+                                   Session("second")["counters"]["compact_replays"] == 1; },
+                      std::chrono::seconds(30)))
+      << Session("second").dump();
+  // Give the replay the time to install everything it holds.
+  const uint64_t wanted = WorkingSetPages().size();
+  WaitFor([&] {
+    auto c = Session("second")["counters"];
+    return c["prefetch_pages"].get<uint64_t>() + c["faults"].get<uint64_t>() >= wanted;
+  }, std::chrono::seconds(30));
+  for (uint64_t p : written) {
+    const uint8_t* page = (*vm)->memory.AtFileOffset(p * 4096);
+    ASSERT_TRUE(std::all_of(page + 100, page + 116, [](uint8_t b) { return b == 0xEE; }))
+        << "the VMM's write to page " << p << " was overwritten";
+  }
+  TouchAllPages((*vm)->memory, 2);
+  // Everything but the written bytes is the snapshot's (the written ones were
+  // checked above): put the snapshot's bytes back there, and compare all.
+  const std::vector<uint8_t> file = ReadFileBytes(snap_);
+  for (uint64_t p : written) std::memcpy((*vm)->memory.AtFileOffset(p * 4096) + 100, &file[p * 4096 + 100], 16);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+}
+
+TEST_F(PagerCompactWorkingSetTest, ACompactFileOfAReplacedMemoryFileIsNeverServed) {
+  Start();
+  RecordingRestore("first");
+  // The memory file is rewritten: same path, same cache key, other bytes.
+  ASSERT_TRUE(WriteTestSnapshot(snap_, kBytes, 62));
+  struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, snap_.c_str(), times, 0), 0);
+  auto c = ReplayingRestore("after-change");
+  EXPECT_EQ(c["compact_replays"], 0) << c.dump();
+  EXPECT_EQ(c["prefetch_pages"], 0) << "a stale working set was replayed: " << c.dump();
+}
+
+TEST_F(PagerCompactWorkingSetTest, ADamagedCompactFileIsNotServedAndTheRestoreIsExact) {
+  Start();
+  RecordingRestore("first");
+  std::string pages = FileWith(".pages");
+  ASSERT_FALSE(pages.empty());
+  const uint64_t size = std::filesystem::file_size(pages);
+  // One byte of page data flipped, deep in the file: that block (and the
+  // ones after it) are read from the memory file instead.
+  {
+    std::fstream f(pages, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(size - 3 * 4096 + 17));
+    char b = 0;
+    f.read(&b, 1);
+    b = static_cast<char>(b ^ 0x40);
+    f.seekp(static_cast<std::streamoff>(size - 3 * 4096 + 17));
+    f.write(&b, 1);
+  }
+  auto c = ReplayingRestore("damaged");
+  EXPECT_EQ(c["compact_fallbacks"], 1) << c.dump();
+  EXPECT_NE(pager_->Log().find("does not match its hash"), std::string::npos) << pager_->Log();
+
+  // Cut short: refused at once.
+  ASSERT_EQ(::truncate(pages.c_str(), static_cast<off_t>(size / 2)), 0);
+  c = ReplayingRestore("truncated");
+  EXPECT_EQ(c["compact_replays"], 0) << c.dump();
+  EXPECT_EQ(c["compact_fallbacks"], 1) << c.dump();
+  EXPECT_GT(c["prefetch_pages"].get<uint64_t>(), 0u) << "the record is still replayed from the memory file";
+  EXPECT_TRUE(FileWith(".pages").empty()) << "a compact file that cannot be trusted is removed";
+}
+
+TEST_F(PagerCompactWorkingSetTest, AFullDiskWhileWritingOneLeavesTheRestoreUnaffected) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs as the working-set directory";
+  Start();
+  // The working sets go to a 256 KiB tmpfs: the record (a few KiB) fits,
+  // its compact copy (megabytes) does not.
+  std::string dir = WorkingSetsDir();
+  std::filesystem::create_directories(dir);
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=256k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir};
+  RecordingRestore("first", /*compact=*/false);
+  ASSERT_TRUE(WaitFor([&] { return Stat("working_set_write_errors") == 1; }, std::chrono::seconds(30)))
+      << pager_->Log();
+  EXPECT_TRUE(FileWith(".pages").empty());
+  EXPECT_TRUE(FileWith(".tmp").empty()) << "a failed write leaves nothing behind";
+  auto c = ReplayingRestore("second");
+  EXPECT_EQ(c["compact_fallbacks"], 1) << c.dump();
+  EXPECT_GT(c["prefetch_pages"].get<uint64_t>(), 0u) << c.dump();
+}
+
+TEST_F(PagerCompactWorkingSetTest, ReplaysAndDemandFaultsAtOnceAllProgress) {
+  Start();
+  RecordingRestore("first");
+  // Four restores replay the compact file while four others (other cache
+  // keys: nothing recorded) fault every page on demand. Every faulting
+  // thread must get through all of its pages, byte-exact.
+  std::vector<std::string> others;
+  for (int i = 0; i < 4; ++i) others.push_back(MakeSnapshot("other" + std::to_string(i), kBytes, 70 + i));
+  std::vector<std::unique_ptr<VmmStandIn>> vms;
+  std::vector<std::string> files;
+  for (int i = 0; i < 8; ++i) {
+    const bool replays = i % 2 == 0;
+    const std::string file = replays ? snap_ : others[i / 2];
+    auto vm = VmmStandIn::Restore(
+        CreateSession("vm" + std::to_string(i), file, replays ? "key" : "other" + std::to_string(i)), kRegions);
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    vms.push_back(std::move(*vm));
+    files.push_back(file);
+  }
+  std::atomic<int> finished{0};
+  std::vector<std::thread> threads;
+  for (auto& vm : vms) {
+    threads.emplace_back([&, m = &vm->memory] {
+      TouchAllPages(*m, 2);
+      finished++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(finished.load(), 8);
+  for (size_t i = 0; i < vms.size(); ++i) {
+    EXPECT_TRUE(MatchesSnapshotFile(vms[i]->memory, files[i])) << "vm" << i;
+  }
+  for (int i = 0; i < 8; i += 2) {
+    EXPECT_EQ(Session("vm" + std::to_string(i))["counters"]["compact_replays"], 1) << i;
+  }
+}
+
+}  // namespace
+}  // namespace uffdpager::testing::compact_working_set_test
