@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "readahead.h"
 #include "workload.h"
 
 namespace uffdpager::bench {
@@ -21,7 +22,8 @@ std::mutex live_pagers_mu;
 std::vector<pid_t> live_pagers;
 }  // namespace
 
-BenchPager::BenchPager(std::unique_ptr<PagerProcess> process) : process_(std::move(process)) {
+BenchPager::BenchPager(std::unique_ptr<PagerProcess> process, std::string data_dir)
+    : process_(std::move(process)), data_dir_(std::move(data_dir)) {
   std::lock_guard lock(live_pagers_mu);
   live_pagers.push_back(process_->pid());
 }
@@ -76,12 +78,12 @@ Result<std::string> PagerHelpText(const std::string& binary) {
 const uint8_t* RestoredGuest::PageAddress(uint64_t page) const { return memory.AtFileOffset(page * kPageSize); }
 
 Result<std::unique_ptr<BenchPager>> BenchPager::Launch(const PagerSetup& setup, const PagerFlavor& flavor,
-                                                       const std::string& tag) {
+                                                       const std::string& tag, PagerDataDir data) {
   PagerLaunchOptions options;
   options.binary = setup.binary;
   options.data_dir = setup.data_root + "/" + tag;
   std::error_code ec;
-  std::filesystem::remove_all(options.data_dir, ec);
+  if (data == PagerDataDir::kFresh) std::filesystem::remove_all(options.data_dir, ec);
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) return Status::FromErrno(ec.value(), "create " + options.data_dir);
   options.version_key = "bench";
@@ -91,7 +93,7 @@ Result<std::unique_ptr<BenchPager>> BenchPager::Launch(const PagerSetup& setup, 
   options.extra_args.insert(options.extra_args.end(), {"--log-level", "warn"});
   auto process = PagerProcess::Launch(options);
   if (!process.ok()) return process.status();
-  return std::unique_ptr<BenchPager>(new BenchPager(std::move(*process)));
+  return std::unique_ptr<BenchPager>(new BenchPager(std::move(*process), options.data_dir));
 }
 
 Result<std::string> BenchPager::CreateSession(const std::string& session_id, const std::string& snapshot) const {
@@ -151,6 +153,7 @@ Deadline::Deadline(std::string what, std::chrono::seconds limit) {
       std::lock_guard pagers(live_pagers_mu);
       for (pid_t pid : live_pagers) ::kill(pid, SIGKILL);
     }
+    RestoreReadaheadNow();
     ::_exit(3);
   });
 }

@@ -58,14 +58,22 @@ struct RestoredGuest {
   const uint8_t* PageAddress(uint64_t page) const;
 };
 
+// What a launched pager finds in its data directory.
+enum class PagerDataDir {
+  kFresh,  // emptied first: the pager has never seen anything
+  kKeep,   // as an earlier pager of the same tag left it (its recorded working sets)
+};
+
 class BenchPager {
  public:
-  // Starts a fresh pager (empty cache) of `flavor`; `tag` names its data dir.
+  // Starts a fresh pager process (empty cache) of `flavor`; `tag` names its
+  // data dir (below setup.data_root).
   static Result<std::unique_ptr<BenchPager>> Launch(const PagerSetup& setup, const PagerFlavor& flavor,
-                                                    const std::string& tag);
+                                                    const std::string& tag, PagerDataDir data = PagerDataDir::kFresh);
 
   const PagerClient& client() const { return process_->client(); }
   pid_t pid() const { return process_->pid(); }
+  const std::string& data_dir() const { return data_dir_; }
 
   // POST /sessions for `snapshot` under a fixed cache key (so every restore
   // of the snapshot shares the pager's cache).
@@ -84,8 +92,9 @@ class BenchPager {
   nlohmann::json SessionCounters(const std::string& session_id) const;
 
  private:
-  explicit BenchPager(std::unique_ptr<PagerProcess> process);
+  BenchPager(std::unique_ptr<PagerProcess> process, std::string data_dir);
   std::unique_ptr<PagerProcess> process_;
+  std::string data_dir_;
 
  public:
   ~BenchPager();  // stops the pager (SIGTERM, then SIGKILL)
@@ -94,7 +103,8 @@ class BenchPager {
 // Bounds a step that cannot be interrupted (threads blocked in a page fault
 // cannot be cancelled): if not disarmed within `limit`, prints what hung and
 // exits the whole benchmark with status 3 rather than hang forever (killing
-// the pagers it started first, so none outlives it).
+// the pagers it started first, so none outlives it, and putting back a
+// device readahead the cold section changed).
 class Deadline {
  public:
   Deadline(std::string what, std::chrono::seconds limit);

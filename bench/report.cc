@@ -27,19 +27,51 @@ bool PrintIfSkipped(const json& v) {
   return true;
 }
 
+// Bytes read from storage, in MiB and per working set: "-" without I/O accounting.
+std::string ReadCell(const json& v) {
+  return v.contains("median_read_mib") ? fmt::format("{:.1f}", Num(v, "median_read_mib")) : std::string("-");
+}
+
+std::string WorkingSetLine(const json& r) {
+  return fmt::format("{} working set, {} threads, {} distinct pages ({:.1f} MiB), {} touches",
+                     r["working_set"].get<std::string>(), r["threads"].get<int>(), r["distinct_pages"].get<uint64_t>(),
+                     Num(r, "distinct_mib"), r["touches"].get<uint64_t>());
+}
+
 void PrintRestore(const json& r) {
-  fmt::print("\n== Restore: {} working set, {} threads, {} distinct pages ({:.1f} MiB), {} touches ==\n",
-             r["working_set"].get<std::string>(), r["threads"].get<int>(), r["distinct_pages"].get<uint64_t>(),
-             Num(r, "distinct_mib"), r["touches"].get<uint64_t>());
-  fmt::print("{:<28} {:>12} {:>10} {:>12} {:>14} {:>12} {:>10} {:>10}\n", "variant", "median ms", "faults",
-             "vs file warm", "vs on-demand", "fault-around", "prefetch", "cache MiB");
+  fmt::print("\n== Restore: {} ==\n", WorkingSetLine(r));
+  fmt::print("{:<28} {:>10} {:>9} {:>8} {:>8} {:>12} {:>13} {:>12} {:>9} {:>9}\n", "variant", "median ms", "read MiB",
+             "read/WS", "faults", "vs file warm", "vs on-demand", "fault-around", "prefetch", "cache MiB");
   for (const json& v : r["variants"]) {
     std::string name = v["name"].get<std::string>();
     if (PrintIfSkipped(v)) continue;
     auto count = [&v](const char* key) { return CountCell(v, key); };
-    fmt::print("{:<28} {:>12.1f} {:>10} {:>11.2f}x {:>13.2f}x {:>12} {:>10} {:>10}\n", name, Num(v, "median_ms"),
-               count("median_faults"), Num(v, "ratio_vs_file_warm"), Num(v, "ratio_vs_on_demand"),
-               count("median_fault_around_pages"), count("median_prefetch_pages"), count("median_cache_mib"));
+    fmt::print("{:<28} {:>10.1f} {:>9} {:>8} {:>8} {:>11.2f}x {:>12.2f}x {:>12} {:>9} {:>9}\n", name,
+               Num(v, "median_ms"), ReadCell(v), RatioCell(v, "read_per_working_set"), count("median_faults"),
+               Num(v, "ratio_vs_file_warm"), Num(v, "ratio_vs_on_demand"), count("median_fault_around_pages"),
+               count("median_prefetch_pages"), count("median_cache_mib"));
+  }
+}
+
+void PrintCold(const json& c) {
+  const json& device = c["readahead_device"];
+  fmt::print(
+      "\n== Cold storage: the memory file out of the page cache; readahead of {} (its own: {} KiB) set per "
+      "variant ==\n",
+      device["disk"].get<std::string>(), device["original_kib"].get<uint64_t>());
+  for (const json& r : c["results"]) {
+    fmt::print("\n-- {}; readahead {} KiB{} --\n", WorkingSetLine(r), r["readahead_kib"].get<uint64_t>(),
+               r["readahead_is_device_default"].get<bool>() ? " (the device's own)" : "");
+    fmt::print("{:<30} {:>10} {:>9} {:>8} {:>12} {:>11} {:>11} {:>8} {:>9} {:>10}\n", "variant", "median ms",
+               "read MiB", "read/WS", "vs file_cold", "vs floor 1t", "vs floor 2t", "faults", "prefetch", "record KiB");
+    for (const json& v : r["variants"]) {
+      if (PrintIfSkipped(v)) continue;
+      fmt::print("{:<30} {:>10.1f} {:>9} {:>8} {:>12} {:>11} {:>11} {:>8} {:>9} {:>10}\n", v["name"].get<std::string>(),
+                 Num(v, "median_ms"), ReadCell(v), RatioCell(v, "read_per_working_set"),
+                 RatioCell(v, "ratio_vs_file_cold"), RatioCell(v, "ratio_vs_copy_floor_1_thread"),
+                 RatioCell(v, "ratio_vs_copy_floor_2_threads"), CountCell(v, "median_faults"),
+                 CountCell(v, "median_prefetch_pages"), CountCell(v, "median_record_kib"));
+    }
   }
 }
 
@@ -105,6 +137,7 @@ void PrintTables(const json& results) {
   if (results.contains("fault_latency")) PrintLatency(results["fault_latency"]);
   if (results.contains("completion")) PrintCompletion(results["completion"]);
   if (results.contains("concurrent")) PrintConcurrent(results["concurrent"]);
+  if (results.contains("cold")) PrintCold(results["cold"]);
   if (results.contains("tinyvmm")) PrintTinyVmm(results["tinyvmm"]);
   for (const json& note : results.value("notes", json::array())) fmt::print("note: {}\n", note.get<std::string>());
   std::fflush(stdout);

@@ -14,6 +14,7 @@
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
 #include "minimal_handler.h"
+#include "restore_steps.h"
 #include "stats.h"
 
 namespace uffdpager::bench {
@@ -22,88 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
-
-constexpr auto kRestoreLimit = std::chrono::seconds(300);
-constexpr uint64_t kBatchBytes = 2 * kMiB;
-
-std::string CopyFloorName(unsigned threads) {
-  return "copy_floor_" + std::to_string(threads) + (threads == 1 ? "_thread" : "_threads");
-}
-
-// A named series of samples; a skipped series keeps only its note.
-struct Series {
-  std::string name;
-  std::vector<double> ms;
-  // Pager restores: the session's counters (faults served, pages installed
-  // by fault-around and by prefetch), one sample per restore.
-  std::vector<double> faults, fault_around_pages, prefetch_pages;
-  // And the pager's page cache after the restore (MiB): what it keeps.
-  std::vector<double> cache_mib;
-  std::string skipped;
-};
-
-bool FlavorAvailable(const BenchConfig& config, const PagerFlavor& flavor) {
-  return flavor.required_flag.empty() || config.pager_help.find(flavor.required_flag) != std::string::npos;
-}
-
-// File backend: what Firecracker's `File` restore does, open + private mmap,
-// then the vCPUs fault pages straight from the page cache.
-Result<double> TimeFileRestore(const BenchConfig& config, const WorkingSet& set) {
-  Deadline deadline("file-backed restore", kRestoreLimit);
-  auto start = Clock::now();
-  UniqueFd fd(::open(config.snapshot_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Status::FromErrno(errno, "open " + config.snapshot_path);
-  auto memory = MemoryMapping::Map(nullptr, config.memory_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd.get(), 0,
-                                   "file-backed guest memory");
-  if (!memory.ok()) return memory.status();
-  const uint8_t* base = memory->data();
-  auto address = [base](uint64_t page) { return base + page * kPageSize; };
-  TouchWorkingSet(set, address);
-  double ms = Ms(Clock::now() - start);
-  UFFD_RETURN_IF_ERROR(VerifySample(set, address, config.snapshot_path, config.verify_stride));
-  return ms;
-}
-
-// One restore through `pager`: the handshake and the touches are timed (the
-// orchestrator's POST /sessions happens before the VM loads, so it is not).
-Result<double> TimePagerRestore(const BenchConfig& config, const BenchPager& pager, const std::string& session_id,
-                                const WorkingSet& set, nlohmann::json* counters) {
-  auto socket = pager.CreateSession(session_id, config.snapshot_path);
-  if (!socket.ok()) return socket.status();
-  std::unique_ptr<RestoredGuest> guest;
-  double ms = 0;
-  {
-    Deadline deadline("restore through the pager (session " + session_id + ")", kRestoreLimit);
-    auto start = Clock::now();
-    auto handed = BenchPager::HandOver(session_id, *socket, config.memory_bytes);
-    if (!handed.ok()) return handed.status();
-    guest = std::move(*handed);
-    TouchWorkingSet(set, [&guest](uint64_t page) { return guest->PageAddress(page); });
-    ms = Ms(Clock::now() - start);
-  }
-  UFFD_RETURN_IF_ERROR(VerifySample(
-      set, [&guest](uint64_t page) { return guest->PageAddress(page); }, config.snapshot_path, config.verify_stride));
-  *counters = pager.SessionCounters(session_id);
-  UFFD_RETURN_IF_ERROR(pager.client().CloseSession(session_id));
-  return ms;
-}
-
-json SeriesJson(const Series& s) {
-  json j = {{"name", s.name}};
-  if (!s.skipped.empty()) {
-    j["skipped"] = s.skipped;
-    return j;
-  }
-  j["median_ms"] = Median(s.ms);
-  j["samples_ms"] = s.ms;
-  if (!s.faults.empty()) {
-    j["median_faults"] = Median(s.faults);
-    j["median_fault_around_pages"] = Median(s.fault_around_pages);
-    j["median_prefetch_pages"] = Median(s.prefetch_pages);
-    j["median_cache_mib"] = Median(s.cache_mib);
-  }
-  return j;
-}
 
 // Reads the first `pages` pages one at a time from one thread, timing each
 // touch: with nothing else in flight, each is one full fault round trip.
@@ -196,28 +115,9 @@ Status WaitForChildren(std::vector<pid_t>& children, std::chrono::seconds limit)
 
 Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& set) {
   std::vector<Series> series = {{"file_warm"}, {"file_cold"}};
-  std::vector<PagerFlavor> flavors;
-  for (const PagerFlavor& flavor : RestoreFlavors(config.flavors)) {
-    if (FlavorAvailable(config, flavor)) {
-      flavors.push_back(flavor);
-      series.push_back({flavor.name + "_cold"});
-      series.push_back({flavor.name + "_warm"});
-    } else {
-      std::string note = "skipped: `uffd-pager --help` has no " + flavor.required_flag;
-      for (const char* cache : {"_cold", "_warm"}) {
-        Series skipped{flavor.name + cache};
-        skipped.skipped = note;
-        series.push_back(skipped);
-      }
-    }
-  }
-  // The floor: the working set's pages copied in with no pager and no faults,
-  // on one thread and on two (this machine's cores).
-  const unsigned kFloorThreads[] = {1, 2};
-  for (unsigned threads : kFloorThreads) series.push_back({CopyFloorName(threads)});
-  auto find = [&series](const std::string& name) -> Series& {
-    return *std::find_if(series.begin(), series.end(), [&](const Series& s) { return s.name == name; });
-  };
+  const std::vector<PagerFlavor> flavors = AddFlavorSeries(config, {"_cold", "_warm"}, series);
+  // The floor: the working set's pages copied in with no pager and no faults.
+  for (unsigned threads : CopyFloorThreads()) series.push_back({CopyFloorName(threads)});
   const std::vector<uint64_t> pages = set.SortedDistinctPages();
 
   // Runs interleave the variants so slow drift of a shared machine spreads
@@ -226,25 +126,17 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
     UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
     auto warm = TimeFileRestore(config, set);
     if (!warm.ok()) return warm.status();
-    find("file_warm").ms.push_back(*warm);
+    FindSeries(series, "file_warm").Add(*warm);
 
     UFFD_RETURN_IF_ERROR(EvictFromPageCache(config.snapshot_path));
     auto cold = TimeFileRestore(config, set);
     if (!cold.ok()) return cold.status();
-    find("file_cold").ms.push_back(*cold);
+    FindSeries(series, "file_cold").Add(*cold);
 
-    {
-      // Mapped only for the floor: a mapping holds the file's pages in
-      // memory, and the cold file variant above must be able to drop them.
-      UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
-      auto source = MapSnapshotPopulated(config.snapshot_path, config.memory_bytes);
-      if (!source.ok()) return source.status();
-      for (unsigned threads : kFloorThreads) {
-        Deadline deadline("copy floor", kRestoreLimit);
-        auto floor = RawWorkingSetCopy(*source, pages, kBatchBytes, threads);
-        if (!floor.ok()) return floor.status();
-        find(CopyFloorName(threads)).ms.push_back(Ms(*floor));
-      }
+    auto floors = MeasureCopyFloors(config, pages);
+    if (!floors.ok()) return floors.status();
+    for (size_t i = 0; i < floors->size(); ++i) {
+      FindSeries(series, CopyFloorName(CopyFloorThreads()[i])).Add((*floors)[i]);
     }
 
     for (const PagerFlavor& flavor : flavors) {
@@ -254,29 +146,21 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
       auto pager = BenchPager::Launch(config.pager, flavor, flavor.name);
       if (!pager.ok()) return pager.status().WithContext("launch " + flavor.name);
       for (const char* cache : {"cold", "warm"}) {
-        json counters;
         std::string id = set.name + "-" + cache + "-" + std::to_string(run);
-        auto ms = TimePagerRestore(config, **pager, id, set, &counters);
-        if (!ms.ok()) return ms.status().WithContext(flavor.name + " " + cache);
-        Series& s = find(flavor.name + "_" + cache);
-        s.ms.push_back(*ms);
-        s.faults.push_back(counters.value("faults", 0.0));
-        s.fault_around_pages.push_back(counters.value("fault_around_pages", 0.0));
-        s.prefetch_pages.push_back(counters.value("prefetch_pages", 0.0));
-        auto stats = (*pager)->client().Stats();
-        if (!stats.ok()) return stats.status().WithContext(flavor.name + " stats");
-        s.cache_mib.push_back(stats->value("cache_bytes", 0.0) / double(kMiB));
+        auto sample = TimePagerRestore(config, **pager, id, set);
+        if (!sample.ok()) return sample.status().WithContext(flavor.name + " " + cache);
+        FindSeries(series, flavor.name + "_" + cache).Add(*sample);
       }
     }
     Progress(set.name + " run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
   }
 
   json variants = json::array();
-  double file_warm = Median(find("file_warm").ms);
-  double on_demand_cold = Median(find("pager_on_demand_cold").ms);
-  double on_demand_warm = Median(find("pager_on_demand_warm").ms);
+  double file_warm = Median(FindSeries(series, "file_warm").ms);
+  double on_demand_cold = Median(FindSeries(series, "pager_on_demand_cold").ms);
+  double on_demand_warm = Median(FindSeries(series, "pager_on_demand_warm").ms);
   for (const Series& s : series) {
-    json j = SeriesJson(s);
+    json j = s.ToJson(set.distinct_bytes());
     if (s.skipped.empty()) {
       double median = Median(s.ms);
       // The floor copies from memory, like a pager whose cache is warm.

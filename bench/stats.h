@@ -33,6 +33,25 @@ double Percentile(std::vector<double> samples, double p);
 // fadvise alone is used when that write fails.
 Status EvictFromPageCache(const std::string& path);
 
+// Evicts exactly `paths` from the page cache (written back first, then
+// fadvise(DONTNEED)), and nothing else: the rest of the machine keeps its
+// cache. A page mapped by some process stays; ResidentBytes tells.
+Status EvictFilesFromPageCache(const std::vector<std::string>& paths);
+
+// How many bytes of `path` are in the page cache now (mincore of a mapping
+// that is never touched).
+Result<uint64_t> ResidentBytes(const std::string& path);
+
+// Reads every file `pid` maps executable (its binary, its libraries) whole,
+// so code it has not run yet is in the page cache and its first run reads
+// nothing from storage (pid 0: this process).
+Status WarmExecutableMappings(pid_t pid);
+
+// read_bytes of /proc/PID/io: bytes the process caused to be fetched from
+// storage, readahead included, over all its threads, live and exited (pid
+// 0: this process). Unavailable without task I/O accounting.
+Result<uint64_t> StorageReadBytes(pid_t pid);
+
 // Reads the whole file once so it sits in the page cache.
 Status WarmPageCache(const std::string& path);
 

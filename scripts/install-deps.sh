@@ -16,6 +16,7 @@ packages=(
   clang                  # libFuzzer targets and the thread-safety analysis (scripts/fuzz.sh)
   clang-format           # the style check (scripts/check-format.sh)
   util-linux procps      # setarch (TSan runs), pgrep/ps in tests
+  python3-matplotlib     # scripts/plot-benchmarks.py: SVG plots of the benchmarks' JSON (run by hand)
 )
 missing=()
 for p in "${packages[@]}"; do
