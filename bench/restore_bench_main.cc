@@ -286,7 +286,7 @@ int main(int argc, char** argv) {
       // Once through every step, briefly: one working set, and the flavor
       // that records beside the reference (unless flavors were named).
       cold_sets = {&realistic};
-      if (cold.flavors.empty()) cold.flavors = {"pager_prefetch"};
+      if (cold.flavors.empty()) cold.flavors = {"pager_default"};
     }
     auto r = RunColdSection(cold, cold_sets, readahead_kib, &cold_skipped);
     if (!r.ok()) return Fail(r.status(), "cold restores");
