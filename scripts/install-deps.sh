@@ -11,7 +11,8 @@ packages=(
   libspdlog-dev libfmt-dev  # logging and formatting
   libgtest-dev libgmock-dev # tests
   libbenchmark-dev       # benchmarks
-  liburing-dev           # batched backing reads (prefetch path)
+  liburing-dev           # asynchronous backing reads (io_uring)
+  libxxhash-dev          # XXH3 checksums of compact working-set files
   libsystemd-dev         # sd_notify readiness, status and watchdog
   clang                  # libFuzzer targets and the thread-safety analysis (scripts/fuzz.sh)
   clang-format           # the style check (scripts/check-format.sh)

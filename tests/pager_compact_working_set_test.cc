@@ -94,7 +94,8 @@ class PagerCompactWorkingSetTest : public PagerFixture {
     std::thread toucher([&] { TouchAllPages((*vm)->memory, 2); });
     if (during) during((*vm)->memory);
     toucher.join();
-    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_, removed ? *removed : std::vector<std::pair<uint64_t, uint64_t>>{}));
+    EXPECT_TRUE(
+        MatchesSnapshotFile((*vm)->memory, snap_, removed ? *removed : std::vector<std::pair<uint64_t, uint64_t>>{}));
     auto s = Session(id);
     EXPECT_EQ(s["state"], "serving") << s.dump();
     return s["counters"];
@@ -140,16 +141,21 @@ TEST_F(PagerCompactWorkingSetTest, PagesTheVmmWritesDuringTheLoadAreNeverOverwri
     if (p % 5 == 0) written.push_back(p);
   }
   for (uint64_t p : written) std::memset((*vm)->memory.AtFileOffset(p * 4096) + 100, 0xEE, 16);
-  ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() > 0 &&
-                                   Session("second")["counters"]["compact_replays"] == 1; },
-                      std::chrono::seconds(30)))
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() > 0 &&
+               Session("second")["counters"]["compact_replays"] == 1;
+      },
+      std::chrono::seconds(30)))
       << Session("second").dump();
   // Give the replay the time to install everything it holds.
   const uint64_t wanted = WorkingSetPages().size();
-  WaitFor([&] {
-    auto c = Session("second")["counters"];
-    return c["prefetch_pages"].get<uint64_t>() + c["faults"].get<uint64_t>() >= wanted;
-  }, std::chrono::seconds(30));
+  WaitFor(
+      [&] {
+        auto c = Session("second")["counters"];
+        return c["prefetch_pages"].get<uint64_t>() + c["faults"].get<uint64_t>() >= wanted;
+      },
+      std::chrono::seconds(30));
   for (uint64_t p : written) {
     const uint8_t* page = (*vm)->memory.AtFileOffset(p * 4096);
     ASSERT_TRUE(std::all_of(page + 100, page + 116, [](uint8_t b) { return b == 0xEE; }))

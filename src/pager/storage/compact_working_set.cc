@@ -75,15 +75,14 @@ bool CompactWorkingSet::BlockIntact(size_t b, const uint8_t* bytes) const {
   return b < block_hashes_.size() && XXH3_64bits(bytes, BlockPages(b) * page_size_) == block_hashes_[b];
 }
 
-Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t record_hash,
-                                uint64_t page_size, const std::vector<uint64_t>& offsets, const BackingFile& backing,
-                                uint64_t* bytes) {
+Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t record_hash, uint64_t page_size,
+                                const std::vector<uint64_t>& offsets, const BackingFile& backing, uint64_t* bytes) {
   const uint64_t count = offsets.size();
   const uint64_t blocks = (count + kBlockPages - 1) / kBlockPages;
-  const uint64_t header_bytes = sizeof(kCompactMagic) + sizeof(Fixed) + key.identity().size() + key.name().size() +
-                                count * 8 + blocks * 8 + 8;
-  Fixed fixed{1, page_size, count, kBlockPages, AlignUp(header_bytes), record_hash, key.identity().size(),
-              key.name().size()};
+  const uint64_t header_bytes =
+      sizeof(kCompactMagic) + sizeof(Fixed) + key.identity().size() + key.name().size() + count * 8 + blocks * 8 + 8;
+  Fixed fixed{
+      1, page_size, count, kBlockPages, AlignUp(header_bytes), record_hash, key.identity().size(), key.name().size()};
   const std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return Status::FromErrno(errno, "create " + tmp);
@@ -128,8 +127,7 @@ Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, ui
   return Status::Ok();
 }
 
-Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const CacheKey& key,
-                                                  uint64_t record_hash) {
+Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const CacheKey& key, uint64_t record_hash) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     if (errno == ENOENT) return Status::NotFound("no compact working set " + path);
@@ -146,9 +144,8 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   if (std::memcmp(head, kCompactMagic, sizeof(kCompactMagic)) != 0) return bad("not a compact working set");
   Fixed fixed;
   std::memcpy(&fixed, head + sizeof(kCompactMagic), sizeof(fixed));
-  if (fixed.version != 1 || fixed.block_pages != kBlockPages || fixed.count > kMaxPages ||
-      fixed.page_size == 0 || (fixed.page_size & (fixed.page_size - 1)) != 0 ||
-      fixed.identity_bytes > 4096 || fixed.name_bytes > 64 * 1024) {
+  if (fixed.version != 1 || fixed.block_pages != kBlockPages || fixed.count > kMaxPages || fixed.page_size == 0 ||
+      (fixed.page_size & (fixed.page_size - 1)) != 0 || fixed.identity_bytes > 4096 || fixed.name_bytes > 64 * 1024) {
     return bad("a header this pager cannot read");
   }
   const uint64_t blocks = (fixed.count + kBlockPages - 1) / kBlockPages;

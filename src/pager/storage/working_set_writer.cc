@@ -25,10 +25,12 @@ WorkingSetWriter::WorkingSetWriter(const WorkingSetStore* store, uint64_t max_by
 }
 
 WorkingSetWriter::~WorkingSetWriter() {
+  // What is queued is written first: a pager that stops right after a
+  // restore (drain, an upgrade) still leaves its compact file. Each job is
+  // bounded by one working set.
   {
     MutexLock lock(&mu_);
     stop_ = true;
-    queue_.clear();
   }
   changed_.SignalAll();
   if (thread_.joinable()) thread_.join();
@@ -62,7 +64,7 @@ void WorkingSetWriter::Run() {
     {
       MutexLock lock(&mu_);
       while (queue_.empty() && !stop_) changed_.Wait();
-      if (stop_) return;
+      if (queue_.empty()) return;  // stopping, and nothing left to write
       job = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
@@ -81,9 +83,10 @@ void WorkingSetWriter::Write(const Job& job) {
   std::vector<uint64_t> order = ReplayOrder(job.first_touch, kReplayWindowPages);
   const uint64_t bytes_needed = order.size() * job.page_size;
   if (bytes_needed > max_bytes_) {
-    spdlog::info("working set of cache key {} ({} bytes) is larger than the compact files' bound ({} bytes); not "
-                 "kept",
-                 job.key.name(), bytes_needed, max_bytes_);
+    spdlog::info(
+        "working set of cache key {} ({} bytes) is larger than the compact files' bound ({} bytes); not "
+        "kept",
+        job.key.name(), bytes_needed, max_bytes_);
     return;
   }
   uint64_t bytes = 0;

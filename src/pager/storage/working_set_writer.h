@@ -28,7 +28,7 @@ class WorkingSetWriter {
   // `store` names the files and outlives the writer. `max_bytes` 0: no
   // compact files at all.
   WorkingSetWriter(const WorkingSetStore* store, uint64_t max_bytes);
-  ~WorkingSetWriter();  // drops what is queued, finishes the file being written
+  ~WorkingSetWriter();  // writes what is queued, then stops
   WorkingSetWriter(const WorkingSetWriter&) = delete;
   WorkingSetWriter& operator=(const WorkingSetWriter&) = delete;
 
