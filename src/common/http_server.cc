@@ -305,7 +305,9 @@ HttpServer::HttpServer(std::string socket_path, HttpServerOptions options, HttpH
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& socket_path, HttpServerOptions options,
                                                       HttpHandler handler) {
-  auto listener = ListenUnixSocket(socket_path, options.socket_mode);
+  // A deep backlog: a burst of connections waits to be accepted (and to
+  // make room under the limit) rather than turning a normal client away.
+  auto listener = ListenUnixSocket(socket_path, options.socket_mode, SOMAXCONN);
   if (!listener.ok()) return listener.status();
   if (options.prepare_socket) {
     Status prepared = options.prepare_socket(socket_path);
