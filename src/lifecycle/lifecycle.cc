@@ -54,9 +54,10 @@ Status RecoverAll(Context& c) {
     // Which way to recover depends on the metadata: never guessed.
     auto m = c.store.Load(e.instance);
     Status st = !m.ok() && m.status().code() != ErrorCode::kNotFound ? m.status() : RecoverOne(c, e);
-    if (!st.ok())
+    if (!st.ok()) {
       c.unusable.emplace(e.instance,
                          st.WithContext("the interrupted " + e.op + " of " + e.instance + " could not be recovered"));
+    }
   }
   for (const auto& [name, why] : c.unusable) spdlog::warn("{}", why.ToString());
   c.store.SweepLeftovers(c.UnusableNames());
