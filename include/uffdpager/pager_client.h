@@ -7,6 +7,11 @@
 // kPermissionDenied, 404 kNotFound, 409 kConflict, 503 kUnavailable, any
 // other kInternal). No answer at all (no socket, nobody listening) is
 // kUnavailable.
+//
+// A session id goes into the URL percent-encoded (every byte but
+// [A-Za-z0-9._~-]), so the pager receives it as one path segment whatever
+// it holds; "", "." and ".." cannot be one segment and are refused here
+// (kInvalidArgument) without a request.
 #pragma once
 
 #include <chrono>

@@ -2,6 +2,7 @@
 
 #include "common/http_client.h"
 #include "common/json_fields.h"
+#include "common/url_path.h"
 
 namespace uffdpager {
 
@@ -39,6 +40,15 @@ Status ReadCreatedSession(const Json& j, CreatedSession* created) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("session_id", &created->session_id));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("uffd_socket_path", &created->uffd_socket_path));
   return fields.ReadOptional("pager_version", &created->pager_version);
+}
+
+// "/sessions/ID" plus `tail`, the id escaped so that it arrives as one path
+// segment whatever it holds ("../drain?" is a session id to the pager, never
+// a way to another endpoint).
+Result<std::string> SessionPath(const std::string& session_id, const char* tail = "") {
+  auto escaped = EscapePathSegment(session_id);
+  if (!escaped.ok()) return escaped.status().WithContext("session id");
+  return "/sessions/" + *escaped + tail;
 }
 
 }  // namespace
@@ -84,7 +94,9 @@ Result<Json> PagerClient::ListSessions() const {
 }
 
 Result<Json> PagerClient::GetSession(const std::string& session_id) const {
-  return Call("GET", "/sessions/" + session_id, "", std::chrono::seconds(10));
+  auto path = SessionPath(session_id);
+  if (!path.ok()) return path.status();
+  return Call("GET", *path, "", std::chrono::seconds(10));
 }
 
 Result<CreatedSession> PagerClient::CreateSession(const CreateSessionRequest& request) const {
@@ -104,11 +116,15 @@ Result<CreatedSession> PagerClient::CreateSession(const CreateSessionRequest& re
 }
 
 Status PagerClient::CloseSession(const std::string& session_id) const {
-  return Call("POST", "/sessions/" + session_id + "/close", "", std::chrono::seconds(30)).status();
+  auto path = SessionPath(session_id, "/close");
+  if (!path.ok()) return path.status();
+  return Call("POST", *path, "", std::chrono::seconds(30)).status();
 }
 
 Status PagerClient::CompleteSession(const std::string& session_id, std::chrono::milliseconds timeout) const {
-  return Call("POST", "/sessions/" + session_id + "/complete", "", timeout).status();
+  auto path = SessionPath(session_id, "/complete");
+  if (!path.ok()) return path.status();
+  return Call("POST", *path, "", timeout).status();
 }
 
 Status PagerClient::Drain() const { return Call("POST", "/drain", "", std::chrono::seconds(10)).status(); }

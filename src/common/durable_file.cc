@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +17,24 @@ namespace {
 std::string ParentOf(const std::string& path) {
   std::string parent = std::filesystem::path(path).parent_path().string();
   return parent.empty() ? "." : parent;
+}
+
+// Reads `fd` to its end; more than `max_bytes` is an error (a file that
+// grows while it is read, or a /proc file whose size is not known ahead).
+Result<std::string> ReadToEnd(int fd, const std::string& path, size_t max_bytes) {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno(errno, "read " + path);
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      return Status::InvalidArgument(path + " is larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -72,19 +91,47 @@ Status WriteFileAtomically(const std::string& path, const std::string& contents,
 Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Status::FromErrno(errno, "open " + path);
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Status::FromErrno(errno, "read " + path);
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > max_bytes) {
-      return Status::InvalidArgument(path + " is larger than " + std::to_string(max_bytes) + " bytes");
-    }
+  return ReadToEnd(fd.get(), path, max_bytes);
+}
+
+const char* FileTypeName(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFDIR: return "a directory";
+    case S_IFLNK: return "a symbolic link";
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    default: return "of an unknown type";
   }
-  return out;
+}
+
+Result<std::string> ReadRegularFile(const std::string& path, size_t max_bytes) {
+  // O_NOCTTY: a terminal put there must not become ours by being opened.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY));
+  if (!fd) {
+    const int error = errno;
+    struct stat link {};
+    if (error == ELOOP && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+      return Status::InvalidArgument(path + " is a symbolic link, which is not followed here; it was not read");
+    }
+    return Status::FromErrno(error, "open " + path);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "fstat " + path);
+  if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument(path + " is not a regular file (it is " + FileTypeName(st.st_mode) +
+                                   "); it was not read");
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return Status::InvalidArgument(path + " is " + std::to_string(st.st_size) + " bytes, more than the " +
+                                   std::to_string(max_bytes) + " such a file may hold; it was not read");
+  }
+  // Regular files never block; the flag only had to keep the open itself
+  // from blocking.
+  (void)::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
+  return ReadToEnd(fd.get(), path, max_bytes);
 }
 
 }  // namespace uffdpager

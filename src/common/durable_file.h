@@ -5,6 +5,8 @@
 // reader sees the old contents or the new ones, never a mix.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -24,8 +26,25 @@ enum class Durability {
 Status WriteFileAtomically(const std::string& path, const std::string& contents,
                            Durability durability = Durability::kPowerLoss);
 // Reads a file that is expected to be small; one larger than `max_bytes` is
-// an error rather than an allocation the caller did not plan for.
+// an error rather than an allocation the caller did not plan for. Follows
+// symlinks and reads whatever is there: for /proc and paths a user names.
 Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes = SIZE_MAX);
+
+// What the lifecycle's metadata and journal files, and the pager's own
+// records, may hold: far more than any of them needs.
+inline constexpr size_t kMaxMetadataBytes = 1 << 20;
+
+// Reads a file this program wrote itself and trusts (metadata, journal
+// records, session records, working sets), refusing anything else that may
+// have been put at `path`: a symlink is not followed (O_NOFOLLOW), the open
+// never blocks (O_NONBLOCK: a FIFO with no writer), and anything but a
+// regular file (FIFO, device, socket, directory) is refused before a byte is
+// read, as is a file larger than `max_bytes`. Errors name the path and say
+// what was found there; a missing file is kNotFound (errno ENOENT).
+Result<std::string> ReadRegularFile(const std::string& path, size_t max_bytes = kMaxMetadataBytes);
+
+// "a FIFO", "a character device", ... for messages about a file's type.
+const char* FileTypeName(mode_t mode);
 // Makes a rename or unlink in `dir` durable.
 Status SyncDirectory(const std::string& dir);
 // rename(2) plus the fsync of the target's directory.

@@ -7,7 +7,9 @@ namespace uffdpager {
 
 struct HttpRequest {
   std::string method;  // "GET", "PUT", ...
-  std::string path;    // "/sessions/abc/close", without the query string
+  // "/sessions/abc/close" as the client sent it: without the query string,
+  // percent escapes kept (DecodePathSegments in common/url_path.h splits it).
+  std::string path;
   std::string body;
 };
 

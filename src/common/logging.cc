@@ -53,4 +53,24 @@ void ConfigureLogging(const std::string& program, const std::string& level) {
   spdlog::set_default_logger(logger);
 }
 
+bool LogRateLimiter::Admit(std::chrono::steady_clock::time_point now, uint64_t* suppressed) {
+  const int64_t t = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  int64_t next = next_ns_.load(std::memory_order_relaxed);
+  // One thread wins each interval; the others count as suppressed.
+  if (t < next || !next_ns_.compare_exchange_strong(next, t + kInterval.count(), std::memory_order_relaxed)) {
+    suppressed_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *suppressed = suppressed_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
+void LogAdmitted(spdlog::level::level_enum level, const std::string& message, uint64_t suppressed) {
+  if (suppressed == 0) {
+    spdlog::log(level, "{}", message);
+  } else {
+    spdlog::log(level, "{} ({} similar lines suppressed since the previous one)", message, suppressed);
+  }
+}
+
 }  // namespace uffdpager

@@ -1,6 +1,7 @@
 #include "lifecycle/instance_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +27,14 @@ std::string UniqueSuffix() {
   return fmt::format("{:x}-{:x}-{:08x}", static_cast<uint64_t>(now), counter.fetch_add(1), rd());
 }
 
+Result<InstanceMetadata> ParseMetadata(const std::string& path, const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Status::InvalidArgument(path + " is not JSON");
+  auto m = InstanceMetadata::FromJson(j);
+  if (!m.ok()) return m.status().WithContext(path);
+  return m;
+}
+
 }  // namespace
 
 Status InstanceStore::Prepare() const {
@@ -42,21 +51,26 @@ std::string InstanceStore::NewBlobId() const { return "mem-" + UniqueSuffix(); }
 std::string InstanceStore::NewStateFileName() { return "vmstate-" + UniqueSuffix(); }
 
 bool InstanceStore::Exists(const std::string& name) const {
-  return ::access((InstanceDir(name) + "/instance.json").c_str(), F_OK) == 0;
+  // Whatever is there, even a dangling symlink: an instance that cannot be
+  // read is still an instance (Unknown), and its name is taken.
+  struct stat st {};
+  return ::lstat(MetadataPath(name).c_str(), &st) == 0;
 }
 
 Result<InstanceMetadata> InstanceStore::Load(const std::string& name) const {
   UFFD_RETURN_IF_ERROR(ValidateInstanceName(name));
-  std::string path = InstanceDir(name) + "/instance.json";
-  auto text = ReadWholeFile(path);
-  if (!text.ok()) {
-    if (text.status().error_number() == ENOENT) return Status::NotFound("no instance \"" + name + "\"");
-    return text.status();
+  const std::string path = MetadataPath(name);
+  auto text = ReadRegularFile(path);
+  if (!text.ok() && text.status().error_number() == ENOENT) return Status::NotFound("no instance \"" + name + "\"");
+  auto m = text.ok() ? ParseMetadata(path, *text) : Result<InstanceMetadata>(text.status());
+  if (m.ok() && m->name != name) {
+    m = Status::InvalidArgument(path + " is the metadata of instance \"" + m->name + "\", not of \"" + name +
+                                "\" whose folder it is in");
   }
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded()) return Status::InvalidArgument(path + " is not JSON");
-  auto m = InstanceMetadata::FromJson(j);
-  if (!m.ok()) return m.status().WithContext(path);
+  if (!m.ok()) {
+    return m.status().WithContext("instance " + name + " cannot be used (repair or remove " + InstanceDir(name) +
+                                  " by hand)");
+  }
   return m;
 }
 
@@ -89,12 +103,13 @@ Status InstanceStore::Remove(const std::string& name) const {
   return Status::Ok();  // a leftover in the trash is swept by the next command
 }
 
-void InstanceStore::SweepLeftovers() const {
+void InstanceStore::SweepLeftovers(const std::set<std::string>& left_alone) const {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(data_dir_ + "/trash", ec)) fs::remove_all(e.path(), ec);
+  const std::string prefix = ".staging-";
   for (const auto& e : fs::directory_iterator(data_dir_ + "/instances", ec)) {
     std::string name = e.path().filename().string();
-    if (name.rfind(".staging-", 0) == 0) fs::remove_all(e.path(), ec);
+    if (name.rfind(prefix, 0) == 0 && left_alone.count(name.substr(prefix.size())) == 0) fs::remove_all(e.path(), ec);
   }
 }
 

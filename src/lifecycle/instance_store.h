@@ -13,6 +13,7 @@
 //   DATA/uffd/VERSION/            the pager's own files
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ class InstanceStore {
 
   const std::string& data_dir() const { return data_dir_; }
   std::string InstanceDir(const std::string& name) const { return data_dir_ + "/instances/" + name; }
+  std::string MetadataPath(const std::string& name) const { return InstanceDir(name) + "/instance.json"; }
   std::string SnapshotDir(const std::string& name) const { return InstanceDir(name) + "/snapshot"; }
   std::string StateFilePath(const std::string& name, const std::string& file) const {
     return SnapshotDir(name) + "/" + file;
@@ -45,7 +47,12 @@ class InstanceStore {
   // A fresh state file name for NAME's next snapshot.
   static std::string NewStateFileName();
 
+  // Whether NAME's folder has an instance.json, readable or not.
   bool Exists(const std::string& name) const;
+  // kNotFound if there is no instance.json. Metadata is read only through
+  // ReadRegularFile (no symlink, FIFO or device; at most 1 MiB), and
+  // metadata whose "name" is not its folder's is refused: every such error
+  // names the file and what was wrong with it.
   Result<InstanceMetadata> Load(const std::string& name) const;
   Status Save(const InstanceMetadata& metadata) const;
   // Writes metadata into a folder that is not (yet) the instance's own.
@@ -53,9 +60,10 @@ class InstanceStore {
   Result<std::vector<std::string>> Names() const;
   // Moves the folder to the trash (one atomic rename), then removes it.
   Status Remove(const std::string& name) const;
-  // Empties the trash and drops staging folders no journal claims (called
-  // after the journal has been replayed).
-  void SweepLeftovers() const;
+  // Empties the trash and drops staging folders (called after the journal
+  // has been replayed), except those of the instances `left_alone`, whose
+  // journal records could not be replayed.
+  void SweepLeftovers(const std::set<std::string>& left_alone) const;
 
  private:
   std::string data_dir_;

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <set>
 
 #include "common/durable_file.h"
 #include "lifecycle/data_dir_lock.h"
@@ -19,26 +20,49 @@ namespace {
 
 std::string ConfigPath(const std::string& data_dir) { return data_dir + "/config.json"; }
 
+Status RecoverOne(Context& c, const JournalEntry& e) {
+  if (e.op == "fork") return RecoverFork(c, e);
+  if (e.op == "standby") return RecoverStandby(c, e);
+  if (e.op == "restore") return RecoverRestore(c, e);
+  if (e.op == "create") return RecoverCreate(c, e);
+  return Status::InvalidArgument("journal record of unknown operation \"" + e.op + "\" for " + e.instance);
+}
+
+// Drops the memory blobs nothing names; not while an instance is unusable,
+// since its metadata or journal record may name any blob.
+void CollectGarbage(Context& c) {
+  if (!c.unusable.empty()) {
+    spdlog::debug("memory blobs are not collected while an instance cannot be used");
+    return;
+  }
+  if (Status gc = c.memory.CollectGarbage({}); !gc.ok()) spdlog::warn("memory blobs not collected: {}", gc.ToString());
+}
+
+// Replays the journal: finishes or undoes what crashed commands left. An
+// instance whose record or metadata cannot be read, or whose recovery fails,
+// is left as it is (and kept in c.unusable); every other one is recovered.
 Status RecoverAll(Context& c) {
+  c.unusable.clear();
   auto pending = c.journal.Pending();
   if (!pending.ok()) return pending.status();
-  for (const auto& e : *pending) {
-    Status st;
-    if (e.op == "fork") {
-      st = RecoverFork(c, e);
-    } else if (e.op == "standby") {
-      st = RecoverStandby(c, e);
-    } else if (e.op == "restore") {
-      st = RecoverRestore(c, e);
-    } else if (e.op == "create") {
-      st = RecoverCreate(c, e);
-    } else {
-      st = Status::InvalidArgument("journal record of unknown operation \"" + e.op + "\" for " + e.instance);
-    }
-    if (!st.ok()) return st.WithContext("recovering " + e.op + " of " + e.instance);
+  for (const auto& [name, why] : pending->unreadable) {
+    c.unusable.emplace(name, why.WithContext("instance " + name +
+                                             " has a journal record that cannot be replayed (repair or remove it "
+                                             "by hand)"));
   }
-  c.store.SweepLeftovers();
-  return c.memory.CollectGarbage({});
+  for (const auto& e : pending->entries) {
+    // Which way to recover depends on the metadata: never guessed.
+    auto m = c.store.Load(e.instance);
+    Status st = !m.ok() && m.status().code() != ErrorCode::kNotFound ? m.status() : RecoverOne(c, e);
+    if (!st.ok()) {
+      c.unusable.emplace(e.instance,
+                         st.WithContext("the interrupted " + e.op + " of " + e.instance + " could not be recovered"));
+    }
+  }
+  for (const auto& [name, why] : c.unusable) spdlog::warn("{}", why.ToString());
+  c.store.SweepLeftovers(c.UnusableNames());
+  CollectGarbage(c);
+  return Status::Ok();
 }
 
 // One command: lock, recover, run, collect.
@@ -48,8 +72,20 @@ auto RunCommand(Context& c, F&& op) -> decltype(op()) {
   if (!lock.ok()) return lock.status();
   if (Status st = RecoverAll(c); !st.ok()) return st;
   auto result = op();
-  if (Status gc = c.memory.CollectGarbage({}); !gc.ok()) spdlog::warn("blob collection: {}", gc.ToString());
+  CollectGarbage(c);
   return result;
+}
+
+// What list and show say about an instance that cannot be used.
+InstanceStatus UnusableStatus(Context& c, const std::string& name, const Status& why) {
+  InstanceStatus s;
+  s.name = name;
+  s.state = InstanceState::kUnknown;
+  s.reason = why.ToString();
+  // The metadata may be fine (the journal record is what is broken).
+  auto m = c.store.Load(name);
+  s.details = m.ok() ? m->ToJson() : nlohmann::json::object();
+  return s;
 }
 
 }  // namespace
@@ -69,8 +105,11 @@ Status Lifecycle::InitDataDir(const std::string& data_dir, const DataDirConfig& 
 Result<std::unique_ptr<Lifecycle>> Lifecycle::Open(const LifecycleOptions& options) {
   std::string dir = std::filesystem::absolute(options.data_dir).lexically_normal().string();
   if (!dir.empty() && dir.back() == '/') dir.pop_back();
-  auto text = ReadWholeFile(ConfigPath(dir));
-  if (!text.ok()) return text.status().WithContext("no data directory at " + dir + " (snapctl init)");
+  auto text = ReadRegularFile(ConfigPath(dir));
+  if (!text.ok() && text.status().code() == ErrorCode::kNotFound) {
+    return text.status().WithContext("no data directory at " + dir + " (snapctl init)");
+  }
+  if (!text.ok()) return text.status().WithContext("the data directory's configuration cannot be read");
   nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
   if (j.is_discarded()) return Status::InvalidArgument(ConfigPath(dir) + " is not JSON");
   auto config = DataDirConfig::FromJson(j);
@@ -92,30 +131,37 @@ Status Lifecycle::Recover() {
 }
 
 Status Lifecycle::Create(const std::string& name, const BootConfig& boot) {
-  return RunCommand(*context_, [&] { return CreateInstance(*context_, name, boot); });
+  return RunCommand(*context_, [&]() -> Status {
+    UFFD_RETURN_IF_ERROR(context_->Usable(name));
+    return CreateInstance(*context_, name, boot);
+  });
 }
 
 Status Lifecycle::Standby(const std::string& name) {
   return RunCommand(*context_, [&] {
-    auto m = context_->store.Load(name);
+    auto m = context_->Load(name);
     return m.ok() ? StandbyInstance(*context_, *m) : m.status();
   });
 }
 
 Status Lifecycle::Restore(const std::string& name, bool resume) {
   return RunCommand(*context_, [&] {
-    auto m = context_->store.Load(name);
+    auto m = context_->Load(name);
     return m.ok() ? RestoreInstance(*context_, *m, resume) : m.status();
   });
 }
 
 Status Lifecycle::Fork(const std::string& source, const std::string& name, ForkTarget target) {
-  return RunCommand(*context_, [&] { return ForkInstance(*context_, source, name, target); });
+  return RunCommand(*context_, [&]() -> Status {
+    UFFD_RETURN_IF_ERROR(context_->Usable(source));
+    UFFD_RETURN_IF_ERROR(context_->Usable(name));
+    return ForkInstance(*context_, source, name, target);
+  });
 }
 
 Status Lifecycle::Stop(const std::string& name) {
   return RunCommand(*context_, [&]() -> Status {
-    auto m = context_->store.Load(name);
+    auto m = context_->Load(name);
     if (!m.ok()) return m.status();
     if (m->vmm) UFFD_RETURN_IF_ERROR(context_->EndVmm(*m->vmm));
     if (!m->vmm && m->state != InstanceState::kRunning && m->state != InstanceState::kPaused) return Status::Ok();
@@ -128,7 +174,7 @@ Status Lifecycle::Stop(const std::string& name) {
 
 Status Lifecycle::Delete(const std::string& name) {
   return RunCommand(*context_, [&]() -> Status {
-    auto m = context_->store.Load(name);
+    auto m = context_->Load(name);
     if (!m.ok()) return m.status();
     if (m->vmm) UFFD_RETURN_IF_ERROR(context_->EndVmm(*m->vmm));
     // Its blobs stay while any fork names them; the collection after the
@@ -141,17 +187,13 @@ Result<std::vector<InstanceStatus>> Lifecycle::List() {
   return RunCommand(*context_, [&]() -> Result<std::vector<InstanceStatus>> {
     auto names = context_->store.Names();
     if (!names.ok()) return names.status();
+    // An instance whose fork never committed has a journal record only.
+    std::set<std::string> all(names->begin(), names->end());
+    for (const auto& [name, why] : context_->unusable) all.insert(name);
     std::vector<InstanceStatus> out;
-    for (const auto& name : *names) {
-      auto m = context_->store.Load(name);
-      if (!m.ok()) {
-        InstanceStatus s;
-        s.name = name;
-        s.reason = m.status().ToString();
-        out.push_back(s);
-        continue;
-      }
-      out.push_back(ProbeInstance(*context_, *m));
+    for (const auto& name : all) {
+      auto m = context_->Load(name);
+      out.push_back(m.ok() ? ProbeInstance(*context_, *m) : UnusableStatus(*context_, name, m.status()));
     }
     return out;
   });
@@ -159,9 +201,10 @@ Result<std::vector<InstanceStatus>> Lifecycle::List() {
 
 Result<InstanceStatus> Lifecycle::Show(const std::string& name) {
   return RunCommand(*context_, [&]() -> Result<InstanceStatus> {
-    auto m = context_->store.Load(name);
-    if (!m.ok()) return m.status();
-    return ProbeInstance(*context_, *m);
+    auto m = context_->Load(name);
+    if (m.ok()) return ProbeInstance(*context_, *m);
+    if (m.status().code() == ErrorCode::kNotFound && context_->Usable(name).ok()) return m.status();
+    return UnusableStatus(*context_, name, m.status());
   });
 }
 

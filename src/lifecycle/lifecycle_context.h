@@ -2,6 +2,8 @@
 // one data directory. Operations are free functions over it, one file each.
 #pragma once
 
+#include <map>
+#include <set>
 #include <string>
 
 #include "lifecycle/firecracker_driver.h"
@@ -23,6 +25,27 @@ struct Lifecycle::Context {
   lifecycle::LifecycleJournal journal;
   lifecycle::MemoryOwnership memory;
   lifecycle::PagerLink pager;
+  // Instances this command leaves as they are, and why: their journal
+  // record could not be read, or their recovery failed. Filled by the
+  // recovery every command begins with; one such instance never stops a
+  // command on another.
+  std::map<std::string, Status> unusable;
+
+  // OK if this command may work on `name`.
+  Status Usable(const std::string& name) const {
+    auto it = unusable.find(name);
+    return it == unusable.end() ? Status::Ok() : it->second;
+  }
+  std::set<std::string> UnusableNames() const {
+    std::set<std::string> out;
+    for (const auto& [name, why] : unusable) out.insert(name);
+    return out;
+  }
+  // The metadata of `name`, if this command may work on it.
+  Result<lifecycle::InstanceMetadata> Load(const std::string& name) const {
+    UFFD_RETURN_IF_ERROR(Usable(name));
+    return store.Load(name);
+  }
 
   // Starts a VMM for `name` on its API socket, logging into its folder.
   Result<ProcessIdentity> LaunchVmm(const std::string& name) const {

@@ -20,6 +20,20 @@ Status ReadEntry(const nlohmann::json& j, JournalEntry* entry) {
   return fields.ReadOptional("data", &entry->data);
 }
 
+Result<JournalEntry> ReadRecord(const std::string& path, const std::string& instance) {
+  auto text = ReadRegularFile(path);
+  if (!text.ok()) return text.status();
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("journal record " + path + " is not JSON");
+  JournalEntry entry;
+  if (Status st = ReadEntry(j, &entry); !st.ok()) return st.WithContext("journal record " + path);
+  if (entry.instance != instance) {
+    return Status::InvalidArgument("journal record " + path + " is about instance \"" + entry.instance + "\", not \"" +
+                                   instance + "\"");
+  }
+  return entry;
+}
+
 }  // namespace
 
 Status LifecycleJournal::Record(const JournalEntry& entry) const {
@@ -34,8 +48,8 @@ Status LifecycleJournal::Finish(const std::string& instance) const {
   return SyncDirectory(dir_);
 }
 
-Result<std::vector<JournalEntry>> LifecycleJournal::Pending() const {
-  std::vector<JournalEntry> out;
+Result<PendingRecords> LifecycleJournal::Pending() const {
+  PendingRecords out;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
     std::string path = e.path().string();
@@ -43,16 +57,17 @@ Result<std::vector<JournalEntry>> LifecycleJournal::Pending() const {
       ::unlink(path.c_str());  // a temporary of a record write that never finished
       continue;
     }
-    auto text = ReadWholeFile(path);
-    if (!text.ok()) return text.status();
-    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return Status::InvalidArgument("journal record " + path + " is not JSON");
-    JournalEntry entry;
-    if (Status st = ReadEntry(j, &entry); !st.ok()) return st.WithContext("journal record " + path);
-    out.push_back(std::move(entry));
+    const std::string instance = e.path().stem().string();
+    auto entry = ReadRecord(path, instance);
+    if (entry.ok()) {
+      out.entries.push_back(std::move(*entry));
+    } else {
+      out.unreadable.emplace(instance, entry.status());
+    }
   }
   if (ec) return Status::FromErrno(ec.value(), "list " + dir_);
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.instance < b.instance; });
+  std::sort(out.entries.begin(), out.entries.end(),
+            [](const auto& a, const auto& b) { return a.instance < b.instance; });
   return out;
 }
 

@@ -9,6 +9,7 @@
 // what was created). At most one operation per instance is in flight.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,13 @@ struct JournalEntry {
   nlohmann::json data = nlohmann::json::object();
 };
 
+// What the journal holds: the records that could be read, and the instances
+// whose record could not (a symlink, a FIFO, not JSON, another instance's).
+struct PendingRecords {
+  std::vector<JournalEntry> entries;         // by instance
+  std::map<std::string, Status> unreadable;  // instance (the file's name) -> why
+};
+
 class LifecycleJournal {
  public:
   explicit LifecycleJournal(std::string dir) : dir_(std::move(dir)) {}
@@ -31,7 +39,9 @@ class LifecycleJournal {
   // Writes (or rewrites) the record of `entry.instance`, durably.
   Status Record(const JournalEntry& entry) const;
   Status Finish(const std::string& instance) const;
-  Result<std::vector<JournalEntry>> Pending() const;
+  // Fails only if the journal's folder cannot be listed: one bad record
+  // never hides the others.
+  Result<PendingRecords> Pending() const;
 
  private:
   std::string PathOf(const std::string& instance) const { return dir_ + "/" + instance + ".json"; }

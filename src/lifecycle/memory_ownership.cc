@@ -37,7 +37,11 @@ Result<std::set<std::string>> MemoryOwnership::Readers(const std::string& blob, 
   for (const auto& name : *names) {
     if (name == except) continue;
     auto m = store_.Load(name);
-    if (!m.ok()) return m.status();
+    if (!m.ok()) {
+      // Unreadable metadata might name this blob: count it as a reader.
+      out.insert(name);
+      continue;
+    }
     std::set<std::string> blobs;
     AddBlobsOf(*m, &blobs);
     if (blobs.count(blob)) out.insert(name);

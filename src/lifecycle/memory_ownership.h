@@ -22,7 +22,8 @@ class MemoryOwnership {
 
   // Every blob named by any instance's metadata.
   Result<std::set<std::string>> ReferencedBlobs() const;
-  // Instances other than `except` that read `blob` (snapshot or live VMM).
+  // Instances other than `except` that read `blob` (snapshot or live VMM),
+  // including every instance whose metadata cannot be read.
   Result<std::set<std::string>> Readers(const std::string& blob, const std::string& except) const;
   // May `metadata`'s instance write a Diff into its snapshot's blob? Only if
   // it created the blob, its VMM was restored from that very file, and no

@@ -73,7 +73,7 @@ std::vector<DetachedSession> RecoveryStore::TakeAll() {
       fs::remove(entry.path(), ec);  // a temporary file a crash left behind
       continue;
     }
-    auto text = ReadWholeFile(path, kMaxRecordBytes);
+    auto text = ReadRegularFile(path, kMaxRecordBytes);
     Result<SessionCheckpoint> record =
         text.ok() ? ParseSessionRecord(nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false))
                   : Result<SessionCheckpoint>(text.status());

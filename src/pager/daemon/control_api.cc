@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/json_fields.h"
+#include "common/url_path.h"
 #include "common/version.h"
 #include "pager/metrics/metrics_page.h"
 #include "pager/metrics/prometheus_exposition.h"
@@ -37,16 +38,10 @@ int HttpStatusFor(const Status& st) {
   }
 }
 
-std::vector<std::string> SplitPath(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    if (j > i) parts.push_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return parts;
+// 404 for a session id from a path; one no session can have says so.
+HttpResponse NoSuchSession(const std::string& id) {
+  if (IsValidSessionId(id)) return ErrorResponse(404, "no session " + id);
+  return ErrorResponse(404, "no session \"" + id + "\": not a valid session id");
 }
 
 // The fields of POST /sessions, type-checked; what they mean is checked by
@@ -78,7 +73,10 @@ Status ReadSessionSpec(const Json& body, SessionSpec* spec) {
 }  // namespace
 
 HttpResponse ControlApi::Handle(const HttpRequest& request) {
-  auto parts = SplitPath(request.path);
+  // Split before decoding: an escaped '/' or '?' stays inside its segment.
+  auto decoded = DecodePathSegments(request.path);
+  if (!decoded.ok()) return ErrorResponse(400, decoded.status().message());
+  const std::vector<std::string>& parts = *decoded;
   const std::string& m = request.method;
   auto method_not_allowed = [&] { return ErrorResponse(405, m + " is not allowed on " + request.path); };
   if (parts.size() == 1 && parts[0] == "health") return m == "GET" ? Health() : method_not_allowed();
@@ -163,7 +161,7 @@ HttpResponse ControlApi::ListSessions() {
 
 HttpResponse ControlApi::DescribeSession(const std::string& id) {
   auto s = ctx_.registry->Find(id);
-  if (!s) return ErrorResponse(404, "no session " + id);
+  if (!s) return NoSuchSession(id);
   return JsonResponse(200, s->Describe());
 }
 
@@ -190,6 +188,8 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
 }
 
 HttpResponse ControlApi::CloseSession(const std::string& id) {
+  // Idempotent for any id a session can have; another one is a mistake.
+  if (!IsValidSessionId(id)) return NoSuchSession(id);
   ctx_.registry->Close(id, "closed through the API");
   if (ctx_.on_drain) ctx_.on_drain();
   return NoContent();
@@ -197,7 +197,7 @@ HttpResponse ControlApi::CloseSession(const std::string& id) {
 
 HttpResponse ControlApi::CompleteSession(const std::string& id) {
   auto s = ctx_.registry->Find(id);
-  if (!s) return ErrorResponse(404, "no session " + id);
+  if (!s) return NoSuchSession(id);
   Status st = s->Complete();
   if (!st.ok()) return ErrorResponse(HttpStatusFor(st) == 503 ? 409 : HttpStatusFor(st), st.ToString());
   if (ctx_.on_drain) ctx_.on_drain();

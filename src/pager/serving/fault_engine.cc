@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/logging.h"
+
 namespace uffdpager {
 
 using Clock = std::chrono::steady_clock;
@@ -78,7 +80,7 @@ size_t FaultEngine::ReadEvents(ServeReport* report) {
           pending_.push_back({m.arg.pagefault.address, now, 0});
           break;
         case UFFD_EVENT_REMOVE: HandleRemove(m.arg.remove.start, m.arg.remove.end); break;
-        default: spdlog::warn("ignoring unexpected userfaultfd event {}", m.event); break;
+        default: UFFD_LOG_RATE_LIMITED(spdlog::level::warn, "ignoring unexpected userfaultfd event {}", m.event); break;
       }
     }
     total += count;
@@ -514,7 +516,7 @@ FaultEngine::FillResult FaultEngine::ClassifyOutcome(const PageLocation& loc, co
 }
 
 void FaultEngine::RecordFailure(ServeReport* report, Status status) {
-  spdlog::error("{}", status.ToString());
+  UFFD_LOG_RATE_LIMITED(spdlog::level::err, "{}", status.ToString());
   if (!report->failure) report->failure = std::move(status);
 }
 

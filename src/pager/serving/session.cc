@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/logging.h"
+
 namespace uffdpager {
 
 namespace {
@@ -387,7 +389,9 @@ Status Session::TakeVmm(AcceptedVmm vmm) {
   Status kept = Keep({{SessionFdRole::kUffd, uffd_.fd()},
                       {SessionFdRole::kConnection, connection_.get()},
                       {SessionFdRole::kClient, client_.fd()}});
-  if (!kept.ok()) spdlog::error("session {}: a crash of the pager would lose it: {}", id(), kept.ToString());
+  if (!kept.ok())
+    UFFD_LOG_RATE_LIMITED(spdlog::level::err, "session {}: a crash of the pager would lose it: {}", id(),
+                          kept.ToString());
   if (env_.keeper) env_.keeper->Release(MakeCheckpoint(), SessionFdRole::kListener);
   SetState(SessionState::kServing);
   // The socket has done its job; remove it so it is never mistaken for live.
@@ -436,7 +440,7 @@ void Session::FinishRecording() {
   if (set.offsets.empty()) return;
   Status st = env_.working_sets->Save(cache_key_, set);
   if (!st.ok()) {
-    spdlog::warn("session {}: could not save its working set: {}", id(), st.ToString());
+    UFFD_LOG_RATE_LIMITED(spdlog::level::warn, "session {}: could not save its working set: {}", id(), st.ToString());
     return;
   }
   spdlog::info("session {}: recorded a working set of {} pages for cache key {}", id(), set.offsets.size(),
@@ -481,7 +485,7 @@ void Session::ServeLoop() {
       // zeros too, so the checkpoint follows each batch of removes.
       kept_remove_generation_ = engine_->remove_generation();
       Status kept = Keep({});
-      if (!kept.ok()) spdlog::error("session {}: {}", id(), kept.ToString());
+      if (!kept.ok()) UFFD_LOG_RATE_LIMITED(spdlog::level::err, "session {}: {}", id(), kept.ToString());
     }
     bool completed = false;
     if (!report.vm_gone && requests.complete && !report.retry_pending) completed = StepCompletion(&report);

@@ -42,7 +42,7 @@ std::string WorkingSetStore::CompactPathFor(const CacheKey& key) const {
 
 std::optional<WorkingSet> WorkingSetStore::Load(const CacheKey& key) {
   std::string path = PathFor(key);
-  auto read = ReadWholeFile(path, kMaxFileBytes);
+  auto read = ReadRegularFile(path, kMaxFileBytes);
   if (!read.ok()) return std::nullopt;  // none (or none readable): record anew
   const std::string& bytes = *read;
   auto reject = [&](const char* why) -> std::optional<WorkingSet> {
