@@ -86,7 +86,12 @@ Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string so
   session->owns_socket_file_ = true;
   UFFD_RETURN_IF_ERROR(session->Listen());
   // Before the create call answers: once the caller has the socket path, a
-  // crash of this process must not lose the session.
+  // crash of this process must not lose the session. Marked kept first, so
+  // that closing it (even after a Keep that failed half-way) forgets it.
+  {
+    MutexLock lock(&session->mu_);
+    session->kept_ = env.keeper != nullptr;
+  }
   UFFD_RETURN_IF_ERROR(session->Keep({{SessionFdRole::kListener, session->listener_.get()}}));
   session->StartThread();
   spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
