@@ -74,7 +74,7 @@ class PagerCreateTest : public PagerFixture {
     return answer.get();
   }
 
-  // A create of `id` for `path`, expected to be refused with `status` and an
+  // POST /sessions with `body`, expected to be refused with `status` and an
   // error containing `words` (and no control character).
   void ExpectRefused(const nlohmann::json& body, int status, const std::string& words) {
     HttpResponse r = Post(body);
