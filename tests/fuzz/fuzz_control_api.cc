@@ -4,11 +4,16 @@
 // sockets and threads), with backing files confined to one directory by the
 // real BackingPathPolicy. Every answer must be a known status with a JSON
 // object body (or none, for 204), and nothing may escape the sessions dir.
+// Beneath the root lie hostile files too (a FIFO, a symlink to it, a
+// directory): a create naming one must be refused, never block. A refused
+// create's error never repeats a control character (it would forge log lines).
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -31,7 +36,8 @@ void Require(bool condition) {
 }
 
 // The pager's state that outlives one input. The seed corpus names
-// /tmp/uffdpager-fuzz/snaps/mem, the one file the policy allows.
+// /tmp/uffdpager-fuzz/snaps/mem, the one memory file the policy allows, and
+// the hostile files next to it: fifo, link-to-fifo, dir.
 struct World {
   std::string root = "/tmp/uffdpager-fuzz";
   std::string sessions_dir;
@@ -46,6 +52,10 @@ struct World {
     sessions_dir = root + "/sessions-" + std::to_string(::getpid());
     std::filesystem::create_directories(sessions_dir);
     std::ofstream(root + "/snaps/mem", std::ios::trunc) << std::string(1 << 16, 'x');
+    std::filesystem::create_directories(root + "/snaps/dir");
+    if (::mkfifo((root + "/snaps/fifo").c_str(), 0600) != 0) Require(errno == EEXIST);
+    std::error_code ec;
+    std::filesystem::create_symlink("fifo", root + "/snaps/link-to-fifo", ec);
     auto p = BackingPathPolicy::Create({root + "/snaps"});
     Require(p.ok());
     policy = std::move(*p);
@@ -87,9 +97,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ControlApi api(std::move(ctx));
 
   HttpResponse response = api.Handle(request);
-  // 403 for a backing path outside the policy's root or a system call
-  // refused for lack of permission (chown when not root); 500 only for
-  // another system call the environment refused.
+  // 400 for a bad body, a missing or hostile backing file (FIFO, device,
+  // directory), a path or id too long; 403 for a backing path outside the
+  // policy's root or a system call refused for lack of permission (chown
+  // when not root); 409 for a non-socket file where a session socket goes;
+  // 500 only for another system call the environment refused.
   static const int kKnown[] = {200, 204, 400, 403, 404, 405, 409, 413, 500, 503};
   Require(std::find(std::begin(kKnown), std::end(kKnown), response.status) != std::end(kKnown));
   if (response.status == 204) {
@@ -98,6 +110,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto body = nlohmann::json::parse(response.body, nullptr, false);
     Require(body.is_object());
     if (response.status >= 400) Require(body.contains("error") && body["error"].is_string());
+    if (response.status >= 400 && request.method == "POST" && request.path == "/sessions") {
+      for (unsigned char c : body["error"].get<std::string>()) Require(c >= 0x20 && c != 0x7f);
+    }
   }
   // Sockets are only ever created inside the sessions directory.
   for (const auto& s : w.registry->List()) {

@@ -5,7 +5,9 @@
 #include "pager/access/backing_path_policy.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -203,30 +205,100 @@ void ExpectFifoRefusedWithoutBlocking(const BackingPathPolicy& policy, const std
   opener.join();
   EXPECT_TRUE(returned) << "opening the FIFO " << fifo << " blocked for " << kOpenDeadline.count() << " s";
   Status st = result.get();
-  EXPECT_FALSE(st.ok()) << "a FIFO is not a memory file";
+  ASSERT_FALSE(st.ok()) << "a FIFO is not a memory file";
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find(fifo + " is not a regular file (it is a FIFO)"), std::string::npos) << st.ToString();
 }
 
-// DISABLED: a known bug, to be fixed in src/pager (another engineer's
-// change). Opening a FIFO blocks until some process opens it for writing:
-// OpenBeneath (and BackingFile::Open, for an unrestricted policy) opens with
-// O_RDONLY and no O_NONBLOCK, and only BackingFile::Open, after the open,
-// refuses what is not a regular file. Whoever may create a FIFO in a root
-// (or, without roots, name one anywhere) can thus park the thread that opens
-// a session's backing file. Enable these two with the fix; until then they
-// fail after kOpenDeadline.
-TEST_F(BackingPathPolicyTest, DISABLED_AFifoBeneathARootIsRefusedWithoutBlocking) {
+TEST_F(BackingPathPolicyTest, AFifoBeneathARootIsRefusedWithoutBlocking) {
   BackingPathPolicy policy = Restricted({root_});
   const std::string fifo = root_ + "/snap/fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
   ExpectFifoRefusedWithoutBlocking(policy, fifo);
 }
 
-TEST_F(BackingPathPolicyTest, DISABLED_AFifoIsRefusedWithoutBlockingWithoutRootsToo) {
+TEST_F(BackingPathPolicyTest, AFifoIsRefusedWithoutBlockingWithoutRootsToo) {
   auto policy = BackingPathPolicy::Create({});
   ASSERT_TRUE(policy.ok()) << policy.status().ToString();
   const std::string fifo = outside_ + "/fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
   ExpectFifoRefusedWithoutBlocking(*policy, fifo);
+}
+
+// What BackingFile::path() says, and every error, is the path the caller
+// gave: never the /proc/self/fd/N through which a root's file is reached.
+TEST_F(BackingPathPolicyTest, TheFileAndItsErrorsNameThePathTheCallerGave) {
+  BackingPathPolicy policy = Restricted({root_});
+  auto file = policy.Open(mem_);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  EXPECT_EQ((*file)->path(), mem_);
+  std::string page(4096, '\0');
+  Status past_end = (*file)->ReadExact(3 * 4096, page.data(), page.size());
+  ASSERT_FALSE(past_end.ok());
+  EXPECT_NE(past_end.message().find(mem_), std::string::npos) << past_end.ToString();
+
+  auto dir = policy.Open(root_ + "/snap");
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.status().code(), ErrorCode::kInvalidArgument) << dir.status().ToString();
+  EXPECT_NE(dir.status().message().find(root_ + "/snap is not a regular file (it is a directory)"), std::string::npos)
+      << dir.status().ToString();
+  EXPECT_EQ(dir.status().ToString().find("/proc/self/fd"), std::string::npos) << dir.status().ToString();
+
+  auto unrestricted = BackingPathPolicy::Create({});
+  ASSERT_TRUE(unrestricted.ok());
+  auto plain = unrestricted->Open(mem_);
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_EQ((*plain)->path(), mem_);
+}
+
+// "//" and "/./" are only spelling: the path is matched against the roots
+// after they are folded away, while ".." is left to RESOLVE_BENEATH.
+TEST_F(BackingPathPolicyTest, DoubleSlashesAndDotComponentsAreNormalizedBeforeMatching) {
+  BackingPathPolicy policy = Restricted({root_});
+  const std::string spelled_root = "/." + root_.substr(0, 4) + "//" + root_.substr(5);  // "/./tmp//uffdt..."
+  for (const std::string& path : {root_ + "//snap/mem", root_ + "/./snap/./mem", root_ + "/snap//mem",
+                                  spelled_root + "/snap/mem", root_ + "///.//snap/mem"}) {
+    auto file = policy.Open(path);
+    ASSERT_TRUE(file.ok()) << path << ": " << file.status().ToString();
+    EXPECT_EQ((*file)->identity().inode, InodeOf(mem_)) << path;
+    EXPECT_EQ((*file)->path(), path) << "shown as given";
+  }
+  ExpectRefused(policy, root_ + "//..//outside/secret");
+  ExpectRefused(policy, root_ + "/./../outside/secret");
+  ExpectRefused(policy, root_ + "/.");
+  ExpectRefused(policy, root_ + "//");
+}
+
+TEST_F(BackingPathPolicyTest, DevicesSocketsAndDirectoriesAreRefusedNamingWhatTheyAre) {
+  struct Case {
+    std::string root;
+    std::string path;
+    std::string type;
+  };
+  int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(sock, 0);
+  UniqueFd sock_fd(sock);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string sock_path = root_ + "/snap/sock";
+  ASSERT_LT(sock_path.size(), sizeof(addr.sun_path));
+  std::memcpy(addr.sun_path, sock_path.c_str(), sock_path.size() + 1);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+  for (const Case& c :
+       {Case{"/dev", "/dev/zero", "a character device"}, Case{"/dev", "/dev/null", "a character device"},
+        Case{root_, sock_path, "a socket"}, Case{root_, root_ + "/snap", "a directory"}}) {
+    for (bool restricted : {true, false}) {
+      auto policy =
+          BackingPathPolicy::Create(restricted ? std::vector<std::string>{c.root} : std::vector<std::string>{});
+      ASSERT_TRUE(policy.ok()) << policy.status().ToString();
+      auto file = policy->Open(c.path);
+      ASSERT_FALSE(file.ok()) << c.path << " was opened";
+      EXPECT_EQ(file.status().code(), ErrorCode::kInvalidArgument) << file.status().ToString();
+      EXPECT_NE(file.status().message().find(c.path + " is not a regular file (it is " + c.type + ")"),
+                std::string::npos)
+          << file.status().ToString();
+    }
+  }
 }
 
 }  // namespace

@@ -88,6 +88,30 @@ TEST(SessionRecordTest, BadRecordsAreErrorsNamingTheField) {
   EXPECT_FALSE(ParseSessionRecord(nlohmann::json::array()).ok());
 }
 
+// A record read back is held to the rules a create is: no control character
+// in an id, a path or a cache key (it would forge log lines, or a NUL would
+// open one file while naming another), ids of the id syntax.
+TEST(SessionRecordTest, ControlCharactersAndBadIdsInARecordAreRefusedNamingTheField) {
+  struct Case {
+    const char* field;
+    std::string value;
+  };
+  for (const Case& c : {Case{"backing_memory_path", "/snapshots/mem\n[info] forged"},
+                        Case{"backing_memory_path", std::string("/snapshots/mem\0/etc/shadow", 26)},
+                        Case{"cache_key", "key\x7f"}, Case{"instance_id", "i\x1b[2J"}, Case{"session_id", "vm-1\r"},
+                        Case{"session_id", "../vm-1"}, Case{"backing_memory_path", "relative/mem"}}) {
+    auto j = SessionRecordJson(FullRecord());
+    j[c.field] = c.value;
+    auto out = ParseSessionRecord(j);
+    ASSERT_FALSE(out.ok()) << c.field << " = " << nlohmann::json(c.value).dump() << " was accepted";
+    EXPECT_EQ(out.status().code(), ErrorCode::kInvalidArgument) << out.status().ToString();
+    EXPECT_NE(out.status().message().find(c.field), std::string::npos) << out.status().ToString();
+    for (char ch : out.status().message()) {
+      EXPECT_FALSE(static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) << "the error repeats a control character";
+    }
+  }
+}
+
 TEST(SessionRecordTest, IncarnationsOnlyGrow) {
   uint64_t last = NextSessionIncarnation();
   for (int i = 0; i < 10000; ++i) {

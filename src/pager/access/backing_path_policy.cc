@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <string_view>
+
 namespace uffdpager {
 
 namespace {
@@ -15,12 +17,35 @@ std::string WithoutTrailingSlashes(std::string path) {
   return path;
 }
 
+// `path` with empty and "." components folded away: "/a//b/./c" is
+// "/a/b/c". ".." is kept (what it means depends on symlinks; the kernel
+// judges it during the one resolution). A path ending in "/" or "/." still
+// ends in "/", which names a directory, as before.
+std::string WithoutEmptyAndDotComponents(const std::string& path) {
+  std::string out = !path.empty() && path[0] == '/' ? "/" : "";
+  bool names_a_directory = false;
+  size_t i = 0;
+  while (i < path.size()) {
+    size_t end = path.find('/', i);
+    if (end == std::string::npos) end = path.size();
+    std::string_view component(path.data() + i, end - i);
+    names_a_directory = component.empty() || component == ".";
+    if (!names_a_directory) {
+      if (!out.empty() && out.back() != '/') out += '/';
+      out += component;
+    }
+    i = end + 1;
+  }
+  if (names_a_directory && !out.empty() && out.back() != '/') out += '/';
+  return out;
+}
+
 }  // namespace
 
 Result<BackingPathPolicy> BackingPathPolicy::Create(const std::vector<std::string>& allowed_roots) {
   BackingPathPolicy policy;
   for (const auto& configured : allowed_roots) {
-    std::string path = WithoutTrailingSlashes(configured);
+    std::string path = WithoutTrailingSlashes(WithoutEmptyAndDotComponents(configured));
     if (path.empty() || path[0] != '/') {
       return Status::InvalidArgument("--allowed-backing-root \"" + configured + "\" must be an absolute path");
     }
@@ -37,15 +62,17 @@ std::string BackingPathPolicy::DescribeRoots() const {
   return out;
 }
 
-Result<UniqueFd> BackingPathPolicy::OpenBeneath(const Root& root, const std::string& relative,
+Result<UniqueFd> BackingPathPolicy::FindBeneath(const Root& root, const std::string& relative,
                                                 const std::string& path) const {
   open_how how{};
-  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+  how.flags = O_PATH | O_CLOEXEC;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-  for (;;) {
+  // EAGAIN: a rename or mount raced the resolution of "..". Retried a few
+  // times only, so that nothing can keep this thread here.
+  for (int again = 0;;) {
     long fd = ::syscall(SYS_openat2, root.dir.get(), relative.c_str(), &how, sizeof(how));
     if (fd >= 0) return UniqueFd(static_cast<int>(fd));
-    if (errno == EINTR || errno == EAGAIN) continue;
+    if (errno == EINTR || (errno == EAGAIN && ++again < 16)) continue;
     if (errno == EXDEV || errno == ELOOP) {
       return Status::PermissionDenied(
           fmt::format("backing memory path {} leads outside the allowed root {}", path, root.path));
@@ -56,20 +83,21 @@ Result<UniqueFd> BackingPathPolicy::OpenBeneath(const Root& root, const std::str
 
 Result<std::shared_ptr<BackingFile>> BackingPathPolicy::Open(const std::string& path) const {
   if (roots_.empty()) return BackingFile::Open(path);
+  const std::string normal = WithoutEmptyAndDotComponents(path);
   for (const auto& root : roots_) {
     std::string prefix = root.path == "/" ? "/" : root.path + "/";
-    if (path.size() <= prefix.size() || path.compare(0, prefix.size(), prefix) != 0) continue;
-    auto fd = OpenBeneath(root, path.substr(prefix.size()), path);
-    if (!fd.ok()) return fd.status();
-    // BackingFile opens by path; handing it our fd's /proc entry reopens
-    // exactly the inode we resolved beneath the root, never a new lookup of
-    // `path`.
-    auto file = BackingFile::Open("/proc/self/fd/" + std::to_string(fd->get()));
-    if (!file.ok()) return file.status().WithContext("backing memory file " + path);
-    return file;
+    if (normal.size() <= prefix.size() || normal.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string relative = normal.substr(prefix.size());
+    // One resolution, beneath the root; the file is then opened through
+    // the fd it gave, never looked up by path again.
+    return BackingFile::Open(path, [&] { return FindBeneath(root, relative, path); });
   }
   return Status::PermissionDenied(
       fmt::format("backing memory path {} is not beneath an allowed backing root ({})", path, DescribeRoots()));
+}
+
+Result<std::shared_ptr<BackingFile>> OpenBackingFile(const BackingPathPolicy* policy, const std::string& path) {
+  return policy ? policy->Open(path) : BackingFile::Open(path);
 }
 
 }  // namespace uffdpager

@@ -17,8 +17,7 @@ Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSessio
         "its userfaultfd did not come back (the pager ran without systemd's fd store, or crashed while "
         "taking the VMM's memory)");
   }
-  auto backing = env.backing_policy ? env.backing_policy->Open(checkpoint.spec.backing_path)
-                                    : BackingFile::Open(checkpoint.spec.backing_path);
+  auto backing = OpenBackingFile(env.backing_policy, checkpoint.spec.backing_path);
   if (!backing.ok()) return backing.status().WithContext("reopen the backing file");
   if ((*backing)->identity().ToString() != checkpoint.backing_identity) {
     return Status::Conflict(

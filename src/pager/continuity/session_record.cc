@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/json_fields.h"
+#include "pager/serving/session_registry.h"
 
 namespace uffdpager {
 
@@ -49,6 +50,9 @@ Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
     UFFD_RETURN_IF_ERROR(region.Read("page_size", &m.page_size));
     r.regions.push_back(m);
   }
+  // Held to the rules a create is: a record is read by another process,
+  // maybe written by another version, maybe tampered with.
+  UFFD_RETURN_IF_ERROR(CheckSessionSpec(r.spec));
   if (r.phase == SessionPhase::kServing && r.regions.empty()) {
     return Status::InvalidArgument("a serving session has no regions");
   }

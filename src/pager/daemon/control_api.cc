@@ -1,5 +1,6 @@
 #include "pager/daemon/control_api.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
@@ -27,6 +28,21 @@ HttpResponse ErrorResponse(int status, const std::string& message) {
 }
 HttpResponse NoContent() { return HttpResponse{204, "", ""}; }
 
+// `text` for a log line: control characters written as \xNN, so that what a
+// client sent can never end the line and forge another.
+std::string ForLog(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      out += fmt::format("\\x{:02x}", byte);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 int HttpStatusFor(const Status& st) {
   switch (st.code()) {
     case ErrorCode::kInvalidArgument: return 400;
@@ -44,8 +60,8 @@ HttpResponse NoSuchSession(const std::string& id) {
   return ErrorResponse(404, "no session \"" + id + "\": not a valid session id");
 }
 
-// The fields of POST /sessions, type-checked; what they mean is checked by
-// the caller.
+// The fields of POST /sessions, type-checked, the required ones present;
+// what they mean (CheckSessionSpec) is checked by the registry.
 Status ReadSessionSpec(const Json& body, SessionSpec* spec) {
   JsonFields fields(body);
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("session_id", &spec->id));
@@ -54,7 +70,6 @@ Status ReadSessionSpec(const Json& body, SessionSpec* spec) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("cache_key", &spec->cache_key));
   if (spec->instance_id.empty()) return Status::InvalidArgument("\"instance_id\" is required");
   if (spec->backing_path.empty()) return Status::InvalidArgument("\"backing_memory_path\" is required");
-  if (spec->backing_path[0] != '/') return Status::InvalidArgument("\"backing_memory_path\" must be an absolute path");
   if (spec->id.empty()) spec->id = spec->instance_id;
   if (spec->cache_key.empty()) spec->cache_key = spec->backing_path;
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("kill_client_on_failure", &spec->kill_client_on_failure));
@@ -178,9 +193,10 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
     // A backing file that does not exist is a bad request, not a pager fault.
     // A refusal for lack of permission is 403: a path outside the allowed
     // backing roots, a file the pager may not read, a socket owner the pager
-    // may not give (not root).
+    // may not give (not root). Whatever the refusal, a live session of the
+    // same id was not touched (SessionRegistry::Create).
     int status = st.code() == ErrorCode::kNotFound ? 400 : HttpStatusFor(st);
-    spdlog::warn("create session {} refused: {}", spec.id, st.ToString());
+    spdlog::warn("create session {} refused: {}", ForLog(spec.id), st.ToString());
     return ErrorResponse(status, st.ToString());
   }
   return JsonResponse(

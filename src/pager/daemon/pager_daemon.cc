@@ -127,6 +127,15 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
   env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
   env.socket_ownership = ownership;
   registry_ = std::make_unique<SessionRegistry>(sessions_dir_, env);
+  // Ids longer than this are refused at create; say so before a client
+  // finds out. 32 characters hold a UUID without its dashes.
+  if (size_t room = registry_->MaxSessionIdLength(); room < 32) {
+    spdlog::warn(
+        "the data directory leaves room for session ids of only {} characters: a session's socket path {} must fit "
+        "the {} bytes of a Unix socket address (for the pager and for the VMM that connects); a shorter --data-dir "
+        "or --version-key leaves more",
+        room, registry_->SocketPathFor("<id>"), kMaxSocketPathBytes);
+  }
   continuity_ = std::make_unique<SessionContinuity>(recovery_.get(), registry_.get());
   continuity_->RecoverAfterRestart(std::move(recovered));
   continuity_->TakeOver(options_.data_dir, VersionsToTakeOver(), options_.version_key);

@@ -51,10 +51,6 @@ Session::Session(SessionSpec spec, std::string socket_path, uint64_t incarnation
       created_at_(std::chrono::system_clock::now()),
       cache_key_counters_(env.metrics->CountersForCacheKey(cache_key_)) {}
 
-Result<std::shared_ptr<BackingFile>> Session::OpenBacking(const std::string& path, const SessionEnvironment& env) {
-  return env.backing_policy ? env.backing_policy->Open(path) : BackingFile::Open(path);
-}
-
 Status Session::CreateWakeFds() {
   wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) return Status::FromErrno(errno, "eventfd");
@@ -79,17 +75,20 @@ void Session::StartThread() {
   });
 }
 
-Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::string socket_path,
-                                                const SessionEnvironment& env) {
-  auto backing = OpenBacking(spec.backing_path, env);
-  if (!backing.ok()) return backing.status();
+Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::shared_ptr<BackingFile> backing,
+                                                std::string socket_path, const SessionEnvironment& env) {
   std::shared_ptr<Session> session(new Session(std::move(spec), std::move(socket_path), NextSessionIncarnation(),
-                                               "created", env, std::move(*backing)));
+                                               "created", env, std::move(backing)));
   UFFD_RETURN_IF_ERROR(session->CreateWakeFds());
   session->owns_socket_file_ = true;
   UFFD_RETURN_IF_ERROR(session->Listen());
   // Before the create call answers: once the caller has the socket path, a
-  // crash of this process must not lose the session.
+  // crash of this process must not lose the session. Marked kept first, so
+  // that closing it (even after a Keep that failed half-way) forgets it.
+  {
+    MutexLock lock(&session->mu_);
+    session->kept_ = env.keeper != nullptr;
+  }
   UFFD_RETURN_IF_ERROR(session->Keep({{SessionFdRole::kListener, session->listener_.get()}}));
   {
     MutexLock lock(&session->mu_);

@@ -94,10 +94,12 @@ struct SessionEnvironment {
 
 class Session {
  public:
-  // A new session: opens the backing file, listens on `socket_path`, keeps
-  // its checkpoint, starts the thread.
-  static Result<std::shared_ptr<Session>> Start(SessionSpec spec, std::string socket_path,
-                                                const SessionEnvironment& env);
+  // A new session on `backing`: listens on `socket_path`, keeps its
+  // checkpoint, starts the thread.
+  // REQUIRES: `backing` is the file spec.backing_path names, opened through
+  // env.backing_policy (the registry opens it before it replaces anything).
+  static Result<std::shared_ptr<Session>> Start(SessionSpec spec, std::shared_ptr<BackingFile> backing,
+                                                std::string socket_path, const SessionEnvironment& env);
   // Serves on a session another pager process served, from its checkpoint
   // and fds: a waiting one listens again (on its parked listener, where
   // connections made meanwhile are queued), a serving one serves the
@@ -153,7 +155,6 @@ class Session {
   Session(SessionSpec spec, std::string socket_path, uint64_t incarnation, std::string origin,
           const SessionEnvironment& env, std::shared_ptr<BackingFile> backing);
 
-  static Result<std::shared_ptr<BackingFile>> OpenBacking(const std::string& path, const SessionEnvironment& env);
   Status CreateWakeFds();
   Status Listen();
   void StartThread();

@@ -16,19 +16,74 @@ std::string FileIdentity::ToString() const {
   return fmt::format("{}:{}:{}:{}", static_cast<uint64_t>(device), static_cast<uint64_t>(inode), size, mtime_ns);
 }
 
+namespace {
+
+// What a file that is not a regular file is, for the refusal.
+const char* FileTypeName(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFIFO: return "a FIFO";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFSOCK: return "a socket";
+    case S_IFDIR: return "a directory";
+    case S_IFLNK: return "a symbolic link";
+    default: return "of an unknown type";
+  }
+}
+
+Status NotARegularFile(const std::string& path, mode_t mode) {
+  return Status::InvalidArgument(
+      fmt::format("backing memory file {} is not a regular file (it is {})", path, FileTypeName(mode)));
+}
+
+}  // namespace
+
 Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Status::FromErrno(errno, "open backing memory file " + path);
+  return Open(path, [&path]() -> Result<UniqueFd> {
+    UniqueFd fd(::open(path.c_str(), O_PATH | O_CLOEXEC));
+    if (!fd) return Status::FromErrno(errno, "open backing memory file " + path);
+    return fd;
+  });
+}
+
+Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path, const Resolver& resolve) {
+  // Found first, opening nothing (O_PATH): what is not a regular file is
+  // refused before any open for reading could block (a FIFO) or act (a
+  // device's driver).
+  auto found = resolve();
+  if (!found.ok()) return found.status();
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat backing memory file " + path);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("backing memory file " + path + " is not a regular file");
-  FileIdentity id{st.st_dev, st.st_ino, static_cast<uint64_t>(st.st_size),
-                  static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec};
+  if (::fstat(found->get(), &st) != 0) return Status::FromErrno(errno, "stat backing memory file " + path);
+  if (!S_ISREG(st.st_mode)) return NotARegularFile(path, st.st_mode);
+  // Then that very inode is opened for reading through its /proc link: the
+  // path is not looked up again. Still O_NONBLOCK, and checked again, in
+  // case what was found is not what opened; O_NOCTTY: a terminal never
+  // becomes ours.
+  const std::string link = "/proc/self/fd/" + std::to_string(found->get());
+  UniqueFd fd(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (!fd) {
+    if (errno == ENOENT) {
+      return Status::Error(ErrorCode::kIoError,
+                           "open backing memory file " + path + ": /proc/self/fd is missing (is /proc mounted?)");
+    }
+    return Status::FromErrno(errno, "open backing memory file " + path);
+  }
+  struct stat opened {};
+  if (::fstat(fd.get(), &opened) != 0) return Status::FromErrno(errno, "stat backing memory file " + path);
+  if (!S_ISREG(opened.st_mode)) return NotARegularFile(path, opened.st_mode);
+  // Reads must wait for their bytes (a FUSE or network file system may
+  // honour the flag and answer EAGAIN).
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return Status::FromErrno(errno, "clear O_NONBLOCK on backing memory file " + path);
+  }
   // The pager decides what it reads: its reads are the pages it installs
   // (and the runs it chose to read), never readahead the kernel adds around
   // them (8 MiB per miss with this host's disks). Prefetch and completion
   // read large runs of their own.
   (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
+  FileIdentity id{opened.st_dev, opened.st_ino, static_cast<uint64_t>(opened.st_size),
+                  static_cast<int64_t>(opened.st_mtim.tv_sec) * 1000000000LL + opened.st_mtim.tv_nsec};
   std::shared_ptr<BackingFile> file(new BackingFile(path, std::move(fd), id));
   file->MapExtents();
   return file;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,7 +30,19 @@ struct FileIdentity {
 
 class BackingFile {
  public:
+  // Opens `path` for reading (symlinks followed). Anything but a regular
+  // file is kInvalidArgument, "backing memory file PATH is not a regular
+  // file (it is a FIFO)", and is refused before it is opened for reading:
+  // opening never blocks (a FIFO without a writer) and never runs a
+  // device's open (a watchdog's, a tape's).
   static Result<std::shared_ptr<BackingFile>> Open(const std::string& path);
+
+  // How a path is found: an O_PATH fd of the file it names, or the error
+  // (with its errno). For BackingPathPolicy, openat2 beneath a root.
+  using Resolver = std::function<Result<UniqueFd>()>;
+  // Open, with the file `resolve` finds. `path` is the path as the caller
+  // gave it: what path() and every error of this file name.
+  static Result<std::shared_ptr<BackingFile>> Open(const std::string& path, const Resolver& resolve);
 
   // Reads exactly `length` bytes at `offset`; a short read (the file was
   // truncated under us) is an error, never a partly filled page.
