@@ -77,9 +77,7 @@ json ReadJson(const std::string& path) {
 class CliTest : public ::testing::Test {
  protected:
   // Every run gets a data directory of its own, never the machine's.
-  std::vector<std::string> Env() const {
-    return {"UFFDPAGER_DATA_DIR=" + data(), "UFFDPAGER_VERSION_KEY="};
-  }
+  std::vector<std::string> Env() const { return {"UFFDPAGER_DATA_DIR=" + data(), "UFFDPAGER_VERSION_KEY="}; }
   std::string data() const { return dir_ / "data"; }
   ToolRun Run(std::vector<std::string> argv, std::vector<std::string> extra_env = {}) const {
     std::vector<std::string> env = Env();
@@ -112,9 +110,11 @@ TEST_F(CliTest, RefusedFlagValuesSayWhatIsAcceptedAndDoNothing) {
       {{pager, "--log-level", "warnn"}, "--log-level", "trace,debug,info,warn,error"},
       {{pager, "--zero-pages", "maybe"}, "--zero-pages", "detect"},
       {{pagerctl, "ensure", "--ready-timeout-ms", "0"}, "--ready-timeout-ms", "an integer from 1 to"},
-      {{pagerctl, "create", "--instance-id", "a", "--backing", "/x", "--socket-uid", "-1"}, "--socket-uid",
+      {{pagerctl, "create", "--instance-id", "a", "--backing", "/x", "--socket-uid", "-1"},
+       "--socket-uid",
        "an integer from 0 to"},
-      {{pagerctl, "create", "--instance-id", "a", "--backing", "/x", "--expected-pid", "0"}, "--expected-pid",
+      {{pagerctl, "create", "--instance-id", "a", "--backing", "/x", "--expected-pid", "0"},
+       "--expected-pid",
        "an integer from 1 to"},
       {{snapctl, "create", "vm", "--vcpus", "0"}, "--vcpus", "an integer from 1 to 32"},
       {{snapctl, "create", "vm", "--vcpus", "-1"}, "--vcpus", "an integer from 1 to 32"},

@@ -86,8 +86,8 @@ CommandLine::CommandLine(std::string program, std::string description)
 
 void CommandLine::AddDataDirFlag(std::string* data_dir, const std::string& what) {
   *data_dir = DefaultDataDir();
-  app_.add_option("--data-dir", *data_dir, what + " (default: $" + kDataDirEnv + ", else " +
-                                               UFFDPAGER_DEFAULT_DATA_DIR + ")")
+  app_.add_option("--data-dir", *data_dir,
+                  what + " (default: $" + kDataDirEnv + ", else " + UFFDPAGER_DEFAULT_DATA_DIR + ")")
       ->check(CLI::Validator(
           [](std::string& dir) { return dir.empty() ? std::string("the data directory may not be empty") : ""; },
           "DIR"));
@@ -126,8 +126,8 @@ std::string CommandLine::Footer(const std::vector<std::string>& examples, bool f
   std::string out;
   if (!examples.empty()) out += "Examples:\n  " + Joined(examples, "\n  ") + "\n\n";
   if (for_command && !global_flags_.empty()) {
-    out += "Global flags, before or after the command (see " + program_ + " --help): " +
-           Joined(global_flags_, ", ") + ", --version\n\n";
+    out += "Global flags, before or after the command (see " + program_ + " --help): " + Joined(global_flags_, ", ") +
+           ", --version\n\n";
   }
   if (!for_command && !global_flags_.empty()) {
     out += "Global flags may come before or after the command.\n\n";
@@ -168,7 +168,8 @@ int CommandLine::Fail(int exit_code, const std::string& message) const {
 }
 
 int CommandLine::UsageError(const std::string& message) const {
-  std::cerr << program_ << ": " << message << "\n" << "Run '" << program_ << " --help' for more.\n";
+  std::cerr << program_ << ": " << message << "\n"
+            << "Run '" << program_ << " --help' for more.\n";
   return kExitUsage;
 }
 

@@ -96,8 +96,8 @@ TEST_F(LifecycleCliTest, FailedCreateOrForkLeavesNothingAndTheRetryWorks) {
 TEST_F(LifecycleCliTest, TheBackendAndPagerStayWhileForksDependOnThePager) {
   MakeStandbySource();
   Ok({"fork", "src", "f1", "--state", "standby"});  // its first restore must go through the pager
-  for (const auto& change : std::vector<std::vector<std::string>>{{"init", "--backend", "file"},
-                                                                   {"init", "--pager-version-key", "other"}}) {
+  for (const auto& change :
+       std::vector<std::vector<std::string>>{{"init", "--backend", "file"}, {"init", "--pager-version-key", "other"}}) {
     ToolRun refused = Snap(change);
     EXPECT_EQ(refused.exit_code, cli::kExitConflict) << refused.err;
     EXPECT_NE(refused.err.find("f1 depend(s) on the pager"), std::string::npos) << refused.err;
@@ -157,7 +157,7 @@ TEST_F(LifecycleCliTest, ForkRestoresCarryDeviceOverridesAndTheVmmUid) {
   json load = LoadReport("f1");
   EXPECT_EQ(load["backend_type"], "Uffd");
   EXPECT_EQ(load["network_overrides"], json::array({json{{"iface_id", "eth0"}, {"host_dev_name", "tap-f1"}},
-                                                   json{{"iface_id", "eth1"}, {"host_dev_name", "tap-f1b"}}}))
+                                                    json{{"iface_id", "eth1"}, {"host_dev_name", "tap-f1b"}}}))
       << load.dump();
   EXPECT_EQ(load["vsock_override"], json({{"uds_path", dir_ + "/f1.vsock"}})) << load.dump();
   auto session = Pager().GetSession("f1");
@@ -192,8 +192,8 @@ TEST_F(LifecycleCliTest, AnAutoStartedPagerStopsOnceNothingUsesIt) {
   EXPECT_FALSE(Pager().Health(1s).ok());
 
   // A pager someone else started is never stopped.
-  auto own = ChildProcess::Spawn({UFFD_PAGER_BIN, "--data-dir", data_, "--version-key", PagerKey()},
-                                 dir_ + "/own-pager.log");
+  auto own =
+      ChildProcess::Spawn({UFFD_PAGER_BIN, "--data-dir", data_, "--version-key", PagerKey()}, dir_ + "/own-pager.log");
   ASSERT_TRUE(own.ok()) << own.status().ToString();
   ASSERT_TRUE(WaitFor([&] { return Pager().Health(1s).ok(); }, 20s)) << own->Log();
   Ok({"restore", "f2"});
