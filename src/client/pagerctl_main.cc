@@ -12,6 +12,7 @@
 namespace {
 
 using uffdpager::PagerClient;
+using uffdpager::Status;
 using uffdpager::cli::IntegerIn;
 using Json = nlohmann::json;
 
@@ -125,7 +126,11 @@ int main(int argc, char** argv) {
     auto service = uffdpager::PagerService::Create(service_options);
     if (!service.ok()) return command_line.Fail(service.status());
     if (ensure->parsed()) {
-      auto pager = service->EnsureRunning();
+      auto pager = [&] {
+        uffdpager::cli::Progress progress("pagerctl");  // erased before anything else is printed
+        progress.Step("waiting for uffd-pager " + version_key + " to answer");
+        return service->EnsureRunning();
+      }();
       if (!pager.ok()) return command_line.Fail(pager.status());
       auto h = pager->Health();
       if (!h.ok()) return command_line.Fail(h.status());
@@ -202,7 +207,13 @@ int main(int argc, char** argv) {
     if (auto st = client.CloseSession(id); !st.ok()) return command_line.Fail(st);
     if (!json) uffdpager::cli::PrintResult("session " + id + " closed");
   } else if (complete->parsed()) {
-    if (auto st = client.CompleteSession(id); !st.ok()) return command_line.Fail(st);
+    Status completed;
+    {
+      uffdpager::cli::Progress progress("pagerctl");
+      progress.Step("installing every page of session " + id);
+      completed = client.CompleteSession(id);
+    }
+    if (!completed.ok()) return command_line.Fail(completed);
     if (!json) uffdpager::cli::PrintResult("session " + id + " complete: every page present, memory unregistered");
   } else if (drain->parsed()) {
     if (auto st = client.Drain(); !st.ok()) return command_line.Fail(st);

@@ -179,10 +179,13 @@ Progress::Progress(std::string program) : program_(std::move(program)), enabled_
   if (enabled_) ticker_ = std::thread([this] { Tick(); });
 }
 
-Progress::~Progress() {
+Progress::~Progress() { Done(); }
+
+void Progress::Done() {
   if (!enabled_) return;
   {
     MutexLock lock(&mu_);
+    if (stop_) return;
     stop_ = true;
     wake_.Signal();
   }
@@ -194,6 +197,7 @@ Progress::~Progress() {
 void Progress::Step(const std::string& what) {
   if (!enabled_) return;
   MutexLock lock(&mu_);
+  if (stop_) return;
   step_ = what;
   step_started_ = std::chrono::steady_clock::now();
   Redraw();

@@ -103,13 +103,16 @@ void PrintResult(const std::string& line);
 class Progress {
  public:
   explicit Progress(std::string program);
-  ~Progress();  // erases the line
+  ~Progress();  // Done()
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
 
   bool enabled() const { return enabled_; }
   // The step now under way. Thread-safe.
-  void Step(const std::string& what);
+  void Step(const std::string& what) EXCLUDES(mu_);
+  // Erases the line and shows no step after this: call it before printing
+  // a result or an error. Idempotent.
+  void Done() EXCLUDES(mu_);
 
  private:
   void Redraw() REQUIRES(mu_);

@@ -257,6 +257,11 @@ int main(int argc, char** argv) {
   }
 
   cli::Progress progress("snapctl");
+  // The progress line goes before anything else is printed.
+  auto fail = [&](const Status& st) {
+    progress.Done();
+    return command_line.Fail(st);
+  };
   LifecycleOptions options{data_dir, vmm_override, std::nullopt};
   options.progress = [&progress](const std::string& step) { progress.Step(step); };
   auto life = Lifecycle::Open(options);
@@ -264,16 +269,18 @@ int main(int argc, char** argv) {
     // No config.json, or one this snapctl cannot read.
     ErrorCode code = life.status().code();
     if (code == ErrorCode::kNotFound || code == ErrorCode::kInvalidArgument) {
+      progress.Done();
       return command_line.Fail(cli::kExitNotInitialized,
                                life.status().ToString() + " (--data-dir or $" + cli::kDataDirEnv + ")");
     }
-    return command_line.Fail(life.status());
+    return fail(life.status());
   }
   Lifecycle& l = **life;
 
   if (list->parsed()) {
     auto statuses = l.List();
-    if (!statuses.ok()) return command_line.Fail(statuses.status());
+    if (!statuses.ok()) return fail(statuses.status());
+    progress.Done();
     if (json) {
       nlohmann::json out = nlohmann::json::array();
       for (const auto& s : *statuses) out.push_back(s.ToJson());
@@ -284,12 +291,14 @@ int main(int argc, char** argv) {
     return cli::kExitOk;
   }
   if (recover->parsed()) {
-    if (Status st = l.Recover(); !st.ok()) return command_line.Fail(st);
+    if (Status st = l.Recover(); !st.ok()) return fail(st);
+    progress.Done();
     if (!json) cli::PrintResult(data_dir + ": nothing is left half done");
     return cli::kExitOk;
   }
   if (del->parsed()) {
-    if (Status st = l.Delete(name); !st.ok()) return command_line.Fail(st);
+    if (Status st = l.Delete(name); !st.ok()) return fail(st);
+    progress.Done();
     if (json) {
       std::cout << nlohmann::json{{"name", name}, {"deleted", true}}.dump(2) << "\n";
     } else {
@@ -304,9 +313,13 @@ int main(int argc, char** argv) {
   if (create->parsed()) {
     if (!boot_config_path.empty()) {
       auto text = ReadWholeFile(boot_config_path, 1 << 20);
-      if (!text.ok()) return command_line.UsageError("--boot-config: " + text.status().ToString());
+      if (!text.ok()) {
+        progress.Done();
+        return command_line.UsageError("--boot-config: " + text.status().ToString());
+      }
       boot.pre_boot_requests = nlohmann::json::parse(*text, nullptr, false);
       if (!boot.pre_boot_requests.is_object()) {
+        progress.Done();
         return command_line.UsageError("--boot-config: " + boot_config_path + " is not a JSON object");
       }
     }
@@ -333,9 +346,10 @@ int main(int argc, char** argv) {
   } else if (show->parsed()) {
     verb = "show";
   }
-  if (!st.ok()) return command_line.Fail(st);
+  if (!st.ok()) return fail(st);
   auto shown = l.Show(name);
-  if (!shown.ok()) return command_line.Fail(shown.status());
+  if (!shown.ok()) return fail(shown.status());
+  progress.Done();
   if (json || show->parsed()) {
     std::cout << shown->ToJson().dump(2) << "\n";
   } else {
