@@ -53,7 +53,7 @@ class PagerPidFileTest : public PagerFixture {
     EXPECT_EQ(first, pid);
   }
 
-  // Runs another uffd-pager on the same directory, which must exit (not
+  // Runs another uffd-pager on the same directory, which must exit 5 (not
   // TestPager::Start: the running pager's /health would pass for it); its
   // log in *log.
   bool SecondPagerExits(std::string* log) {
@@ -67,7 +67,8 @@ class PagerPidFileTest : public PagerFixture {
     std::stringstream ss;
     ss << in.rdbuf();
     *log = ss.str();
-    return exited && WIFEXITED(status) && WEXITSTATUS(status) == 1;
+    // Exit code 5 (the shared table's "it exists already"): another pager holds the directory.
+    return exited && WIFEXITED(status) && WEXITSTATUS(status) == 5;
   }
 };
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,7 +24,8 @@
 
 namespace uffdpager {
 
-// Created: booted from nothing, never snapshotted and not running any more.
+// Created: the folder of an instance whose boot has not finished (an
+// interrupted create, which the next command removes).
 // Running/Paused: a live VMM. Standby: a snapshot and no VMM, restorable.
 // Stopped: no VMM; restorable only if it holds a snapshot. Unknown: what the
 // metadata says cannot be confirmed (VMM gone, pager session failed, ...).
@@ -38,18 +40,50 @@ enum class MemoryBackend { kUffd, kFile };
 const char* MemoryBackendName(MemoryBackend backend);
 Result<MemoryBackend> ParseMemoryBackend(const std::string& name);
 
-// DATA/config.json: chosen once per data directory.
+// DATA/config.json: chosen per data directory (Lifecycle::Configure).
 struct DataDirConfig {
   MemoryBackend backend = MemoryBackend::kUffd;
   std::string vmm_binary;             // Firecracker or tinyvmm
   std::vector<std::string> vmm_args;  // after --api-sock PATH --id NAME
   std::string pager_binary;           // uffd-pager, started when not running
-  std::string pager_version_key = "default";
+  // DATA/uffd/KEY/: which pager serves this directory's forks. Empty in a
+  // request means the pager's version; config.json always names one.
+  std::string pager_version_key;
   bool pager_autostart = true;
   uint64_t pager_cache_bytes = 1ULL << 30;
+  // A jailed VMM's user and group (Firecracker's jailer --uid/--gid): every
+  // pager session is given to them (socket_uid/socket_gid) and accepts only
+  // a VMM running as vmm_uid (expected_uid). Unset: the pager's defaults.
+  std::optional<uint32_t> vmm_uid;
+  std::optional<uint32_t> vmm_gid;
 
   nlohmann::json ToJson() const;
   static Result<DataDirConfig> FromJson(const nlohmann::json& j);
+};
+
+// What one `snapctl init` sets. A field left unset keeps the data
+// directory's current value, or for a new directory the defaults' value.
+struct DataDirSettings {
+  std::optional<MemoryBackend> backend;
+  std::optional<std::string> vmm_binary;
+  std::optional<std::vector<std::string>> vmm_args;
+  std::optional<std::string> pager_binary;
+  std::optional<std::string> pager_version_key;
+  std::optional<bool> pager_autostart;
+  std::optional<uint64_t> pager_cache_bytes;
+  std::optional<std::optional<uint32_t>> vmm_uid;  // set to nullopt: no uid any more
+  std::optional<std::optional<uint32_t>> vmm_gid;
+
+  // Every field set from `config`.
+  static DataDirSettings Everything(const DataDirConfig& config);
+  DataDirConfig AppliedTo(DataDirConfig config) const;
+};
+
+// What Lifecycle::Configure did.
+struct DataDirConfigured {
+  DataDirConfig config;              // now in config.json
+  bool created = false;              // there was no config.json before
+  std::vector<std::string> changed;  // the config.json fields that changed (empty when created)
 };
 
 struct BootConfig {
@@ -63,6 +97,20 @@ struct BootConfig {
 
 enum class ForkTarget { kRunning, kStandby, kStopped };
 Result<ForkTarget> ParseForkTarget(const std::string& name);
+
+// Firecracker 1.12+ restores a snapshot with other host devices than the
+// ones it was taken with (PUT /snapshot/load's network_overrides and
+// vsock_override): a fork gets its own TAP device and vsock socket.
+struct NetworkOverride {
+  std::string iface_id;       // the guest interface, as configured at boot
+  std::string host_dev_name;  // the TAP device it uses from this restore on
+};
+
+struct RestoreOptions {
+  bool resume = true;  // false: leave the restored VM Paused
+  std::vector<NetworkOverride> network_overrides;
+  std::string vsock_uds_path;  // empty: the vsock device keeps its socket
+};
 
 struct InstanceStatus {
   std::string name;
@@ -78,27 +126,44 @@ struct LifecycleOptions {
   // Overrides of DATA/config.json for this process (empty: the config's).
   std::string vmm_binary;
   std::optional<MemoryBackend> backend;
+  // Told each step of an operation as it begins ("pausing src", "writing
+  // the snapshot"), from the calling thread; may be empty.
+  std::function<void(const std::string& step)> progress;
 };
 
 class Lifecycle {
  public:
-  // Creates DATA (if needed) with `config`; refuses a directory that already
+  // Creates DATA with `defaults` changed by `settings`, or changes an
+  // existing DATA's config by `settings` alone: what is not set stays. A
+  // change of backend or pager version key is kConflict while an instance
+  // depends on the pager (a live VM it serves, or a fork whose first
+  // restore it must serve), naming them. Refuses a directory that already
   // has a different schema.
+  static Result<DataDirConfigured> Configure(const std::string& data_dir, const DataDirConfig& defaults,
+                                             const DataDirSettings& settings);
+  // Configure with every field of `config`.
   static Status InitDataDir(const std::string& data_dir, const DataDirConfig& config);
   static Result<std::unique_ptr<Lifecycle>> Open(const LifecycleOptions& options);
   ~Lifecycle();
   Lifecycle(const Lifecycle&) = delete;
   Lifecycle& operator=(const Lifecycle&) = delete;
 
-  // Boots a new instance (Running).
+  // Boots a new instance (Running). If the boot fails (the VMM cannot start,
+  // or refuses the machine configuration), nothing is left of it.
   Status Create(const std::string& name, const BootConfig& boot);
   // Snapshot a Running/Paused instance into memory it owns, stop its VMM.
   Status Standby(const std::string& name);
   // Start a VMM from the instance's snapshot (Standby or Stopped).
-  Status Restore(const std::string& name, bool resume = true);
+  Status Restore(const std::string& name, const RestoreOptions& options = {});
   // A new instance from `source`: from its standby snapshot without copying
   // memory (uffd backend), or from a running source by snapshotting it.
-  Status Fork(const std::string& source, const std::string& name, ForkTarget target);
+  // With kRunning the fork is then restored with `restore`; if that fails
+  // the fork is removed again, so the command can simply be repeated.
+  Status Fork(const std::string& source, const std::string& name, ForkTarget target,
+              const RestoreOptions& restore = {});
+  // Running -> Paused and back; asking for the state it is in is no error.
+  Status Pause(const std::string& name);
+  Status Resume(const std::string& name);
   Status Stop(const std::string& name);
   Status Delete(const std::string& name);
   Result<std::vector<InstanceStatus>> List();

@@ -47,12 +47,16 @@ struct CreatedSession {
   std::string session_id;
   std::string uffd_socket_path;
   std::string pager_version;
+  nlohmann::json answer;  // the pager's whole answer, as it sent it
 };
 
 struct PagerHealth {
-  std::string version;
+  std::string version;        // the pager's version key
+  std::string pager_version;  // the pager's build
   bool draining = false;
   uint64_t active_sessions = 0;
+  std::string metrics_addr;  // empty unless --metrics-addr
+  nlohmann::json answer;     // the pager's whole answer, as it sent it
 };
 
 class PagerClient {

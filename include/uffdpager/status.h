@@ -57,6 +57,10 @@ class [[nodiscard]] Status {
 
   // Prefixes the message with more context, keeping code and errno.
   Status WithContext(const std::string& context) const;
+  // The same error, message and errno as another kind: for a caller that
+  // knows better what an errno-derived code means where it happened (an
+  // ENOENT that is a damaged directory, not an unknown name).
+  Status WithCode(ErrorCode code) const { return ok() ? *this : Status(code, errno_, message_); }
 
  private:
   Status(ErrorCode code, int error_number, std::string message)

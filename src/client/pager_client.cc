@@ -30,13 +30,17 @@ Status Malformed(const char* request, const Status& st) {
 // Answers of older pagers may lack fields; those keep their defaults.
 Status ReadHealth(const Json& j, PagerHealth* h) {
   JsonFields fields(j);
+  h->answer = j;
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("version", &h->version));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_version", &h->pager_version));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("draining", &h->draining));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("metrics_addr", &h->metrics_addr));
   return fields.ReadOptional("active_sessions", &h->active_sessions);
 }
 
 Status ReadCreatedSession(const Json& j, CreatedSession* created) {
   JsonFields fields(j);
+  created->answer = j;
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("session_id", &created->session_id));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("uffd_socket_path", &created->uffd_socket_path));
   return fields.ReadOptional("pager_version", &created->pager_version);

@@ -4,8 +4,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <CLI/CLI.hpp>
-
+#include "common/cli.h"
 #include "common/json_fields.h"
 #include "uffdpager/pager_client.h"
 #include "uffdpager/pager_service.h"
@@ -13,11 +12,16 @@
 namespace {
 
 using uffdpager::PagerClient;
+using uffdpager::Status;
+using uffdpager::cli::IntegerIn;
 using Json = nlohmann::json;
 
-int Fail(const uffdpager::Status& st) {
-  std::cerr << "pagerctl: " << st.ToString() << "\n";
-  return st.code() == uffdpager::ErrorCode::kUnavailable ? 3 : 1;
+void PrintJson(const Json& j) { std::cout << j.dump(2) << "\n"; }
+
+std::string HealthLine(const uffdpager::PagerHealth& h, const std::string& socket) {
+  return fmt::format("uffd-pager {} (build {}) is up on {}; {}; {} active session(s){}", h.version, h.pager_version,
+                     socket, h.draining ? "DRAINING" : "accepting sessions", h.active_sessions,
+                     h.metrics_addr.empty() ? "" : "; metrics on " + h.metrics_addr);
 }
 
 void PrintSessions(const Json& sessions) {
@@ -48,145 +52,172 @@ void PrintSessions(const Json& sessions) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"pagerctl: control a running uffd-pager"};
+  uffdpager::cli::CommandLine command_line("pagerctl", "pagerctl: control a running uffd-pager");
+  CLI::App& app = command_line.app();
   app.require_subcommand(1);
-  std::string socket, data_dir = "/var/lib/uffd-pager", version_key;
+  std::string socket, data_dir, version_key;
   bool json = false;
-  app.add_option("--socket", socket, "control socket (default DATA/uffd/VERSION/control.sock)");
-  app.add_option("--data-dir", data_dir, "the pager's --data-dir")->capture_default_str();
-  app.add_option("--version-key", version_key, "the pager's --version-key");
-  app.add_flag("--json", json, "print the API's JSON instead of text");
+  app.add_option("--socket", socket, "the pager's control socket (default: DATA/uffd/KEY/control.sock)");
+  command_line.AddDataDirFlag(&data_dir, "the pager's data directory");
+  command_line.AddVersionKeyFlag(&version_key, "the pager's version key");
+  command_line.AddJsonFlag(&json, "print the pager's JSON answer unchanged instead of a line of text");
+  command_line.SetExamples({"pagerctl health", "pagerctl --version-key v1 sessions --json",
+                            "pagerctl create --instance-id vm1 --backing /srv/snap/mem",
+                            "pagerctl --version-key v2 ensure && pagerctl --version-key v2 drain-others"});
 
-  auto* health = app.add_subcommand("health", "is the pager up; is it draining");
-  auto* stats = app.add_subcommand("stats", "cache and fault counters");
-  auto* sessions = app.add_subcommand("sessions", "list sessions with their counters");
-  auto* create = app.add_subcommand("create", "create a session for a VM restore");
+  auto* health = command_line.AddCommand("health", "is the pager up; is it draining", {"pagerctl health --json"});
+  auto* stats = command_line.AddCommand("stats", "cache and fault counters", {"pagerctl stats"});
+  auto* sessions = command_line.AddCommand("sessions", "list sessions with their counters", {"pagerctl sessions"});
+  std::string id;
+  auto* show = command_line.AddCommand("show", "one session in detail", {"pagerctl show vm1"});
+  show->add_option("session_id", id, "the session's id")->required();
+  auto* create = command_line.AddCommand(
+      "create", "create a session for a VM restore (PUT /snapshot/load's backend_path is its socket)",
+      {"pagerctl create --instance-id vm1 --backing /srv/snap/mem",
+       "pagerctl create --instance-id vm1 --backing /srv/snap/mem --socket-uid 123 --expected-uid 123"});
   uffdpager::CreateSessionRequest req;
   create->add_option("--instance-id", req.instance_id, "instance the VM belongs to")->required();
   create->add_option("--backing", req.backing_memory_path, "snapshot memory file (absolute path)")->required();
   create->add_option("--session-id", req.session_id, "session id (default: the instance id)");
   create->add_option("--cache-key", req.cache_key, "cache key (default: the backing path)");
   create->add_flag("--kill-on-failure", req.kill_client_on_failure, "kill the VMM if a fault cannot be served");
-  std::string id;
-  auto* close = app.add_subcommand("close", "close a session");
-  close->add_option("session_id", id)->required();
-  auto* complete = app.add_subcommand("complete", "populate every page of a session, then unregister");
-  complete->add_option("session_id", id)->required();
-  auto* drain = app.add_subcommand("drain", "refuse new sessions; exit after the last closes");
+  constexpr uint64_t kMaxId = 0xfffffffe;  // (uid_t)-1 means "no change" to chown
+  uint64_t socket_uid = 0, socket_gid = 0, expected_uid = 0, expected_pid = 0;
+  auto* socket_uid_flag =
+      create->add_option("--socket-uid", socket_uid, "give the session socket to this uid (a jailed VMM's)")
+          ->check(IntegerIn(0, kMaxId));
+  auto* socket_gid_flag =
+      create->add_option("--socket-gid", socket_gid, "give the session socket to this gid (mode 0660)")
+          ->check(IntegerIn(0, kMaxId));
+  auto* expected_uid_flag = create->add_option("--expected-uid", expected_uid, "accept only a VMM running as this uid")
+                                ->check(IntegerIn(0, kMaxId));
+  auto* expected_pid_flag = create->add_option("--expected-pid", expected_pid, "accept only the VMM with this pid")
+                                ->check(IntegerIn(1, INT32_MAX));
+  auto* close = command_line.AddCommand("close", "close a session", {"pagerctl close vm1"});
+  close->add_option("session_id", id, "the session's id")->required();
+  auto* complete = command_line.AddCommand("complete", "populate every page of a session, then unregister",
+                                           {"pagerctl complete vm1"});
+  complete->add_option("session_id", id, "the session's id")->required();
+  auto* drain = command_line.AddCommand("drain", "refuse new sessions; exit once no session holds a VM",
+                                        {"pagerctl --version-key v1 drain"});
   uffdpager::PagerServiceOptions service_options;
-  int64_t ready_timeout_ms = service_options.ready_timeout.count();
+  uint64_t ready_timeout_ms = service_options.ready_timeout.count();
   std::vector<std::string> start_command;
-  auto* ensure = app.add_subcommand("ensure", "start this version's pager (its systemd unit) unless it answers");
+  auto* ensure = command_line.AddCommand("ensure", "start this version's pager (its systemd unit) unless it answers",
+                                         {"pagerctl --version-key v2 ensure",
+                                          "pagerctl --data-dir /tmp/d --version-key t ensure -- uffd-pager --data-dir "
+                                          "{data_dir} --version-key {version}"});
   ensure->add_option("--ready-timeout-ms", ready_timeout_ms, "bound on the start command plus the wait for /health")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(IntegerIn(1, uffdpager::PagerService::kMaxReadyTimeout.count()));
   ensure->add_option("start_command", start_command,
                      "after --: the start command; {version} and {data_dir} are replaced "
                      "(default: systemctl start uffd-pager@{version}.service)");
-  auto* drain_others =
-      app.add_subcommand("drain-others", "drain the pager of every other version under DATA/uffd/ (upgrade)");
-  CLI11_PARSE(app, argc, argv);
+  auto* drain_others = command_line.AddCommand(
+      "drain-others", "drain the pager of every other version under DATA/uffd/ (after an upgrade)",
+      {"pagerctl --version-key v2 drain-others"});
+  if (auto done = command_line.Parse(argc, argv)) return *done;
 
   if (ensure->parsed() || drain_others->parsed()) {
-    if (version_key.empty()) {
-      std::cerr << "pagerctl: " << (ensure->parsed() ? "ensure" : "drain-others")
-                << " needs --version-key (and --data-dir)\n";
-      return 2;
-    }
     service_options.data_dir = data_dir;
     service_options.version_key = version_key;
     service_options.ready_timeout = std::chrono::milliseconds(ready_timeout_ms);
     if (!start_command.empty()) service_options.start_command = start_command;
     auto service = uffdpager::PagerService::Create(service_options);
-    if (!service.ok()) return Fail(service.status());
+    if (!service.ok()) return command_line.Fail(service.status());
     if (ensure->parsed()) {
-      auto pager = service->EnsureRunning();
-      if (!pager.ok()) {
-        // A start that timed out left the pager as unreachable as one that failed.
-        int rc = Fail(pager.status());
-        return pager.status().code() == uffdpager::ErrorCode::kTimeout ? 3 : rc;
-      }
+      auto pager = [&] {
+        uffdpager::cli::Progress progress("pagerctl");  // erased before anything else is printed
+        progress.Step("waiting for uffd-pager " + version_key + " to answer");
+        return service->EnsureRunning();
+      }();
+      if (!pager.ok()) return command_line.Fail(pager.status());
       auto h = pager->Health();
-      if (!h.ok()) return Fail(h.status());
+      if (!h.ok()) return command_line.Fail(h.status());
       if (json) {
-        std::cout << Json{{"version", h->version},
-                          {"draining", h->draining},
-                          {"active_sessions", h->active_sessions},
-                          {"control_socket", pager->control_socket_path()}}
-                  << "\n";
+        PrintJson(h->answer);
       } else {
-        std::cout << fmt::format("uffd-pager {} is up on {}; {} active session(s)\n", h->version,
-                                 pager->control_socket_path(), h->active_sessions);
+        uffdpager::cli::PrintResult(HealthLine(*h, pager->control_socket_path()));
       }
     } else {
       auto drained = service->DrainOtherVersions();
-      if (!drained.ok()) return Fail(drained.status());
+      if (!drained.ok()) return command_line.Fail(drained.status());
       if (json) {
-        std::cout << Json{{"drained", *drained}} << "\n";
+        PrintJson(Json{{"drained", *drained}});
       } else if (drained->empty()) {
-        std::cout << "no other version of uffd-pager answers under " << data_dir << "/uffd\n";
+        uffdpager::cli::PrintResult("no other version of uffd-pager answers under " + data_dir + "/uffd");
       } else {
-        std::cout << fmt::format("draining {}: they serve their VMs and exit when the last session closes\n",
-                                 fmt::join(*drained, ", "));
+        uffdpager::cli::PrintResult(
+            fmt::format("draining {}: they serve their VMs and exit once none holds a VM", fmt::join(*drained, ", ")));
       }
     }
-    return 0;
+    return uffdpager::cli::kExitOk;
   }
 
-  if (socket.empty()) {
-    if (version_key.empty()) {
-      std::cerr << "pagerctl: give --socket, or --data-dir with --version-key\n";
-      return 2;
-    }
-    socket = PagerClient::ControlSocketPath(data_dir, version_key);
-  }
+  if (socket.empty()) socket = PagerClient::ControlSocketPath(data_dir, version_key);
   PagerClient client(socket);
 
   if (health->parsed()) {
     auto h = client.Health();
-    if (!h.ok()) return Fail(h.status());
+    if (!h.ok()) return command_line.Fail(h.status());
     if (json) {
-      std::cout << Json{{"version", h->version}, {"draining", h->draining}, {"active_sessions", h->active_sessions}}
-                << "\n";
+      PrintJson(h->answer);
     } else {
-      std::cout << fmt::format("uffd-pager {} is up; {}; {} active session(s)\n", h->version,
-                               h->draining ? "DRAINING" : "accepting sessions", h->active_sessions);
+      uffdpager::cli::PrintResult(HealthLine(*h, socket));
     }
   } else if (stats->parsed()) {
     auto s = client.Stats();
-    if (!s.ok()) return Fail(s.status());
+    if (!s.ok()) return command_line.Fail(s.status());
     if (json) {
-      std::cout << s->dump(2) << "\n";
+      PrintJson(*s);
     } else {
       for (const auto& [k, v] : s->items()) std::cout << fmt::format("{:<26} {}\n", k, v.dump());
     }
   } else if (sessions->parsed()) {
     auto list = client.ListSessions();
-    if (!list.ok()) return Fail(list.status());
+    if (!list.ok()) return command_line.Fail(list.status());
     if (json) {
-      std::cout << list->dump(2) << "\n";
+      PrintJson(Json{{"sessions", *list}});  // GET /sessions's answer
     } else {
       PrintSessions(*list);
     }
-  } else if (create->parsed()) {
-    auto created = client.CreateSession(req);
-    if (!created.ok()) return Fail(created.status());
+  } else if (show->parsed()) {
+    auto session = client.GetSession(id);
+    if (!session.ok()) return command_line.Fail(session.status());
     if (json) {
-      std::cout << Json{{"session_id", created->session_id},
-                        {"uffd_socket_path", created->uffd_socket_path},
-                        {"pager_version", created->pager_version}}
-                << "\n";
+      PrintJson(*session);
     } else {
-      std::cout << fmt::format("session {} listening on {}\n", created->session_id, created->uffd_socket_path);
+      Json one = Json::array({*session});
+      PrintSessions(one);
+    }
+  } else if (create->parsed()) {
+    if (socket_uid_flag->count() > 0) req.socket_uid = static_cast<uint32_t>(socket_uid);
+    if (socket_gid_flag->count() > 0) req.socket_gid = static_cast<uint32_t>(socket_gid);
+    if (expected_uid_flag->count() > 0) req.expected_uid = static_cast<uint32_t>(expected_uid);
+    if (expected_pid_flag->count() > 0) req.expected_pid = static_cast<int32_t>(expected_pid);
+    auto created = client.CreateSession(req);
+    if (!created.ok()) return command_line.Fail(created.status());
+    if (json) {
+      PrintJson(created->answer);
+    } else {
+      uffdpager::cli::PrintResult(
+          fmt::format("session {} listening on {}", created->session_id, created->uffd_socket_path));
     }
   } else if (close->parsed()) {
-    if (auto st = client.CloseSession(id); !st.ok()) return Fail(st);
-    if (!json) std::cout << "session " << id << " closed\n";
+    if (auto st = client.CloseSession(id); !st.ok()) return command_line.Fail(st);
+    if (!json) uffdpager::cli::PrintResult("session " + id + " closed");
   } else if (complete->parsed()) {
-    if (auto st = client.CompleteSession(id); !st.ok()) return Fail(st);
-    if (!json) std::cout << "session " << id << " complete: every page present, memory unregistered\n";
+    Status completed;
+    {
+      uffdpager::cli::Progress progress("pagerctl");
+      progress.Step("installing every page of session " + id);
+      completed = client.CompleteSession(id);
+    }
+    if (!completed.ok()) return command_line.Fail(completed);
+    if (!json) uffdpager::cli::PrintResult("session " + id + " complete: every page present, memory unregistered");
   } else if (drain->parsed()) {
-    if (auto st = client.Drain(); !st.ok()) return Fail(st);
-    if (!json) std::cout << "draining: new sessions refused; the pager exits when the last closes\n";
+    if (auto st = client.Drain(); !st.ok()) return command_line.Fail(st);
+    if (!json) uffdpager::cli::PrintResult("draining: new sessions refused; the pager exits once none holds a VM");
   }
-  return 0;
+  return uffdpager::cli::kExitOk;
 }

@@ -10,6 +10,7 @@ namespace uffdpager {
 namespace {
 
 constexpr int kConfigSchemaVersion = 1;
+constexpr uint64_t kMaxId = 0xfffffffe;  // (uid_t)-1 is "no change" to chown, never an owner
 
 // The fields of schema 1 (DataDirConfig::FromJson checked the version).
 // Absent optional ones keep DataDirConfig's defaults.
@@ -26,6 +27,8 @@ Status ReadConfig(const nlohmann::json& j, DataDirConfig* c) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_version_key", &c->pager_version_key));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_autostart", &c->pager_autostart));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_cache_bytes", &c->pager_cache_bytes));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("vmm_uid", &c->vmm_uid, kMaxId));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("vmm_gid", &c->vmm_gid, kMaxId));
   return Status::Ok();
 }
 
@@ -69,14 +72,44 @@ Result<ForkTarget> ParseForkTarget(const std::string& name) {
 }
 
 nlohmann::json DataDirConfig::ToJson() const {
-  return {{"schema_version", kConfigSchemaVersion},
-          {"backend", MemoryBackendName(backend)},
-          {"vmm_binary", vmm_binary},
-          {"vmm_args", vmm_args},
-          {"pager_binary", pager_binary},
-          {"pager_version_key", pager_version_key},
-          {"pager_autostart", pager_autostart},
-          {"pager_cache_bytes", pager_cache_bytes}};
+  nlohmann::json j = {{"schema_version", kConfigSchemaVersion},
+                      {"backend", MemoryBackendName(backend)},
+                      {"vmm_binary", vmm_binary},
+                      {"vmm_args", vmm_args},
+                      {"pager_binary", pager_binary},
+                      {"pager_version_key", pager_version_key},
+                      {"pager_autostart", pager_autostart},
+                      {"pager_cache_bytes", pager_cache_bytes}};
+  if (vmm_uid) j["vmm_uid"] = *vmm_uid;
+  if (vmm_gid) j["vmm_gid"] = *vmm_gid;
+  return j;
+}
+
+DataDirSettings DataDirSettings::Everything(const DataDirConfig& config) {
+  DataDirSettings s;
+  s.backend = config.backend;
+  s.vmm_binary = config.vmm_binary;
+  s.vmm_args = config.vmm_args;
+  s.pager_binary = config.pager_binary;
+  s.pager_version_key = config.pager_version_key;
+  s.pager_autostart = config.pager_autostart;
+  s.pager_cache_bytes = config.pager_cache_bytes;
+  s.vmm_uid = config.vmm_uid;
+  s.vmm_gid = config.vmm_gid;
+  return s;
+}
+
+DataDirConfig DataDirSettings::AppliedTo(DataDirConfig config) const {
+  if (backend) config.backend = *backend;
+  if (vmm_binary) config.vmm_binary = *vmm_binary;
+  if (vmm_args) config.vmm_args = *vmm_args;
+  if (pager_binary) config.pager_binary = *pager_binary;
+  if (pager_version_key) config.pager_version_key = *pager_version_key;
+  if (pager_autostart) config.pager_autostart = *pager_autostart;
+  if (pager_cache_bytes) config.pager_cache_bytes = *pager_cache_bytes;
+  if (vmm_uid) config.vmm_uid = *vmm_uid;
+  if (vmm_gid) config.vmm_gid = *vmm_gid;
+  return config;
 }
 
 Result<DataDirConfig> DataDirConfig::FromJson(const nlohmann::json& j) {

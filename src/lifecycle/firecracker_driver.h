@@ -24,6 +24,9 @@ struct VmmLaunch {
   std::string log_path;
 };
 
+// kUnavailable unless `binary` is a file this process may execute.
+Status CheckVmmBinary(const std::string& binary);
+
 enum class SnapshotKind { kFull, kDiff };
 enum class LoadBackend { kFile, kUffd };
 
@@ -33,7 +36,8 @@ class FirecrackerDriver {
 
   // Starts the VMM detached (it outlives this process) and waits until its
   // API answers. A stale socket file at the path is removed first
-  // (Firecracker refuses to bind over one).
+  // (Firecracker refuses to bind over one). A VMM that cannot be started or
+  // exits at once is kUnavailable, with the end of its output.
   static Result<ProcessIdentity> Launch(const VmmLaunch& launch,
                                         std::chrono::milliseconds ready_timeout = std::chrono::seconds(10));
 
@@ -42,8 +46,9 @@ class FirecrackerDriver {
   Status Resume();
   Status CreateSnapshot(SnapshotKind kind, const std::string& state_path, const std::string& mem_path);
   // Dirty page tracking is always asked for: every later standby may be a
-  // Diff.
-  Status LoadSnapshot(const std::string& state_path, LoadBackend backend, const std::string& backend_path, bool resume);
+  // Diff. The overrides go in only when there are some.
+  Status LoadSnapshot(const std::string& state_path, LoadBackend backend, const std::string& backend_path,
+                      const RestoreOptions& options);
   // GET / (Firecracker's InstanceInfo: "state" is "Running", "Paused", ...).
   Result<nlohmann::json> Describe(std::chrono::milliseconds timeout = std::chrono::seconds(2)) const;
 

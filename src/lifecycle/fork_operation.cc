@@ -47,6 +47,7 @@ InstanceMetadata NewFork(const InstanceMetadata& source, const std::string& name
 Status ForkFromSnapshot(Context& c, const InstanceMetadata& source, const std::string& name, ForkTarget target,
                         JournalEntry& e) {
   const std::string staging = c.store.StagingDir(name);
+  c.Step("copying the snapshot folder of " + source.name);
   UFFD_RETURN_IF_ERROR(CopySnapshotDirectory(c.store.SnapshotDir(source.name), staging + "/snapshot"));
   CrashPoint("fork.after_copy_dir");
   InstanceMetadata f = NewFork(source, name, target);
@@ -58,6 +59,7 @@ Status ForkFromSnapshot(Context& c, const InstanceMetadata& source, const std::s
     std::string blob = c.store.NewBlobId();
     e.data["blob"] = blob;
     UFFD_RETURN_IF_ERROR(c.journal.Record(e));
+    c.Step("copying the memory of " + source.name + " (" + std::to_string(source.mem_size_mib) + " MiB)");
     auto copied = CopyFileCheaply(c.store.BlobPath(source.snapshot->memory_blob), c.store.BlobPath(blob));
     if (!copied.ok()) return copied.status();
     CrashPoint("fork.after_copy_memory");
@@ -83,9 +85,14 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
     UFFD_RETURN_IF_ERROR(c.store.Save(source));
   }
   FirecrackerDriver driver(source.vmm->api_socket);
-  if (was_running) UFFD_RETURN_IF_ERROR(driver.Pause());
+  if (was_running) {
+    c.Step("pausing " + source.name);
+    UFFD_RETURN_IF_ERROR(driver.Pause());
+  }
   CrashPoint("fork.after_pause_source");
+  c.Step("writing a Full snapshot of " + source.name + " (" + std::to_string(source.mem_size_mib) + " MiB)");
   Status snap = driver.CreateSnapshot(SnapshotKind::kFull, staging + "/snapshot/" + state_file, c.store.BlobPath(blob));
+  if (was_running) c.Step("resuming " + source.name);
   Status resumed = was_running ? driver.Resume() : Status::Ok();
   UFFD_RETURN_IF_ERROR(snap);
   UFFD_RETURN_IF_ERROR(resumed);
@@ -97,7 +104,8 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
 
 }  // namespace
 
-Status ForkInstance(Context& c, const std::string& source_name, const std::string& name, ForkTarget target) {
+Status ForkInstance(Context& c, const std::string& source_name, const std::string& name, ForkTarget target,
+                    const RestoreOptions& restore) {
   UFFD_RETURN_IF_ERROR(ValidateInstanceName(name));
   if (c.store.Exists(name)) return Status::Error(ErrorCode::kAlreadyExists, "instance " + name + " exists");
   auto source = c.store.Load(source_name);
@@ -110,6 +118,15 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
     return Status::Conflict("cannot fork " + source_name + ": it is " + InstanceStateName(source->state) +
                             (source->snapshot ? "" : " without a snapshot") +
                             (source->vmm ? " and its VMM is gone" : ""));
+  }
+  if (target == ForkTarget::kRunning) {
+    // What the restore will need, checked before anything is made: a fork
+    // that cannot run is no use to the caller.
+    UFFD_RETURN_IF_ERROR(CheckVmmBinary(c.config.vmm_binary).WithContext("fork " + source_name + " -> " + name));
+    if (!live && c.config.backend == MemoryBackend::kUffd) {
+      c.Step("checking the pager");
+      UFFD_RETURN_IF_ERROR(c.pager.EnsureRunning().WithContext("fork " + source_name + " -> " + name));
+    }
   }
 
   JournalEntry e{"fork", name, {{"source", source_name}, {"staging", c.store.StagingDir(name)}}};
@@ -129,8 +146,17 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
                live ? "running source, Full snapshot" : "standby snapshot");
   if (target != ForkTarget::kRunning) return Status::Ok();
   auto fork = c.store.Load(name);
-  if (!fork.ok()) return fork.status();
-  return RestoreInstance(c, *fork, /*resume=*/true);
+  Status restored = fork.ok() ? RestoreInstance(c, *fork, restore) : fork.status();
+  if (!restored.ok()) {
+    // A fork asked to run that does not run is removed again (its memory
+    // goes with the collection after the command), so the command can be
+    // repeated as it was.
+    Status removed = c.store.Remove(name);
+    return restored.WithContext(
+        "fork " + source_name + " -> " + name +
+        (removed.ok() ? " (the fork was removed)" : " (removing the fork failed too: " + removed.ToString() + ")"));
+  }
+  return Status::Ok();
 }
 
 Status RecoverFork(Context& c, const JournalEntry& e) {

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/durable_file.h"
+#include "common/version.h"
 #include "lifecycle/data_dir_lock.h"
 #include "lifecycle/operations.h"
 
@@ -65,15 +66,61 @@ Status RecoverAll(Context& c) {
   return Status::Ok();
 }
 
-// One command: lock, recover, run, collect.
+// Inside the lifecycle kNotFound means "no instance of that name" and
+// nothing else: a file missing under the data directory (ENOENT) is damage,
+// an I/O error, so that a caller (snapctl's exit code) can rely on it.
+Status OnlyInstancesAreNotFound(const Status& st) {
+  return st.code() == ErrorCode::kNotFound && st.error_number() != 0 ? st.WithCode(ErrorCode::kIoError) : st;
+}
+template <typename T>
+Result<T> OnlyInstancesAreNotFound(Result<T> r) {
+  if (r.ok()) return r;
+  return OnlyInstancesAreNotFound(r.status());
+}
+
+// The instances that need the pager: those whose live VM it serves and,
+// with `pending_forks`, the forks whose first restore it must serve.
+// Unreadable metadata counts as needing it: nothing is assumed unused.
+std::vector<std::string> PagerDependents(const InstanceStore& store, bool pending_forks) {
+  std::vector<std::string> out;
+  auto names = store.Names();
+  if (!names.ok()) return {"(the instance list: " + names.status().ToString() + ")"};
+  for (const auto& name : *names) {
+    auto m = store.Load(name);
+    if (!m.ok() || (m->vmm && m->vmm->memory_source == MemorySource::kUffd) || (pending_forks && m->one_shot_uffd)) {
+      out.push_back(name);
+    }
+  }
+  return out;
+}
+
+// One command: lock, recover, run, collect; then stop a pager this
+// directory started if no VM of it needs the pager any more.
 template <typename F>
 auto RunCommand(Context& c, F&& op) -> decltype(op()) {
   auto lock = DataDirLock::Acquire(c.data_dir);
   if (!lock.ok()) return lock.status();
-  if (Status st = RecoverAll(c); !st.ok()) return st;
+  if (Status st = RecoverAll(c); !st.ok()) return OnlyInstancesAreNotFound(st);
   auto result = op();
   CollectGarbage(c);
-  return result;
+  if (PagerDependents(c.store, /*pending_forks=*/false).empty()) {
+    if (Status stop = c.pager.StopIfStartedHere(); !stop.ok()) spdlog::warn("stopping the pager: {}", stop.ToString());
+  }
+  return OnlyInstancesAreNotFound(std::move(result));
+}
+
+// DATA/config.json, or nullopt where there is none.
+Result<std::optional<DataDirConfig>> ReadDataDirConfig(const std::string& dir) {
+  auto text = ReadRegularFile(ConfigPath(dir));
+  if (!text.ok()) {
+    if (text.status().error_number() == ENOENT) return std::optional<DataDirConfig>();
+    return text.status().WithContext("the data directory's configuration cannot be read");
+  }
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded()) return Status::InvalidArgument(ConfigPath(dir) + " is not JSON");
+  auto config = DataDirConfig::FromJson(j);
+  if (!config.ok()) return config.status().WithContext(ConfigPath(dir));
+  return std::optional<DataDirConfig>(*config);
 }
 
 // What list and show say about an instance that cannot be used.
@@ -90,33 +137,68 @@ InstanceStatus UnusableStatus(Context& c, const std::string& name, const Status&
 
 }  // namespace
 
-Status Lifecycle::InitDataDir(const std::string& data_dir, const DataDirConfig& config) {
+Result<DataDirConfigured> Lifecycle::Configure(const std::string& data_dir, const DataDirConfig& defaults,
+                                               const DataDirSettings& settings) {
   std::error_code ec;
   std::filesystem::create_directories(data_dir, ec);
   if (ec) return Status::FromErrno(ec.value(), "create " + data_dir);
-  if (config.vmm_binary.empty()) return Status::InvalidArgument("a VMM binary is required");
   InstanceStore store(data_dir);
   UFFD_RETURN_IF_ERROR(store.Prepare());
   auto lock = DataDirLock::Acquire(data_dir);
   if (!lock.ok()) return lock.status();
-  return WriteFileAtomically(ConfigPath(data_dir), config.ToJson().dump(2) + "\n");
+  auto existing = ReadDataDirConfig(data_dir);
+  if (!existing.ok()) return existing.status();
+  DataDirConfigured out;
+  out.created = !existing->has_value();
+  const DataDirConfig before = out.created ? defaults : **existing;
+  out.config = settings.AppliedTo(before);
+  if (out.config.pager_version_key.empty()) out.config.pager_version_key = kVersion;
+  if (out.config.vmm_binary.empty()) return Status::InvalidArgument("a VMM binary is required (--vmm-binary)");
+  if (!ValidateInstanceName(out.config.pager_version_key).ok()) {
+    return Status::InvalidArgument("pager version key \"" + out.config.pager_version_key +
+                                   "\": use 1-64 of [A-Za-z0-9._-], no leading dot");
+  }
+  if (!out.created) {
+    const nlohmann::json old_json = before.ToJson(), new_json = out.config.ToJson();
+    for (const auto& [key, value] : new_json.items()) {
+      if (!old_json.contains(key) || old_json[key] != value) out.changed.push_back(key);
+    }
+    for (const auto& [key, value] : old_json.items()) {
+      if (!new_json.contains(key)) out.changed.push_back(key);
+    }
+    // Switching the backend or the pager would strand what the pager serves
+    // or must serve next.
+    const char* pager_change = out.config.backend != before.backend                       ? "backend"
+                               : out.config.pager_version_key != before.pager_version_key ? "pager version key"
+                                                                                          : nullptr;
+    auto dependents = pager_change ? PagerDependents(store, /*pending_forks=*/true) : std::vector<std::string>();
+    if (!dependents.empty()) {
+      std::string names;
+      for (const auto& n : dependents) names += (names.empty() ? "" : ", ") + n;
+      return Status::Conflict("cannot change the " + std::string(pager_change) + " of " + data_dir + ": " + names +
+                              " depend(s) on the pager (a VM it serves, or a fork whose first restore it must "
+                              "serve); standby, restore or delete them first");
+    }
+  }
+  UFFD_RETURN_IF_ERROR(WriteFileAtomically(ConfigPath(data_dir), out.config.ToJson().dump(2) + "\n"));
+  return out;
+}
+
+Status Lifecycle::InitDataDir(const std::string& data_dir, const DataDirConfig& config) {
+  return Configure(data_dir, config, DataDirSettings::Everything(config)).status();
 }
 
 Result<std::unique_ptr<Lifecycle>> Lifecycle::Open(const LifecycleOptions& options) {
   std::string dir = std::filesystem::absolute(options.data_dir).lexically_normal().string();
   if (!dir.empty() && dir.back() == '/') dir.pop_back();
-  auto text = ReadRegularFile(ConfigPath(dir));
-  if (!text.ok() && text.status().code() == ErrorCode::kNotFound) {
-    return text.status().WithContext("no data directory at " + dir + " (snapctl init)");
-  }
-  if (!text.ok()) return text.status().WithContext("the data directory's configuration cannot be read");
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded()) return Status::InvalidArgument(ConfigPath(dir) + " is not JSON");
-  auto config = DataDirConfig::FromJson(j);
-  if (!config.ok()) return config.status().WithContext(ConfigPath(dir));
-  if (!options.vmm_binary.empty()) config->vmm_binary = options.vmm_binary;
-  if (options.backend) config->backend = *options.backend;
-  auto context = std::make_unique<Context>(dir, *config);
+  auto read = ReadDataDirConfig(dir);
+  if (!read.ok()) return read.status();
+  if (!read->has_value()) return Status::NotFound("no data directory at " + dir + " (snapctl init makes one)");
+  DataDirConfig config = **read;
+  if (!options.vmm_binary.empty()) config.vmm_binary = options.vmm_binary;
+  if (options.backend) config.backend = *options.backend;
+  auto context = std::make_unique<Context>(dir, config);
+  context->progress = options.progress;
   UFFD_RETURN_IF_ERROR(context->store.Prepare());
   return std::unique_ptr<Lifecycle>(new Lifecycle(std::move(context)));
 }
@@ -144,18 +226,33 @@ Status Lifecycle::Standby(const std::string& name) {
   });
 }
 
-Status Lifecycle::Restore(const std::string& name, bool resume) {
+Status Lifecycle::Restore(const std::string& name, const RestoreOptions& options) {
   return RunCommand(*context_, [&] {
     auto m = context_->Load(name);
-    return m.ok() ? RestoreInstance(*context_, *m, resume) : m.status();
+    return m.ok() ? RestoreInstance(*context_, *m, options) : m.status();
   });
 }
 
-Status Lifecycle::Fork(const std::string& source, const std::string& name, ForkTarget target) {
+Status Lifecycle::Fork(const std::string& source, const std::string& name, ForkTarget target,
+                       const RestoreOptions& restore) {
   return RunCommand(*context_, [&]() -> Status {
     UFFD_RETURN_IF_ERROR(context_->Usable(source));
     UFFD_RETURN_IF_ERROR(context_->Usable(name));
-    return ForkInstance(*context_, source, name, target);
+    return ForkInstance(*context_, source, name, target, restore);
+  });
+}
+
+Status Lifecycle::Pause(const std::string& name) {
+  return RunCommand(*context_, [&] {
+    auto m = context_->Load(name);
+    return m.ok() ? SetPaused(*context_, *m, true) : m.status();
+  });
+}
+
+Status Lifecycle::Resume(const std::string& name) {
+  return RunCommand(*context_, [&] {
+    auto m = context_->Load(name);
+    return m.ok() ? SetPaused(*context_, *m, false) : m.status();
   });
 }
 
@@ -163,6 +260,7 @@ Status Lifecycle::Stop(const std::string& name) {
   return RunCommand(*context_, [&]() -> Status {
     auto m = context_->Load(name);
     if (!m.ok()) return m.status();
+    context_->Step("stopping the VMM of " + name);
     if (m->vmm) UFFD_RETURN_IF_ERROR(context_->EndVmm(*m->vmm));
     if (!m->vmm && m->state != InstanceState::kRunning && m->state != InstanceState::kPaused) return Status::Ok();
     m->vmm.reset();

@@ -2,6 +2,7 @@
 // one data directory. Operations are free functions over it, one file each.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -25,6 +26,7 @@ struct Lifecycle::Context {
   lifecycle::LifecycleJournal journal;
   lifecycle::MemoryOwnership memory;
   lifecycle::PagerLink pager;
+  std::function<void(const std::string&)> progress;  // LifecycleOptions::progress
   // Instances this command leaves as they are, and why: their journal
   // record could not be read, or their recovery failed. Filled by the
   // recovery every command begins with; one such instance never stops a
@@ -47,8 +49,14 @@ struct Lifecycle::Context {
     return store.Load(name);
   }
 
+  // Tells the caller the step that begins now.
+  void Step(const std::string& what) const {
+    if (progress) progress(what);
+  }
+
   // Starts a VMM for `name` on its API socket, logging into its folder.
   Result<ProcessIdentity> LaunchVmm(const std::string& name) const {
+    Step("starting the VMM of " + name);
     return lifecycle::FirecrackerDriver::Launch(
         {config.vmm_binary, config.vmm_args, name, store.ApiSocketPath(name), store.VmmLogPath(name)});
   }

@@ -9,17 +9,20 @@ namespace uffdpager::lifecycle {
 using Context = Lifecycle::Context;
 
 // restore_operation.cc
-Status RestoreInstance(Context& c, InstanceMetadata m, bool resume);
+Status RestoreInstance(Context& c, InstanceMetadata m, const RestoreOptions& options);
 Status RecoverRestore(Context& c, const JournalEntry& e);
 // standby_operation.cc
 Status StandbyInstance(Context& c, InstanceMetadata m);
 Status RecoverStandby(Context& c, const JournalEntry& e);
 // fork_operation.cc
-Status ForkInstance(Context& c, const std::string& source, const std::string& name, ForkTarget target);
+Status ForkInstance(Context& c, const std::string& source, const std::string& name, ForkTarget target,
+                    const RestoreOptions& restore);
 Status RecoverFork(Context& c, const JournalEntry& e);
 // create_operation.cc
 Status CreateInstance(Context& c, const std::string& name, const BootConfig& boot);
 Status RecoverCreate(Context& c, const JournalEntry& e);
+// pause_operation.cc: Running <-> Paused
+Status SetPaused(Context& c, InstanceMetadata m, bool paused);
 // instance_probe.cc
 InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m);
 

@@ -29,7 +29,8 @@ Result<ProcessIdentity> JournaledProcess(const JournalEntry& e, const char* key)
 
 nlohmann::json JournalProcess(const ProcessIdentity& p) { return {{"pid", p.pid}, {"start_time", p.start_time}}; }
 
-Status RestoreInstance(Context& c, InstanceMetadata m, bool resume) {
+Status RestoreInstance(Context& c, InstanceMetadata m, const RestoreOptions& options) {
+  const bool resume = options.resume;
   if (m.state != InstanceState::kStandby && m.state != InstanceState::kStopped) {
     return Status::Conflict("instance " + m.name + " is " + InstanceStateName(m.state) +
                             "; only Standby or Stopped "
@@ -48,6 +49,7 @@ Status RestoreInstance(Context& c, InstanceMetadata m, bool resume) {
   vmm.backing_blob = m.snapshot->memory_blob;
   std::string backend_path = blob_path;
   if (uffd) {
+    c.Step("opening a pager session for " + m.name);
     auto session = c.pager.OpenSession(m.name, blob_path);
     if (!session.ok()) {
       (void)c.journal.Finish(m.name);
@@ -73,7 +75,9 @@ Status RestoreInstance(Context& c, InstanceMetadata m, bool resume) {
   CrashPoint("restore.after_launch");
 
   FirecrackerDriver driver(vmm.api_socket);
-  if (Status st = driver.LoadSnapshot(state_path, uffd ? LoadBackend::kUffd : LoadBackend::kFile, backend_path, resume);
+  c.Step("loading the snapshot of " + m.name);
+  if (Status st =
+          driver.LoadSnapshot(state_path, uffd ? LoadBackend::kUffd : LoadBackend::kFile, backend_path, options);
       !st.ok()) {
     return fail(st);
   }

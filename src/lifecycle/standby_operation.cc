@@ -67,16 +67,20 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
     return why.WithContext("standby " + m.name);
   };
   if (was_running) {
+    c.Step("pausing " + m.name);
     if (Status st = driver.Pause(); !st.ok()) return undo(st, false);
   }
   CrashPoint("standby.after_pause");
   if (!*in_place && kind == SnapshotKind::kDiff) {
+    c.Step("copying the memory " + m.name + " was restored from");
     auto copied = CopyFileCheaply(c.store.BlobPath(vmm.backing_blob), c.store.BlobPath(blob));
     if (!copied.ok()) return undo(copied.status(), false);
     spdlog::info("standby {}: new memory blob {} ({}, {} bytes copied) from {}", m.name, blob,
                  copied->reflinked ? "reflink" : "sparse copy", copied->bytes_copied, vmm.backing_blob);
   }
   CrashPoint("standby.after_copy");
+  c.Step(std::string("writing a ") + (kind == SnapshotKind::kDiff ? "Diff" : "Full") + " snapshot of " + m.name + " (" +
+         std::to_string(m.mem_size_mib) + " MiB)");
   if (Status st = driver.CreateSnapshot(kind, c.store.StateFilePath(m.name, state_file), c.store.BlobPath(blob));
       !st.ok()) {
     return undo(st, *in_place);
@@ -94,6 +98,7 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
 
   // The snapshot is durable: the VM may go, and with it the session that
   // served its memory.
+  c.Step("stopping the VMM of " + m.name);
   Status ended = c.EndVmm(vmm);
   if (!old_state_file.empty() && old_state_file != state_file) {
     ::unlink(c.store.StateFilePath(m.name, old_state_file).c_str());

@@ -189,10 +189,23 @@ HttpResponse PutSnapshotLoad(VmmController& c, const std::string& body) {
   }
   r.track_dirty_pages = o.Bool("track_dirty_pages", false) || o.Bool("enable_diff_snapshots", false);
   r.resume_vm = o.Bool("resume_vm", false);
-  if (o.Has("network_overrides") && !o.Value("network_overrides").empty()) {
-    return Fault(400, "tinyvmm has no network devices to override.");
+  // Firecracker 1.12+: per-restore host devices. tinyvmm has no devices; it
+  // takes them as Firecracker parses them and records them (GET /tinyvmm/load).
+  if (o.Has("network_overrides")) {
+    json overrides = o.Value("network_overrides");
+    if (!overrides.is_array()) {
+      throw BodyError("invalid type: " + std::string(overrides.type_name()) + ", expected a sequence");
+    }
+    for (const json& one : overrides) {
+      StrictObject n(one, "NetworkOverride", {"iface_id", "host_dev_name"});
+      r.network_overrides.push_back({n.String("iface_id", true), n.String("host_dev_name", true)});
+    }
   }
-  if (o.Has("vsock_override")) return Fault(400, "tinyvmm has no vsock device to override.");
+  if (o.Has("vsock_override")) {
+    json vsock = o.Value("vsock_override");
+    StrictObject v(vsock, "VsockOverride", {"uds_path"});
+    r.vsock_uds_path = v.String("uds_path", true);
+  }
   return FromStatus(c.LoadSnapshot(r));
 }
 
@@ -231,6 +244,8 @@ HttpResponse FirecrackerApi::Handle(const HttpRequest& request) {
       response = PutSnapshotLoad(controller_, request.body);
     } else if (m == "GET" && p == "/tinyvmm/guest") {
       response = Ok(controller_.GuestReport());
+    } else if (m == "GET" && p == "/tinyvmm/load") {
+      response = Ok(controller_.LoadReport());
     } else {
       response = Fault(400, "Invalid request method and/or path: " + m + " " + p + ".");
     }

@@ -229,9 +229,17 @@ Status VmmController::LoadSnapshot(const SnapshotLoadRequest& request) {
   }
   if (!w.ok()) return LoadError("Failed to update the VM generation", w);
   configured_ = true;
+  nlohmann::json network_overrides = nlohmann::json::array();
+  for (const auto& [iface, host_dev] : request.network_overrides) {
+    network_overrides.push_back({{"iface_id", iface}, {"host_dev_name", host_dev}});
+  }
   {
     std::lock_guard<std::mutex> g(status_mu_);
     config_ = config;
+    last_load_ = {{"snapshot_path", request.snapshot_path}, {"backend_type", request.uffd ? "Uffd" : "File"},
+                  {"backend_path", request.backend_path},   {"track_dirty_pages", request.track_dirty_pages},
+                  {"resume_vm", request.resume_vm},         {"network_overrides", network_overrides}};
+    if (request.vsock_uds_path) last_load_["vsock_override"] = {{"uds_path", *request.vsock_uds_path}};
   }
   spdlog::info("snapshot {} loaded ({} backend {}), generation {}", request.snapshot_path,
                request.uffd ? "Uffd" : "File", request.backend_path, m->generation());
@@ -282,6 +290,11 @@ nlohmann::json VmmController::GuestReport() const {
   j["vcpus"] = vcpus;
   j["total_steps"] = total;
   return j;
+}
+
+nlohmann::json VmmController::LoadReport() const {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  return last_load_;
 }
 
 std::vector<ActivitySample> VmmController::SampleActivity() const {

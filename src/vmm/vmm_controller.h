@@ -14,6 +14,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -50,6 +52,10 @@ struct SnapshotLoadRequest {
   std::string backend_path;  // memory file, or the page server's socket
   bool track_dirty_pages = false;
   bool resume_vm = false;
+  // Host devices for this restore (Firecracker 1.12+); recorded, as tinyvmm
+  // has no devices.
+  std::vector<std::pair<std::string, std::string>> network_overrides;  // (iface_id, host_dev_name)
+  std::optional<std::string> vsock_uds_path;
 };
 
 // Exit status of tinyvmm when --exit-on-stall fires.
@@ -72,6 +78,9 @@ class VmmController {
   // Never block on a running request.
   nlohmann::json InstanceInfo() const;
   nlohmann::json GuestReport() const;
+  // The last successful snapshot load as it was asked for (null before
+  // one): backend, paths, flags and the device overrides.
+  nlohmann::json LoadReport() const;
 
   // Stops the vCPUs; false if one, or a load, is stuck in the kernel.
   bool Shutdown(std::chrono::milliseconds timeout);
@@ -94,6 +103,7 @@ class VmmController {
   std::shared_ptr<Machine> machine_;                  // guarded by status_mu_
   bool loading_ = false;                              // guarded by status_mu_
   std::string stall_reason_;                          // guarded by status_mu_
+  nlohmann::json last_load_;                          // guarded by status_mu_
 
   std::unique_ptr<StallWatchdog> watchdog_;
 };

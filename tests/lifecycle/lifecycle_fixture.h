@@ -256,10 +256,17 @@ class LifecycleTest : public ::testing::Test {
     return std::to_string(h);
   }
 
-  PagerClient Pager() { return PagerClient(PagerClient::ControlSocketPath(data_, "default")); }
+  // The data directory's pager version key (config.json).
+  std::string PagerKey() {
+    std::ifstream in(data_ + "/config.json");
+    json config = json::parse(in, nullptr, false);
+    return config.is_object() ? config.value("pager_version_key", "") : "";
+  }
+
+  PagerClient Pager() { return PagerClient(PagerClient::ControlSocketPath(data_, PagerKey())); }
 
   void StopPager() {
-    std::ifstream in(data_ + "/uffd/default/pager.pid");
+    std::ifstream in(data_ + "/uffd/" + PagerKey() + "/pager.pid");
     pid_t pid = 0;
     if (!(in >> pid) || pid <= 0) return;
     auto id = IdentifyProcess(pid);

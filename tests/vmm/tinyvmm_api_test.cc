@@ -146,5 +146,45 @@ TEST_F(TinyVmmApiTest, LoadReportsMissingFilesAndCorruptState) {
   EXPECT_EQ(Call(vm, "GET", "/").body["state"], "Running");
 }
 
+// Firecracker 1.12+ takes per-restore host devices on /snapshot/load; tinyvmm
+// parses them as strictly and records them (GET /tinyvmm/load, which the
+// lifecycle tests read).
+TEST_F(TinyVmmApiTest, TakesDeviceOverridesAsFirecrackerParsesThem) {
+  VmmInstance& vm = StartVmm("api");
+  auto load = [&](const std::string& field, const json& value) {
+    return json{{"snapshot_path", Path("missing.state")}, {"mem_file_path", Path("m")}, {field, value}};
+  };
+  ExpectFault(vm, "PUT", "/snapshot/load", load("network_overrides", json::array({json{{"iface_id", "eth0"}}})),
+              "missing field `host_dev_name`");
+  ExpectFault(vm, "PUT", "/snapshot/load",
+              load("network_overrides",
+                   json::array({json{{"iface_id", "eth0"}, {"host_dev_name", "tap0"}, {"guest_mac", "x"}}})),
+              "unknown field `guest_mac`, expected `iface_id` or `host_dev_name`");
+  ExpectFault(vm, "PUT", "/snapshot/load", load("network_overrides", "eth0"), "expected a sequence");
+  ExpectFault(vm, "PUT", "/snapshot/load", load("vsock_override", json{{"path", "/v"}}),
+              "unknown field `path`, expected `uds_path`");
+  // Well-formed ones get past the body: the load fails on the missing file.
+  json good = load("network_overrides", json::array({json{{"iface_id", "eth0"}, {"host_dev_name", "tap0"}}}));
+  good["vsock_override"] = {{"uds_path", Path("v.sock")}};
+  ExpectFault(vm, "PUT", "/snapshot/load", good, "Failed to get snapshot state from file");
+  EXPECT_TRUE(Call(vm, "GET", "/tinyvmm/load").body.is_null()) << "nothing loaded yet";
+}
+
+// The README's client-library example ends with the body of Firecracker's
+// PUT /snapshot/load; Firecracker's strict parser must take it.
+TEST_F(TinyVmmApiTest, TheReadmeLoadExampleIsABodyFirecrackerTakes) {
+  std::ifstream in(UFFDPAGER_README);
+  ASSERT_TRUE(in) << UFFDPAGER_README;
+  const std::string prefix = "// PUT /snapshot/load ";
+  json body;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(prefix, 0) == 0) body = json::parse(line.substr(prefix.size()), nullptr, false);
+  }
+  ASSERT_TRUE(body.is_object()) << "no \"" << prefix << "{...}\" line in the README";
+  body["snapshot_path"] = Path("missing.state");  // the rest as the README has it
+  VmmInstance& vm = StartVmm("api");
+  ExpectFault(vm, "PUT", "/snapshot/load", body, "Failed to get snapshot state from file");
+}
+
 }  // namespace
 }  // namespace uffdpager::vmm::testing

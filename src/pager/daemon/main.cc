@@ -6,13 +6,17 @@
 #include <thread>
 
 #include <spdlog/spdlog.h>
-#include <CLI/CLI.hpp>
-
+#include "common/cli.h"
 #include "common/logging.h"
 #include "common/version.h"
 #include "pager/daemon/pager_daemon.h"
 
 namespace {
+
+using uffdpager::cli::IntegerIn;
+
+constexpr uint64_t kMaxCacheBytes = 1ULL << 50;     // 1 PiB: more is a typo, not a cache
+constexpr uint64_t kMaxMilliseconds = 3600 * 1000;  // an hour
 
 // What the command line sets beyond PagerOptions.
 struct CommandLine {
@@ -21,27 +25,30 @@ struct CommandLine {
   std::string zero_pages = "detect";
 };
 
-void AddFlags(CLI::App& app, CommandLine& cl) {
+void AddFlags(uffdpager::cli::CommandLine& command_line, CommandLine& cl) {
   uffdpager::PagerOptions& options = cl.options;
-  app.set_version_flag("--version", uffdpager::kVersion);
-  app.add_option("--data-dir", options.data_dir, "data directory; files go under DATA/uffd/VERSION/")
-      ->capture_default_str();
-  app.add_option("--version-key", options.version_key, "version key naming this pager's directory")
-      ->default_str(uffdpager::kVersion);
-  app.add_option("--cache-max-bytes", options.cache_max_bytes, "bound of the shared page cache in bytes")
-      ->capture_default_str();
+  CLI::App& app = command_line.app();
+  command_line.AddDataDirFlag(&options.data_dir, "data directory; files go under DATA/uffd/VERSION/");
+  command_line.AddVersionKeyFlag(&options.version_key, "version key naming this pager's directory DATA/uffd/KEY");
+  app.add_option("--cache-max-bytes", options.cache_max_bytes,
+                 "bound of the shared page cache in bytes (0: keep no page)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, kMaxCacheBytes));
   app.add_option("--handshake-timeout-ms", options.handshake_timeout_ms,
                  "how long a connected client may stay silent before it is dropped")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(IntegerIn(1, kMaxMilliseconds));
   app.add_option("--http-idle-timeout-seconds", options.http_idle_timeout_seconds,
                  "how long a control API connection may stay idle before it is closed")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(IntegerIn(1, 86400));
   app.add_option("--max-request-bytes", options.max_request_bytes, "largest control API request body")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(IntegerIn(1024, 1ULL << 30));
   app.add_option("--fault-around-max-pages", options.fault_around_max_pages,
                  "install up to this many missing neighbours with each demand fault (adaptive; 0 = off)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 512));
+      ->check(IntegerIn(0, 512));
   app.add_option("--zero-pages", cl.zero_pages,
                  "detect: all-zero pages and file holes keep no cache memory and go in with UFFDIO_ZEROPAGE; "
                  "copy: treat them as data (to measure what detection saves)")
@@ -52,7 +59,8 @@ void AddFlags(CLI::App& app, CommandLine& cl) {
                "on; --no-prefetch turns it off)");
   app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
                  "how long after its handshake a restore's faults are recorded as the working set")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(IntegerIn(1, kMaxMilliseconds));
   app.add_option("--working-set-disk-bytes", options.working_set_disk_bytes,
                  "bound of the compact copies of working sets on disk (read in a few large reads at replay); "
                  "0: none, replay reads the memory file")
@@ -72,7 +80,13 @@ void AddFlags(CLI::App& app, CommandLine& cl) {
                  "once they are ours");
   app.add_flag("--take-over-all", options.take_over_all,
                "at start, take the live sessions of every other version's pager under DATA/uffd/");
-  app.add_option("--log-level", cl.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  command_line.AddLogLevelFlag(&cl.log_level);
+  command_line.SetExamples({
+      "uffd-pager                                    # DATA and KEY from the environment or the defaults",
+      "uffd-pager --data-dir /srv/vms --version-key v1 --cache-max-bytes 8589934592",
+      "uffd-pager --version-key v2 --take-over v1     # upgrade: take v1's sessions, v1 exits",
+      "uffd-pager --allowed-backing-root /srv/snapshots --metrics-addr 127.0.0.1:9464",
+  });
 }
 
 // Blocks SIGTERM and SIGINT in this thread and every thread started after
@@ -92,7 +106,7 @@ int Serve(const uffdpager::PagerOptions& options, const sigset_t& signals) {
   auto daemon = uffdpager::PagerDaemon::Start(options);
   if (!daemon.ok()) {
     spdlog::critical("cannot start: {}", daemon.status().ToString());
-    return 1;
+    return uffdpager::cli::ExitCodeFor(daemon.status());
   }
   std::thread signal_thread([&] {
     int sig = 0;
@@ -107,16 +121,17 @@ int Serve(const uffdpager::PagerOptions& options, const sigset_t& signals) {
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
   daemon->reset();
-  return 0;
+  return uffdpager::cli::kExitOk;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CommandLine cl;
-  CLI::App app{"uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files"};
-  AddFlags(app, cl);
-  CLI11_PARSE(app, argc, argv);
+  uffdpager::cli::CommandLine command_line(
+      "uffd-pager", "uffd-pager: serves Firecracker userfaultfd page faults from snapshot memory files");
+  AddFlags(command_line, cl);
+  if (auto done = command_line.Parse(argc, argv)) return *done;
   cl.options.zero_pages = cl.zero_pages == "copy" ? uffdpager::ZeroPageMode::kCopy : uffdpager::ZeroPageMode::kDetect;
   uffdpager::ConfigureLogging("uffd-pager", cl.log_level);
   ::umask(077);  // sockets and files are private unless made otherwise
