@@ -14,6 +14,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 
 #include "common/memory_mapping.h"
 #include "common/userfaultfd.h"
@@ -63,6 +64,12 @@ class FaultEngine {
   static constexpr size_t kPrefetchWindowPages = 8192;
   // Runs one PrefetchStep installs at most before demand faults get a turn.
   static constexpr size_t kPrefetchRunsPerStep = 32;
+  // A page the engine installed and woke that faults again, read after that
+  // wake, more than this many times in a row (with no install or remove of
+  // it between): the VMM's memory does not behave as its handshake promised
+  // (a page discarded without UFFD_EVENT_REMOVE, 4 KiB memory claimed as
+  // huge pages), and waking it forever would only spin. The fault fails.
+  static constexpr uint32_t kMaxRefaults = 8;
 
   FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
               uint64_t cache_namespace, CounterSink counters, FaultEngineOptions options = {});
@@ -111,7 +118,16 @@ class FaultEngine {
   struct PendingFault {
     uint64_t address;
     std::chrono::steady_clock::time_point read_at;
+    uint64_t read_round;  // which ReadEvents call read it
   };
+  // Refaults of one page woken as already present (see kMaxRefaults).
+  struct Refaults {
+    uint64_t woken_in_round = 0;  // the read round when it was last woken
+    uint64_t page_size = 0;
+    uint32_t count = 0;
+  };
+  // Pages followed for refaults at most; past that the count starts anew.
+  static constexpr size_t kMaxRefaultPages = 1024;
   enum class FillResult { kDone, kRetry, kVmGone, kFailed };
 
   // Reads queued events until none is left; returns how many were read.
@@ -173,6 +189,9 @@ class FaultEngine {
   FillResult FillZeros(const PageLocation& loc, ServeReport* report);
   FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
                              ServeReport* report);
+  // Called for a demand fault on a page believed present, before it is woken:
+  // an error once that page loops (kMaxRefaults).
+  Status CheckRefault(const PageLocation& loc);
   void RecordFailure(ServeReport* report, Status status);
 
   Userfaultfd* uffd_;
@@ -186,9 +205,12 @@ class FaultEngine {
   RemovedRanges removed_;
   uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
-  MemoryMapping zero_huge_page_;                    // read-only zeros for hugetlb (no ZEROPAGE there)
-  MemoryMapping staging_;                           // runs are assembled here (kMaxRunBytes)
-  std::unique_ptr<BackingMapping> mapped_backing_;  // completion's source
+  uint64_t read_round_ = 0;                          // ReadEvents calls so far
+  uint64_t serving_round_ = 0;                       // the read round of the fault being served
+  std::unordered_map<uint64_t, Refaults> refaults_;  // by page address
+  MemoryMapping zero_huge_page_;                     // read-only zeros for hugetlb (no ZEROPAGE there)
+  MemoryMapping staging_;                            // runs are assembled here (kMaxRunBytes)
+  std::unique_ptr<BackingMapping> mapped_backing_;   // completion's source
   bool mapping_tried_ = false;
   std::vector<uint8_t> staging_zero_;  // per staged page: all zeros?
   bool recording_ = false;
