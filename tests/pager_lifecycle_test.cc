@@ -200,5 +200,29 @@ TEST_F(PagerLifecycleTest, DrainRefusesNewSessionsServesOldOnesAndExitsAfterTheL
   EXPECT_TRUE(pager_->WaitForExit(std::chrono::seconds(10))) << pager_->Log();
 }
 
+TEST_F(PagerLifecycleTest, DrainDoesNotWaitForSessionsWithoutAVm) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 18);
+  std::string waiting_socket = CreateSession("waiting", snap);
+  auto vm = VmmStandIn::Restore(CreateSession("served", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return SessionState("served") == "serving"; }));
+  ASSERT_TRUE(pager_->client().Drain().ok());
+  // The VM that holds the pager is served to the end.
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_EQ(SessionState("waiting"), "waiting");
+  ASSERT_TRUE(pager_->client().CloseSession("served").ok());
+  // A session still waiting for its VMM holds no VM: the pager exits anyway,
+  // and removes its socket, so a VMM that comes late gets a clear error
+  // (ENOENT) instead of a load that hangs.
+  int status = 0;
+  ASSERT_TRUE(pager_->WaitForExit(std::chrono::seconds(10), &status)) << pager_->Log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto late = VmmStandIn::Restore(waiting_socket, kRegions);
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().error_number(), ENOENT) << late.status().ToString();
+}
+
 }  // namespace
 }  // namespace uffdpager::testing::lifecycle_test
