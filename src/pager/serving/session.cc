@@ -631,9 +631,13 @@ void Session::ServeLoop() {
     }
     requests = PendingRequests();
     if (requests.stop || requests.detach) return;
-    if (pfds[1].revents & POLLIN) {
-      uint64_t v;
-      (void)!::read(wake_poll_fd_, &v, sizeof(v));
+    // Consumed once seen: a request stays in requests_, and a drain's
+    // StopWaiting may still signal a session that took its VMM meanwhile.
+    for (int i : {1, 2}) {
+      if (pfds[i].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(pfds[i].fd, &v, sizeof(v));
+      }
     }
     ServeReport report = engine_->ServeEvents();
     if (engine_->remove_generation() != kept_remove_generation_) {
@@ -763,6 +767,7 @@ void Session::StopWaiting() {
   // (and is still taken) or finds no socket (ENOENT), never a listener that
   // closes under it.
   (void)RemoveSocketFile(socket_path_);
+  spdlog::info("session {}: the pager drains: socket removed; a VMM that connected already is still served", id());
   MutexLock lock(&mu_);
   Signal(detach_fd_);
 }
