@@ -5,7 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include "common/unix_socket.h"
+#include "support/child_vmm.h"
 #include "support/pager_fixture.h"
 
 namespace uffdpager::testing::fault_failure_test {
@@ -118,12 +121,102 @@ TEST_F(PagerFaultFailureTest, TheSessionEndsWhenTheVmmExits) {
   ASSERT_TRUE(WaitFor([&] { return ::waitpid(child_, &status, WNOHANG) == child_; }));
   child_ = -1;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  // The pager notices (pidfd) and drops the session on its own.
-  EXPECT_TRUE(WaitFor([&] {
-    auto list = pager_->client().ListSessions();
-    return list.ok() && list->empty();
-  })) << pager_->Log();
+  // The pager notices (pidfd) and ends the session on its own; it stays
+  // listed, closed, until it is closed through the API.
+  EXPECT_TRUE(WaitFor([&] { return SessionState("exits") == "closed"; })) << pager_->Log();
+  EXPECT_NE(Session("exits").value("reason", "").find("exited"), std::string::npos) << Session("exits").dump();
   EXPECT_EQ(pager_->CountUserfaultfds(), 0u);
+  EXPECT_EQ(pager_->client().Health()->active_sessions, 0u);
+  ASSERT_TRUE(pager_->client().CloseSession("exits").ok());
+  EXPECT_TRUE(pager_->client().ListSessions()->empty());
+}
+
+// A VMM whose memory does not behave as its handshake promised makes a page
+// the pager installed fault again and again. The pager must fail the session
+// (and kill the VMM when asked), not answer each fault with a wake forever.
+class PagerBrokenPromiseTest : public PagerFixture {
+ protected:
+  // Waits until session `id` failed for a refault loop at `page`, and checks
+  // that it stopped within a bounded number of faults.
+  void ExpectFailedForLoopAt(const std::string& id, uint64_t page) {
+    ASSERT_TRUE(WaitFor([&] { return SessionState(id) == "failed"; })) << "still " << Session(id).dump() << "\n"
+                                                                       << pager_->Log();
+    auto s = Session(id);
+    std::string reason = s.value("reason", "");
+    EXPECT_NE(reason.find("faulted again"), std::string::npos) << reason;
+    EXPECT_NE(reason.find(fmt::format("{:#x}", page)), std::string::npos) << reason;
+    EXPECT_LE(s["counters"]["faults"].get<uint64_t>(), 64u) << s.dump();
+    EXPECT_EQ(Stat("failed_sessions"), 1u);
+  }
+};
+
+TEST_F(PagerBrokenPromiseTest, SmallPagesClaimedAsHugePagesFailTheSessionAndKillTheVmm) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 4 * kMiB, 36);
+  std::string sock = CreateSession("liar", snap, "", /*kill_client_on_failure=*/true);
+  // 4 KiB pages, claimed as 2 MiB ones.
+  ChildVmmOptions options{.regions = {4 * kMiB}, .snapshot_path = snap};
+  options.handshake.claimed_page_size = 2 * kMiB;
+  auto vmm = ChildVmm::Start(sock, options);
+  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+  // The first touch brings in the whole "page" of 2 MiB.
+  ASSERT_TRUE((*vmm)->Verify(0).ok());
+  // A balloon takes one small page in its middle: the pager forgets the
+  // whole huge page it believes in, cannot install it again over the small
+  // pages still there, and the discarded one faults forever.
+  ASSERT_TRUE((*vmm)->Discard(8 * 4096, 4096).ok());
+  ASSERT_TRUE((*vmm)->StartVerify(8 * 4096).ok());
+  int status = 0;
+  ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(10), &status)) << Session("liar").dump() << "\n"
+                                                                      << pager_->Log();
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  ExpectFailedForLoopAt("liar", (*vmm)->region_base());
+}
+
+TEST_F(PagerBrokenPromiseTest, MemoryDiscardedWithoutARemoveEventFailsTheSession) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 8 * kMiB, 37);
+  std::string sock = CreateSession("no-remove", snap);
+  ChildVmmOptions options{.regions = {8 * kMiB}, .snapshot_path = snap};
+  options.handshake.uffd_features = 0;  // no UFFD_FEATURE_EVENT_REMOVE
+  auto vmm = ChildVmm::Start(sock, options);
+  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+  ASSERT_TRUE((*vmm)->Verify(0).ok());
+  // The pager saw at the handshake that discards will not be announced.
+  auto s = Session("no-remove");
+  EXPECT_NE(s.value("warning", "").find("UFFD_FEATURE_EVENT_REMOVE"), std::string::npos) << s.dump();
+  EXPECT_NE(pager_->Log().find("UFFD_FEATURE_EVENT_REMOVE"), std::string::npos);
+  // Discarded without a word, and touched again.
+  ASSERT_TRUE((*vmm)->Discard(0, 4096).ok());
+  ASSERT_TRUE((*vmm)->StartVerify(0).ok());
+  ExpectFailedForLoopAt("no-remove", (*vmm)->region_base());
+  // Not asked to kill: the VMM is left blocked on that page, the pager idle.
+  EXPECT_TRUE((*vmm)->Running());
+  EXPECT_EQ(SessionState("no-remove"), "failed");
+}
+
+// close means the caller is done with the VM: nothing will serve its next
+// fault, so a VMM that asked for it is killed rather than left to hang.
+TEST_F(PagerFaultFailureTest, ClosingAServingSessionKillsItsVmmWhenAsked) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 8 * kMiB, 38);
+  auto killed = ChildVmm::Start(CreateSession("kill", snap, "", /*kill_client_on_failure=*/true),
+                                {.regions = {8 * kMiB}, .snapshot_path = snap});
+  ASSERT_TRUE(killed.ok()) << killed.status().ToString();
+  auto kept = ChildVmm::Start(CreateSession("keep", snap), {.regions = {8 * kMiB}, .snapshot_path = snap});
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  ASSERT_TRUE((*killed)->Verify(0).ok());
+  ASSERT_TRUE((*kept)->Verify(0).ok());
+
+  ASSERT_TRUE(pager_->client().CloseSession("kill").ok());
+  int status = 0;
+  ASSERT_TRUE((*killed)->WaitForExit(std::chrono::seconds(10), &status)) << "the VMM was not killed\n" << pager_->Log();
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+
+  // Without the flag the VMM is left alone, and the log says what that means.
+  ASSERT_TRUE(pager_->client().CloseSession("keep").ok());
+  EXPECT_TRUE((*kept)->Running());
+  EXPECT_NE(pager_->Log().find("will hang"), std::string::npos) << pager_->Log();
 }
 
 }  // namespace

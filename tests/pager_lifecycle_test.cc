@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/unix_socket.h"
 #include "support/pager_fixture.h"
 
 namespace uffdpager::testing::lifecycle_test {
@@ -197,6 +198,65 @@ TEST_F(PagerLifecycleTest, DrainRefusesNewSessionsServesOldOnesAndExitsAfterTheL
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
   EXPECT_FALSE(pager_->WaitForExit(std::chrono::milliseconds(300))) << "exited while a session was live";
   ASSERT_TRUE(pager_->client().CloseSession("d").ok());
+  EXPECT_TRUE(pager_->WaitForExit(std::chrono::seconds(10))) << pager_->Log();
+}
+
+TEST_F(PagerLifecycleTest, DrainDoesNotWaitForSessionsWithoutAVm) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 18);
+  std::string waiting_socket = CreateSession("waiting", snap);
+  auto vm = VmmStandIn::Restore(CreateSession("served", snap), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return SessionState("served") == "serving"; }));
+  ASSERT_TRUE(pager_->client().Drain().ok());
+  // The VM that holds the pager is served to the end.
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_EQ(SessionState("waiting"), "waiting");
+  ASSERT_TRUE(pager_->client().CloseSession("served").ok());
+  // A session still waiting for its VMM holds no VM: the pager exits anyway,
+  // and removes its socket, so a VMM that comes late gets a clear error
+  // (ENOENT) instead of a load that hangs.
+  int status = 0;
+  ASSERT_TRUE(pager_->WaitForExit(std::chrono::seconds(10), &status)) << pager_->Log();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto late = VmmStandIn::Restore(waiting_socket, kRegions);
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().error_number(), ENOENT) << late.status().ToString();
+}
+
+TEST_F(PagerLifecycleTest, DrainStillServesAVmmThatConnectedBeforeItsSocketWent) {
+  StartPager({.handshake_timeout_ms = 3000});
+  std::string snap = MakeSnapshot("mem", 12 * kMiB, 19);
+  std::string sock = CreateSession("late", snap);
+  // Silent clients fill every slot the session reads at once, so the VMM that
+  // connects after them waits on the socket's queue, not yet accepted, when
+  // the drain makes the session stop waiting.
+  std::vector<UniqueFd> silent;
+  for (int i = 0; i < 16; ++i) {
+    auto conn = ConnectUnixSocket(sock);
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    silent.push_back(std::move(*conn));
+  }
+  auto vm = VmmStandIn::Restore(sock, kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(pager_->client().Drain().ok());
+  // The VMM sent its handshake: it is served, however the drain and the
+  // silent clients' deadlines fall, and never left hanging.
+  std::atomic<bool> touched{false};
+  std::thread toucher([&] {
+    TouchAllPages((*vm)->memory, 2);
+    touched = true;
+  });
+  if (!WaitFor([&] { return touched.load(); }, std::chrono::seconds(30))) {
+    ADD_FAILURE() << "the VMM that connected before the drain was not served\n" << pager_->Log();
+    (*vm)->handshake.uffd = Userfaultfd();  // nobody else holds it: its threads wake
+  }
+  toucher.join();
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_EQ(SessionState("late"), "serving");
+  EXPECT_NE(::access(sock.c_str(), F_OK), 0);
+  ASSERT_TRUE(pager_->client().CloseSession("late").ok());
   EXPECT_TRUE(pager_->WaitForExit(std::chrono::seconds(10))) << pager_->Log();
 }
 

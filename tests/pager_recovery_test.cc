@@ -2,6 +2,7 @@
 // takes its sessions back (records under DATA/uffd/VERSION/live/, fds from
 // systemd's fd store) and serves on; what it cannot take back it reports.
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -9,6 +10,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "common/process_identity.h"
+#include "support/child_vmm.h"
 #include "support/fd_store_supervisor.h"
 #include "support/pager_fixture.h"
 #include "support/vcpu_walkers.h"
@@ -247,6 +250,75 @@ TEST_F(PagerRecoveryTest, SessionsThatEndLeaveNoRecordBehind) {
   EXPECT_TRUE(pager_->client().CloseSession("waiting").ok());
   EXPECT_TRUE(pager_->client().CloseSession("served").ok());
   EXPECT_EQ(LiveRecords(), 0u) << pager_->Log();
+}
+
+// The record of session `id` under `live_dir`, parsed, and its path.
+std::pair<std::filesystem::path, nlohmann::json> ReadRecord(const std::string& live_dir, const std::string& id) {
+  for (const auto& record : LiveRecordFiles(live_dir)) {
+    if (record.filename().string().rfind(id + ".", 0) != 0) continue;
+    std::ifstream in(record);
+    return {record, nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false)};
+  }
+  return {};
+}
+
+TEST_F(PagerRecoveryTest, WithoutAnFdStoreARestartedPagerKillsTheVmmsThatAskedForIt) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 8 * kMiB, 7);
+  const ChildVmmOptions options{.regions = {8 * kMiB}, .snapshot_path = snap};
+  auto killed = ChildVmm::Start(CreateSession("killed", snap, "", /*kill_client_on_failure=*/true), options);
+  ASSERT_TRUE(killed.ok()) << killed.status().ToString();
+  auto spared = ChildVmm::Start(CreateSession("spared", snap, "", /*kill_client_on_failure=*/true), options);
+  ASSERT_TRUE(spared.ok()) << spared.status().ToString();
+  ASSERT_TRUE((*killed)->Verify(0).ok());
+  ASSERT_TRUE((*spared)->Verify(0).ok());
+  // The records name each VMM by pid and start time.
+  const std::string live = pager_->root_dir() + "/live";
+  for (auto& [id, vmm] : {std::pair{"killed", killed->get()}, std::pair{"spared", spared->get()}}) {
+    auto identity = IdentifyProcess(vmm->pid());
+    ASSERT_TRUE(identity.ok());
+    auto [path, record] = ReadRecord(live, id);
+    EXPECT_EQ(record.value("client_pid", 0), vmm->pid()) << record.dump();
+    EXPECT_EQ(record.value("client_start_time", uint64_t{0}), identity->start_time) << record.dump();
+  }
+
+  pager_->Kill(SIGKILL);
+  ASSERT_TRUE(pager_->WaitForExit(std::chrono::seconds(10)));
+  pager_.reset();
+  // Nobody serves them now: their next fault blocks.
+  ASSERT_TRUE((*killed)->StartVerify(4 * kMiB).ok());
+  ASSERT_TRUE((*spared)->StartVerify(4 * kMiB).ok());
+  // "spared"'s pid has been reused since (as far as its record can tell): it
+  // now names another process, started later (start times count in clock
+  // ticks: a later tick than the VMM's).
+  auto spared_identity = IdentifyProcess((*spared)->pid());
+  ASSERT_TRUE(spared_identity.ok());
+  ASSERT_TRUE(WaitFor([&] { return BootTicksNow() > spared_identity->start_time + 1; }));
+  pid_t other = ::fork();
+  if (other == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  auto [spared_path, spared_record] = ReadRecord(live, "spared");
+  spared_record["client_pid"] = other;
+  std::ofstream(spared_path) << spared_record.dump();
+
+  StartPager();
+  for (const char* id : {"killed", "spared"}) {
+    auto s = Session(id);
+    EXPECT_EQ(s["state"], "failed") << s.dump();
+    EXPECT_NE(s.value("reason", "").find("did not come back"), std::string::npos) << s.dump();
+  }
+  // The VMM that asked for it is killed rather than left blocked forever...
+  int status = 0;
+  ASSERT_TRUE((*killed)->WaitForExit(std::chrono::seconds(10), &status)) << pager_->Log();
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
+  // ...and a process that merely has a recorded pid is not.
+  EXPECT_EQ(::waitpid(other, nullptr, WNOHANG), 0) << "the process that reused the pid was killed";
+  EXPECT_TRUE((*spared)->Running());
+  EXPECT_NE(pager_->Log().find("not the VMM"), std::string::npos) << pager_->Log();
+  ::kill(other, SIGKILL);
+  ::waitpid(other, nullptr, 0);
 }
 
 TEST_F(PagerRecoveryTest, ACorruptRecordIsSetAsideAndThePagerStarts) {

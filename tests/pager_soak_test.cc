@@ -89,10 +89,13 @@ class PagerSoakTest : public PagerFixture {
         ASSERT_TRUE(pager_->client().CloseSession(id).ok());
         return;
       }
-      case 4: {  // a garbage handshake: refused, fails, closed
+      case 4: {  // a garbage handshake with a userfaultfd: refused, fails, closed
         auto conn = ConnectUnixSocket(CreateSession(id, snap_, key));
         ASSERT_TRUE(conn.ok()) << conn.status().ToString();
-        ASSERT_TRUE(SendWithFds(conn->get(), "[garbage", {}).ok());
+        auto uffd = Userfaultfd::Create(O_CLOEXEC | O_NONBLOCK);
+        ASSERT_TRUE(uffd.ok()) << uffd.status().ToString();
+        int fds[] = {uffd->fd()};
+        ASSERT_TRUE(SendWithFds(conn->get(), "[garbage", fds).ok());
         ASSERT_TRUE(WaitFor([&] { return SessionState(id) == "failed"; })) << Session(id).dump();
         bad_handshakes->fetch_add(1);
         ASSERT_TRUE(pager_->client().CloseSession(id).ok());

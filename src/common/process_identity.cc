@@ -1,6 +1,8 @@
 #include "common/process_identity.h"
 
 #include <signal.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -54,13 +56,27 @@ bool ProcessIdentity::IsAlive() const {
   return st.ok() && st->start_time == start_time && st->state != 'Z' && st->state != 'X';
 }
 
-Status ProcessIdentity::Terminate(std::chrono::milliseconds grace) const {
-  if (!IsAlive()) return Status::Ok();
-  // Signal through a pidfd opened after the identity check: the pid cannot be
-  // reused between the check and the signal.
+Result<ProcessHandle> ProcessIdentity::Open() const {
+  std::string who = "process " + std::to_string(pid) + " (started at tick " + std::to_string(start_time) + ")";
+  if (!IsAlive()) return Status::NotFound(who + " is gone");
+  // The identity is checked again once the pidfd is open: the pid cannot be
+  // reused between that check and any signal sent through the handle.
   auto handle = ProcessHandle::Open(pid);
-  if (!handle.ok()) return IsAlive() ? handle.status() : Status::Ok();
-  if (!IsAlive()) return Status::Ok();
+  if (!handle.ok()) return IsAlive() ? handle.status() : Status::NotFound(who + " is gone");
+  if (!IsAlive()) return Status::NotFound(who + " is gone");
+  return handle;
+}
+
+uint64_t BootTicksNow() {
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  const uint64_t hz = static_cast<uint64_t>(::sysconf(_SC_CLK_TCK));
+  return static_cast<uint64_t>(now.tv_sec) * hz + static_cast<uint64_t>(now.tv_nsec) * hz / 1000000000ULL;
+}
+
+Status ProcessIdentity::Terminate(std::chrono::milliseconds grace) const {
+  auto handle = Open();
+  if (!handle.ok()) return handle.status().code() == ErrorCode::kNotFound ? Status::Ok() : handle.status();
   (void)handle->Signal(SIGTERM);
   if (WaitFor([&] { return !IsAlive(); }, grace)) return Status::Ok();
   (void)handle->Signal(SIGKILL);

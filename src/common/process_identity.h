@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "common/process_handle.h"
 #include "uffdpager/status.h"
 
 namespace uffdpager {
@@ -23,11 +24,19 @@ struct ProcessIdentity {
   bool IsAlive() const;
   // SIGTERM, then SIGKILL after `grace`; OK once it is gone (or was).
   Status Terminate(std::chrono::milliseconds grace = std::chrono::seconds(3)) const;
+  // A pidfd on this very process: opened first, then the identity checked,
+  // so the handle can never signal a later process that reused the pid.
+  // kNotFound if the process is gone or the pid is another process's now.
+  Result<ProcessHandle> Open() const;
   bool operator==(const ProcessIdentity&) const = default;
 };
 
 // Reads the identity of the process `pid` is now (from /proc/PID/stat); an
 // error if there is none. A zombie still has one: check IsAlive().
 Result<ProcessIdentity> IdentifyProcess(pid_t pid);
+
+// Now, in the unit of ProcessIdentity::start_time (clock ticks since boot):
+// a process whose start time is later cannot be one that existed before.
+uint64_t BootTicksNow();
 
 }  // namespace uffdpager

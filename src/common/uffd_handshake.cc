@@ -1,6 +1,7 @@
 #include "common/uffd_handshake.h"
 
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -163,27 +164,10 @@ Result<bool> WaitReadable(int sock, std::chrono::steady_clock::time_point deadli
   }
 }
 
-Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chrono::milliseconds timeout,
-                                           int cancel_fd) {
-  // After the first bytes, a split message's rest arrives at once; waiting a
-  // little longer only distinguishes "more is coming" from "that was all".
-  constexpr auto kContinuationWait = std::chrono::milliseconds(200);
-  constexpr size_t kMaxFds = 8;
-  const auto deadline = Clock::now() + timeout;
-  ReceivedHandshake out;
-  std::vector<char> buf(std::min<size_t>(max_bytes + 1, 1 << 20));
+Result<bool> HandshakeReceiver::ReadAvailable(int sock) {
+  std::vector<char> buf(std::min<size_t>(max_bytes_ + 1, 1 << 20));
   std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds));
-  bool first = true;
   for (;;) {
-    auto wait_until = first ? deadline : std::min(deadline, Clock::now() + kContinuationWait);
-    auto readable = WaitReadable(sock, wait_until, cancel_fd);
-    if (!readable.ok()) return readable.status().WithContext("handshake");
-    if (!*readable) {
-      if (first) {
-        return Status::Timeout(fmt::format("no handshake received within {} ms", timeout.count()));
-      }
-      return out;  // the peer sent what it had; the parser judges it
-    }
     iovec iov{buf.data(), buf.size()};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -191,21 +175,37 @@ Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chro
     msg.msg_control = control.data();
     msg.msg_controllen = control.size();
     ssize_t n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return false;
     if (n < 0) return Status::FromErrno(errno, "recvmsg handshake");
-    TakeReceivedFds(&msg, &out.fds);
-    if (msg.msg_flags & MSG_CTRUNC) out.control_truncated = true;
+    started_ = true;
+    TakeReceivedFds(&msg, &received_.fds);
+    if (msg.msg_flags & MSG_CTRUNC) received_.control_truncated = true;
     if (n == 0) {
-      if (first) return Status::Protocol("peer closed the connection without sending a handshake");
-      return out;
+      received_.peer_closed = true;
+      return true;
     }
-    first = false;
-    out.payload.append(buf.data(), static_cast<size_t>(n));
-    if (out.payload.size() > max_bytes) {
-      return Status::InvalidArgument(fmt::format("handshake message exceeds {} bytes", max_bytes));
-    }
-    if (nlohmann::json::accept(out.payload)) return out;
+    received_.payload.append(buf.data(), static_cast<size_t>(n));
+    if (too_large() || nlohmann::json::accept(received_.payload)) return true;
   }
+}
+
+Status CheckHandshakeFds(const ReceivedHandshake& received) {
+  if (received.control_truncated && received.fds.empty()) {
+    // The kernel drops the fds it cannot install and says only MSG_CTRUNC:
+    // with room for eight, receiving none means no fd number was left.
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    return Status::Error(ErrorCode::kIoError,
+                         fmt::format("the fd sent with the handshake could not be received: this process is at its "
+                                     "limit of open files (EMFILE; RLIMIT_NOFILE {})",
+                                     limit.rlim_cur));
+  }
+  if (received.control_truncated || received.fds.size() != 1) {
+    return Status::Protocol(fmt::format("handshake must carry exactly one fd (the userfaultfd), got {}{}",
+                                        received.fds.size(), received.control_truncated ? " and more" : ""));
+  }
+  return Status::Ok();
 }
 
 }  // namespace uffdpager

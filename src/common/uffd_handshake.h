@@ -66,19 +66,47 @@ Result<bool> WaitReadable(int sock, std::chrono::steady_clock::time_point deadli
 // `msg` carry (msghdr from recvmsg, which should use MSG_CMSG_CLOEXEC).
 void TakeReceivedFds(msghdr* msg, std::vector<UniqueFd>* out);
 
-// What one handshake read produced. Every received fd is owned here, so a
+// What one connection handed over. Every received fd is owned here, so a
 // refused handshake closes them all.
 struct ReceivedHandshake {
   std::string payload;
   std::vector<UniqueFd> fds;
-  bool control_truncated = false;  // the peer sent more fds than we accept
+  // Fds were sent that never arrived (MSG_CTRUNC): more than a read takes,
+  // or the receiving process had no fd number left for them (EMFILE).
+  bool control_truncated = false;
+  bool peer_closed = false;
 };
 
-// Reads one handshake from a connected socket: waits up to `timeout` for the
-// first bytes, then gathers the rest of a message the stream split, until the
-// payload is complete JSON, the peer stops sending, or `max_bytes` is passed.
-// If `cancel_fd` (optional) becomes readable, gives up with kUnavailable.
-Result<ReceivedHandshake> ReceiveHandshake(int sock, size_t max_bytes, std::chrono::milliseconds timeout,
-                                           int cancel_fd = -1);
+// Gathers one handshake from a connected socket as its bytes arrive,
+// without ever blocking, so one thread can read several connections at once.
+// Firecracker sends the handshake in one sendmsg, but a stream may split it.
+class HandshakeReceiver {
+ public:
+  // More fds than this in one read count as too many (MSG_CTRUNC).
+  static constexpr size_t kMaxFds = 8;
+
+  explicit HandshakeReceiver(size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  // Reads what `sock` holds now. True once the handshake is whole: the
+  // payload is complete JSON, the peer closed, or more than `max_bytes`
+  // arrived. Fails only if recvmsg does.
+  Result<bool> ReadAvailable(int sock);
+
+  // Bytes or fds arrived, or the peer closed.
+  bool started() const { return started_; }
+  bool too_large() const { return received_.payload.size() > max_bytes_; }
+  const ReceivedHandshake& received() const { return received_; }
+  ReceivedHandshake Take() { return std::move(received_); }
+
+ private:
+  size_t max_bytes_;
+  bool started_ = false;
+  ReceivedHandshake received_;
+};
+
+// OK if `received` carries exactly one fd; otherwise why not, in the words an
+// operator needs: an fd the kernel could not give this process names EMFILE
+// and the process's limit of open files.
+Status CheckHandshakeFds(const ReceivedHandshake& received);
 
 }  // namespace uffdpager

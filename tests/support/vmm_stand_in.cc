@@ -15,6 +15,16 @@ Result<std::unique_ptr<VmmStandIn>> VmmStandIn::Restore(const std::string& socke
   return std::unique_ptr<VmmStandIn>(new VmmStandIn{std::move(*memory), std::move(*handshake)});
 }
 
+Result<std::unique_ptr<VmmStandIn>> VmmStandIn::RestoreOn(UniqueFd connection,
+                                                          const std::vector<uint64_t>& region_sizes, uint64_t page_size,
+                                                          VmmHandshakeOptions options) {
+  auto memory = GuestMemory::Allocate(region_sizes, page_size);
+  if (!memory.ok()) return memory.status();
+  auto handshake = PerformVmmHandshakeOn(*memory, std::move(connection), options);
+  if (!handshake.ok()) return handshake.status();
+  return std::unique_ptr<VmmStandIn>(new VmmStandIn{std::move(*memory), std::move(*handshake)});
+}
+
 uint64_t PageCount(const GuestMemory& memory) { return memory.total_size() / 4096; }
 
 void TouchAllPages(const GuestMemory& memory, int threads) {

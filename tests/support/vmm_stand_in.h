@@ -19,9 +19,14 @@ struct VmmStandIn {
   VmmHandshake handshake;
 
   // Allocates the regions and hands them to the pager session at `socket_path`.
+  // `options` may also make it lie (VmmHandshakeOptions: features, page size).
   static Result<std::unique_ptr<VmmStandIn>> Restore(const std::string& socket_path,
                                                      const std::vector<uint64_t>& region_sizes,
                                                      uint64_t page_size = 4096, VmmHandshakeOptions options = {});
+  // The same over `connection`, connected already: several VMMs can then be
+  // queued on one session socket before any of them sends.
+  static Result<std::unique_ptr<VmmStandIn>> RestoreOn(UniqueFd connection, const std::vector<uint64_t>& region_sizes,
+                                                       uint64_t page_size = 4096, VmmHandshakeOptions options = {});
 };
 
 // Reads one byte of every page from `threads` threads. Thread t starts at a

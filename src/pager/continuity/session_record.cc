@@ -39,6 +39,8 @@ Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
   }
   UFFD_RETURN_IF_ERROR(fields.Read("backing_identity", &r.backing_identity));
   UFFD_RETURN_IF_ERROR(fields.Read("client_pid", &r.client_pid));
+  // A record of an older pager has no start time: unknown (0).
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("client_start_time", &r.client_start_time));
   std::vector<nlohmann::json> regions;
   UFFD_RETURN_IF_ERROR(fields.Read("regions", &regions));
   for (size_t i = 0; i < regions.size(); ++i) {
@@ -91,6 +93,7 @@ nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
       {"regions", std::move(regions_json)},
       {"removed", std::move(removed_json)},
       {"client_pid", c.client_pid},
+      {"client_start_time", c.client_start_time},
   };
   if (c.spec.socket_ownership.uid) j["socket_uid"] = *c.spec.socket_ownership.uid;
   if (c.spec.socket_ownership.gid) j["socket_gid"] = *c.spec.socket_ownership.gid;

@@ -161,6 +161,7 @@ HttpResponse ControlApi::Stats() {
   j["active_sessions"] = ctx_.registry->CountActive();
   j["failed_sessions"] = ctx_.metrics->failed_sessions();
   j["refused_peers"] = ctx_.metrics->refused_peers();
+  j["refused_handshakes"] = ctx_.metrics->refused_handshakes();
   j["draining"] = ctx_.draining->load();
   j["version"] = ctx_.version_key;
   j["uptime_seconds"] =

@@ -1,5 +1,6 @@
 #include "pager/daemon/pager_daemon.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +17,31 @@ namespace uffdpager {
 namespace fs = std::filesystem;
 
 namespace {
+
+// A pager holds several fds per session (listener, uffd, connection, pidfd,
+// eventfds, backing file) and per control connection: the soft limit a shell
+// or a unit starts it with (often 1024) is no bound it should run into while
+// the hard limit allows more. A failure is logged, not fatal.
+void RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("{}", Status::FromErrno(errno, "getrlimit(RLIMIT_NOFILE)").ToString());
+    return;
+  }
+  if (limit.rlim_cur == limit.rlim_max) {
+    spdlog::info("limit of open files: {}", limit.rlim_cur);
+    return;
+  }
+  const rlim_t was = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn(
+        "{}",
+        Status::FromErrno(errno, "raise the limit of open files to " + std::to_string(limit.rlim_max)).ToString());
+    return;
+  }
+  spdlog::info("limit of open files raised from {} to {} (the hard limit)", was, limit.rlim_cur);
+}
 
 Status MakeDirs(const std::string& path) {
   std::error_code ec;
@@ -49,6 +75,7 @@ Result<std::unique_ptr<PagerDaemon>> PagerDaemon::Start(PagerOptions options) {
     return Status::InvalidArgument("--version-key \"" + options.version_key +
                                    "\" must be 1-128 characters of [A-Za-z0-9._-] not starting with '.'");
   }
+  RaiseOpenFileLimit();
   std::unique_ptr<PagerDaemon> daemon(new PagerDaemon(std::move(options)));
   auto ownership = ResolveOwnership(daemon->options_);
   if (!ownership.ok()) return ownership.status();
@@ -231,7 +258,11 @@ void PagerDaemon::WaitUntilDone() {
       MutexLock lock(&mu_);
       if (shutdown_) return;
     }
-    if (draining_.load() && !handing_over_.load() && registry_->CountHoldingVm() == 0) {
+    // Sessions still waiting for their VMM hold none: they stop waiting then
+    // (their sockets go at once); one whose VMM had connected already takes
+    // it, and holds the pager until that VM is done.
+    if (draining_.load() && !handing_over_.load() && registry_->CountHoldingVm() == 0 &&
+        registry_->StopWaiting() == 0 && registry_->CountHoldingVm() == 0) {
       spdlog::info("drained: no session holds a VM; exiting");
       return;
     }

@@ -73,6 +73,10 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
             s.registry->failed_sessions());
   w.Counter("uffdpager_refused_peers_total", "Session connections turned away: not the expected peer.",
             s.registry->refused_peers());
+  w.Counter("uffdpager_refused_handshakes_total",
+            "Session connections closed without failing the session: no userfaultfd handed over, or the session "
+            "had its VMM already.",
+            s.registry->refused_handshakes());
   for (const auto& m : kFaultCounters) w.Counter(m.name, m.help, Get(s.registry->pager_counters(), m.field));
 
   w.Gauge("uffdpager_cache_bytes", "Bytes held by the shared page cache.", static_cast<double>(s.cache.bytes));

@@ -1,6 +1,6 @@
 // MetricsRegistry: every measurement the pager keeps, in one place: the
 // pager-wide fault counters, the session outcomes (failed sessions, refused
-// peers), the fault path's latency histograms, and counters per cache key
+// peers and handshakes), the fault path's latency histograms, and counters per cache key
 // (so an operator can see which snapshot's restores hit the shared cache).
 // Sessions count into it through CounterSink; /stats and /metrics read it.
 //
@@ -36,8 +36,12 @@ class MetricsRegistry {
 
   void CountFailedSession() { failed_sessions_.fetch_add(1, std::memory_order_relaxed); }
   void CountRefusedPeer() { refused_peers_.fetch_add(1, std::memory_order_relaxed); }
+  // A connection to a session socket closed without serving it or failing
+  // the session: it handed over no userfaultfd, or the session had its VMM.
+  void CountRefusedHandshake() { refused_handshakes_.fetch_add(1, std::memory_order_relaxed); }
   uint64_t failed_sessions() const { return failed_sessions_.load(std::memory_order_relaxed); }
   uint64_t refused_peers() const { return refused_peers_.load(std::memory_order_relaxed); }
+  uint64_t refused_handshakes() const { return refused_handshakes_.load(std::memory_order_relaxed); }
 
   // The counters of `key`'s name, shared by every session of that name; the
   // entry lives at least as long as a session holds it.
@@ -56,6 +60,7 @@ class MetricsRegistry {
   FaultLatencies latencies_;
   std::atomic<uint64_t> failed_sessions_{0};
   std::atomic<uint64_t> refused_peers_{0};
+  std::atomic<uint64_t> refused_handshakes_{0};
   mutable Mutex mu_;
   std::map<std::string, std::shared_ptr<FaultCounters>> by_cache_key_ GUARDED_BY(mu_);
 };

@@ -61,6 +61,7 @@ ServeReport FaultEngine::ServeEvents() {
 size_t FaultEngine::ReadEvents(ServeReport* report) {
   std::array<uffd_msg, 64> msgs;
   size_t total = 0;
+  ++read_round_;
   for (;;) {
     ssize_t n = ::read(uffd_->fd(), msgs.data(), sizeof(msgs));
     if (n < 0) {
@@ -77,7 +78,7 @@ size_t FaultEngine::ReadEvents(ServeReport* report) {
       switch (m.event) {
         case UFFD_EVENT_PAGEFAULT:
           counters_.Add(&FaultCounters::faults);
-          pending_.push_back({m.arg.pagefault.address, now, 0});
+          pending_.push_back({m.arg.pagefault.address, now, read_round_, 0});
           break;
         case UFFD_EVENT_REMOVE: HandleRemove(m.arg.remove.start, m.arg.remove.end); break;
         default: UFFD_LOG_RATE_LIMITED(spdlog::level::warn, "ignoring unexpected userfaultfd event {}", m.event); break;
@@ -93,6 +94,11 @@ void FaultEngine::HandleRemove(uint64_t start, uint64_t end) {
   counters_.Add(&FaultCounters::removed_bytes, end - start);
   removed_.Add(start, end);
   ++remove_generation_;
+  // A page discarded with notice faults again rightly: no loop.
+  for (auto it = refaults_.begin(); it != refaults_.end();) {
+    const bool overlaps = it->first < end && it->first + it->second.page_size > start;
+    it = overlaps ? refaults_.erase(it) : std::next(it);
+  }
   for (size_t r = 0; r < layout_.regions().size(); ++r) presence_.ClearRange(r, start, end);
 }
 
@@ -154,6 +160,11 @@ FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiti
     return FillResult::kFailed;
   }
   if (presence_.IsPresent(loc->region, loc->page_index)) {
+    if (Status loop = CheckRefault(*loc, fault.read_round); !loop.ok()) {
+      RecordFailure(report, std::move(loop));
+      counters_.Add(&FaultCounters::unservable_faults);
+      return FillResult::kFailed;  // its thread stays blocked: no more spinning
+    }
     // A duplicate fault on a page we already installed (several threads
     // touched it before the copy woke them): a wake is all it needs.
     counters_.Add(&FaultCounters::already_present);
@@ -513,6 +524,24 @@ FaultEngine::FillResult FaultEngine::ClassifyOutcome(const PageLocation& loc, co
                                                                          loc.page_addr)));
       return FillResult::kFailed;
   }
+}
+
+Status FaultEngine::CheckRefault(const PageLocation& loc, uint64_t fault_read_round) {
+  if (refaults_.size() >= kMaxRefaultPages && refaults_.count(loc.page_addr) == 0) refaults_.clear();
+  Refaults& r = refaults_[loc.page_addr];
+  // A fault read before the last wake of its page is a duplicate that raced
+  // the install; one read after it means the page went missing again.
+  if (r.woken_in_round != 0 && fault_read_round > r.woken_in_round) ++r.count;
+  r.woken_in_round = read_round_;
+  r.page_size = loc.page_size;
+  if (r.count <= kMaxRefaults) return Status::Ok();
+  const uint32_t count = r.count;
+  refaults_.erase(loc.page_addr);
+  return Status::Protocol(fmt::format(
+      "the VMM's memory does not match its handshake: the page at {:#x} ({} bytes) faulted again {} times in a row "
+      "after the pager installed it and woke its threads (memory discarded without UFFD_EVENT_REMOVE, or registered "
+      "with smaller pages than the {} bytes the handshake claimed)",
+      loc.page_addr, loc.page_size, count, loc.page_size));
 }
 
 void FaultEngine::RecordFailure(ServeReport* report, Status status) {

@@ -27,6 +27,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "common/memory_mapping.h"
@@ -74,6 +75,12 @@ class FaultEngine {
   static constexpr uint64_t kMaxRunBytes = PageLoader::kMaxRunBytes;
   // Zero pages in a run shorter than this are copied with their neighbours.
   static constexpr uint64_t kMinZeroStretchPages = 16;
+  // A page the engine installed and woke that faults again, read after that
+  // wake, more than this many times in a row (with no install or remove of
+  // it between): the VMM's memory does not behave as its handshake promised
+  // (a page discarded without UFFD_EVENT_REMOVE, 4 KiB memory claimed as
+  // huge pages), and waking it forever would only spin. The fault fails.
+  static constexpr uint32_t kMaxRefaults = 8;
 
   // `wake_fd` is the session's eventfd, written when another session ends a
   // load this one waits for. REQUIRES: every pointer outlives the engine.
@@ -145,8 +152,17 @@ class FaultEngine {
   struct PendingFault {
     uint64_t address;
     std::chrono::steady_clock::time_point read_at;
-    uint64_t run = 0;  // the load it waits for; 0: none yet
+    uint64_t read_round;  // which ReadEvents call read it
+    uint64_t run = 0;     // the load it waits for; 0: none yet
   };
+  // Refaults of one page woken as already present (see kMaxRefaults).
+  struct Refaults {
+    uint64_t woken_in_round = 0;  // the read round when it was last woken
+    uint64_t page_size = 0;
+    uint32_t count = 0;
+  };
+  // Pages followed for refaults at most; past that the count starts anew.
+  static constexpr size_t kMaxRefaultPages = 1024;
   enum class FillResult { kDone, kRetry, kVmGone, kFailed };
   // An in-flight run of this session: which pages it covers.
   struct RunSpan {
@@ -187,6 +203,9 @@ class FaultEngine {
   FillResult FillZeros(const PageLocation& loc, ServeReport* report);
   FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
                              ServeReport* report);
+  // Called for a demand fault on a page believed present, before it is woken:
+  // an error once that page loops (kMaxRefaults).
+  Status CheckRefault(const PageLocation& loc, uint64_t fault_read_round);
   void RecordFailure(ServeReport* report, Status status);
   // A fault that is over: timed, and, if it brought its page in, recorded
   // for the working set.
@@ -218,8 +237,10 @@ class FaultEngine {
   RemovedRanges removed_;
   uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
-  std::vector<RunSpan> runs_;     // in flight or loaded, not yet installed
-  MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
+  std::vector<RunSpan> runs_;                        // in flight or loaded, not yet installed
+  uint64_t read_round_ = 0;                          // ReadEvents calls so far
+  std::unordered_map<uint64_t, Refaults> refaults_;  // by page address
+  MemoryMapping zero_huge_page_;                     // read-only zeros for hugetlb (no ZEROPAGE there)
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;

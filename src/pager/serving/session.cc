@@ -23,6 +23,14 @@ constexpr size_t kCompletionStepPages = 512;
 constexpr size_t kPrefetchStepPages = 64;
 // How long to wait before serving again after EAGAIN with no event to read.
 constexpr int kEagainRetryMs = 1;
+// How often the identity of a VMM without a pidfd is checked.
+constexpr auto kIdentityCheckInterval = std::chrono::seconds(1);
+
+// Which session ended on its own first: the registry forgets the oldest.
+uint64_t NextEndOrder() {
+  static std::atomic<uint64_t> last{0};
+  return ++last;
+}
 }  // namespace
 
 const char* SessionStateName(SessionState state) {
@@ -46,12 +54,13 @@ Session::Session(SessionSpec spec, std::string socket_path, uint64_t incarnation
       incarnation_(incarnation),
       origin_(std::move(origin)),
       env_(env),
-      backing_(std::move(backing)),
-      cache_key_(spec_.cache_key, backing_ ? backing_->identity().ToString() : std::string()),
+      cache_key_(spec_.cache_key, backing ? backing->identity().ToString() : std::string()),
       created_at_(std::chrono::system_clock::now()),
-      cache_key_counters_(env.metrics->CountersForCacheKey(cache_key_)) {}
+      cache_key_counters_(env.metrics->CountersForCacheKey(cache_key_)),
+      backing_(std::move(backing)) {}
 
 Status Session::CreateWakeFds() {
+  MutexLock lock(&mu_);
   wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_fd_) return Status::FromErrno(errno, "eventfd");
   detach_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -67,6 +76,9 @@ Status Session::Listen() {
 }
 
 void Session::StartThread() {
+  // Under the lock: a thread that finishes at once detaches itself, which it
+  // must not do before thread_ holds it.
+  MutexLock lock(&mu_);
   thread_ = std::thread([this] {
     // Named for top, perf and gdb: otherwise it inherits the name of the
     // HTTP thread that created it. The kernel keeps 15 bytes.
@@ -84,16 +96,13 @@ Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::shared_pt
   UFFD_RETURN_IF_ERROR(session->Listen());
   // Before the create call answers: once the caller has the socket path, a
   // crash of this process must not lose the session. Marked kept first, so
-  // that closing it (even after a Keep that failed half-way) forgets it.
+  // that closing it (even after a Keep that failed half-way, as the failed
+  // start destroys it) forgets whatever part of it was written.
   {
     MutexLock lock(&session->mu_);
     session->kept_ = env.keeper != nullptr;
   }
   UFFD_RETURN_IF_ERROR(session->Keep({{SessionFdRole::kListener, session->listener_.get()}}));
-  {
-    MutexLock lock(&session->mu_);
-    session->kept_ = env.keeper != nullptr;
-  }
   session->StartThread();
   spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
                session->socket_path_, session->spec_.instance_id, session->spec_.backing_path,
@@ -126,6 +135,7 @@ Result<std::shared_ptr<Session>> Session::Resume(DetachedSession detached, std::
     {
       MutexLock lock(&session->mu_);
       session->peer_.pid = checkpoint.client_pid;
+      session->client_identity_ = {checkpoint.client_pid, checkpoint.client_start_time};
     }
     UFFD_RETURN_IF_ERROR(
         session->BeginServing(checkpoint.regions, std::move(detached.fds.uffd), std::move(detached.fds.connection)));
@@ -163,11 +173,19 @@ std::shared_ptr<Session> Session::Failed(const SessionCheckpoint& checkpoint, Un
   {
     MutexLock lock(&session->mu_);
     session->peer_.pid = checkpoint.client_pid;
+    session->client_identity_ = {checkpoint.client_pid, checkpoint.client_start_time};
     // Its checkpoint stays until the session is closed: a further restart
     // reports the loss again.
     session->kept_ = env.keeper != nullptr;
   }
+  // Its VMM may still wait on a fault nobody will serve: killed here when the
+  // session asked for that, through the pidfd that came back or, without
+  // one, by the identity the checkpoint recorded.
   session->Fail(why);
+  session->client_ = ProcessHandle();
+  MutexLock lock(&session->mu_);
+  session->finished_ = true;
+  session->end_order_ = NextEndOrder();
   return session;
 }
 
@@ -183,10 +201,20 @@ Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd u
   uffd_ = Userfaultfd(std::move(uffd));
   uffd_.set_fill_observer(&env_.metrics->latencies());
   connection_ = std::move(connection);
+  ProcessIdentity identity;
   {
     MutexLock lock(&mu_);
     guest_bytes_ = layout->total_bytes();
     region_count_ = layout->regions().size();
+    identity = client_identity_;
+  }
+  // Without a pidfd the VMM's exit is seen through its connection or its
+  // identity; with neither, only an install answering ESRCH tells.
+  watch_connection_ = !client_.valid() && connection_.valid();
+  next_identity_check_ = std::chrono::steady_clock::now() + kIdentityCheckInterval;
+  if (!client_.valid() && !connection_.valid() && identity.start_time == 0) {
+    spdlog::warn("session {}: nothing will tell when VMM pid {} exits (no pidfd, no connection, no identity)", id(),
+                 identity.pid);
   }
   auto engine =
       FaultEngine::Create(&uffd_, std::move(*layout), backing_, env_.cache, env_.cache->InternNamespace(cache_key_),
@@ -213,12 +241,18 @@ SessionCheckpoint Session::MakeCheckpoint() const {
   }
   MutexLock lock(&mu_);
   checkpoint.client_pid = peer_.pid;
+  checkpoint.client_start_time = client_identity_.start_time;
   return checkpoint;
 }
 
 Status Session::Keep(std::initializer_list<SessionKeeper::ParkedFd> fds) {
   if (!env_.keeper) return Status::Ok();
-  return env_.keeper->Keep(MakeCheckpoint(), fds);
+  Status kept = env_.keeper->Keep(MakeCheckpoint(), fds);
+  if (kept.ok()) {
+    MutexLock lock(&mu_);
+    kept_ = true;
+  }
+  return kept;
 }
 
 void Session::ForgetKept() {
@@ -234,9 +268,10 @@ void Session::ForgetKept() {
 
 Session::~Session() { Close("session destroyed"); }
 
-void Session::Wake() {
+void Session::Signal(const UniqueFd& fd) {
+  if (!fd) return;  // the thread finished and closed it: nobody to wake
   uint64_t one = 1;
-  (void)!::write(wake_fd_.get(), &one, sizeof(one));
+  (void)!::write(fd.get(), &one, sizeof(one));
 }
 
 Session::Requests Session::PendingRequests() const {
@@ -244,27 +279,62 @@ Session::Requests Session::PendingRequests() const {
   return requests_;
 }
 
-void Session::Close(const std::string& reason) {
+void Session::Close(const std::string& reason, VmAtClose vm) {
+  std::thread thread;
   {
     MutexLock lock(&mu_);
     if (closed_) return;
     closed_ = true;
     requests_.stop = true;
+    Signal(wake_fd_);
+    // A thread that finished on its own detached itself; any other is joined.
+    if (!finished_) thread = std::move(thread_);
   }
-  if (wake_fd_) Wake();
-  if (thread_.joinable()) thread_.join();
+  if (thread.joinable()) thread.join();
   FinishCompletion(Status::Unavailable("session closed"));
-  Release(reason);
-  spdlog::info("session {}: closed ({})", id(), reason);
+  std::string why = LetGoOfVm(reason, vm);
+  Release(why);
+  spdlog::info("session {}: closed ({})", id(), why);
 }
 
-void Session::Release(const std::string& reason) {
+std::string Session::LetGoOfVm(const std::string& reason, VmAtClose vm) {
+  if (!engine_ || !uffd_.valid()) return reason;
+  // The VM's memory is still registered with the uffd we hold: once it is
+  // closed, the VM's next first touch of a missing page blocks forever.
+  pid_t pid = client_.valid() ? client_.pid() : PeerPid();
+  if (vm == VmAtClose::kEnd && spec_.kill_client_on_failure) {
+    KillClient("closed while serving it, and nothing would serve its next fault");
+    return fmt::format("{}; its VMM (pid {}) was killed (kill_client_on_failure): nothing would serve its next fault",
+                       reason, pid);
+  }
+  spdlog::warn(
+      "session {}: closed while serving VMM pid {}: its next first touch of a missing page will hang{}", id(), pid,
+      vm == VmAtClose::kEnd ? " (closing a session created with kill_client_on_failure kills its VMM instead)" : "");
+  return fmt::format("{}; its VMM (pid {}) was left running: its next first touch of a missing page will hang", reason,
+                     pid);
+}
+
+void Session::ReleaseServing() {
   listener_.reset();
-  if (owns_socket_file_) (void)RemoveSocketFile(socket_path_);
+  if (owns_socket_file_) {
+    (void)RemoveSocketFile(socket_path_);
+    owns_socket_file_ = false;
+  }
   engine_.reset();
   uffd_ = Userfaultfd();
   connection_.reset();
+  client_ = ProcessHandle();
+  backing_.reset();
+}
+
+void Session::Release(const std::string& reason) {
+  ReleaseServing();
   ForgetKept();
+  {
+    MutexLock lock(&mu_);
+    wake_fd_.reset();
+    detach_fd_.reset();
+  }
   SetState(SessionState::kClosed, reason);
 }
 
@@ -278,12 +348,29 @@ bool Session::HoldsVm() const {
   return HoldsVmLocked();
 }
 
+bool Session::Active() const {
+  MutexLock lock(&mu_);
+  return ActiveLocked();
+}
+
+bool Session::finished() const {
+  MutexLock lock(&mu_);
+  return finished_;
+}
+
+uint64_t Session::end_order() const {
+  MutexLock lock(&mu_);
+  return end_order_;
+}
+
 bool Session::HoldsVmLocked() const {
   // A failed session holds a VM while its thread still serves the VMM's
   // other faults; a refused handshake or a VMM that exited holds none.
   if (state_ == SessionState::kFailed) return serving_;
-  return state_ != SessionState::kCompleted && state_ != SessionState::kClosed;
+  return state_ == SessionState::kServing || state_ == SessionState::kCompleting;
 }
+
+bool Session::ActiveLocked() const { return state_ == SessionState::kWaiting || HoldsVmLocked(); }
 
 void Session::End(const std::string& reason) {
   FinishCompletion(Status::Unavailable(reason));
@@ -317,70 +404,161 @@ void Session::Fail(const Status& reason) {
   }
   env_.metrics->CountFailedSession();
   spdlog::error("session {}: FAILED: {}", id(), reason.ToString());
-  if (spec_.kill_client_on_failure && client_.valid()) {
-    Status killed = client_.Signal(SIGKILL);
-    spdlog::error("session {}: killing VMM pid {} as requested (kill_client_on_failure): {}", id(), client_.pid(),
-                  killed.ok() ? "sent SIGKILL" : killed.ToString());
+  if (spec_.kill_client_on_failure) KillClient("the session failed");
+}
+
+void Session::KillClient(const std::string& why) {
+  ProcessIdentity identity;
+  {
+    MutexLock lock(&mu_);
+    identity = client_identity_;
   }
+  Status killed;
+  pid_t pid = client_.pid();
+  if (client_.valid()) {
+    killed = client_.Signal(SIGKILL);
+  } else if (identity.pid > 0 && identity.start_time != 0) {
+    pid = identity.pid;
+    auto handle = identity.Open();
+    if (!handle.ok()) {
+      spdlog::warn("session {}: not killing pid {}: it is not the VMM that connected, or that VMM is gone ({})", id(),
+                   identity.pid, handle.status().ToString());
+      return;
+    }
+    killed = handle->Signal(SIGKILL);
+  } else {
+    spdlog::error("session {}: cannot kill its VMM (pid {}): no pidfd on it and no record of its start time", id(),
+                  identity.pid);
+    return;
+  }
+  spdlog::error("session {}: killing VMM pid {} as requested (kill_client_on_failure; {}): {}", id(), pid, why,
+                killed.ok() ? "sent SIGKILL" : killed.ToString());
 }
 
 // ---- The session thread ----------------------------------------------------
 
 void Session::Run() {
-  if (!engine_ && !WaitForVmm()) return;  // a resumed serving session has its VMM already
   {
     MutexLock lock(&mu_);
-    serving_ = true;
+    wake_poll_fd_ = wake_fd_.get();
+    detach_poll_fd_ = detach_fd_.get();
   }
-  ServeLoop();
-  FinishRecording();
+  if (engine_ || WaitForVmm()) {  // a resumed serving session has its VMM already
+    {
+      MutexLock lock(&mu_);
+      serving_ = true;
+    }
+    ServeLoop();
+    FinishRecording();
+    MutexLock lock(&mu_);
+    serving_ = false;
+  }
+  FinishOnItsOwn();
+}
+
+void Session::FinishOnItsOwn() {
+  Requests requests = PendingRequests();
+  if (requests.stop || requests.detach) return;  // whoever asked joins this thread and releases
+  // Over on its own (completed, the VMM gone, a refused handshake, a drain):
+  // nobody may ever close this session, so let go of everything now.
+  ReleaseServing();
   MutexLock lock(&mu_);
-  serving_ = false;
+  if (closed_) return;  // a Close or Detach began meanwhile: it joins this thread
+  finished_ = true;
+  end_order_ = NextEndOrder();
+  wake_fd_.reset();
+  detach_fd_.reset();
+  // Nothing of the session is touched after the lock is released: the
+  // session may be destroyed while this thread returns.
+  thread_.detach();
+}
+
+pid_t Session::PeerPid() const {
+  MutexLock lock(&mu_);
+  return peer_.pid;
 }
 
 bool Session::WaitForVmm() {
-  VmmAcceptor acceptor(
-      id(), listener_.get(), {wake_fd_.get(), detach_fd_.get()},
-      VmmAcceptorOptions{env_.limits, env_.handshake_timeout, spec_.expected_peer},
-      [this] {
-        Requests requests = PendingRequests();
-        return requests.stop || requests.detach;
-      },
-      [this] {
-        {
-          MutexLock lock(&mu_);
-          ++refused_peers_;
-        }
-        env_.metrics->CountRefusedPeer();
-      });
+  VmmAcceptorHooks hooks;
+  hooks.stop = [this] {
+    Requests requests = PendingRequests();
+    if (requests.stop) return AcceptorStop::kNow;
+    if (requests.detach) return AcceptorStop::kAfterPending;
+    if (requests.end_waiting) return AcceptorStop::kAfterBacklog;
+    return AcceptorStop::kNone;
+  };
+  hooks.on_refused_peer = [this] {
+    {
+      MutexLock lock(&mu_);
+      ++refused_peers_;
+    }
+    env_.metrics->CountRefusedPeer();
+  };
+  hooks.on_refused_handshake = [this] {
+    {
+      MutexLock lock(&mu_);
+      ++refused_handshakes_;
+    }
+    env_.metrics->CountRefusedHandshake();
+  };
+  VmmAcceptor acceptor(id(), listener_.get(), wake_poll_fd_, detach_poll_fd_,
+                       VmmAcceptorOptions{env_.limits, env_.handshake_timeout, spec_.expected_peer}, std::move(hooks));
   AcceptedVmm vmm;
   Status accepted = acceptor.Accept(&vmm);
-  if (accepted.ok()) accepted = TakeVmm(std::move(vmm));
-  if (accepted.ok()) return true;
-  Requests requests = PendingRequests();
-  if (requests.detach) return false;  // the listener goes to the taker
-  listener_.reset();
-  if (requests.stop) return false;
-  // The peer that sent a refused handshake is who a kill_client_on_failure
-  // session kills.
-  {
-    MutexLock lock(&mu_);
-    peer_ = vmm.peer;
+  if (accepted.code() == ErrorCode::kUnavailable) {
+    Requests requests = PendingRequests();
+    if (requests.detach || requests.stop) return false;  // the listener goes to the taker, or Close releases it
+    SetState(SessionState::kClosed, "the pager drained before a VMM came; its socket is gone");
+    ForgetKept();  // it holds no VM: nothing to recover
+    spdlog::info("session {}: stopped waiting: the pager drains and no VMM came", id());
+    return false;
   }
-  if (vmm.client.valid()) client_ = std::move(vmm.client);
+  const pid_t pid = vmm.peer.pid;
+  if (accepted.ok()) {
+    accepted = TakeVmm(std::move(vmm));
+  } else {
+    // Whoever sent a refused handshake is who a kill_client_on_failure
+    // session kills.
+    {
+      MutexLock lock(&mu_);
+      peer_ = vmm.peer;
+      client_identity_ = vmm.identity;
+    }
+    client_ = std::move(vmm.client);
+  }
+  // The session has its VM, or failed: nobody else is served here. The
+  // socket goes first, so no one connects while the rest is turned away.
+  (void)RemoveSocketFile(socket_path_);
+  owns_socket_file_ = false;
+  acceptor.TurnAwayTheRest(accepted.ok()
+                               ? fmt::format("session {} has its VMM already (pid {}): one VM per session", id(), pid)
+                               : "the session failed");
+  listener_.reset();
+  if (accepted.ok()) return true;
   Fail(accepted.WithContext("handshake refused"));
   ForgetKept();  // it holds no VM: nothing to recover
   return false;
 }
 
 Status Session::TakeVmm(AcceptedVmm vmm) {
+  std::string warning;
+  if (vmm.uffd_features && !(*vmm.uffd_features & UFFD_FEATURE_EVENT_REMOVE)) {
+    warning =
+        "the VMM's userfaultfd lacks UFFD_FEATURE_EVENT_REMOVE: memory it discards (balloon, free-page reporting) is "
+        "not announced, and a discarded page the pager installed before faults again and again (which fails the "
+        "session)";
+    spdlog::warn("session {}: pid {}: {}", id(), vmm.peer.pid, warning);
+  } else if (!vmm.uffd_features) {
+    spdlog::debug("session {}: the userfaultfd's features could not be read", id());
+  }
   {
     MutexLock lock(&mu_);
     peer_ = vmm.peer;
+    client_identity_ = vmm.identity;
+    warning_ = std::move(warning);
   }
   client_ = std::move(vmm.client);
   UFFD_RETURN_IF_ERROR(BeginServing(std::move(vmm.regions), std::move(vmm.uffd), std::move(vmm.connection)));
-  listener_.reset();
   StartWorkingSet();
   // Before the first fault is served: from here on a crash of this process
   // must leave a successor everything it needs.
@@ -393,8 +571,6 @@ Status Session::TakeVmm(AcceptedVmm vmm) {
                           kept.ToString());
   if (env_.keeper) env_.keeper->Release(MakeCheckpoint(), SessionFdRole::kListener);
   SetState(SessionState::kServing);
-  // The socket has done its job; remove it so it is never mistaken for live.
-  (void)RemoveSocketFile(socket_path_);
   spdlog::info("session {}: serving pid {} ({} regions, {} bytes)", id(), vmm.peer.pid,
                engine_->layout().regions().size(), engine_->layout().total_bytes());
   return Status::Ok();
@@ -457,26 +633,40 @@ void Session::ServeLoop() {
     // while the engine can go on with some, so demand faults are still
     // served first; block while what it waits for is storage.
     int timeout = retry_pending ? kEagainRetryMs : (engine_->HasWorkNow(requests.complete) ? 0 : -1);
-    if (timeout < 0 && engine_->recording()) {
-      auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(record_deadline_ - std::chrono::steady_clock::now());
-      timeout = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
+    auto sooner = [&](std::chrono::steady_clock::time_point when) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(when - std::chrono::steady_clock::now());
+      int ms = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
+      timeout = timeout < 0 ? ms : std::min(timeout, ms);
+    };
+    if (engine_->recording()) sooner(record_deadline_);
+    bool check_identity = false;
+    if (!client_.valid()) {
+      MutexLock lock(&mu_);
+      check_identity = client_identity_.start_time != 0;
     }
+    if (check_identity) sooner(next_identity_check_);
+    // Where the VMM's exit shows: its pidfd turns readable, or (without one)
+    // its connection hangs up. A negative fd is not polled.
     pollfd pfds[5] = {{uffd_.fd(), POLLIN, 0},
-                      {wake_fd_.get(), POLLIN, 0},
-                      {detach_fd_.get(), POLLIN, 0},
+                      {wake_poll_fd_, POLLIN, 0},
+                      {detach_poll_fd_, POLLIN, 0},
                       {engine_->loader_fd(), POLLIN, 0},
-                      {client_.fd(), POLLIN, 0}};
-    int rc = ::poll(pfds, client_.valid() ? 5 : 4, timeout);
+                      client_.valid() ? pollfd{client_.fd(), POLLIN, 0}
+                                      : pollfd{watch_connection_ ? connection_.get() : -1, POLLRDHUP, 0}};
+    int rc = ::poll(pfds, 5, timeout);
     if (rc < 0 && errno != EINTR) {
       Fail(Status::FromErrno(errno, "poll userfaultfd"));
       return;
     }
     requests = PendingRequests();
     if (requests.stop || requests.detach) return;
-    if (pfds[1].revents & POLLIN) {
-      uint64_t v;
-      (void)!::read(wake_fd_.get(), &v, sizeof(v));
+    // Consumed once seen: a request stays in requests_, and a drain's
+    // StopWaiting may still signal a session that took its VMM meanwhile.
+    for (int i : {1, 2}) {
+      if (pfds[i].revents & POLLIN) {
+        uint64_t v;
+        (void)!::read(pfds[i].fd, &v, sizeof(v));
+      }
     }
     ServeReport report = engine_->ServeEvents();
     if (engine_->remove_generation() != kept_remove_generation_) {
@@ -502,13 +692,38 @@ void Session::ServeLoop() {
       return;
     }
     if (completed) return;
-    if (client_.valid() && (pfds[4].revents & POLLIN)) {
-      // The VMM exited: there is no one left to serve.
-      End("the VMM process (pid " + std::to_string(client_.pid()) + ") exited");
+    if (auto gone = VmmGone(pfds[4].revents)) {
+      End(*gone);  // there is no one left to serve
       return;
     }
     retry_pending = report.retry_pending;
   }
+}
+
+std::optional<std::string> Session::VmmGone(short revents) {
+  if (client_.valid()) {
+    if (revents & POLLIN) return fmt::format("the VMM process (pid {}) exited", client_.pid());
+    return std::nullopt;
+  }
+  ProcessIdentity identity;
+  {
+    MutexLock lock(&mu_);
+    identity = client_identity_;
+  }
+  const bool known = identity.start_time != 0;
+  if (watch_connection_ && (revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+    if (!known) return fmt::format("the VMM (pid {}) hung up its connection", identity.pid);
+    if (!identity.IsAlive()) return fmt::format("the VMM (pid {}) hung up its connection and exited", identity.pid);
+    // Firecracker before 1.12 closes its end after the handshake: from now
+    // on only its identity tells.
+    watch_connection_ = false;
+    spdlog::debug("session {}: VMM pid {} closed its connection; watching its identity", id(), identity.pid);
+  }
+  if (known && std::chrono::steady_clock::now() >= next_identity_check_) {
+    next_identity_check_ = std::chrono::steady_clock::now() + kIdentityCheckInterval;
+    if (!identity.IsAlive()) return fmt::format("the VMM process (pid {}) exited", identity.pid);
+  }
+  return std::nullopt;
 }
 
 // ---- Completion ------------------------------------------------------------
@@ -564,26 +779,45 @@ Status Session::Complete() {
     done = completion_->get_future();
     state_ = SessionState::kCompleting;
     requests_.complete = true;
+    Signal(wake_fd_);
   }
-  Wake();
   return done.get();
+}
+
+// ---- Drain -----------------------------------------------------------------
+
+void Session::StopWaiting() {
+  {
+    MutexLock lock(&mu_);
+    if (closed_ || state_ != SessionState::kWaiting || requests_.end_waiting) return;
+    requests_.end_waiting = true;
+  }
+  // The socket goes before the thread is told: a VMM either connected before
+  // (and is still taken) or finds no socket (ENOENT), never a listener that
+  // closes under it.
+  (void)RemoveSocketFile(socket_path_);
+  spdlog::info("session {}: the pager drains: socket removed; a VMM that connected already is still served", id());
+  MutexLock lock(&mu_);
+  Signal(detach_fd_);
 }
 
 // ---- Hand-over -------------------------------------------------------------
 
 Result<DetachedSession> Session::Detach() {
+  std::thread thread;
   {
     MutexLock lock(&mu_);
     if (closed_) return Status::Conflict("session " + id() + " is closed");
-    if (!HoldsVmLocked()) {
+    if (!ActiveLocked()) {
       return Status::Conflict(fmt::format("session {} is {}: nothing to hand over", id(), SessionStateName(state_)));
     }
+    if (requests_.end_waiting) return Status::Conflict("session " + id() + " stops waiting: the pager drains");
     closed_ = true;  // Close() does nothing from here on
     requests_.detach = true;
+    Signal(detach_fd_);
+    thread = std::move(thread_);  // an active session has not finished: its thread is there
   }
-  uint64_t one = 1;
-  (void)!::write(detach_fd_.get(), &one, sizeof(one));
-  if (thread_.joinable()) thread_.join();
+  if (thread.joinable()) thread.join();
   FinishCompletion(Status::Unavailable("session " + id() + " was handed over to another pager"));
   SessionState now = state();
   if (now == SessionState::kClosed || now == SessionState::kCompleted || (!uffd_.valid() && !listener_)) {
@@ -615,6 +849,7 @@ nlohmann::json Session::Describe() const {
       {"uffd_socket_path", socket_path_},
       {"kill_client_on_failure", spec_.kill_client_on_failure},
       {"refused_peers", refused_peers_},
+      {"refused_handshakes", refused_handshakes_},
       {"client_pid", peer_.pid},
       {"regions", region_count_},
       {"guest_bytes", guest_bytes_},
@@ -625,6 +860,7 @@ nlohmann::json Session::Describe() const {
       {"incarnation", incarnation_},
   };
   if (!reason_.empty()) j["reason"] = reason_;
+  if (!warning_.empty()) j["warning"] = warning_;
   if (spec_.expected_peer.uid) j["expected_uid"] = *spec_.expected_peer.uid;
   if (spec_.expected_peer.pid) j["expected_pid"] = *spec_.expected_peer.pid;
   if (spec_.socket_ownership.uid) j["socket_uid"] = *spec_.socket_ownership.uid;

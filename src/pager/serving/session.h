@@ -11,6 +11,14 @@
 // never passes silently: the session turns Failed with the reason (visible in
 // GET /sessions), the pager counts it, logs it, and, if the session was
 // created with kill_client_on_failure, kills the VMM (pid from SO_PEERCRED).
+// Closing a session that still serves a VM, because its caller is done with
+// that VM, is the same loss, handled the same way.
+//
+// A session that ends on its own (completed, its VMM gone, a handshake
+// refused, a drain that came before its VMM) lets go of everything at once:
+// uffd, connection, listener and socket file, backing file, pidfd, eventfds,
+// and its thread, which detaches and exits. It stays, as a description,
+// until the registry forgets it.
 //
 // How a session begins has one owner each: a new one is started by the
 // registry (Start); one served by another pager process before is resumed,
@@ -21,7 +29,8 @@
 // Thread safety: public methods may be called from any thread. The fields
 // under mu_ are shared with the session thread; the serving state (fds,
 // engine, phase) belongs to the session thread while it runs, and to the
-// caller of Start/Resume/Close/Detach before it starts or after it is joined.
+// caller of Start/Resume/Close/Detach before it starts or after it stopped
+// (joined, or finished on its own: finished_, read under mu_).
 #pragma once
 
 #include <chrono>
@@ -35,6 +44,7 @@
 
 #include "common/mutex.h"
 #include "common/process_handle.h"
+#include "common/process_identity.h"
 #include "common/unique_fd.h"
 #include "common/unix_socket.h"
 #include "common/userfaultfd.h"
@@ -62,7 +72,7 @@ enum class SessionState {
   kCompleting,  // serving, and populating every page for complete
   kCompleted,   // every page in, ranges unregistered; nothing left to serve
   kFailed,      // a handshake or a fault could not be served; see reason
-  kClosed,      // closed by the API, or the VMM is gone
+  kClosed,      // closed by the API, the VMM is gone, or the pager drained before it came
 };
 const char* SessionStateName(SessionState state);
 inline constexpr SessionState kAllSessionStates[] = {SessionState::kWaiting,    SessionState::kServing,
@@ -121,16 +131,29 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  // What closing a session that still serves a VM does to that VM, whose
+  // next fault nobody will serve.
+  enum class VmAtClose {
+    kLeave,  // the pager stops (SIGTERM): the VMM is left as it is; the log says what that means
+    kEnd,    // the caller is done with the VM (close, replace): its VMM is killed when the session
+             // asked for kill_client_on_failure; otherwise the log warns and the reason says so
+  };
   // Stops serving, releases the uffd and the socket, forgets the checkpoint.
   // Idempotent.
-  void Close(const std::string& reason) EXCLUDES(mu_);
+  void Close(const std::string& reason, VmAtClose vm = VmAtClose::kLeave) EXCLUDES(mu_);
 
   // Stops serving without releasing anything, for a pager taking over: the
   // checkpoint and every fd come back, and the keeper's copies are left as
   // they are (the caller forgets them once the taker has them, or resumes
   // the session itself). A fault read but not yet served is left to the
-  // taker's wake. kConflict if the session holds no VM.
+  // taker's wake. kConflict unless the session is Active().
   Result<DetachedSession> Detach() EXCLUDES(mu_);
+
+  // Drain: a waiting session stops waiting. Its socket file goes at once, so
+  // a VMM that comes later gets ENOENT; a VMM that connected before is still
+  // taken (the session then holds a VM); otherwise the session ends, closed.
+  // Does nothing unless the session waits.
+  void StopWaiting() EXCLUDES(mu_);
 
   // Installs every page not yet present, then unregisters the ranges. Blocks
   // until done. kConflict if the session is not serving or already completing;
@@ -138,8 +161,16 @@ class Session {
   Status Complete() EXCLUDES(mu_);
 
   SessionState state() const EXCLUDES(mu_);
-  // True while the session serves or may serve a VM (drain waits for these).
+  // Serves a VM's memory: serving, completing, or failed while it still
+  // serves the VM's other faults. Drain waits for these.
   bool HoldsVm() const EXCLUDES(mu_);
+  // Holds a VM or waits for one: what active_sessions counts and what a
+  // hand-over moves. The others have ended.
+  bool Active() const EXCLUDES(mu_);
+  // Ended on its own and let go of everything; `end_order` tells which of
+  // two ended first (0 until then).
+  bool finished() const EXCLUDES(mu_);
+  uint64_t end_order() const EXCLUDES(mu_);
   const std::string& id() const { return spec_.id; }
   const std::string& socket_path() const { return socket_path_; }
   nlohmann::json Describe() const EXCLUDES(mu_);
@@ -147,17 +178,18 @@ class Session {
  private:
   // What the session thread is asked to do besides serving.
   struct Requests {
-    bool stop = false;      // close: stop and release
-    bool detach = false;    // hand-over: stop, release nothing
-    bool complete = false;  // populate every page
+    bool stop = false;         // close: stop and release
+    bool detach = false;       // hand-over: stop, release nothing
+    bool complete = false;     // populate every page
+    bool end_waiting = false;  // drain: stop waiting for a VMM
   };
 
   Session(SessionSpec spec, std::string socket_path, uint64_t incarnation, std::string origin,
           const SessionEnvironment& env, std::shared_ptr<BackingFile> backing);
 
-  Status CreateWakeFds();
+  Status CreateWakeFds() EXCLUDES(mu_);
   Status Listen();
-  void StartThread();
+  void StartThread() EXCLUDES(mu_);
   // Where this session counts: its counters, its cache key's, the pager's.
   CounterSink Sink();
   // Takes over a VMM's memory: the layout, the engine, the fds.
@@ -169,21 +201,39 @@ class Session {
   Status Keep(std::initializer_list<SessionKeeper::ParkedFd> fds);
   // Tells the keeper to forget the session, if it keeps anything of it.
   void ForgetKept() EXCLUDES(mu_);
-  // Closes what the session holds (listener, socket file, engine, uffd,
-  // connection), forgets its checkpoint, and marks it Closed.
+  // Lets go of the serving state: listener and socket file, engine, uffd,
+  // connection, pidfd, backing file. REQUIRES: the thread is not running.
+  void ReleaseServing();
+  // Release, for Close and Detach: what ReleaseServing lets go of, the
+  // eventfds, the checkpoint; then marks the session Closed.
   // REQUIRES: the thread has stopped.
   void Release(const std::string& reason);
+  // Close found the session still serving a VM's memory: kills its VMM or
+  // warns, as `vm` says; returns the reason to close with.
+  std::string LetGoOfVm(const std::string& reason, VmAtClose vm);
   bool HoldsVmLocked() const REQUIRES(mu_);
+  bool ActiveLocked() const REQUIRES(mu_);
+  pid_t PeerPid() const EXCLUDES(mu_);
   void Run();
+  // The thread's last step when nobody asked it to stop: release everything
+  // and detach (see finished_).
+  void FinishOnItsOwn() EXCLUDES(mu_);
   // Waits for the VMM and starts serving it; false if the session is over.
   bool WaitForVmm();
   Status TakeVmm(AcceptedVmm vmm);
   void ServeLoop();
+  // Why the VMM is gone, if its pidfd, its connection or its identity tell
+  // (see watch_connection_); `revents` are poll's for the pidfd, or for the
+  // connection when there is no pidfd.
+  std::optional<std::string> VmmGone(short revents);
   // One completion step between rounds of demand faults; true once the
   // memory is complete and unregistered (the session has nothing left to do).
   bool StepCompletion(ServeReport* report);
   void FinishCompletion(Status result) EXCLUDES(mu_);
   void Fail(const Status& reason) EXCLUDES(mu_);
+  // SIGKILL to the VMM: through its pidfd, or one opened by its identity
+  // (never a process that merely reused its pid).
+  void KillClient(const std::string& why) EXCLUDES(mu_);
   // Starts replaying this key's recorded working set, or recording one.
   void StartWorkingSet();
   // Persists what the engine recorded (if anything) as this key's working set.
@@ -192,24 +242,21 @@ class Session {
   void End(const std::string& reason);
   void SetState(SessionState state, const std::string& reason = {}) EXCLUDES(mu_);
   void SetStateLocked(SessionState state, const std::string& reason) REQUIRES(mu_);
-  void Wake();
+  // Wakes the session thread: `fd` is wake_fd_ or detach_fd_.
+  static void Signal(const UniqueFd& fd);
 
   const SessionSpec spec_;
   const std::string socket_path_;
   const uint64_t incarnation_;
   const std::string origin_;  // how the session began (shown in Describe)
   const SessionEnvironment env_;
-  const std::shared_ptr<BackingFile> backing_;  // null for a Failed session
   const CacheKey cache_key_;
   const std::chrono::system_clock::time_point created_at_;
   const std::shared_ptr<FaultCounters> cache_key_counters_;  // shared with the key's other sessions
   FaultCounters counters_;                                   // relaxed atomics
 
-  // Created before the thread starts; written by any thread to wake it.
-  UniqueFd wake_fd_;    // eventfd: close or complete requested
-  UniqueFd detach_fd_;  // eventfd: detach requested (never cancels a handshake mid-read)
-
   // The serving state: the session thread's while it runs (see above).
+  std::shared_ptr<BackingFile> backing_;  // null for a Failed session, and once released
   UniqueFd listener_;
   UniqueFd connection_;
   Userfaultfd uffd_;
@@ -218,25 +265,43 @@ class Session {
   SessionPhase phase_ = SessionPhase::kWaiting;
   uint64_t kept_remove_generation_ = 0;
   std::chrono::steady_clock::time_point record_deadline_;
-  // Whether Release removes the socket file: not for a session that failed
-  // to resume, whose socket may still be another pager's live one.
+  // Whether the socket file is this session's to remove: not for a session
+  // that failed to resume, whose socket may still be another pager's live
+  // one, nor once removed (a new session of the same id may have made it).
   bool owns_socket_file_ = false;
+  // The wake fds as the thread polls them, read once under mu_ as it starts.
+  int wake_poll_fd_ = -1;
+  int detach_poll_fd_ = -1;
+  // Without a pidfd, the VMM's exit shows as its connection hanging up
+  // (Firecracker 1.12+ keeps it open), or as its identity no longer alive,
+  // checked once a second.
+  bool watch_connection_ = false;
+  std::chrono::steady_clock::time_point next_identity_check_;
 
   mutable Mutex mu_;
+  // Created before the thread starts; written by any thread to wake it;
+  // closed by the thread when it finishes on its own, else after it stopped.
+  UniqueFd wake_fd_ GUARDED_BY(mu_);  // eventfd: close or complete requested
+  UniqueFd detach_fd_
+      GUARDED_BY(mu_);  // eventfd: detach or end of waiting requested (never cancels a handshake mid-read)
+  std::thread thread_ GUARDED_BY(mu_);
   SessionState state_ GUARDED_BY(mu_) = SessionState::kWaiting;
-  std::string reason_ GUARDED_BY(mu_);  // why it failed or closed
+  std::string reason_ GUARDED_BY(mu_);   // why it failed or closed
+  std::string warning_ GUARDED_BY(mu_);  // what the handshake showed that may go wrong
   Requests requests_ GUARDED_BY(mu_);
-  bool closed_ GUARDED_BY(mu_) = false;   // Close or Detach has begun
-  bool serving_ GUARDED_BY(mu_) = false;  // the thread serves a VMM's faults
-  bool kept_ GUARDED_BY(mu_) = false;     // the keeper holds our checkpoint
+  bool closed_ GUARDED_BY(mu_) = false;    // Close or Detach has begun
+  bool serving_ GUARDED_BY(mu_) = false;   // the thread serves a VMM's faults
+  bool kept_ GUARDED_BY(mu_) = false;      // the keeper holds our checkpoint
+  bool finished_ GUARDED_BY(mu_) = false;  // ended on its own: holds nothing, its thread detached
+  uint64_t end_order_ GUARDED_BY(mu_) = 0;
   std::optional<std::promise<Status>> completion_ GUARDED_BY(mu_);
   PeerCredentials peer_ GUARDED_BY(mu_){};
+  ProcessIdentity client_identity_ GUARDED_BY(mu_);  // start_time 0: unknown
   size_t region_count_ GUARDED_BY(mu_) = 0;
   uint64_t guest_bytes_ GUARDED_BY(mu_) = 0;
   uint64_t present_pages_ GUARDED_BY(mu_) = 0;
   uint64_t refused_peers_ GUARDED_BY(mu_) = 0;
-
-  std::thread thread_;
+  uint64_t refused_handshakes_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace uffdpager

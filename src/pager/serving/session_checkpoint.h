@@ -43,7 +43,12 @@ struct SessionCheckpoint {
   // kServing only.
   std::vector<GuestRegionMapping> regions;
   std::vector<std::pair<uint64_t, uint64_t>> removed;  // [start, end) host addresses
+  // The VMM that handed its memory over, as pid and start time
+  // (common/process_identity.h; 0: unknown): a successor that did not get its
+  // pidfd back can still kill that very process, and never one that reused
+  // the pid.
   pid_t client_pid = 0;
+  uint64_t client_start_time = 0;
 };
 
 // A fresh incarnation number: increasing within a process and, being based

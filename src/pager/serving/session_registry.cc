@@ -147,11 +147,16 @@ Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
       sessions_.erase(it);
     }
   }
-  if (old) old->Close("replaced by a new session with the same id");
+  if (old) old->Close("replaced by a new session with the same id", Session::VmAtClose::kEnd);
   auto session = Session::Start(std::move(spec), std::move(*backing), socket_path, env_);
   if (!session.ok()) return session.status();
-  MutexLock lock(&mu_);
-  sessions_[id] = *session;
+  std::vector<std::shared_ptr<Session>> forgotten;
+  {
+    MutexLock lock(&mu_);
+    sessions_[id] = *session;
+    forgotten = TakeForgotten();
+  }
+  Forget(std::move(forgotten));
   return session;
 }
 
@@ -164,8 +169,13 @@ Result<std::shared_ptr<Session>> SessionRegistry::Add(const std::string& id, con
   }
   auto session = make();
   if (!session.ok()) return session.status();
-  MutexLock lock(&mu_);
-  sessions_[id] = *session;
+  std::vector<std::shared_ptr<Session>> forgotten;
+  {
+    MutexLock lock(&mu_);
+    sessions_[id] = *session;
+    forgotten = TakeForgotten();
+  }
+  Forget(std::move(forgotten));
   return session;
 }
 
@@ -203,31 +213,38 @@ void SessionRegistry::Close(const std::string& id, const std::string& reason) {
     session = std::move(it->second);
     sessions_.erase(it);
   }
-  session->Close(reason);
+  session->Close(reason, Session::VmAtClose::kEnd);
 }
 
-std::vector<std::shared_ptr<Session>> SessionRegistry::TakeEnded() {
-  std::vector<std::shared_ptr<Session>> ended;
-  for (auto it = sessions_.begin(); it != sessions_.end();) {
-    if (it->second->state() == SessionState::kClosed) {
-      ended.push_back(std::move(it->second));
-      it = sessions_.erase(it);
-    } else {
-      ++it;
-    }
+std::vector<std::shared_ptr<Session>> SessionRegistry::TakeForgotten() {
+  std::vector<std::pair<uint64_t, std::string>> ended;  // (end order, id)
+  for (const auto& [id, s] : sessions_) {
+    if (s->finished()) ended.emplace_back(s->end_order(), id);
   }
-  return ended;
+  std::vector<std::shared_ptr<Session>> forgotten;
+  if (ended.size() <= kMaxEndedSessions) return forgotten;
+  std::sort(ended.begin(), ended.end());
+  for (size_t i = 0; i < ended.size() - kMaxEndedSessions; ++i) {
+    auto it = sessions_.find(ended[i].second);
+    forgotten.push_back(std::move(it->second));
+    sessions_.erase(it);
+  }
+  return forgotten;
+}
+
+void SessionRegistry::Forget(std::vector<std::shared_ptr<Session>> sessions) {
+  for (auto& s : sessions) s->Close("forgotten: more than " + std::to_string(kMaxEndedSessions) + " sessions ended");
 }
 
 std::vector<std::shared_ptr<Session>> SessionRegistry::List() {
-  std::vector<std::shared_ptr<Session>> ended;
+  std::vector<std::shared_ptr<Session>> forgotten;
   std::vector<std::shared_ptr<Session>> out;
   {
     MutexLock lock(&mu_);
-    ended = TakeEnded();
+    forgotten = TakeForgotten();
     for (auto& [id, s] : sessions_) out.push_back(s);
   }
-  for (auto& s : ended) s->Close("ended");  // joins the finished thread
+  Forget(std::move(forgotten));
   return out;
 }
 
@@ -237,7 +254,20 @@ size_t SessionRegistry::CountHoldingVm() {
   return n;
 }
 
-size_t SessionRegistry::CountActive() { return List().size(); }
+size_t SessionRegistry::CountActive() {
+  size_t n = 0;
+  for (const auto& s : List()) n += s->Active() ? 1 : 0;
+  return n;
+}
+
+size_t SessionRegistry::StopWaiting() {
+  size_t waiting = 0;
+  for (const auto& s : List()) {
+    s->StopWaiting();
+    waiting += s->state() == SessionState::kWaiting ? 1 : 0;
+  }
+  return waiting;
+}
 
 void SessionRegistry::CloseAll(const std::string& reason) {
   std::map<std::string, std::shared_ptr<Session>> all;

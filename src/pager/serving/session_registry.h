@@ -1,8 +1,10 @@
-// SessionRegistry: the live sessions by id. Creating a session with the id of
-// a live one replaces it (the old one is closed first), but only once every
+// SessionRegistry: the sessions by id. Creating a session with the id of a
+// live one replaces it (the old one is closed first), but only once every
 // check that could refuse the create has passed: a refused create leaves the
-// live session alone. Sessions that ended on their own (VMM exited) are
-// pruned on the next look.
+// live session alone. A session that ended on its own (completed, failed, its
+// VMM gone) holds nothing but its description and stays until it is closed
+// through the API, or until more than kMaxEndedSessions have ended: then the
+// oldest are forgotten first.
 //
 // Thread-safe. create_mu_ serializes whatever makes or removes sessions
 // (create, replace, resume, detach), so two creates of one id never race;
@@ -43,6 +45,8 @@ Status CheckSessionSpec(const SessionSpec& spec);
 
 class SessionRegistry {
  public:
+  static constexpr size_t kMaxEndedSessions = 1024;
+
   SessionRegistry(std::string sessions_dir, SessionEnvironment env);
   ~SessionRegistry();
 
@@ -63,11 +67,19 @@ class SessionRegistry {
   // fds; the rest are closed. The registry is empty afterwards.
   std::vector<DetachedSession> DetachAll() EXCLUDES(create_mu_, mu_);
   std::shared_ptr<Session> Find(const std::string& id) EXCLUDES(mu_);
+  // Closes `id` for its caller, who is done with its VM
+  // (Session::VmAtClose::kEnd).
   void Close(const std::string& id, const std::string& reason) EXCLUDES(mu_);
   std::vector<std::shared_ptr<Session>> List() EXCLUDES(mu_);
-  // Sessions still serving (or able to serve) a VM; drain waits for them.
+  // Sessions serving a VM's memory (Session::HoldsVm): drain waits for these.
   size_t CountHoldingVm() EXCLUDES(mu_);
+  // Sessions that hold a VM or wait for one (Session::Active): what
+  // active_sessions reports, and what a hand-over moves.
   size_t CountActive() EXCLUDES(mu_);
+  // Drain: every waiting session stops waiting (Session::StopWaiting).
+  // Returns how many sessions still wait (they end, or take a VMM that had
+  // connected already, a moment later).
+  size_t StopWaiting() EXCLUDES(mu_);
   void CloseAll(const std::string& reason) EXCLUDES(mu_);
 
   std::string SocketPathFor(const std::string& id) const;
@@ -83,8 +95,11 @@ class SessionRegistry {
   // asks for: tried on an unnamed file in the sessions directory (same file
   // system, same rules as the socket's chown).
   Status CheckSocketOwnership(const SessionSpec& spec) const;
-  // Takes out the sessions that ended; the caller closes them unlocked.
-  std::vector<std::shared_ptr<Session>> TakeEnded() REQUIRES(mu_);
+  // Takes out the sessions that ended longest ago beyond kMaxEndedSessions;
+  // the caller closes them unlocked.
+  std::vector<std::shared_ptr<Session>> TakeForgotten() REQUIRES(mu_);
+  // Closes what TakeForgotten took out.
+  static void Forget(std::vector<std::shared_ptr<Session>> sessions);
 
   const std::string sessions_dir_;
   const SessionEnvironment env_;
