@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <thread>
 
 #include "support/pager_fixture.h"
@@ -43,6 +44,29 @@ void Touch(const GuestMemory& memory, const std::vector<uint64_t>& pages) {
   (void)sum;
 }
 
+// Every number the pager logged after `what` ("recorded a working set of N
+// pages"), in order.
+std::vector<uint64_t> LoggedCounts(const std::string& log, const std::string& what) {
+  std::vector<uint64_t> out;
+  const std::regex re(what + " ([0-9]+)");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator(); ++it) {
+    out.push_back(std::stoull((*it)[1].str()));
+  }
+  return out;
+}
+
+// Whether each of `pages` of `memory` holds the snapshot's bytes (touching
+// only those pages, so nothing else faults).
+::testing::AssertionResult PagesMatch(const GuestMemory& memory, const std::vector<uint8_t>& snapshot,
+                                      const std::vector<uint64_t>& pages) {
+  for (uint64_t p : pages) {
+    if (std::memcmp(memory.AtFileOffset(p * 4096), snapshot.data() + p * 4096, 4096) != 0) {
+      return ::testing::AssertionFailure() << "page " << p << " differs from the snapshot";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 class PagerCompactWorkingSetTest : public PagerFixture {
  protected:
   void SetUp() override {
@@ -51,9 +75,9 @@ class PagerCompactWorkingSetTest : public PagerFixture {
     snap_ = MakeSnapshot("mem", kBytes, 61);
   }
 
-  void Start(std::vector<std::string> extra = {}) {
+  void Start(std::vector<std::string> extra = {}, const std::string& record_ms = "300") {
     PagerProcessOptions options;
-    options.extra_args = {"--prefetch-record-ms", "300"};
+    options.extra_args = {"--prefetch-record-ms", record_ms};
     options.extra_args.insert(options.extra_args.end(), extra.begin(), extra.end());
     StartPager(options);
   }
@@ -270,6 +294,59 @@ TEST_F(PagerCompactWorkingSetTest, ReplaysAndDemandFaultsAtOnceAllProgress) {
   for (int i = 0; i < 8; i += 2) {
     EXPECT_EQ(Session("vm" + std::to_string(i))["counters"]["compact_replays"], 1) << i;
   }
+}
+
+// A record keeps up with its guest: a replay of a record older than the
+// refine interval (0 here) holds back a sample of it and records again. The
+// refined record is the record without the sample, plus what the guest
+// faulted: a page the guest no longer touches ages out, a new one joins.
+TEST_F(PagerCompactWorkingSetTest, ARefiningReplayAgesOutUntouchedPagesAndAddsNewOnes) {
+  // The record window outlasts each restore: it ends when the session closes.
+  Start({"--working-set-refine-seconds", "0"}, "600000");
+  const std::vector<uint8_t> snapshot = ReadFileBytes(snap_);
+  const std::vector<uint64_t> before = WorkingSetPages();
+  std::vector<uint64_t> after;  // pages the guest touches now: none of `before`
+  for (uint64_t p = 1; p < kPages; p += 7) {
+    if (!std::binary_search(before.begin(), before.end(), p)) after.push_back(p);
+  }
+  auto restore_touch_close = [&](const std::string& id, const std::vector<uint64_t>& pages, size_t records) {
+    auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    Touch((*vm)->memory, pages);
+    EXPECT_TRUE(PagesMatch((*vm)->memory, snapshot, pages));
+    ASSERT_TRUE(pager_->client().CloseSession(id).ok());
+    ASSERT_TRUE(WaitFor([&] { return LoggedCounts(pager_->Log(), "recorded a working set of").size() == records; },
+                        std::chrono::seconds(30)))
+        << pager_->Log();
+  };
+  restore_touch_close("first", before, 1);
+  ASSERT_EQ(LoggedCounts(pager_->Log(), "recorded a working set of").back(), before.size());
+
+  restore_touch_close("second", after, 2);
+  const auto held = LoggedCounts(pager_->Log(), "refining the working set:");
+  ASSERT_EQ(held.size(), 1u) << pager_->Log();
+  // One page in 16 of a thousand: none held back would be a broken sample.
+  EXPECT_GT(held[0], 0u);
+  EXPECT_LT(held[0], before.size() / 4);
+  // The held-back pages were not touched again: they left. Every page the
+  // guest touched (none of them recorded before) joined.
+  EXPECT_EQ(LoggedCounts(pager_->Log(), "recorded a working set of").back(), before.size() - held[0] + after.size());
+
+  // The guest touches both sets: what this replay held back is not installed
+  // by it, so it faults and stays, and what aged out joins again.
+  std::vector<uint64_t> both = before;
+  both.insert(both.end(), after.begin(), after.end());
+  restore_touch_close("third", both, 3);
+  EXPECT_EQ(LoggedCounts(pager_->Log(), "refining the working set:").size(), 2u);
+  EXPECT_EQ(LoggedCounts(pager_->Log(), "recorded a working set of").back(), both.size());
+}
+
+TEST_F(PagerCompactWorkingSetTest, ARecordYoungerThanTheRefineIntervalIsReplayedWhole) {
+  Start();  // the default interval: a minute
+  RecordingRestore("first");
+  ReplayingRestore("second");
+  EXPECT_EQ(pager_->Log().find("refining the working set"), std::string::npos) << pager_->Log();
+  EXPECT_EQ(Session("second")["counters"]["working_set_refinements"], 0);
 }
 
 }  // namespace

@@ -57,14 +57,24 @@ void AddFlags(uffdpager::cli::CommandLine& command_line, CommandLine& cl) {
   app.add_flag("--prefetch,!--no-prefetch", options.prefetch,
                "record the working set of a cache key's first restore and prefetch it into later ones (default: "
                "on; --no-prefetch turns it off)");
-  app.add_option("--prefetch-record-ms", options.prefetch_record_ms,
-                 "how long after its handshake a restore's faults are recorded as the working set")
+  app.add_option(
+         "--prefetch-record-ms", options.prefetch_record_ms,
+         "how long after its handshake a restore's faults are recorded as the working set (longer while they go "
+         "on: until they pause for 500 ms, at most ten times this)")
       ->capture_default_str()
       ->check(IntegerIn(1, kMaxMilliseconds));
   app.add_option("--working-set-disk-bytes", options.working_set_disk_bytes,
                  "bound of the compact copies of working sets on disk (read in a few large reads at replay); "
                  "0: none, replay reads the memory file")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(IntegerIn(0, uint64_t{1} << 50));
+  app.add_flag("--refine-working-sets,!--no-refine-working-sets", options.refine_working_sets,
+               "a replay of a record older than --working-set-refine-seconds holds back a sample of it and records "
+               "again, so pages no longer touched age out and new ones join (default: on)");
+  app.add_option("--working-set-refine-seconds", options.working_set_refine_seconds,
+                 "how old a working-set record must be before a replay refines it (0: every replay)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 86400 * 365));
   app.add_option("--socket-owner", options.socket_owner,
                  "user (name or uid) that owns control.sock and the session sockets (default: the pager's user)");
   app.add_option("--socket-group", options.socket_group,

@@ -148,6 +148,9 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
   env.working_set_writer = working_set_writer_.get();
   env.prefetch = options_.prefetch;
   env.record_window = std::chrono::milliseconds(options_.prefetch_record_ms);
+  env.refine_interval = options_.refine_working_sets
+                            ? std::optional(std::chrono::seconds(options_.working_set_refine_seconds))
+                            : std::nullopt;
   env.keeper = recovery_.get();
   env.backing_policy = &backing_policy_;
   env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);

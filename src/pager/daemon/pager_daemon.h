@@ -49,6 +49,9 @@ struct PagerOptions {
   bool prefetch = true;
   unsigned prefetch_record_ms = 3000;
   uint64_t working_set_disk_bytes = 8ULL << 30;
+  // A replay of a record at least this old refines it (working_set_refinement.h).
+  bool refine_working_sets = true;
+  unsigned working_set_refine_seconds = 60;
   ZeroPageMode zero_pages = ZeroPageMode::kDetect;
   // Security: who may connect to the sockets (user/group names or ids; empty:
   // only the pager's user), and where backing files may live (empty: anywhere).

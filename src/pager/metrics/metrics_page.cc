@@ -43,6 +43,8 @@ constexpr CounterMetric kFaultCounters[] = {
      "Restores that replayed their working set from its compact file."},
     {&FaultCounters::compact_fallbacks, "uffdpager_compact_fallbacks_total",
      "Restores whose compact working set was missing, stale or damaged (scattered reads instead)."},
+    {&FaultCounters::working_set_refinements, "uffdpager_working_set_refinements_total",
+     "Replays that held back a sample of their working set to refine its record."},
 };
 
 // Per cache key: enough to tell a key's hit rate and disk traffic.

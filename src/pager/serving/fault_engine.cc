@@ -706,13 +706,14 @@ FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, s
     for (uint64_t i = 0; i < run.request.count;) {
       auto loc = layout_.LocateFileOffset(offsets[first + i]);
       if (!loc || loc->page_size != ps || loc->file_offset != offsets[first + i] ||
-          MissingRunLength(loc->region, loc->page_index, 1) == 0) {
-        ++i;  // the layout changed since the record, or the page is in (or discarded)
+          MissingRunLength(loc->region, loc->page_index, 1) == 0 || held_out_.count(offsets[first + i]) != 0) {
+        ++i;  // the layout changed since the record, the page is in (or discarded), or held back
         continue;
       }
       uint64_t n = 1;
       while (i + n < run.request.count && offsets[first + i + n] == offsets[first + i] + n * ps &&
-             MissingRunLength(loc->region, loc->page_index + n, 1) == 1) {
+             MissingRunLength(loc->region, loc->page_index + n, 1) == 1 &&
+             held_out_.count(offsets[first + i + n]) == 0) {
         ++n;
       }
       uint64_t installed = 0;
@@ -736,15 +737,16 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
   while (prefetch_pos_ < prefetch_plan_.size()) {
     const uint64_t offset = prefetch_plan_[prefetch_pos_];
     auto loc = layout_.LocateFileOffset(offset);
-    if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset) {
-      ++prefetch_pos_;  // the layout changed since the record: skip
+    if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset || held_out_.count(offset) != 0) {
+      ++prefetch_pos_;  // the layout changed since the record, or the page is held back: skip
       continue;
     }
     // Extend over the plan's consecutive offsets, then keep the missing prefix.
     const uint64_t ps = loc->page_size;
     uint64_t span = 1;
     while (prefetch_pos_ + span < prefetch_plan_.size() && span < kMaxRunBytes / ps &&
-           prefetch_plan_[prefetch_pos_ + span] == offset + span * ps) {
+           prefetch_plan_[prefetch_pos_ + span] == offset + span * ps &&
+           held_out_.count(prefetch_plan_[prefetch_pos_ + span]) == 0) {
       ++span;
     }
     uint64_t count = MissingRunLength(loc->region, loc->page_index, span);

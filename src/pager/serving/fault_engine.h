@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/memory_mapping.h"
@@ -127,6 +128,9 @@ class FaultEngine {
   // to the scattered plan, and `fallback` is set.
   void SetCompactPlan(CompactWorkingSet compact);
   bool prefetching() const;
+  // Pages of the plan (scattered or compact) that prefetch leaves to demand
+  // faults: a refining replay's held-back sample (working_set_refinement.h).
+  void HoldOut(std::unordered_set<uint64_t> offsets) { held_out_ = std::move(offsets); }
   // Whether a compact plan turned out damaged and fell back to scattered reads.
   bool compact_fell_back() const { return compact_fell_back_; }
   // Starts loads of more of the plan, and installs those that arrived, at
@@ -244,7 +248,8 @@ class FaultEngine {
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
-  std::vector<uint64_t> prefetch_plan_;  // replay order
+  std::vector<uint64_t> prefetch_plan_;    // replay order
+  std::unordered_set<uint64_t> held_out_;  // plan pages left to demand faults
   uint64_t prefetch_page_size_ = 0;
   size_t prefetch_pos_ = 0;  // next plan entry
   std::optional<CompactWorkingSet> compact_;

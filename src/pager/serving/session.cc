@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/logging.h"
+#include "pager/serving/working_set_refinement.h"
 
 namespace uffdpager {
 
@@ -21,6 +22,10 @@ namespace {
 constexpr size_t kCompletionStepPages = 512;
 // Pages prefetched per step before demand faults get another turn.
 constexpr size_t kPrefetchStepPages = 64;
+// A record window past its time ends once no new page faulted for this
+// long, and at the latest after this many windows.
+constexpr std::chrono::milliseconds kRecordQuiet{500};
+constexpr int kRecordStretch = 10;
 // How long to wait before serving again after EAGAIN with no event to read.
 constexpr int kEagainRetryMs = 1;
 // How often the identity of a VMM without a pidfd is checked.
@@ -580,9 +585,19 @@ void Session::StartWorkingSet() {
   if (!env_.prefetch || env_.working_sets == nullptr) return;
   auto recorded = env_.working_sets->Load(cache_key_);
   if (!recorded || recorded->offsets.empty()) {
-    engine_->StartRecording(engine_->layout().total_bytes() / 4096);
-    record_deadline_ = std::chrono::steady_clock::now() + env_.record_window;
+    StartRecordWindow();
     return;
+  }
+  if (env_.refine_interval && std::chrono::system_clock::now() - recorded->saved_at >= *env_.refine_interval) {
+    // Rate-limited: only a record older than the interval is refined.
+    const auto seed = static_cast<uint64_t>(recorded->saved_at.time_since_epoch().count());
+    RefiningReplay plan = PlanRefiningReplay(recorded->offsets, seed);
+    spdlog::info("session {}: refining the working set: {} of its {} pages held back", id(), plan.held_out.size(),
+                 recorded->offsets.size());
+    Sink().Add(&FaultCounters::working_set_refinements);
+    engine_->HoldOut(std::move(plan.held_out));
+    refining_base_ = std::move(plan.replayed);
+    StartRecordWindow();
   }
   if (env_.working_set_writer != nullptr && env_.working_set_writer->enabled()) {
     // The working set's pages one after the other: a few large reads.
@@ -607,11 +622,37 @@ void Session::StartWorkingSet() {
   engine_->SetPrefetchPlan(ReplayOrder(recorded->offsets, kReplayWindowPages), recorded->page_size);
 }
 
+void Session::StartRecordWindow() {
+  engine_->StartRecording(engine_->layout().total_bytes() / 4096);
+  const auto now = std::chrono::steady_clock::now();
+  record_deadline_ = now + env_.record_window;
+  record_last_growth_ = now;
+  record_pages_seen_ = 0;
+}
+
+std::chrono::steady_clock::time_point Session::RecordWindowEnd() {
+  // A restore slowed by cold storage is still bringing its working set in
+  // when the window's time is up: the window lasts until the faults pause
+  // (kRecordQuiet without a new page), at most kRecordStretch windows, so
+  // the record holds the whole working set, not its first seconds.
+  const auto now = std::chrono::steady_clock::now();
+  if (engine_->recorded_pages() != record_pages_seen_) {
+    record_pages_seen_ = engine_->recorded_pages();
+    record_last_growth_ = now;
+  }
+  const auto hard = record_deadline_ + (kRecordStretch - 1) * env_.record_window;
+  return std::min(hard, std::max(record_deadline_, record_last_growth_ + kRecordQuiet));
+}
+
 void Session::FinishRecording() {
   if (!engine_ || !engine_->recording()) return;
   WorkingSet set;
   set.page_size = engine_->layout().regions().front().page_size;
   set.offsets = engine_->TakeRecording();
+  if (refining_base_) {
+    set.offsets = RefinedRecord(*refining_base_, set.offsets, engine_->layout().total_bytes() / set.page_size);
+    refining_base_.reset();
+  }
   if (set.offsets.empty()) return;
   Status st = env_.working_sets->Save(cache_key_, set);
   if (!st.ok()) {
@@ -638,7 +679,7 @@ void Session::ServeLoop() {
       int ms = static_cast<int>(std::max<int64_t>(left.count() + 1, 0));
       timeout = timeout < 0 ? ms : std::min(timeout, ms);
     };
-    if (engine_->recording()) sooner(record_deadline_);
+    if (engine_->recording()) sooner(RecordWindowEnd());
     bool check_identity = false;
     if (!client_.valid()) {
       MutexLock lock(&mu_);
@@ -681,7 +722,7 @@ void Session::ServeLoop() {
     if (!completed && !report.vm_gone && !report.retry_pending && engine_->prefetching()) {
       engine_->PrefetchStep(kPrefetchStepPages, &report);
     }
-    if (engine_->recording() && std::chrono::steady_clock::now() >= record_deadline_) FinishRecording();
+    if (engine_->recording() && std::chrono::steady_clock::now() >= RecordWindowEnd()) FinishRecording();
     {
       MutexLock lock(&mu_);
       present_pages_ = engine_->present_pages();

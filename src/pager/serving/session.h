@@ -85,12 +85,16 @@ struct SessionEnvironment {
   MetricsRegistry* metrics = nullptr;  // required
   // Working-set record and replay: with a store and `prefetch` set, a session
   // whose cache key has a valid record prefetches it; one without records the
-  // first `record_window` of its restore for the next ones.
+  // first `record_window` of its restore (longer while its faults go on,
+  // see Session::RecordWindowEnd) for the next ones.
   WorkingSetStore* working_sets = nullptr;
   // Writes the compact copy of each working set recorded; null: none.
   WorkingSetWriter* working_set_writer = nullptr;
   bool prefetch = false;
   std::chrono::milliseconds record_window{3000};
+  // A replay of a record at least this old refines it
+  // (working_set_refinement.h); nullopt: records are never refined.
+  std::optional<std::chrono::seconds> refine_interval = std::chrono::seconds(60);
   // Keeps what a successor process needs; null: nothing is kept.
   SessionKeeper* keeper = nullptr;
   // Which backing paths may be opened; null: any.
@@ -236,7 +240,12 @@ class Session {
   void KillClient(const std::string& why) EXCLUDES(mu_);
   // Starts replaying this key's recorded working set, or recording one.
   void StartWorkingSet();
-  // Persists what the engine recorded (if anything) as this key's working set.
+  // Records the demand faults of the next record window.
+  void StartRecordWindow();
+  // When the record window ends, as far as is known now.
+  std::chrono::steady_clock::time_point RecordWindowEnd();
+  // Persists what the engine recorded (if anything) as this key's working
+  // set; after a refining replay, the refined record.
   void FinishRecording();
   // The VM is gone: nothing left to serve.
   void End(const std::string& reason);
@@ -265,6 +274,11 @@ class Session {
   SessionPhase phase_ = SessionPhase::kWaiting;
   uint64_t kept_remove_generation_ = 0;
   std::chrono::steady_clock::time_point record_deadline_;
+  std::chrono::steady_clock::time_point record_last_growth_;  // when the record last grew
+  size_t record_pages_seen_ = 0;
+  // A refining replay: the record without its held-back sample, the base of
+  // the refined record FinishRecording saves; nullopt: a first record.
+  std::optional<std::vector<uint64_t>> refining_base_;
   // Whether the socket file is this session's to remove: not for a session
   // that failed to resume, whose socket may still be another pager's live
   // one, nor once removed (a new session of the same id may have made it).

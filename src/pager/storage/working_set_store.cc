@@ -70,6 +70,9 @@ std::optional<WorkingSet> WorkingSetStore::Load(const CacheKey& key) {
   if (identity != key.identity()) return reject("the backing memory changed since it was recorded");
   WorkingSet set;
   set.page_size = h.page_size;
+  std::error_code ec;
+  const auto written = std::filesystem::last_write_time(path, ec);
+  if (!ec) set.saved_at = std::chrono::file_clock::to_sys(written);
   set.offsets.resize(h.count);
   std::memcpy(set.offsets.data(), p + h.identity_bytes + h.name_bytes, h.count * 8);
   return set;

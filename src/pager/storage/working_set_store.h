@@ -10,6 +10,7 @@
 // replaced whole.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -24,6 +25,9 @@ namespace uffdpager {
 struct WorkingSet {
   uint64_t page_size = 4096;
   std::vector<uint64_t> offsets;  // memory offsets, first touch first
+  // When the record was written (its file's mtime; set by Load): how old it
+  // is, for the refine interval, and the seed of a refining replay's sample.
+  std::chrono::system_clock::time_point saved_at;
 };
 
 class WorkingSetStore {
