@@ -85,9 +85,10 @@ json CellJson(const Cell& cell, uint64_t device_kib) {
   json variants = json::array();
   for (const Series& s : series) {
     json j = s.ToJson(set.distinct_bytes());
-    if (s.skipped.empty() && !s.name.starts_with("copy_floor")) {
+    if (s.skipped.empty() && !s.name.starts_with("copy_floor") && s.name != kScatteredReadFloor) {
       const double median = Median(s.ms);
       j["ratio_vs_file_cold"] = median / file_cold;
+      j[std::string("ratio_vs_") + kScatteredReadFloor] = median / Median(FindSeries(series, kScatteredReadFloor).ms);
       for (unsigned threads : CopyFloorThreads()) {
         const std::string floor = CopyFloorName(threads);
         j["ratio_vs_" + floor] = median / Median(FindSeries(series, floor).ms);
@@ -115,7 +116,7 @@ Result<json> RunColdRestores(const BenchConfig& config, const std::vector<const 
   std::vector<PagerFlavor> flavors;
   for (const WorkingSet* set : sets) {
     for (uint64_t kib : readahead_kib) {
-      Cell cell{set, kib, {{"file_cold"}}, {}};
+      Cell cell{set, kib, {{"file_cold"}, {kScatteredReadFloor}}, {}};
       for (unsigned threads : CopyFloorThreads()) cell.series.push_back({CopyFloorName(threads)});
       flavors = AddFlavorSeries(config, kPagerVariants, cell.series);
       cells.push_back(std::move(cell));
@@ -141,6 +142,11 @@ Result<json> RunColdRestores(const BenchConfig& config, const std::vector<const 
       auto file = TimeFileRestore(config, set);
       if (!file.ok()) return file.status().WithContext("file_cold");
       FindSeries(cell.series, "file_cold").Add(*file);
+
+      UFFD_RETURN_IF_ERROR(MakeStorageCold(config, {}, 0));
+      auto scattered = TimeScatteredReadFloor(config, set);
+      if (!scattered.ok()) return scattered.status().WithContext(kScatteredReadFloor);
+      FindSeries(cell.series, kScatteredReadFloor).Add(*scattered);
 
       for (size_t f = 0; f < flavors.size(); ++f) {
         const PagerFlavor& flavor = flavors[f];

@@ -62,15 +62,17 @@ void PrintCold(const json& c) {
   for (const json& r : c["results"]) {
     fmt::print("\n-- {}; readahead {} KiB{} --\n", WorkingSetLine(r), r["readahead_kib"].get<uint64_t>(),
                r["readahead_is_device_default"].get<bool>() ? " (the device's own)" : "");
-    fmt::print("{:<30} {:>10} {:>9} {:>8} {:>12} {:>11} {:>11} {:>8} {:>9} {:>10}\n", "variant", "median ms",
-               "read MiB", "read/WS", "vs file_cold", "vs floor 1t", "vs floor 2t", "faults", "prefetch", "record KiB");
+    fmt::print("{:<30} {:>10} {:>9} {:>8} {:>12} {:>11} {:>11} {:>10} {:>8} {:>9} {:>10}\n", "variant", "median ms",
+               "read MiB", "read/WS", "vs file_cold", "vs floor 1t", "vs floor 2t", "vs scatter", "faults", "prefetch",
+               "record KiB");
     for (const json& v : r["variants"]) {
       if (PrintIfSkipped(v)) continue;
-      fmt::print("{:<30} {:>10.1f} {:>9} {:>8} {:>12} {:>11} {:>11} {:>8} {:>9} {:>10}\n", v["name"].get<std::string>(),
-                 Num(v, "median_ms"), ReadCell(v), RatioCell(v, "read_per_working_set"),
+      fmt::print("{:<30} {:>10.1f} {:>9} {:>8} {:>12} {:>11} {:>11} {:>10} {:>8} {:>9} {:>10}\n",
+                 v["name"].get<std::string>(), Num(v, "median_ms"), ReadCell(v), RatioCell(v, "read_per_working_set"),
                  RatioCell(v, "ratio_vs_file_cold"), RatioCell(v, "ratio_vs_copy_floor_1_thread"),
-                 RatioCell(v, "ratio_vs_copy_floor_2_threads"), CountCell(v, "median_faults"),
-                 CountCell(v, "median_prefetch_pages"), CountCell(v, "median_record_kib"));
+                 RatioCell(v, "ratio_vs_copy_floor_2_threads"), RatioCell(v, "ratio_vs_scattered_read_floor"),
+                 CountCell(v, "median_faults"), CountCell(v, "median_prefetch_pages"),
+                 CountCell(v, "median_record_kib"));
     }
   }
 }

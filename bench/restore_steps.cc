@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <utility>
 
 #include "common/memory_mapping.h"
@@ -44,6 +46,32 @@ Result<RestoreSample> TimeFileRestore(const BenchConfig& config, const WorkingSe
   sample.ms = Ms(Clock::now() - start);
   sample.read_bytes = ReadSince(0, read_before);
   UFFD_RETURN_IF_ERROR(VerifySample(set, address, config.snapshot_path, config.verify_stride));
+  return sample;
+}
+
+Result<RestoreSample> TimeScatteredReadFloor(const BenchConfig& config, const WorkingSet& set) {
+  Deadline deadline("scattered-read floor", kRestoreLimit);
+  UniqueFd fd(::open(config.snapshot_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno(errno, "open " + config.snapshot_path);
+  // Exactly the pages asked for: no readahead around them.
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
+  RestoreSample sample;
+  auto read_before = StorageReadBytes(0);
+  std::atomic<int> failed_errno{0};
+  auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (const auto& pages : set.per_thread) {
+    threads.emplace_back([&fd, &pages, &failed_errno] {
+      alignas(4096) static thread_local uint8_t buffer[kPageSize];
+      for (uint64_t page : pages) {
+        if (::pread(fd.get(), buffer, kPageSize, static_cast<off_t>(page * kPageSize)) < 0) failed_errno = errno;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  sample.ms = Ms(Clock::now() - start);
+  sample.read_bytes = ReadSince(0, read_before);
+  if (failed_errno != 0) return Status::FromErrno(failed_errno, "read " + config.snapshot_path);
   return sample;
 }
 

@@ -53,6 +53,16 @@ std::string CopyFloorName(unsigned threads);
 Result<std::vector<RestoreSample>> MeasureCopyFloors(const BenchConfig& config,
                                                      const std::vector<uint64_t>& sorted_pages);
 
+// The scattered-read floor of a never-seen restore from cold storage: the
+// working set's pages read from the (cold) memory file with one 4 KiB
+// `pread` each, by as many threads as the set has (each its own pages, in
+// its first-touch order), nothing installed. A restore that reads only the
+// pages its guest touches, without knowing them in advance, waits at least
+// this long for storage; only reading more than the working set (the File
+// backend's readahead) gets below it.
+Result<RestoreSample> TimeScatteredReadFloor(const BenchConfig& config, const WorkingSet& set);
+inline constexpr const char* kScatteredReadFloor = "scattered_read_floor";
+
 // Whether `config`'s pager has `flavor` (its flag is in `uffd-pager --help`).
 bool FlavorAvailable(const BenchConfig& config, const PagerFlavor& flavor);
 

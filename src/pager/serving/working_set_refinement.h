@@ -26,7 +26,7 @@ namespace uffdpager {
 inline constexpr uint64_t kHeldOutOneIn = 16;
 
 struct RefiningReplay {
-  std::vector<uint64_t> replayed;        // the record without the held-back pages, in its order
+  std::vector<uint64_t> replayed;         // the record without the held-back pages, in its order
   std::unordered_set<uint64_t> held_out;  // the held-back offsets
 };
 
