@@ -180,6 +180,18 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   // O_NONBLOCK guarded the open against a FIFO; reads of a regular file
   // ignore it, and io_uring must not see it.
   (void)::fcntl(out.fd_.get(), F_SETFL, 0);
+  // Blocks are read once per restore, page-aligned into page-aligned
+  // buffers: straight from the disk (O_DIRECT) they skip the page cache's
+  // copy and its readahead. That very file, through its /proc link; where
+  // the file system refuses O_DIRECT, the buffered fd serves.
+  const std::string link = "/proc/self/fd/" + std::to_string(out.fd_.get());
+  if (UniqueFd direct(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT)); direct) {
+    struct stat again {};
+    if (::fstat(direct.get(), &again) == 0 && again.st_ino == st.st_ino && again.st_dev == st.st_dev &&
+        fixed.data_offset % 4096 == 0) {
+      out.fd_ = std::move(direct);
+    }
+  }
   return out;
 }
 
