@@ -40,13 +40,16 @@ std::vector<PagerFlavor> RestoreFlavors(const std::vector<std::string>& only) {
   std::vector<PagerFlavor> all = {
       OnDemandFlavor(),
       // What a user gets without flags: record and replay, compact working
-      // sets, asynchronous reads.
+      // sets, fault-around, asynchronous reads.
       {"pager_default", {}, ""},
       // Replay without the compact file: scattered reads of the memory file.
       {"pager_scattered_replay", {"--working-set-disk-bytes", "0"}, "--working-set-disk-bytes"},
+      // Fault-around alone: no record, no replay.
       {"pager_fault_around", {"--no-prefetch", "--fault-around-max-pages", "64"}, "--fault-around-max-pages"},
       // On demand with zero-page detection off: what detection is worth.
-      {"pager_zeros_copied", {"--no-prefetch", "--zero-pages", "copy"}, "--zero-pages"},
+      {"pager_zeros_copied",
+       {"--no-prefetch", "--fault-around-max-pages", "0", "--zero-pages", "copy"},
+       "--zero-pages"},
   };
   if (only.empty()) return all;
   std::erase_if(all, [&only](const PagerFlavor& f) {
@@ -56,7 +59,9 @@ std::vector<PagerFlavor> RestoreFlavors(const std::vector<std::string>& only) {
 }
 
 // Every page on demand: no record, no replay (the reference).
-PagerFlavor OnDemandFlavor() { return {"pager_on_demand", {"--no-prefetch"}, "--no-prefetch"}; }
+PagerFlavor OnDemandFlavor() {
+  return {"pager_on_demand", {"--no-prefetch", "--fault-around-max-pages", "0"}, "--no-prefetch"};
+}
 
 Result<std::string> PagerHelpText(const std::string& binary) {
   int fds[2];

@@ -21,7 +21,7 @@ class PagerFaultAroundTest : public PagerFixture {
     PagerFixture::SetUp();
     if (IsSkipped()) return;
     PagerProcessOptions options;
-    options.extra_args = {"--fault-around-max-pages", "64"};
+    options.fault_around_max_pages = 64;
     StartPager(options);
   }
 };

@@ -18,7 +18,8 @@ Result<std::unique_ptr<TestPager>> TestPager::Start(const std::string& data_dir,
   launch.cache_max_bytes = options.cache_max_bytes;
   launch.handshake_timeout_ms = options.handshake_timeout_ms;
   launch.log_path = data_dir + "/pager-" + options.version_key + ".log";
-  launch.extra_args = {"--log-level", "debug"};
+  launch.extra_args = {"--log-level", "debug", "--fault-around-max-pages",
+                       std::to_string(options.fault_around_max_pages)};
   launch.extra_args.insert(launch.extra_args.end(), options.extra_args.begin(), options.extra_args.end());
   std::unique_ptr<TestPager> pager(new TestPager());
   pager->log_path_ = launch.log_path;

@@ -16,6 +16,9 @@ struct PagerProcessOptions {
   std::string version_key = "test";
   uint64_t cache_max_bytes = 1ULL << 30;
   unsigned handshake_timeout_ms = 2000;
+  // Tests count faults page by page: on demand unless a test asks for
+  // fault-around (the pager's default is 64).
+  unsigned fault_around_max_pages = 0;
   std::vector<std::string> extra_args;
 };
 

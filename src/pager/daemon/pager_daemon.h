@@ -42,7 +42,11 @@ struct PagerOptions {
   unsigned handshake_timeout_ms = 10000;
   size_t max_request_bytes = 1 << 20;
   unsigned http_idle_timeout_seconds = 10;
-  uint64_t fault_around_max_pages = 0;
+  // Fault-around: a stream of faults walking forward gets its next pages
+  // in the same read, up to this many (a random fault gets one page). On by
+  // default: it halves a first restore's reads from cold storage when the
+  // guest walks memory (docs/benchmarks.md).
+  uint64_t fault_around_max_pages = 64;
   // Record and replay of working sets (on by default: it is what makes a
   // second restore fast), and the bound of their compact copies on disk
   // (0: none; replay then reads the memory file).

@@ -21,19 +21,18 @@ Result<std::unique_ptr<FaultEngine>> FaultEngine::Create(Userfaultfd* uffd, Memo
                                                          std::shared_ptr<BackingFile> backing, PageCache* cache,
                                                          uint64_t cache_namespace, CounterSink counters,
                                                          FaultEngineOptions options, int wake_fd) {
-  std::unique_ptr<FaultEngine> engine(new FaultEngine(uffd, std::move(layout), backing, cache, counters, options));
+  std::unique_ptr<FaultEngine> engine(new FaultEngine(uffd, std::move(layout), backing, counters, options));
   auto loader = PageLoader::Create(std::move(backing), cache, cache_namespace, counters, wake_fd);
   if (!loader.ok()) return loader.status();
   engine->loader_ = std::move(*loader);
   return engine;
 }
 
-FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
+FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing,
                          CounterSink counters, FaultEngineOptions options)
     : uffd_(uffd),
       layout_(std::move(layout)),
       backing_(std::move(backing)),
-      cache_(cache),
       counters_(counters),
       options_(options),
       presence_(layout_.regions()) {}
@@ -279,7 +278,7 @@ bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
           ++i;
           continue;
         }
-        FillResult result = InstallCompactBlock(run, compact->second, report);
+        FillResult result = InstallCompactBlock(run, compact->second);
         if (result == FillResult::kRetry) {
           counters_.Add(&FaultCounters::eagain_retries);
           return false;
@@ -340,8 +339,17 @@ FaultEngine::FillResult FaultEngine::InstallRun(const LoadedRun& run, ServeRepor
       ++j;
     }
     uint64_t installed = 0;
-    FillResult result = InstallPages(span.region, page, j - i, run.bytes + i * ps, run.zero + i, &installed, report);
+    FillResult result =
+        InstallPages(span.region, page, j - i, run.bytes + i * ps, run.zero + i, &installed, install_report);
     span.installed += installed;
+    // What a demand run brought in is the working set: the faulting page
+    // and, with fault-around, the neighbours its stream went on to. Recorded
+    // here, once per page, in the order they went in.
+    if (recording_ && span.purpose == LoadPurpose::kDemand) {
+      for (uint64_t k = 0; k < installed && recorded_.size() < record_limit_; ++k) {
+        recorded_.push_back(r.offset + (page + k) * ps);
+      }
+    }
     if (result == FillResult::kRetry || result == FillResult::kVmGone) return result;
     if (result == FillResult::kFailed) break;  // a copy error, recorded
     i = j;
@@ -380,7 +388,7 @@ FaultEngine::FillResult FaultEngine::InstallRun(const LoadedRun& run, ServeRepor
     }
     auto loc = layout_.Locate(it->address);
     if (loc && presence_.IsPresent(loc->region, loc->page_index)) {
-      FaultServed(*it, *loc, /*brought_in=*/true);
+      FaultServed(*it, *loc, /*brought_in=*/false);  // a demand run's pages were recorded as they went in
       it = pending_.erase(it);
     } else if (span.purpose == LoadPurpose::kDemand && loc && loc->page_index - span.first_page >= run.valid_pages) {
       counters_.Add(&FaultCounters::unservable_faults);
@@ -686,7 +694,7 @@ void FaultEngine::FallBackFromCompact(size_t block, const std::string& why) {
   prefetch_plan_.insert(prefetch_plan_.end(), rest.begin(), rest.end());
 }
 
-FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, size_t block, ServeReport* report) {
+FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, size_t block) {
   const uint64_t ps = run.request.page_size;
   const uint64_t first = block * CompactWorkingSet::kBlockPages;
   const auto& offsets = compact_->offsets();

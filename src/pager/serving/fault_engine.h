@@ -111,7 +111,8 @@ class FaultEngine {
   Status PopulateStep(size_t max_pages, bool* done, ServeReport* report);
 
   // Working-set recording: remembers the memory-file offset of every page a
-  // demand fault brings in, in first-touch order, up to `max_pages`.
+  // demand fault brings in (with fault-around, its neighbours too), in the
+  // order they went in, up to `max_pages`.
   void StartRecording(size_t max_pages);
   bool recording() const { return recording_; }
   size_t recorded_pages() const { return recorded_.size(); }
@@ -178,8 +179,8 @@ class FaultEngine {
     uint64_t installed = 0;  // pages it put in so far
   };
 
-  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, PageCache* cache,
-              CounterSink counters, FaultEngineOptions options);
+  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, CounterSink counters,
+              FaultEngineOptions options);
 
   // Reads queued events until none is left; returns how many were read.
   size_t ReadEvents(ServeReport* report);
@@ -224,7 +225,7 @@ class FaultEngine {
   // Starts loads of the next blocks of the compact plan.
   void StartCompactLoads();
   // Installs the pages of a compact block whose load ended.
-  FillResult InstallCompactBlock(const LoadedRun& run, size_t block, ServeReport* report);
+  FillResult InstallCompactBlock(const LoadedRun& run, size_t block);
   // The compact plan's blocks from `block` on go back to the scattered plan.
   void FallBackFromCompact(size_t block, const std::string& why);
   // Starts loads of the next missing runs of the completion cursor.
@@ -233,7 +234,6 @@ class FaultEngine {
   Userfaultfd* uffd_;
   MemoryLayout layout_;
   std::shared_ptr<BackingFile> backing_;
-  PageCache* cache_;
   CounterSink counters_;
   FaultEngineOptions options_;
   std::unique_ptr<PageLoader> loader_;
