@@ -73,8 +73,7 @@ class PagerAdversarialTest : public PagerFixture {
   // A create body for `snap_` with `extra` (JSON members) after the
   // required fields.
   std::string CreateBody(const std::string& extra) {
-    return R"({"instance_id":"adv","backing_memory_path":")" + snap_ + "\"" + (extra.empty() ? "" : "," + extra) +
-           "}";
+    return R"({"instance_id":"adv","backing_memory_path":")" + snap_ + "\"" + (extra.empty() ? "" : "," + extra) + "}";
   }
 
   // The files in the pager's directory outside sessions/, live/ and the
@@ -147,7 +146,8 @@ TEST_F(PagerAdversarialTest, IdsThatWouldWrapOrOverflowAreRefusedNeverTruncated)
                                          "18446744073709551615",  // 2^64 - 1
                                          "18446744073709551616",  // 2^64: a double to the parser
                                          "-9223372036854775808",  // INT64_MIN
-                                         "1e300",   "-0.0"};
+                                         "1e300",
+                                         "-0.0"};
   for (std::string field : {"socket_uid", "socket_gid", "expected_uid", "expected_pid"}) {
     for (const auto& value : huge) {
       auto r = Post("/sessions", CreateBody("\"" + field + "\":" + value));
@@ -215,7 +215,7 @@ TEST_F(PagerAdversarialTest, DotSegmentsAndDoubleEscapesInARawPathReachNoOtherEn
   EXPECT_EQ(RawRequest("POST", "/sessions/./good/close/.."), 404);
   EXPECT_EQ(RawRequest("POST", "/sessions/%252E%252E%252Fdrain/close"), 404);
   EXPECT_EQ(RawRequest("POST", "/sessions/good%252Fclose"), 405);  // one segment: no close
-  EXPECT_EQ(RawRequest("GET", "/sessions/%2567ood"), 404);          // "%67ood", not "good"
+  EXPECT_EQ(RawRequest("GET", "/sessions/%2567ood"), 404);         // "%67ood", not "good"
   EXPECT_EQ(RawRequest("POST", "/./drain"), 404);
   EXPECT_EQ(SessionState("good"), "serving");
   ExpectGoodClientStillServed();
@@ -247,10 +247,9 @@ TEST_F(PagerAdversarialTest, JsonNestedAsDeepAsTheBodyAllowsIsRefused) {
 // page of the snapshot two pages of the guest. Both are refused.
 TEST_F(PagerAdversarialTest, OverlappingRegionsAreRefused) {
   SpareUffd spare = SpareUffd::Make();
-  ExpectFailedWith(
-      Handshake("overlap-addr", "[" + Region(Addr(spare), "8388608", "0") + "," +
-                                    Region(Addr(spare, 4 * kMiB), "4194304", "8388608") + "]"),
-      "regions overlap in guest addresses");
+  ExpectFailedWith(Handshake("overlap-addr", "[" + Region(Addr(spare), "8388608", "0") + "," +
+                                                 Region(Addr(spare, 4 * kMiB), "4194304", "8388608") + "]"),
+                   "regions overlap in guest addresses");
   ExpectFailedWith(Handshake("overlap-file", "[" + Region(Addr(spare), "4194304", "0") + "," +
                                                  Region(Addr(spare, 8 * kMiB), "4194304", "2097152") + "]"),
                    "regions overlap in memory file offsets");
@@ -287,14 +286,10 @@ TEST_F(PagerAdversarialTest, NumbersNoRegionCanHaveAreRefused) {
   SpareUffd spare = SpareUffd::Make();
   const std::string addr = Addr(spare);
   const std::vector<std::tuple<std::string, std::string, std::string, std::string>> cases = {
-      {"neg-addr", "-4096", "8388608", "0"},
-      {"neg-size", addr, "-8388608", "0"},
-      {"neg-offset", addr, "8388608", "-4096"},
-      {"frac-size", addr, "8388608.0", "0"},
-      {"exp-size", addr, "8.388608e6", "0"},
-      {"huge-size", addr, "18446744073709551616", "0"},
-      {"vast-size", addr, "1e400", "0"},
-      {"str-offset", addr, "8388608", "\"0\""},
+      {"neg-addr", "-4096", "8388608", "0"},    {"neg-size", addr, "-8388608", "0"},
+      {"neg-offset", addr, "8388608", "-4096"}, {"frac-size", addr, "8388608.0", "0"},
+      {"exp-size", addr, "8.388608e6", "0"},    {"huge-size", addr, "18446744073709551616", "0"},
+      {"vast-size", addr, "1e400", "0"},        {"str-offset", addr, "8388608", "\"0\""},
       {"null-size", addr, "null", "0"},
   };
   int n = 0;
@@ -316,12 +311,12 @@ TEST_F(PagerAdversarialTest, NumbersNoRegionCanHaveAreRefused) {
 // the parser keeps (the last) is the one checked against the file.
 TEST_F(PagerAdversarialTest, DuplicateKeysInAHandshakeAreJudgedByTheValueThatIsUsed) {
   SpareUffd spare = SpareUffd::Make();
-  std::string payload = R"([{"base_host_virt_addr":)" + Addr(spare) +
-                        R"(,"size":8388608,"offset":0,"page_size":4096,"offset":8388608}])";
+  std::string payload =
+      R"([{"base_host_virt_addr":)" + Addr(spare) + R"(,"size":8388608,"offset":0,"page_size":4096,"offset":8388608}])";
   ExpectFailedWith(Handshake("dup-offset", payload), "past the end");
   // And the page size: a valid one, then one the pager cannot serve.
-  payload = R"([{"base_host_virt_addr":)" + Addr(spare) +
-            R"(,"size":8388608,"offset":0,"page_size":4096,"page_size":3}])";
+  payload =
+      R"([{"base_host_virt_addr":)" + Addr(spare) + R"(,"size":8388608,"offset":0,"page_size":4096,"page_size":3}])";
   ExpectFailedWith(Handshake("dup-page-size", payload), "power of two");
   ExpectGoodClientStillServed();
 }

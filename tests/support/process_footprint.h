@@ -40,9 +40,7 @@ struct ProcessFootprint {
   }
 
   // Fds and threads: what must come back exactly once a load has ended.
-  bool SameFdsAndThreads(const ProcessFootprint& other) const {
-    return fds == other.fds && threads == other.threads;
-  }
+  bool SameFdsAndThreads(const ProcessFootprint& other) const { return fds == other.fds && threads == other.threads; }
 
   std::string ToString() const {
     return "fds " + std::to_string(fds) + ", threads " + std::to_string(threads) + ", anonymous mappings " +
