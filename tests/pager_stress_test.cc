@@ -13,10 +13,14 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <functional>
+#include <iostream>
 #include <set>
 #include <thread>
 
 #include "common/http_client.h"
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "common/unix_socket.h"
 #include "support/child_vmm.h"
 #include "support/pager_fixture.h"
@@ -63,6 +67,40 @@ void RemoveForRound(const GuestMemory& memory, uint64_t r, ZeroRanges* zeros) {
   Remove(memory, (r * 7 % 40) * 16 * kPage, 16 * kPage, zeros);
   Remove(memory, 3 * kMiB + (r * 5 % 12) * 16 * kPage, 8 * kPage, zeros);
 }
+
+// A failure guard, not a timer the test relies on: a VM thread blocked on a
+// fault nobody serves cannot be interrupted, so a run that has not ended by
+// `limit` says what the pager holds (`describe`) and aborts, rather than
+// hang until ctest's timeout with nothing said.
+class Watchdog {
+ public:
+  Watchdog(std::chrono::seconds limit, std::function<std::string()> describe)
+      : thread_([this, limit, describe = std::move(describe)] {
+          const auto until = std::chrono::steady_clock::now() + limit;
+          MutexLock lock(&mu_);
+          while (!done_) {
+            if (std::chrono::steady_clock::now() >= until) {
+              std::cerr << "stress run stuck after " << limit.count() << " s\n" << describe() << std::endl;
+              std::abort();
+            }
+            cv_.WaitFor(until - std::chrono::steady_clock::now());
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      MutexLock lock(&mu_);
+      done_ = true;
+    }
+    cv_.SignalAll();
+    thread_.join();
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_{&mu_};
+  bool done_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
 
 class PagerStressTest : public PagerFixture {
  protected:
@@ -220,6 +258,12 @@ TEST_F(PagerStressTest, EverythingAtOnceServesEveryByteAndLeavesNothingBehind) {
   ZeroRanges long_zeros;
 
   deadline_ = std::chrono::steady_clock::now() + StressTime();
+  Watchdog watchdog(StressTime() + 120s, [&] {
+    auto sessions = pager_->client().ListSessions();
+    std::string log = pager_->Log();
+    return "sessions: " + (sessions.ok() ? sessions->dump() : sessions.status().ToString()) + "\npager log: ..." +
+           log.substr(log.size() > 6000 ? log.size() - 6000 : 0);
+  });
   std::vector<std::thread> threads;
   threads.emplace_back([&] { VmRounds(0); });
   threads.emplace_back([&] { VmRounds(1); });
