@@ -72,8 +72,8 @@ TEST_F(LifecycleFanOutTest, EightForksRestoreAtOnceThroughOnePager) {
   const uint64_t file_bytes = fs::file_size(s1.mem);
   EXPECT_LE(read, file_bytes + 16 * 4096) << "backing reads beyond one copy of the memory file (" << file_bytes
                                           << " bytes); served " << served << "; " << stats->dump();
-  std::cout << "fan-out: pager read " << read << " bytes of a " << file_bytes << "-byte memory file; served "
-            << served << " bytes to " << kForks << " forks\n";
+  std::cout << "fan-out: pager read " << read << " bytes of a " << file_bytes << "-byte memory file; served " << served
+            << " bytes to " << kForks << " forks\n";
 
   // Each fork's memory, materialized at standby, is exactly its own guest.
   for (int i = 0; i < kForks; ++i) {

@@ -246,7 +246,7 @@ class FaultEngine {
   // Pages found looping (kMaxRefaults): their faults are never woken again.
   // At most one entry per page of the guest.
   std::unordered_set<uint64_t> looping_;
-  MemoryMapping zero_huge_page_;                     // read-only zeros for hugetlb (no ZEROPAGE there)
+  MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
