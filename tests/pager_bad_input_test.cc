@@ -11,6 +11,7 @@
 #include "common/http_client.h"
 #include "common/unix_socket.h"
 #include "support/pager_fixture.h"
+#include "support/raw_handshake.h"
 
 namespace uffdpager::testing::bad_input_test {
 namespace {
@@ -50,12 +51,7 @@ class PagerBadInputTest : public PagerFixture {
   nlohmann::json SendRawHandshake(const std::string& id, const std::string& payload, std::vector<int> fds,
                                   const std::string& backing = "") {
     std::string sock = CreateSession(id, backing.empty() ? snap_ : backing);
-    auto conn = ConnectUnixSocket(sock);
-    EXPECT_TRUE(conn.ok()) << conn.status().ToString();
-    if (!conn.ok()) return {};
-    EXPECT_TRUE(SendWithFds(conn->get(), payload, fds).ok());
-    EXPECT_TRUE(WaitFor([&] { return SessionState(id) != "waiting"; })) << "handshake was never judged";
-    return Session(id);
+    return ::uffdpager::testing::SendRawHandshake(*pager_, id, sock, payload, fds);
   }
 
   std::string ValidPayloadFor(const GuestMemory& m) {
@@ -67,19 +63,6 @@ class PagerBadInputTest : public PagerFixture {
   std::unique_ptr<VmmStandIn> good_;
   uint64_t next_page_ = 0;
   size_t baseline_uffds_ = 0;
-};
-
-// A registered uffd plus memory, to send with hand-made payloads.
-struct SpareUffd {
-  GuestMemory memory;
-  Userfaultfd uffd;
-  static SpareUffd Make() {
-    auto mem = GuestMemory::Allocate({8 * kMiB, 4 * kMiB}, 4096);
-    auto u = Userfaultfd::Create(O_CLOEXEC | O_NONBLOCK);
-    EXPECT_TRUE(mem.ok() && u.ok());
-    EXPECT_TRUE(u->NegotiateApi(UFFD_FEATURE_EVENT_REMOVE).ok());
-    return SpareUffd{std::move(*mem), std::move(*u)};
-  }
 };
 
 void ExpectFailedWith(const nlohmann::json& session, const std::string& words) {

@@ -2,10 +2,13 @@
 // session turns failed with the reason, the pager counts it, and on request
 // the VMM is killed. The VMM here is a child process (it really blocks).
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
+
+#include <thread>
 
 #include "common/unix_socket.h"
 #include "support/child_vmm.h"
@@ -193,6 +196,43 @@ TEST_F(PagerBrokenPromiseTest, MemoryDiscardedWithoutARemoveEventFailsTheSession
   // Not asked to kill: the VMM is left blocked on that page, the pager idle.
   EXPECT_TRUE((*vmm)->Running());
   EXPECT_EQ(SessionState("no-remove"), "failed");
+}
+
+// Once a page is found looping it stays blocked for every thread on it: a
+// second thread blocked there must not get a wake (which wakes both), or the
+// loop, the failure and its log line come back over and over at full CPU.
+TEST_F(PagerBrokenPromiseTest, ALoopingPageStaysBlockedForEveryThreadOnIt) {
+  StartPager();
+  std::string snap = MakeSnapshot("mem", 8 * kMiB, 38);
+  std::string sock = CreateSession("two-threads", snap);
+  // The VMM, in a process of its own: its two threads stay blocked.
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    VmmHandshakeOptions options;
+    options.uffd_features = 0;  // discards go unannounced
+    auto vm = VmmStandIn::Restore(sock, {8 * kMiB}, 4096, options);
+    if (!vm.ok()) ::_exit(1);
+    volatile uint8_t* page = (*vm)->memory.AtFileOffset(0);
+    (void)page[0];
+    if (::madvise(const_cast<uint8_t*>(page), 4096, MADV_DONTNEED) != 0) ::_exit(2);
+    std::thread a([&] { (void)page[0]; }), b([&] { (void)page[0]; });
+    a.join();
+    b.join();
+    ::_exit(0);
+  }
+  auto faults = [&] { return Session("two-threads")["counters"].value("faults", uint64_t{0}); };
+  bool failed = WaitFor([&] { return SessionState("two-threads") == "failed"; });
+  uint64_t at_failure = failed ? faults() : 0;
+  // Watched for a second (a spinning pager reads thousands of faults in it).
+  bool spinning = failed && WaitFor([&] { return faults() > at_failure + 32; }, std::chrono::seconds(1));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ASSERT_TRUE(failed) << Session("two-threads").dump() << "\n" << pager_->Log();
+  EXPECT_NE(Session("two-threads").value("reason", "").find("faulted again"), std::string::npos)
+      << Session("two-threads").dump();
+  EXPECT_FALSE(spinning) << "faults went on after the loop was found: " << Session("two-threads").dump();
+  EXPECT_EQ(Stat("failed_sessions"), 1u);
 }
 
 // close means the caller is done with the VM: nothing will serve its next

@@ -1,7 +1,8 @@
 // Fan-out: eight forks of one standby source, restored at once through one
 // pager. Forking copies no memory; the pager reads each page of the source
-// about once however many forks touch it (one shared cache key); every
-// fork's memory is exactly its own.
+// at most once however many forks touch it (one shared cache key), so its
+// reads stay within one copy of the memory file; every fork's memory is
+// exactly its own.
 #include <sys/wait.h>
 
 #include <set>
@@ -44,26 +45,35 @@ TEST_F(LifecycleFanOutTest, EightForksRestoreAtOnceThroughOnePager) {
   for (const auto& f : forks) WaitForSteps(f, s1.step + Steps(300));
   for (const auto& f : forks) EXPECT_EQ(Show(f).state, InstanceState::kRunning) << f;
 
+  // The pager's reads first, then what the forks were served: a fork that
+  // faults on in between only makes `served` larger.
+  auto stats = Pager().Stats();
+  ASSERT_TRUE(stats.ok());
+  uint64_t read = stats->value("backing_bytes_read", uint64_t{0});
   auto sessions = Pager().ListSessions();
   ASSERT_TRUE(sessions.ok()) << sessions.status().ToString();
-  uint64_t largest_working_set = 0, served = 0;
+  uint64_t served = 0;
   int serving = 0;
   for (const auto& s : *sessions) {
     if (s.value("state", "") != "serving") continue;
     ++serving;
     uint64_t copied = s["counters"].value("bytes_copied", uint64_t{0});
-    largest_working_set = std::max(largest_working_set, copied);
+    EXPECT_GT(copied, 0u) << "every fork faulted its pages: " << s.dump();
     served += copied;
   }
   EXPECT_EQ(serving, kForks) << sessions->dump();
-  auto stats = Pager().Stats();
-  ASSERT_TRUE(stats.ok());
-  uint64_t read = stats->value("backing_bytes_read", uint64_t{0});
-  EXPECT_GT(largest_working_set, 0u);
-  EXPECT_GE(served, static_cast<uint64_t>(kForks) * largest_working_set / 2) << "every fork faulted its pages";
-  // Near one copy of the working set (a fork that ran further touched a few
-  // more pages), far from eight.
-  EXPECT_LE(read, largest_working_set * 3 / 2) << stats->dump();
+  EXPECT_GT(read, 0u) << stats->dump();
+  // One cache key for all forks (they share the source's blob), a cache
+  // larger than the memory file and single-flight loads: each page of the
+  // file is read at most once, however far each fork ran and in whatever
+  // order they faulted. Eight private copies would read up to eight times
+  // the file. A few pages of slack, far below a second copy, so that the
+  // claim is about copies and not about the accounting of single pages.
+  const uint64_t file_bytes = fs::file_size(s1.mem);
+  EXPECT_LE(read, file_bytes + 16 * 4096) << "backing reads beyond one copy of the memory file (" << file_bytes
+                                          << " bytes); served " << served << "; " << stats->dump();
+  std::cout << "fan-out: pager read " << read << " bytes of a " << file_bytes << "-byte memory file; served " << served
+            << " bytes to " << kForks << " forks\n";
 
   // Each fork's memory, materialized at standby, is exactly its own guest.
   for (int i = 0; i < kForks; ++i) {

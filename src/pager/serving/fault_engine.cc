@@ -158,8 +158,25 @@ FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiti
     counters_.Add(&FaultCounters::unservable_faults);
     return FillResult::kFailed;
   }
+  const bool removed = removed_.Overlaps(loc->page_addr, loc->page_addr + loc->page_size);
   if (presence_.IsPresent(loc->region, loc->page_index)) {
+    // Found looping before: its threads stay blocked, however many of them
+    // fault on it (a wake for one wakes them all, and the loop resumes).
+    if (looping_.count(loc->page_addr) != 0) return FillResult::kFailed;
+    // In a removed range, present on our word only: the kernel completes a
+    // REMOVE event as we read it and zaps the range after that, so zeros we
+    // installed in between can be gone again. Install them anew; only if
+    // they are still there is this fault a duplicate or a loop.
+    if (removed) {
+      bool still_there = false;
+      FillResult result = FillZeros(*loc, report, &still_there);
+      if (result != FillResult::kDone || !still_there) {
+        if (result == FillResult::kDone) FaultServed(fault, *loc, /*brought_in=*/true);
+        return result;
+      }
+    }
     if (Status loop = CheckRefault(*loc, fault.read_round); !loop.ok()) {
+      looping_.insert(loc->page_addr);
       RecordFailure(report, std::move(loop));
       counters_.Add(&FaultCounters::unservable_faults);
       return FillResult::kFailed;  // its thread stays blocked: no more spinning
@@ -171,7 +188,7 @@ FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiti
     FaultServed(fault, *loc, /*brought_in=*/false);
     return FillResult::kDone;
   }
-  if (removed_.Overlaps(loc->page_addr, loc->page_addr + loc->page_size)) {
+  if (removed) {
     FillResult result = FillZeros(*loc, report);
     if (result == FillResult::kDone) FaultServed(fault, *loc, /*brought_in=*/true);
     return result;
@@ -485,7 +502,7 @@ FaultEngine::FillResult FaultEngine::InstallPages(size_t region, uint64_t first,
   return result;
 }
 
-FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report) {
+FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeReport* report, bool* still_there) {
   UffdFillOutcome outcome;
   if (loc.page_size == 4096) {
     outcome = uffd_->ZeroPage(loc.page_addr, loc.page_size);
@@ -495,6 +512,10 @@ FaultEngine::FillResult FaultEngine::FillZeros(const PageLocation& loc, ServeRep
     outcome = uffd_->Copy(loc.page_addr, zeros, loc.page_size);
   }
   if (outcome.error == 0) counters_.Add(&FaultCounters::zero_pages);
+  if (outcome.error == EEXIST && still_there != nullptr) {
+    *still_there = true;
+    return FillResult::kDone;
+  }
   return ClassifyOutcome(loc, outcome, "zero fill", report);
 }
 

@@ -205,7 +205,9 @@ class FaultEngine {
   uint64_t StartRun(LoadPurpose purpose, size_t region, uint64_t first_page, uint64_t count);
   // The in-flight run covering page `page` of `region`, if any.
   const RunSpan* RunCovering(size_t region, uint64_t page) const;
-  FillResult FillZeros(const PageLocation& loc, ServeReport* report);
+  // Installs zeros at `loc`. If the page is there already (EEXIST) and
+  // `still_there` is given, sets it and returns kDone without a wake.
+  FillResult FillZeros(const PageLocation& loc, ServeReport* report, bool* still_there = nullptr);
   FillResult ClassifyOutcome(const PageLocation& loc, const UffdFillOutcome& outcome, const char* what,
                              ServeReport* report);
   // Called for a demand fault on a page believed present, before it is woken:
@@ -244,7 +246,10 @@ class FaultEngine {
   std::vector<RunSpan> runs_;                        // in flight or loaded, not yet installed
   uint64_t read_round_ = 0;                          // ReadEvents calls so far
   std::unordered_map<uint64_t, Refaults> refaults_;  // by page address
-  MemoryMapping zero_huge_page_;                     // read-only zeros for hugetlb (no ZEROPAGE there)
+  // Pages found looping (kMaxRefaults): their faults are never woken again.
+  // At most one entry per page of the guest.
+  std::unordered_set<uint64_t> looping_;
+  MemoryMapping zero_huge_page_;  // read-only zeros for hugetlb (no ZEROPAGE there)
   bool recording_ = false;
   size_t record_limit_ = 0;
   std::vector<uint64_t> recorded_;
