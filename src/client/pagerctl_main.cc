@@ -85,9 +85,9 @@ PagerClient ClientFor(const GlobalFlags& flags) {
                                           : flags.socket);
 }
 
-// The service of the pager version the global flags name. REQUIRES: `options`
-// holds what the command set; the data directory and version key are filled
-// in here.
+// The service of the pager version the global flags name: `options` holds
+// the command's own settings, the global flags add the data directory and
+// the version key.
 uffdpager::Result<uffdpager::PagerService> ServiceFor(const GlobalFlags& flags,
                                                       uffdpager::PagerServiceOptions options) {
   options.data_dir = flags.data_dir;
@@ -116,12 +116,13 @@ std::shared_ptr<std::string> AddSessionIdArgument(CLI::App* command) {
 
 void AddHealthCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* health = command_line.AddCommand("health", "is the pager up; is it draining", {"pagerctl health --json"});
-  command_line.SetAction(health, [&] { return ReportHealth(command_line, ClientFor(flags), flags.json); });
+  command_line.SetAction(health,
+                         [&command_line, &flags] { return ReportHealth(command_line, ClientFor(flags), flags.json); });
 }
 
 void AddStatsCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* stats = command_line.AddCommand("stats", "cache and fault counters", {"pagerctl stats"});
-  command_line.SetAction(stats, [&] {
+  command_line.SetAction(stats, [&command_line, &flags] {
     auto s = ClientFor(flags).Stats();
     if (!s.ok()) return command_line.Fail(s.status());
     if (flags.json) {
@@ -135,7 +136,7 @@ void AddStatsCommand(CommandLine& command_line, const GlobalFlags& flags) {
 
 void AddSessionsCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* sessions = command_line.AddCommand("sessions", "list sessions with their counters", {"pagerctl sessions"});
-  command_line.SetAction(sessions, [&] {
+  command_line.SetAction(sessions, [&command_line, &flags] {
     auto list = ClientFor(flags).ListSessions();
     if (!list.ok()) return command_line.Fail(list.status());
     if (flags.json) {
@@ -150,7 +151,7 @@ void AddSessionsCommand(CommandLine& command_line, const GlobalFlags& flags) {
 void AddShowCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* show = command_line.AddCommand("show", "one session in detail", {"pagerctl show vm1"});
   auto id = AddSessionIdArgument(show);
-  command_line.SetAction(show, [&, id] {
+  command_line.SetAction(show, [&command_line, &flags, id] {
     auto session = ClientFor(flags).GetSession(*id);
     if (!session.ok()) return command_line.Fail(session.status());
     if (flags.json) {
@@ -204,7 +205,7 @@ void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
                              ->check(IntegerIn(0, kMaxId));
   f->expected_pid_flag = create->add_option("--expected-pid", f->expected_pid, "accept only the VMM with this pid")
                              ->check(IntegerIn(1, INT32_MAX));
-  command_line.SetAction(create, [&, f] {
+  command_line.SetAction(create, [&command_line, &flags, f] {
     auto created = ClientFor(flags).CreateSession(f->Request());
     if (!created.ok()) return command_line.Fail(created.status());
     if (flags.json) {
@@ -220,7 +221,7 @@ void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
 void AddCloseCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* close = command_line.AddCommand("close", "close a session", {"pagerctl close vm1"});
   auto id = AddSessionIdArgument(close);
-  command_line.SetAction(close, [&, id] {
+  command_line.SetAction(close, [&command_line, &flags, id] {
     if (auto st = ClientFor(flags).CloseSession(*id); !st.ok()) return command_line.Fail(st);
     if (!flags.json) uffdpager::cli::PrintResult("session " + *id + " closed");
     return uffdpager::cli::kExitOk;
@@ -231,7 +232,7 @@ void AddCompleteCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* complete = command_line.AddCommand("complete", "populate every page of a session, then unregister",
                                            {"pagerctl complete vm1"});
   auto id = AddSessionIdArgument(complete);
-  command_line.SetAction(complete, [&, id] {
+  command_line.SetAction(complete, [&command_line, &flags, id] {
     PagerClient client = ClientFor(flags);
     Status completed =
         WithProgress("installing every page of session " + *id, [&] { return client.CompleteSession(*id); });
@@ -246,7 +247,7 @@ void AddCompleteCommand(CommandLine& command_line, const GlobalFlags& flags) {
 void AddDrainCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* drain = command_line.AddCommand("drain", "refuse new sessions; exit once no session holds a VM",
                                         {"pagerctl --version-key v1 drain"});
-  command_line.SetAction(drain, [&] {
+  command_line.SetAction(drain, [&command_line, &flags] {
     if (auto st = ClientFor(flags).Drain(); !st.ok()) return command_line.Fail(st);
     if (!flags.json) {
       uffdpager::cli::PrintResult("draining: new sessions refused; the pager exits once none holds a VM");
@@ -273,7 +274,7 @@ void AddEnsureCommand(CommandLine& command_line, const GlobalFlags& flags) {
   ensure->add_option("start_command", f->start_command,
                      "after --: the start command; {version} and {data_dir} are replaced "
                      "(default: systemctl start uffd-pager@{version}.service)");
-  command_line.SetAction(ensure, [&, f] {
+  command_line.SetAction(ensure, [&command_line, &flags, f] {
     uffdpager::PagerServiceOptions options;
     options.ready_timeout = std::chrono::milliseconds(f->ready_timeout_ms);
     if (!f->start_command.empty()) options.start_command = f->start_command;
@@ -290,7 +291,7 @@ void AddDrainOthersCommand(CommandLine& command_line, const GlobalFlags& flags) 
   auto* drain_others = command_line.AddCommand(
       "drain-others", "drain the pager of every other version under DATA/uffd/ (after an upgrade)",
       {"pagerctl --version-key v2 drain-others"});
-  command_line.SetAction(drain_others, [&] {
+  command_line.SetAction(drain_others, [&command_line, &flags] {
     auto service = ServiceFor(flags, uffdpager::PagerServiceOptions());
     if (!service.ok()) return command_line.Fail(service.status());
     auto drained = service->DrainOtherVersions();
