@@ -1,6 +1,7 @@
 // pagerctl: command-line client of uffd-pager's control API.
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -13,8 +14,15 @@ namespace {
 
 using uffdpager::PagerClient;
 using uffdpager::Status;
+using uffdpager::cli::CommandLine;
 using uffdpager::cli::IntegerIn;
 using Json = nlohmann::json;
+
+// The flags every command accepts, read by the commands once parsed.
+struct GlobalFlags {
+  std::string socket, data_dir, version_key;
+  bool json = false;
+};
 
 void PrintJson(const Json& j) { std::cout << j.dump(2) << "\n"; }
 
@@ -49,175 +57,273 @@ void PrintSessions(const Json& sessions) {
   }
 }
 
-}  // namespace
+// Runs `work` with `step` shown as progress; the progress is erased before
+// the caller prints anything.
+template <typename Work>
+auto WithProgress(const std::string& step, Work work) {
+  uffdpager::cli::Progress progress("pagerctl");
+  progress.Step(step);
+  return work();
+}
 
-int main(int argc, char** argv) {
-  uffdpager::cli::CommandLine command_line("pagerctl", "pagerctl: control a running uffd-pager");
+void AddGlobalFlags(CommandLine& command_line, GlobalFlags* flags) {
   CLI::App& app = command_line.app();
   app.require_subcommand(1);
-  std::string socket, data_dir, version_key;
-  bool json = false;
-  app.add_option("--socket", socket, "the pager's control socket (default: DATA/uffd/KEY/control.sock)");
-  command_line.AddDataDirFlag(&data_dir, "the pager's data directory");
-  command_line.AddVersionKeyFlag(&version_key, "the pager's version key");
-  command_line.AddJsonFlag(&json, "print the pager's JSON answer unchanged instead of a line of text");
+  app.add_option("--socket", flags->socket, "the pager's control socket (default: DATA/uffd/KEY/control.sock)");
+  command_line.AddDataDirFlag(&flags->data_dir, "the pager's data directory");
+  command_line.AddVersionKeyFlag(&flags->version_key, "the pager's version key");
+  command_line.AddJsonFlag(&flags->json, "print the pager's JSON answer unchanged instead of a line of text");
   command_line.SetExamples({"pagerctl health", "pagerctl --version-key v1 sessions --json",
                             "pagerctl create --instance-id vm1 --backing /srv/snap/mem",
                             "pagerctl --version-key v2 ensure && pagerctl --version-key v2 drain-others"});
+}
 
+// The client of the pager the global flags name: --socket, else the control
+// socket of --data-dir and --version-key.
+PagerClient ClientFor(const GlobalFlags& flags) {
+  return PagerClient(flags.socket.empty() ? PagerClient::ControlSocketPath(flags.data_dir, flags.version_key)
+                                          : flags.socket);
+}
+
+// The service of the pager version the global flags name: `options` holds
+// the command's own settings, the global flags add the data directory and
+// the version key.
+uffdpager::Result<uffdpager::PagerService> ServiceFor(const GlobalFlags& flags,
+                                                      uffdpager::PagerServiceOptions options) {
+  options.data_dir = flags.data_dir;
+  options.version_key = flags.version_key;
+  return uffdpager::PagerService::Create(std::move(options));
+}
+
+// health and ensure: the pager's health, as JSON or one line.
+int ReportHealth(const CommandLine& command_line, const PagerClient& pager, bool json) {
+  auto h = pager.Health();
+  if (!h.ok()) return command_line.Fail(h.status());
+  if (json) {
+    PrintJson(h->answer);
+  } else {
+    uffdpager::cli::PrintResult(HealthLine(*h, pager.control_socket_path()));
+  }
+  return uffdpager::cli::kExitOk;
+}
+
+// The positional session id of show, close and complete.
+std::shared_ptr<std::string> AddSessionIdArgument(CLI::App* command) {
+  auto id = std::make_shared<std::string>();
+  command->add_option("session_id", *id, "the session's id")->required();
+  return id;
+}
+
+void AddHealthCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* health = command_line.AddCommand("health", "is the pager up; is it draining", {"pagerctl health --json"});
+  command_line.SetAction(health,
+                         [&command_line, &flags] { return ReportHealth(command_line, ClientFor(flags), flags.json); });
+}
+
+void AddStatsCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* stats = command_line.AddCommand("stats", "cache and fault counters", {"pagerctl stats"});
+  command_line.SetAction(stats, [&command_line, &flags] {
+    auto s = ClientFor(flags).Stats();
+    if (!s.ok()) return command_line.Fail(s.status());
+    if (flags.json) {
+      PrintJson(*s);
+    } else {
+      for (const auto& [k, v] : s->items()) std::cout << fmt::format("{:<26} {}\n", k, v.dump());
+    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+void AddSessionsCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* sessions = command_line.AddCommand("sessions", "list sessions with their counters", {"pagerctl sessions"});
-  std::string id;
+  command_line.SetAction(sessions, [&command_line, &flags] {
+    auto list = ClientFor(flags).ListSessions();
+    if (!list.ok()) return command_line.Fail(list.status());
+    if (flags.json) {
+      PrintJson(Json{{"sessions", *list}});  // GET /sessions's answer
+    } else {
+      PrintSessions(*list);
+    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+void AddShowCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* show = command_line.AddCommand("show", "one session in detail", {"pagerctl show vm1"});
-  show->add_option("session_id", id, "the session's id")->required();
+  auto id = AddSessionIdArgument(show);
+  command_line.SetAction(show, [&command_line, &flags, id] {
+    auto session = ClientFor(flags).GetSession(*id);
+    if (!session.ok()) return command_line.Fail(session.status());
+    if (flags.json) {
+      PrintJson(*session);
+    } else {
+      PrintSessions(Json::array({*session}));
+    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+// create's flags: the request, and the ids that go into it only when given.
+struct CreateFlags {
+  uffdpager::CreateSessionRequest request;
+  uint64_t socket_uid = 0, socket_gid = 0, expected_uid = 0, expected_pid = 0;
+  CLI::Option* socket_uid_flag = nullptr;
+  CLI::Option* socket_gid_flag = nullptr;
+  CLI::Option* expected_uid_flag = nullptr;
+  CLI::Option* expected_pid_flag = nullptr;
+
+  uffdpager::CreateSessionRequest Request() const {
+    uffdpager::CreateSessionRequest req = request;
+    if (socket_uid_flag->count() > 0) req.socket_uid = static_cast<uint32_t>(socket_uid);
+    if (socket_gid_flag->count() > 0) req.socket_gid = static_cast<uint32_t>(socket_gid);
+    if (expected_uid_flag->count() > 0) req.expected_uid = static_cast<uint32_t>(expected_uid);
+    if (expected_pid_flag->count() > 0) req.expected_pid = static_cast<int32_t>(expected_pid);
+    return req;
+  }
+};
+
+void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* create = command_line.AddCommand(
       "create", "create a session for a VM restore (PUT /snapshot/load's backend_path is its socket)",
       {"pagerctl create --instance-id vm1 --backing /srv/snap/mem",
        "pagerctl create --instance-id vm1 --backing /srv/snap/mem --socket-uid 123 --expected-uid 123"});
-  uffdpager::CreateSessionRequest req;
+  auto f = std::make_shared<CreateFlags>();
+  uffdpager::CreateSessionRequest& req = f->request;
   create->add_option("--instance-id", req.instance_id, "instance the VM belongs to")->required();
   create->add_option("--backing", req.backing_memory_path, "snapshot memory file (absolute path)")->required();
   create->add_option("--session-id", req.session_id, "session id (default: the instance id)");
   create->add_option("--cache-key", req.cache_key, "cache key (default: the backing path)");
   create->add_flag("--kill-on-failure", req.kill_client_on_failure, "kill the VMM if a fault cannot be served");
   constexpr uint64_t kMaxId = 0xfffffffe;  // (uid_t)-1 means "no change" to chown
-  uint64_t socket_uid = 0, socket_gid = 0, expected_uid = 0, expected_pid = 0;
-  auto* socket_uid_flag =
-      create->add_option("--socket-uid", socket_uid, "give the session socket to this uid (a jailed VMM's)")
+  f->socket_uid_flag =
+      create->add_option("--socket-uid", f->socket_uid, "give the session socket to this uid (a jailed VMM's)")
           ->check(IntegerIn(0, kMaxId));
-  auto* socket_gid_flag =
-      create->add_option("--socket-gid", socket_gid, "give the session socket to this gid (mode 0660)")
+  f->socket_gid_flag =
+      create->add_option("--socket-gid", f->socket_gid, "give the session socket to this gid (mode 0660)")
           ->check(IntegerIn(0, kMaxId));
-  auto* expected_uid_flag = create->add_option("--expected-uid", expected_uid, "accept only a VMM running as this uid")
-                                ->check(IntegerIn(0, kMaxId));
-  auto* expected_pid_flag = create->add_option("--expected-pid", expected_pid, "accept only the VMM with this pid")
-                                ->check(IntegerIn(1, INT32_MAX));
-  auto* close = command_line.AddCommand("close", "close a session", {"pagerctl close vm1"});
-  close->add_option("session_id", id, "the session's id")->required();
-  auto* complete = command_line.AddCommand("complete", "populate every page of a session, then unregister",
-                                           {"pagerctl complete vm1"});
-  complete->add_option("session_id", id, "the session's id")->required();
-  auto* drain = command_line.AddCommand("drain", "refuse new sessions; exit once no session holds a VM",
-                                        {"pagerctl --version-key v1 drain"});
-  uffdpager::PagerServiceOptions service_options;
-  uint64_t ready_timeout_ms = service_options.ready_timeout.count();
-  std::vector<std::string> start_command;
-  auto* ensure = command_line.AddCommand("ensure", "start this version's pager (its systemd unit) unless it answers",
-                                         {"pagerctl --version-key v2 ensure",
-                                          "pagerctl --data-dir /tmp/d --version-key t ensure -- uffd-pager --data-dir "
-                                          "{data_dir} --version-key {version}"});
-  ensure->add_option("--ready-timeout-ms", ready_timeout_ms, "bound on the start command plus the wait for /health")
-      ->capture_default_str()
-      ->check(IntegerIn(1, uffdpager::PagerService::kMaxReadyTimeout.count()));
-  ensure->add_option("start_command", start_command,
-                     "after --: the start command; {version} and {data_dir} are replaced "
-                     "(default: systemctl start uffd-pager@{version}.service)");
-  auto* drain_others = command_line.AddCommand(
-      "drain-others", "drain the pager of every other version under DATA/uffd/ (after an upgrade)",
-      {"pagerctl --version-key v2 drain-others"});
-  if (auto done = command_line.Parse(argc, argv)) return *done;
-
-  if (ensure->parsed() || drain_others->parsed()) {
-    service_options.data_dir = data_dir;
-    service_options.version_key = version_key;
-    service_options.ready_timeout = std::chrono::milliseconds(ready_timeout_ms);
-    if (!start_command.empty()) service_options.start_command = start_command;
-    auto service = uffdpager::PagerService::Create(service_options);
-    if (!service.ok()) return command_line.Fail(service.status());
-    if (ensure->parsed()) {
-      auto pager = [&] {
-        uffdpager::cli::Progress progress("pagerctl");  // erased before anything else is printed
-        progress.Step("waiting for uffd-pager " + version_key + " to answer");
-        return service->EnsureRunning();
-      }();
-      if (!pager.ok()) return command_line.Fail(pager.status());
-      auto h = pager->Health();
-      if (!h.ok()) return command_line.Fail(h.status());
-      if (json) {
-        PrintJson(h->answer);
-      } else {
-        uffdpager::cli::PrintResult(HealthLine(*h, pager->control_socket_path()));
-      }
-    } else {
-      auto drained = service->DrainOtherVersions();
-      if (!drained.ok()) return command_line.Fail(drained.status());
-      if (json) {
-        PrintJson(Json{{"drained", *drained}});
-      } else if (drained->empty()) {
-        uffdpager::cli::PrintResult("no other version of uffd-pager answers under " + data_dir + "/uffd");
-      } else {
-        uffdpager::cli::PrintResult(
-            fmt::format("draining {}: they serve their VMs and exit once none holds a VM", fmt::join(*drained, ", ")));
-      }
-    }
-    return uffdpager::cli::kExitOk;
-  }
-
-  if (socket.empty()) socket = PagerClient::ControlSocketPath(data_dir, version_key);
-  PagerClient client(socket);
-
-  if (health->parsed()) {
-    auto h = client.Health();
-    if (!h.ok()) return command_line.Fail(h.status());
-    if (json) {
-      PrintJson(h->answer);
-    } else {
-      uffdpager::cli::PrintResult(HealthLine(*h, socket));
-    }
-  } else if (stats->parsed()) {
-    auto s = client.Stats();
-    if (!s.ok()) return command_line.Fail(s.status());
-    if (json) {
-      PrintJson(*s);
-    } else {
-      for (const auto& [k, v] : s->items()) std::cout << fmt::format("{:<26} {}\n", k, v.dump());
-    }
-  } else if (sessions->parsed()) {
-    auto list = client.ListSessions();
-    if (!list.ok()) return command_line.Fail(list.status());
-    if (json) {
-      PrintJson(Json{{"sessions", *list}});  // GET /sessions's answer
-    } else {
-      PrintSessions(*list);
-    }
-  } else if (show->parsed()) {
-    auto session = client.GetSession(id);
-    if (!session.ok()) return command_line.Fail(session.status());
-    if (json) {
-      PrintJson(*session);
-    } else {
-      Json one = Json::array({*session});
-      PrintSessions(one);
-    }
-  } else if (create->parsed()) {
-    if (socket_uid_flag->count() > 0) req.socket_uid = static_cast<uint32_t>(socket_uid);
-    if (socket_gid_flag->count() > 0) req.socket_gid = static_cast<uint32_t>(socket_gid);
-    if (expected_uid_flag->count() > 0) req.expected_uid = static_cast<uint32_t>(expected_uid);
-    if (expected_pid_flag->count() > 0) req.expected_pid = static_cast<int32_t>(expected_pid);
-    auto created = client.CreateSession(req);
+  f->expected_uid_flag = create->add_option("--expected-uid", f->expected_uid, "accept only a VMM running as this uid")
+                             ->check(IntegerIn(0, kMaxId));
+  f->expected_pid_flag = create->add_option("--expected-pid", f->expected_pid, "accept only the VMM with this pid")
+                             ->check(IntegerIn(1, INT32_MAX));
+  command_line.SetAction(create, [&command_line, &flags, f] {
+    auto created = ClientFor(flags).CreateSession(f->Request());
     if (!created.ok()) return command_line.Fail(created.status());
-    if (json) {
+    if (flags.json) {
       PrintJson(created->answer);
     } else {
       uffdpager::cli::PrintResult(
           fmt::format("session {} listening on {}", created->session_id, created->uffd_socket_path));
     }
-  } else if (close->parsed()) {
-    if (auto st = client.CloseSession(id); !st.ok()) return command_line.Fail(st);
-    if (!json) uffdpager::cli::PrintResult("session " + id + " closed");
-  } else if (complete->parsed()) {
-    Status completed;
-    {
-      uffdpager::cli::Progress progress("pagerctl");
-      progress.Step("installing every page of session " + id);
-      completed = client.CompleteSession(id);
-    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+void AddCloseCommand(CommandLine& command_line, const GlobalFlags& flags) {
+  auto* close = command_line.AddCommand("close", "close a session", {"pagerctl close vm1"});
+  auto id = AddSessionIdArgument(close);
+  command_line.SetAction(close, [&command_line, &flags, id] {
+    if (auto st = ClientFor(flags).CloseSession(*id); !st.ok()) return command_line.Fail(st);
+    if (!flags.json) uffdpager::cli::PrintResult("session " + *id + " closed");
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+void AddCompleteCommand(CommandLine& command_line, const GlobalFlags& flags) {
+  auto* complete = command_line.AddCommand("complete", "populate every page of a session, then unregister",
+                                           {"pagerctl complete vm1"});
+  auto id = AddSessionIdArgument(complete);
+  command_line.SetAction(complete, [&command_line, &flags, id] {
+    PagerClient client = ClientFor(flags);
+    Status completed =
+        WithProgress("installing every page of session " + *id, [&] { return client.CompleteSession(*id); });
     if (!completed.ok()) return command_line.Fail(completed);
-    if (!json) uffdpager::cli::PrintResult("session " + id + " complete: every page present, memory unregistered");
-  } else if (drain->parsed()) {
-    if (auto st = client.Drain(); !st.ok()) return command_line.Fail(st);
-    if (!json) uffdpager::cli::PrintResult("draining: new sessions refused; the pager exits once none holds a VM");
-  }
-  return uffdpager::cli::kExitOk;
+    if (!flags.json) {
+      uffdpager::cli::PrintResult("session " + *id + " complete: every page present, memory unregistered");
+    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+void AddDrainCommand(CommandLine& command_line, const GlobalFlags& flags) {
+  auto* drain = command_line.AddCommand("drain", "refuse new sessions; exit once no session holds a VM",
+                                        {"pagerctl --version-key v1 drain"});
+  command_line.SetAction(drain, [&command_line, &flags] {
+    if (auto st = ClientFor(flags).Drain(); !st.ok()) return command_line.Fail(st);
+    if (!flags.json) {
+      uffdpager::cli::PrintResult("draining: new sessions refused; the pager exits once none holds a VM");
+    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+// ensure's flags: the bound on the start and the start command.
+struct EnsureFlags {
+  uint64_t ready_timeout_ms = uffdpager::PagerServiceOptions().ready_timeout.count();
+  std::vector<std::string> start_command;
+};
+
+void AddEnsureCommand(CommandLine& command_line, const GlobalFlags& flags) {
+  auto* ensure = command_line.AddCommand("ensure", "start this version's pager (its systemd unit) unless it answers",
+                                         {"pagerctl --version-key v2 ensure",
+                                          "pagerctl --data-dir /tmp/d --version-key t ensure -- uffd-pager --data-dir "
+                                          "{data_dir} --version-key {version}"});
+  auto f = std::make_shared<EnsureFlags>();
+  ensure->add_option("--ready-timeout-ms", f->ready_timeout_ms, "bound on the start command plus the wait for /health")
+      ->capture_default_str()
+      ->check(IntegerIn(1, uffdpager::PagerService::kMaxReadyTimeout.count()));
+  ensure->add_option("start_command", f->start_command,
+                     "after --: the start command; {version} and {data_dir} are replaced "
+                     "(default: systemctl start uffd-pager@{version}.service)");
+  command_line.SetAction(ensure, [&command_line, &flags, f] {
+    uffdpager::PagerServiceOptions options;
+    options.ready_timeout = std::chrono::milliseconds(f->ready_timeout_ms);
+    if (!f->start_command.empty()) options.start_command = f->start_command;
+    auto service = ServiceFor(flags, options);
+    if (!service.ok()) return command_line.Fail(service.status());
+    auto pager = WithProgress("waiting for uffd-pager " + flags.version_key + " to answer",
+                              [&] { return service->EnsureRunning(); });
+    if (!pager.ok()) return command_line.Fail(pager.status());
+    return ReportHealth(command_line, *pager, flags.json);
+  });
+}
+
+void AddDrainOthersCommand(CommandLine& command_line, const GlobalFlags& flags) {
+  auto* drain_others = command_line.AddCommand(
+      "drain-others", "drain the pager of every other version under DATA/uffd/ (after an upgrade)",
+      {"pagerctl --version-key v2 drain-others"});
+  command_line.SetAction(drain_others, [&command_line, &flags] {
+    auto service = ServiceFor(flags, uffdpager::PagerServiceOptions());
+    if (!service.ok()) return command_line.Fail(service.status());
+    auto drained = service->DrainOtherVersions();
+    if (!drained.ok()) return command_line.Fail(drained.status());
+    if (flags.json) {
+      PrintJson(Json{{"drained", *drained}});
+    } else if (drained->empty()) {
+      uffdpager::cli::PrintResult("no other version of uffd-pager answers under " + flags.data_dir + "/uffd");
+    } else {
+      uffdpager::cli::PrintResult(
+          fmt::format("draining {}: they serve their VMs and exit once none holds a VM", fmt::join(*drained, ", ")));
+    }
+    return uffdpager::cli::kExitOk;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CommandLine command_line("pagerctl", "pagerctl: control a running uffd-pager");
+  GlobalFlags flags;
+  AddGlobalFlags(command_line, &flags);
+  AddHealthCommand(command_line, flags);  // in the order of --help
+  AddStatsCommand(command_line, flags);
+  AddSessionsCommand(command_line, flags);
+  AddShowCommand(command_line, flags);
+  AddCreateCommand(command_line, flags);
+  AddCloseCommand(command_line, flags);
+  AddCompleteCommand(command_line, flags);
+  AddDrainCommand(command_line, flags);
+  AddEnsureCommand(command_line, flags);
+  AddDrainOthersCommand(command_line, flags);
+  if (auto done = command_line.Parse(argc, argv)) return *done;
+  return command_line.RunCommand();
 }

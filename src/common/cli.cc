@@ -122,6 +122,10 @@ CLI::App* CommandLine::AddCommand(const std::string& name, const std::string& de
 
 void CommandLine::SetExamples(const std::vector<std::string>& examples) { examples_ = examples; }
 
+void CommandLine::SetAction(CLI::App* command, std::function<int()> action) {
+  actions_.emplace_back(command, std::move(action));
+}
+
 std::string CommandLine::Footer(const std::vector<std::string>& examples, bool for_command) const {
   std::string out;
   if (!examples.empty()) out += "Examples:\n  " + Joined(examples, "\n  ") + "\n\n";
@@ -158,6 +162,13 @@ std::optional<int> CommandLine::Parse(int argc, char** argv) {
     }
     return UsageError("a command is required: " + Joined(names, ", "));
   }
+}
+
+int CommandLine::RunCommand() const {
+  for (const auto& [command, action] : actions_) {
+    if (command->parsed()) return action();
+  }
+  return kExitOk;  // a command without an action does nothing
 }
 
 int CommandLine::Fail(const Status& status) const { return Fail(ExitCodeFor(status), status.ToString()); }

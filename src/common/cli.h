@@ -11,9 +11,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -74,10 +76,18 @@ class CommandLine {
   // The examples of the program's own --help.
   void SetExamples(const std::vector<std::string>& examples);
 
+  // What `command` (from AddCommand) does once the command line names it:
+  // RunCommand() calls `action` after Parse and leaves with its exit code.
+  // `action` reads the command's flags, so it runs only after parsing.
+  void SetAction(CLI::App* command, std::function<int()> action);
+
   // Parses argv. Returns the exit code to leave with when there is nothing
   // more to do (--help, --version: kExitOk; a wrong command line: kExitUsage,
   // after saying what was wrong and what would be accepted), nullopt to go on.
   std::optional<int> Parse(int argc, char** argv);
+  // The exit code of the action of the command the command line named.
+  // REQUIRES: Parse returned nullopt; every command has an action.
+  int RunCommand() const;
 
   // "PROGRAM: message" on stderr; the exit code for it.
   int Fail(const Status& status) const;
@@ -92,6 +102,7 @@ class CommandLine {
   CLI::App app_;
   std::vector<std::string> global_flags_;  // "--json: print ...", for the subcommands' help
   std::vector<std::string> examples_;
+  std::vector<std::pair<CLI::App*, std::function<int()>>> actions_;
 };
 
 // The one-line human result of a command that succeeded, on stdout.

@@ -1,6 +1,8 @@
 // snapctl: the snapshot lifecycle of microVM instances over a data
 // directory (see include/uffdpager/lifecycle.h and the README).
+#include <functional>
 #include <iostream>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -75,17 +77,6 @@ CLI::Validator NetworkOverrideSyntax() {
       "IFACE=TAP");
 }
 
-void AddRestoreFlags(CLI::App* command, RestoreOptions* options, std::vector<std::string>* network_overrides) {
-  command
-      ->add_option("--network-override", *network_overrides,
-                   "IFACE_ID=HOST_DEV_NAME: restore the guest interface IFACE_ID on this TAP device (repeatable; "
-                   "Firecracker 1.12+)")
-      ->check(NetworkOverrideSyntax())
-      ->allow_extra_args(false);
-  command->add_option("--vsock-override", options->vsock_uds_path,
-                      "restore the vsock device on this Unix socket path (Firecracker 1.12+)");
-}
-
 std::vector<NetworkOverride> ParseNetworkOverrides(const std::vector<std::string>& given) {
   std::vector<NetworkOverride> out;
   for (const auto& text : given) {
@@ -95,136 +86,151 @@ std::vector<NetworkOverride> ParseNetworkOverrides(const std::vector<std::string
   return out;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  cli::CommandLine command_line("snapctl", "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs");
-  CLI::App& app = command_line.app();
-  app.require_subcommand(1);
+// The flags every command accepts, read by the commands once parsed.
+struct GlobalFlags {
   std::string data_dir, vmm_override, log_level = "warn";
   bool json = false;
-  command_line.AddDataDirFlag(&data_dir, "the data directory");
-  app.add_option("--vmm", vmm_override, "VMM binary for this command (default: the data directory's)");
-  command_line.AddJsonFlag(&json, "print the instance (or list, or config) as JSON instead of a line of text");
-  command_line.AddLogLevelFlag(&log_level);
+};
+
+void AddGlobalFlags(cli::CommandLine& command_line, GlobalFlags* flags) {
+  CLI::App& app = command_line.app();
+  app.require_subcommand(1);
+  command_line.AddDataDirFlag(&flags->data_dir, "the data directory");
+  app.add_option("--vmm", flags->vmm_override, "VMM binary for this command (default: the data directory's)");
+  command_line.AddJsonFlag(&flags->json, "print the instance (or list, or config) as JSON instead of a line of text");
+  command_line.AddLogLevelFlag(&flags->log_level);
   command_line.SetExamples({"snapctl init", "snapctl create vm1 --vcpus 2 --mem-mib 256", "snapctl standby vm1",
                             "snapctl fork vm1 vm2 --state running --network-override eth0=tap-vm2",
                             "snapctl list --json", "UFFDPAGER_DATA_DIR=/srv/vms snapctl show vm2"});
+}
 
-  // init: only the flags given change an existing directory.
-  DataDirConfig defaults;
-  defaults.vmm_binary = UFFDPAGER_DEFAULT_VMM_BIN;
-  defaults.pager_binary = UFFDPAGER_DEFAULT_PAGER_BIN;
-  defaults.pager_version_key = cli::DefaultVersionKey();
+// What a command on the data directory's instances prints: progress on
+// stderr while it works, erased before a result or an error is printed.
+class CommandOutput {
+ public:
+  explicit CommandOutput(const cli::CommandLine& command_line)
+      : command_line_(command_line), progress_(command_line.program()) {}
+
+  cli::Progress& progress() { return progress_; }
+  // Call before printing a result.
+  void Done() { progress_.Done(); }
+  int Fail(const Status& status) {
+    progress_.Done();
+    return command_line_.Fail(status);
+  }
+  int Fail(int exit_code, const std::string& message) {
+    progress_.Done();
+    return command_line_.Fail(exit_code, message);
+  }
+  int UsageError(const std::string& message) {
+    progress_.Done();
+    return command_line_.UsageError(message);
+  }
+
+ private:
+  const cli::CommandLine& command_line_;
+  cli::Progress progress_;
+};
+
+using LifecycleAction = std::function<int(Lifecycle&, CommandOutput&)>;
+
+// Opens the lifecycle of the data directory the global flags name, its steps
+// shown as progress, and returns `action`'s exit code on it.
+int WithLifecycle(const cli::CommandLine& command_line, const GlobalFlags& flags, const LifecycleAction& action) {
+  CommandOutput out(command_line);
+  LifecycleOptions options{flags.data_dir, flags.vmm_override, std::nullopt};
+  options.progress = [&out](const std::string& step) { out.progress().Step(step); };
+  auto life = Lifecycle::Open(options);
+  if (!life.ok()) {
+    // No config.json, or one this snapctl cannot read.
+    ErrorCode code = life.status().code();
+    if (code == ErrorCode::kNotFound || code == ErrorCode::kInvalidArgument) {
+      return out.Fail(cli::kExitNotInitialized,
+                      life.status().ToString() + " (--data-dir or $" + cli::kDataDirEnv + ")");
+    }
+    return out.Fail(life.status());
+  }
+  return action(**life, out);
+}
+
+// The end of every command on one instance: `done` is what the command did;
+// then where the instance stands, as JSON or as "VERB NAME: summary".
+int ShowInstance(Lifecycle& l, CommandOutput& out, const Status& done, const std::string& name, bool json,
+                 const std::string& verb) {
+  if (!done.ok()) return out.Fail(done);
+  auto shown = l.Show(name);
+  if (!shown.ok()) return out.Fail(shown.status());
+  out.Done();
+  if (json) {
+    std::cout << shown->ToJson().dump(2) << "\n";
+  } else {
+    cli::PrintResult(verb + " " + name + ": " + Summary(*shown));
+  }
+  return cli::kExitOk;
+}
+
+// The positional name of a command on an existing instance.
+std::shared_ptr<std::string> AddInstanceArgument(CLI::App* command) {
+  auto name = std::make_shared<std::string>();
+  command->add_option("name", *name, "the instance")->required();
+  return name;
+}
+
+using InstanceStep = std::function<Status(Lifecycle&, const std::string& name)>;
+
+// A command on one existing instance: `step` on it, then where it stands.
+// Returns the command, for flags of its own.
+CLI::App* AddInstanceCommand(cli::CommandLine& command_line, const GlobalFlags& flags, const std::string& command_name,
+                             const std::string& description, const std::vector<std::string>& examples,
+                             const std::string& verb, InstanceStep step) {
+  auto* command = command_line.AddCommand(command_name, description, examples);
+  auto name = AddInstanceArgument(command);
+  command_line.SetAction(command, [&command_line, &flags, name, verb, step = std::move(step)] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      return ShowInstance(l, out, step(l, *name), *name, flags.json, verb);
+    });
+  });
+  return command;
+}
+
+// init's flags: only those given change an existing data directory.
+struct InitFlags {
+  DataDirConfig defaults;  // of a new one
   std::string backend, vmm_binary, pager_binary, pager_version_key;
   std::vector<std::string> vmm_args;
-  uint64_t pager_cache_bytes = defaults.pager_cache_bytes, vmm_uid = 0, vmm_gid = 0;
+  uint64_t pager_cache_bytes = 0, vmm_uid = 0, vmm_gid = 0;
   bool no_vmm_args_set = false, no_pager_autostart_set = false, pager_autostart_set = false, no_vmm_uid_set = false;
-  auto* init = command_line.AddCommand(
-      "init", "create a data directory, or change the settings given (the others stay as they are)",
-      {"snapctl init", "snapctl init --backend file",
-       "snapctl --data-dir /srv/vms init --vmm-binary /usr/bin/firecracker --vmm-arg=--no-seccomp",
-       "snapctl init --vmm-binary /usr/bin/jailer --vmm-uid 123 --vmm-gid 100   # jailed VMMs"});
-  auto* backend_flag = init->add_option("--backend", backend,
-                                        "uffd (forks share memory, lazy restore) or file (forks copy); default uffd")
-                           ->check(CLI::IsMember({"uffd", "file"}));
-  auto* vmm_binary_flag =
-      init->add_option("--vmm-binary", vmm_binary, "Firecracker or tinyvmm (default: " + defaults.vmm_binary + ")");
-  auto* vmm_arg_flag = init->add_option("--vmm-arg", vmm_args,
-                                        "extra VMM argument (repeat; together they replace the list, write "
-                                        "--vmm-arg=--flag for one that starts with -)")
-                           ->allow_extra_args(false);
-  auto* no_vmm_args = init->add_flag("--no-vmm-args", no_vmm_args_set, "no extra VMM arguments any more");
-  auto* pager_binary_flag = init->add_option(
-      "--pager-binary", pager_binary, "uffd-pager, started when not running (default: " + defaults.pager_binary + ")");
-  auto* pager_key_flag = init->add_option(
-      "--pager-version-key", pager_version_key,
-      "pager directory DATA/uffd/KEY (default: $" + std::string(cli::kVersionKeyEnv) + ", else the pager's version)");
-  auto* pager_cache_flag =
-      init->add_option("--pager-cache-bytes", pager_cache_bytes, "cache size of a pager snapctl starts (default 1 GiB)")
-          ->check(IntegerIn(kMinPagerCacheBytes, kMaxPagerCacheBytes));
-  auto* no_autostart = init->add_flag("--no-pager-autostart", no_pager_autostart_set,
-                                      "never start the pager; fail when it is not running");
-  auto* autostart =
-      init->add_flag("--pager-autostart", pager_autostart_set, "start the pager when it is not running (the default)");
-  auto* vmm_uid_flag = init->add_option("--vmm-uid", vmm_uid,
-                                        "uid the (jailed) VMM runs as: pager sessions are given to it and accept "
-                                        "only a VMM of this uid")
-                           ->check(IntegerIn(0, kMaxId));
-  auto* vmm_gid_flag =
-      init->add_option("--vmm-gid", vmm_gid, "gid the (jailed) VMM runs as: pager session sockets are given to it")
-          ->check(IntegerIn(0, kMaxId));
-  auto* no_vmm_uid = init->add_flag("--no-vmm-uid", no_vmm_uid_set, "forget --vmm-uid and --vmm-gid");
+  CLI::Option* backend_flag = nullptr;
+  CLI::Option* vmm_binary_flag = nullptr;
+  CLI::Option* vmm_arg_flag = nullptr;
+  CLI::Option* no_vmm_args = nullptr;
+  CLI::Option* pager_binary_flag = nullptr;
+  CLI::Option* pager_key_flag = nullptr;
+  CLI::Option* pager_cache_flag = nullptr;
+  CLI::Option* no_autostart = nullptr;
+  CLI::Option* autostart = nullptr;
+  CLI::Option* vmm_uid_flag = nullptr;
+  CLI::Option* vmm_gid_flag = nullptr;
+  CLI::Option* no_vmm_uid = nullptr;
 
-  std::string name, source, target = "running", boot_config_path;
-  BootConfig boot;
-  RestoreOptions restore_options;
-  std::vector<std::string> network_overrides;
-  bool paused = false;
-  auto* create = command_line.AddCommand("create", "boot a new instance (Running)",
-                                         {"snapctl create vm1", "snapctl create vm1 --vcpus 2 --mem-mib 512",
-                                          "snapctl create vm1 --boot-config pre-boot.json   # Firecracker"});
-  create->add_option("name", name, "the new instance's name (1-64 of [A-Za-z0-9._-])")->required();
-  create->add_option("--vcpus", boot.vcpu_count, "number of vCPUs")
-      ->capture_default_str()
-      ->check(IntegerIn(1, kMaxVcpus));
-  create->add_option("--mem-mib", boot.mem_size_mib, "guest memory in MiB")
-      ->capture_default_str()
-      ->check(IntegerIn(1, kMaxMemMib));
-  create->add_option("--boot-config", boot_config_path,
-                     "JSON object of pre-boot PUT requests {\"/boot-source\": {...}, ...} (Firecracker)");
-  auto* standby =
-      command_line.AddCommand("standby", "snapshot a live instance and stop its VMM", {"snapctl standby vm1"});
-  standby->add_option("name", name, "the instance")->required();
-  auto* restore =
-      command_line.AddCommand("restore", "start an instance from its snapshot (Standby or Stopped)",
-                              {"snapctl restore vm1", "snapctl restore vm2 --paused",
-                               "snapctl restore vm2 --network-override eth0=tap-vm2 --vsock-override /run/vm2.vsock"});
-  restore->add_option("name", name, "the instance")->required();
-  restore->add_flag("--paused", paused, "leave the restored VM paused (snapctl resume starts it)");
-  AddRestoreFlags(restore, &restore_options, &network_overrides);
-  auto* fork =
-      command_line.AddCommand("fork", "a new instance from a standby or live one",
-                              {"snapctl fork vm1 vm2", "snapctl fork vm1 vm3 --state standby",
-                               "snapctl fork vm1 vm4 --network-override eth0=tap-vm4 --vsock-override /run/vm4.vsock"});
-  fork->add_option("source", source, "the instance to fork")->required();
-  fork->add_option("name", name, "the new instance's name")->required();
-  fork->add_option("--state", target, "the fork's state: running, standby or stopped")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"running", "standby", "stopped"}, CLI::ignore_case));
-  fork->add_flag("--paused", paused, "with --state running: leave the fork's VM paused");
-  AddRestoreFlags(fork, &restore_options, &network_overrides);
-  auto* pause = command_line.AddCommand("pause", "pause a running instance's vCPUs", {"snapctl pause vm1"});
-  pause->add_option("name", name, "the instance")->required();
-  auto* resume = command_line.AddCommand("resume", "resume a paused instance", {"snapctl resume vm1"});
-  resume->add_option("name", name, "the instance")->required();
-  auto* stop =
-      command_line.AddCommand("stop", "stop the VMM (state since the last snapshot is lost)", {"snapctl stop vm1"});
-  stop->add_option("name", name, "the instance")->required();
-  auto* del = command_line.AddCommand("delete", "stop and remove an instance", {"snapctl delete vm1"});
-  del->add_option("name", name, "the instance")->required();
-  auto* list = command_line.AddCommand("list", "instances and their checked state", {"snapctl list --json"});
-  auto* show = command_line.AddCommand("show", "one instance in detail (JSON)", {"snapctl show vm1"});
-  show->add_option("name", name, "the instance")->required();
-  auto* recover =
-      command_line.AddCommand("recover", "finish or undo what an interrupted command left", {"snapctl recover"});
-  if (auto done = command_line.Parse(argc, argv)) return *done;
-  ConfigureLogging("snapctl", log_level);
-  if (fork->parsed() && *ParseForkTarget(target) != ForkTarget::kRunning &&
-      (paused || !network_overrides.empty() || !restore_options.vsock_uds_path.empty())) {
-    return command_line.UsageError("fork: --paused and the overrides go with --state running only");
+  InitFlags() {
+    defaults.vmm_binary = UFFDPAGER_DEFAULT_VMM_BIN;
+    defaults.pager_binary = UFFDPAGER_DEFAULT_PAGER_BIN;
+    defaults.pager_version_key = cli::DefaultVersionKey();
+    pager_cache_bytes = defaults.pager_cache_bytes;
   }
-  restore_options.resume = !paused;
-  restore_options.network_overrides = ParseNetworkOverrides(network_overrides);
 
-  if (init->parsed()) {
-    // Flags that undo each other (CLI11's excludes would crowd --help).
+  // Two flags given that undo each other ("--a and --b"), if any. (CLI11's
+  // excludes would crowd --help.)
+  std::optional<std::string> UndoingPair() const {
     for (auto [a, b] : {std::pair{vmm_arg_flag, no_vmm_args}, std::pair{autostart, no_autostart},
                         std::pair{vmm_uid_flag, no_vmm_uid}, std::pair{vmm_gid_flag, no_vmm_uid}}) {
-      if (a->count() > 0 && b->count() > 0) {
-        return command_line.UsageError("init: " + a->get_name() + " and " + b->get_name() + " undo each other");
-      }
+      if (a->count() > 0 && b->count() > 0) return a->get_name() + " and " + b->get_name();
     }
+    return std::nullopt;
+  }
+
+  DataDirSettings Settings() const {
     DataDirSettings settings;
     if (backend_flag->count() > 0) settings.backend = *ParseMemoryBackend(backend);
     if (vmm_binary_flag->count() > 0) settings.vmm_binary = vmm_binary;
@@ -238,122 +244,282 @@ int main(int argc, char** argv) {
     if (vmm_uid_flag->count() > 0) settings.vmm_uid = std::optional<uint32_t>(static_cast<uint32_t>(vmm_uid));
     if (vmm_gid_flag->count() > 0) settings.vmm_gid = std::optional<uint32_t>(static_cast<uint32_t>(vmm_gid));
     if (no_vmm_uid->count() > 0) settings.vmm_uid = settings.vmm_gid = std::optional<uint32_t>();
-    auto configured = Lifecycle::Configure(data_dir, defaults, settings);
-    if (!configured.ok()) return command_line.Fail(configured.status());
-    if (json) {
-      std::cout << configured->config.ToJson().dump(2) << "\n";
-    } else if (configured->created) {
-      cli::PrintResult(fmt::format("initialized {}: backend {}, VMM {}, pager {} (version key {})", data_dir,
-                                   MemoryBackendName(configured->config.backend), configured->config.vmm_binary,
-                                   configured->config.pager_binary, configured->config.pager_version_key));
-    } else if (configured->changed.empty()) {
-      cli::PrintResult(data_dir + " unchanged");
-    } else {
-      std::string changed;
-      for (const auto& key : configured->changed) changed += (changed.empty() ? "" : ", ") + key;
-      cli::PrintResult("reconfigured " + data_dir + ": " + changed);
-    }
-    return cli::kExitOk;
+    return settings;
   }
+};
 
-  cli::Progress progress("snapctl");
-  // The progress line goes before anything else is printed.
-  auto fail = [&](const Status& st) {
-    progress.Done();
-    return command_line.Fail(st);
-  };
-  LifecycleOptions options{data_dir, vmm_override, std::nullopt};
-  options.progress = [&progress](const std::string& step) { progress.Step(step); };
-  auto life = Lifecycle::Open(options);
-  if (!life.ok()) {
-    // No config.json, or one this snapctl cannot read.
-    ErrorCode code = life.status().code();
-    if (code == ErrorCode::kNotFound || code == ErrorCode::kInvalidArgument) {
-      progress.Done();
-      return command_line.Fail(cli::kExitNotInitialized,
-                               life.status().ToString() + " (--data-dir or $" + cli::kDataDirEnv + ")");
-    }
-    return fail(life.status());
-  }
-  Lifecycle& l = **life;
+void DeclareInitFlags(CLI::App* init, InitFlags* f) {
+  f->backend_flag = init->add_option("--backend", f->backend,
+                                     "uffd (forks share memory, lazy restore) or file (forks copy); default uffd")
+                        ->check(CLI::IsMember({"uffd", "file"}));
+  f->vmm_binary_flag = init->add_option("--vmm-binary", f->vmm_binary,
+                                        "Firecracker or tinyvmm (default: " + f->defaults.vmm_binary + ")");
+  f->vmm_arg_flag = init->add_option("--vmm-arg", f->vmm_args,
+                                     "extra VMM argument (repeat; together they replace the list, write "
+                                     "--vmm-arg=--flag for one that starts with -)")
+                        ->allow_extra_args(false);
+  f->no_vmm_args = init->add_flag("--no-vmm-args", f->no_vmm_args_set, "no extra VMM arguments any more");
+  f->pager_binary_flag =
+      init->add_option("--pager-binary", f->pager_binary,
+                       "uffd-pager, started when not running (default: " + f->defaults.pager_binary + ")");
+  f->pager_key_flag = init->add_option(
+      "--pager-version-key", f->pager_version_key,
+      "pager directory DATA/uffd/KEY (default: $" + std::string(cli::kVersionKeyEnv) + ", else the pager's version)");
+  f->pager_cache_flag = init->add_option("--pager-cache-bytes", f->pager_cache_bytes,
+                                         "cache size of a pager snapctl starts (default 1 GiB)")
+                            ->check(IntegerIn(kMinPagerCacheBytes, kMaxPagerCacheBytes));
+  f->no_autostart = init->add_flag("--no-pager-autostart", f->no_pager_autostart_set,
+                                   "never start the pager; fail when it is not running");
+  f->autostart = init->add_flag("--pager-autostart", f->pager_autostart_set,
+                                "start the pager when it is not running (the default)");
+  f->vmm_uid_flag = init->add_option("--vmm-uid", f->vmm_uid,
+                                     "uid the (jailed) VMM runs as: pager sessions are given to it and accept "
+                                     "only a VMM of this uid")
+                        ->check(IntegerIn(0, kMaxId));
+  f->vmm_gid_flag =
+      init->add_option("--vmm-gid", f->vmm_gid, "gid the (jailed) VMM runs as: pager session sockets are given to it")
+          ->check(IntegerIn(0, kMaxId));
+  f->no_vmm_uid = init->add_flag("--no-vmm-uid", f->no_vmm_uid_set, "forget --vmm-uid and --vmm-gid");
+}
 
-  if (list->parsed()) {
-    auto statuses = l.List();
-    if (!statuses.ok()) return fail(statuses.status());
-    progress.Done();
-    if (json) {
-      nlohmann::json out = nlohmann::json::array();
-      for (const auto& s : *statuses) out.push_back(s.ToJson());
-      std::cout << out.dump(2) << "\n";
-    } else {
-      PrintStatuses(*statuses);
-    }
-    return cli::kExitOk;
-  }
-  if (recover->parsed()) {
-    if (Status st = l.Recover(); !st.ok()) return fail(st);
-    progress.Done();
-    if (!json) cli::PrintResult(data_dir + ": nothing is left half done");
-    return cli::kExitOk;
-  }
-  if (del->parsed()) {
-    if (Status st = l.Delete(name); !st.ok()) return fail(st);
-    progress.Done();
-    if (json) {
-      std::cout << nlohmann::json{{"name", name}, {"deleted", true}}.dump(2) << "\n";
-    } else {
-      cli::PrintResult("deleted " + name);
-    }
-    return cli::kExitOk;
-  }
-
-  // The commands on one instance: do it, then show where it stands.
-  std::string verb;
-  Status st;
-  if (create->parsed()) {
-    if (!boot_config_path.empty()) {
-      auto text = ReadWholeFile(boot_config_path, 1 << 20);
-      if (!text.ok()) {
-        progress.Done();
-        return command_line.UsageError("--boot-config: " + text.status().ToString());
-      }
-      boot.pre_boot_requests = nlohmann::json::parse(*text, nullptr, false);
-      if (!boot.pre_boot_requests.is_object()) {
-        progress.Done();
-        return command_line.UsageError("--boot-config: " + boot_config_path + " is not a JSON object");
-      }
-    }
-    verb = "created";
-    st = l.Create(name, boot);
-  } else if (standby->parsed()) {
-    verb = "standby";
-    st = l.Standby(name);
-  } else if (restore->parsed()) {
-    verb = "restored";
-    st = l.Restore(name, restore_options);
-  } else if (fork->parsed()) {
-    verb = "forked " + source + " as";
-    st = l.Fork(source, name, *ParseForkTarget(target), restore_options);
-  } else if (pause->parsed()) {
-    verb = "paused";
-    st = l.Pause(name);
-  } else if (resume->parsed()) {
-    verb = "resumed";
-    st = l.Resume(name);
-  } else if (stop->parsed()) {
-    verb = "stopped";
-    st = l.Stop(name);
-  } else if (show->parsed()) {
-    verb = "show";
-  }
-  if (!st.ok()) return fail(st);
-  auto shown = l.Show(name);
-  if (!shown.ok()) return fail(shown.status());
-  progress.Done();
-  if (json || show->parsed()) {
-    std::cout << shown->ToJson().dump(2) << "\n";
+void PrintConfigured(const DataDirConfigured& configured, const GlobalFlags& flags) {
+  const DataDirConfig& config = configured.config;
+  if (flags.json) {
+    std::cout << config.ToJson().dump(2) << "\n";
+  } else if (configured.created) {
+    cli::PrintResult(fmt::format("initialized {}: backend {}, VMM {}, pager {} (version key {})", flags.data_dir,
+                                 MemoryBackendName(config.backend), config.vmm_binary, config.pager_binary,
+                                 config.pager_version_key));
+  } else if (configured.changed.empty()) {
+    cli::PrintResult(flags.data_dir + " unchanged");
   } else {
-    cli::PrintResult(verb + " " + name + ": " + Summary(*shown));
+    std::string changed;
+    for (const auto& key : configured.changed) changed += (changed.empty() ? "" : ", ") + key;
+    cli::PrintResult("reconfigured " + flags.data_dir + ": " + changed);
   }
-  return cli::kExitOk;
+}
+
+void AddInitCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* init = command_line.AddCommand(
+      "init", "create a data directory, or change the settings given (the others stay as they are)",
+      {"snapctl init", "snapctl init --backend file",
+       "snapctl --data-dir /srv/vms init --vmm-binary /usr/bin/firecracker --vmm-arg=--no-seccomp",
+       "snapctl init --vmm-binary /usr/bin/jailer --vmm-uid 123 --vmm-gid 100   # jailed VMMs"});
+  auto f = std::make_shared<InitFlags>();
+  DeclareInitFlags(init, f.get());
+  command_line.SetAction(init, [&command_line, &flags, f] {
+    if (auto pair = f->UndoingPair()) return command_line.UsageError("init: " + *pair + " undo each other");
+    auto configured = Lifecycle::Configure(flags.data_dir, f->defaults, f->Settings());
+    if (!configured.ok()) return command_line.Fail(configured.status());
+    PrintConfigured(*configured, flags);
+    return cli::kExitOk;
+  });
+}
+
+// create's flags.
+struct CreateFlags {
+  std::string name, boot_config_path;
+  BootConfig boot;
+};
+
+void AddCreateCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* create = command_line.AddCommand("create", "boot a new instance (Running)",
+                                         {"snapctl create vm1", "snapctl create vm1 --vcpus 2 --mem-mib 512",
+                                          "snapctl create vm1 --boot-config pre-boot.json   # Firecracker"});
+  auto f = std::make_shared<CreateFlags>();
+  create->add_option("name", f->name, "the new instance's name (1-64 of [A-Za-z0-9._-])")->required();
+  create->add_option("--vcpus", f->boot.vcpu_count, "number of vCPUs")
+      ->capture_default_str()
+      ->check(IntegerIn(1, kMaxVcpus));
+  create->add_option("--mem-mib", f->boot.mem_size_mib, "guest memory in MiB")
+      ->capture_default_str()
+      ->check(IntegerIn(1, kMaxMemMib));
+  create->add_option("--boot-config", f->boot_config_path,
+                     "JSON object of pre-boot PUT requests {\"/boot-source\": {...}, ...} (Firecracker)");
+  command_line.SetAction(create, [&command_line, &flags, f] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      BootConfig boot = f->boot;
+      if (!f->boot_config_path.empty()) {
+        auto text = ReadWholeFile(f->boot_config_path, 1 << 20);
+        if (!text.ok()) return out.UsageError("--boot-config: " + text.status().ToString());
+        boot.pre_boot_requests = nlohmann::json::parse(*text, nullptr, false);
+        if (!boot.pre_boot_requests.is_object()) {
+          return out.UsageError("--boot-config: " + f->boot_config_path + " is not a JSON object");
+        }
+      }
+      return ShowInstance(l, out, l.Create(f->name, boot), f->name, flags.json, "created");
+    });
+  });
+}
+
+void AddStandbyCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  AddInstanceCommand(command_line, flags, "standby", "snapshot a live instance and stop its VMM",
+                     {"snapctl standby vm1"}, "standby",
+                     [](Lifecycle& l, const std::string& name) { return l.Standby(name); });
+}
+
+// The flags restore and fork share: how the restored VM starts.
+struct RestoreFlags {
+  bool paused = false;
+  std::vector<std::string> network_overrides;
+  std::string vsock_uds_path;
+
+  bool Given() const { return paused || !network_overrides.empty() || !vsock_uds_path.empty(); }
+  RestoreOptions Options() const {
+    RestoreOptions options;
+    options.resume = !paused;
+    options.network_overrides = ParseNetworkOverrides(network_overrides);
+    options.vsock_uds_path = vsock_uds_path;
+    return options;
+  }
+};
+
+void AddRestoreFlags(CLI::App* command, RestoreFlags* flags, const std::string& paused_help) {
+  command->add_flag("--paused", flags->paused, paused_help);
+  command
+      ->add_option("--network-override", flags->network_overrides,
+                   "IFACE_ID=HOST_DEV_NAME: restore the guest interface IFACE_ID on this TAP device (repeatable; "
+                   "Firecracker 1.12+)")
+      ->check(NetworkOverrideSyntax())
+      ->allow_extra_args(false);
+  command->add_option("--vsock-override", flags->vsock_uds_path,
+                      "restore the vsock device on this Unix socket path (Firecracker 1.12+)");
+}
+
+void AddRestoreCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto restore = std::make_shared<RestoreFlags>();
+  auto* command = AddInstanceCommand(
+      command_line, flags, "restore", "start an instance from its snapshot (Standby or Stopped)",
+      {"snapctl restore vm1", "snapctl restore vm2 --paused",
+       "snapctl restore vm2 --network-override eth0=tap-vm2 --vsock-override /run/vm2.vsock"},
+      "restored", [restore](Lifecycle& l, const std::string& name) { return l.Restore(name, restore->Options()); });
+  AddRestoreFlags(command, restore.get(), "leave the restored VM paused (snapctl resume starts it)");
+}
+
+// fork's flags.
+struct ForkFlags {
+  std::string source, name, target = "running";
+  RestoreFlags restore;
+};
+
+void AddForkCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* fork =
+      command_line.AddCommand("fork", "a new instance from a standby or live one",
+                              {"snapctl fork vm1 vm2", "snapctl fork vm1 vm3 --state standby",
+                               "snapctl fork vm1 vm4 --network-override eth0=tap-vm4 --vsock-override /run/vm4.vsock"});
+  auto f = std::make_shared<ForkFlags>();
+  fork->add_option("source", f->source, "the instance to fork")->required();
+  fork->add_option("name", f->name, "the new instance's name")->required();
+  fork->add_option("--state", f->target, "the fork's state: running, standby or stopped")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"running", "standby", "stopped"}, CLI::ignore_case));
+  AddRestoreFlags(fork, &f->restore, "with --state running: leave the fork's VM paused");
+  command_line.SetAction(fork, [&command_line, &flags, f] {
+    ForkTarget target = *ParseForkTarget(f->target);
+    if (target != ForkTarget::kRunning && f->restore.Given()) {
+      return command_line.UsageError("fork: --paused and the overrides go with --state running only");
+    }
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      Status forked = l.Fork(f->source, f->name, target, f->restore.Options());
+      return ShowInstance(l, out, forked, f->name, flags.json, "forked " + f->source + " as");
+    });
+  });
+}
+
+void AddPauseCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  AddInstanceCommand(command_line, flags, "pause", "pause a running instance's vCPUs", {"snapctl pause vm1"}, "paused",
+                     [](Lifecycle& l, const std::string& name) { return l.Pause(name); });
+}
+
+void AddResumeCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  AddInstanceCommand(command_line, flags, "resume", "resume a paused instance", {"snapctl resume vm1"}, "resumed",
+                     [](Lifecycle& l, const std::string& name) { return l.Resume(name); });
+}
+
+void AddStopCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  AddInstanceCommand(command_line, flags, "stop", "stop the VMM (state since the last snapshot is lost)",
+                     {"snapctl stop vm1"}, "stopped",
+                     [](Lifecycle& l, const std::string& name) { return l.Stop(name); });
+}
+
+void AddDeleteCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* del = command_line.AddCommand("delete", "stop and remove an instance", {"snapctl delete vm1"});
+  auto name = AddInstanceArgument(del);
+  command_line.SetAction(del, [&command_line, &flags, name] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      if (Status st = l.Delete(*name); !st.ok()) return out.Fail(st);
+      out.Done();
+      if (flags.json) {
+        std::cout << nlohmann::json{{"name", *name}, {"deleted", true}}.dump(2) << "\n";
+      } else {
+        cli::PrintResult("deleted " + *name);
+      }
+      return cli::kExitOk;
+    });
+  });
+}
+
+void AddListCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* list = command_line.AddCommand("list", "instances and their checked state", {"snapctl list --json"});
+  command_line.SetAction(list, [&command_line, &flags] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      auto statuses = l.List();
+      if (!statuses.ok()) return out.Fail(statuses.status());
+      out.Done();
+      if (flags.json) {
+        nlohmann::json json = nlohmann::json::array();
+        for (const auto& s : *statuses) json.push_back(s.ToJson());
+        std::cout << json.dump(2) << "\n";
+      } else {
+        PrintStatuses(*statuses);
+      }
+      return cli::kExitOk;
+    });
+  });
+}
+
+void AddShowCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* show = command_line.AddCommand("show", "one instance in detail (JSON)", {"snapctl show vm1"});
+  auto name = AddInstanceArgument(show);
+  command_line.SetAction(show, [&command_line, &flags, name] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      return ShowInstance(l, out, Status(), *name, /*json=*/true, "show");
+    });
+  });
+}
+
+void AddRecoverCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* recover =
+      command_line.AddCommand("recover", "finish or undo what an interrupted command left", {"snapctl recover"});
+  command_line.SetAction(recover, [&command_line, &flags] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      if (Status st = l.Recover(); !st.ok()) return out.Fail(st);
+      out.Done();
+      if (!flags.json) cli::PrintResult(flags.data_dir + ": nothing is left half done");
+      return cli::kExitOk;
+    });
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::CommandLine command_line("snapctl", "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs");
+  GlobalFlags flags;
+  AddGlobalFlags(command_line, &flags);
+  AddInitCommand(command_line, flags);  // in the order of --help
+  AddCreateCommand(command_line, flags);
+  AddStandbyCommand(command_line, flags);
+  AddRestoreCommand(command_line, flags);
+  AddForkCommand(command_line, flags);
+  AddPauseCommand(command_line, flags);
+  AddResumeCommand(command_line, flags);
+  AddStopCommand(command_line, flags);
+  AddDeleteCommand(command_line, flags);
+  AddListCommand(command_line, flags);
+  AddShowCommand(command_line, flags);
+  AddRecoverCommand(command_line, flags);
+  if (auto done = command_line.Parse(argc, argv)) return *done;
+  ConfigureLogging("snapctl", flags.log_level);
+  return command_line.RunCommand();
 }
