@@ -221,9 +221,13 @@ Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd u
     spdlog::warn("session {}: nothing will tell when VMM pid {} exits (no pidfd, no connection, no identity)", id(),
                  identity.pid);
   }
-  auto engine =
-      FaultEngine::Create(&uffd_, std::move(*layout), backing_, env_.cache, env_.cache->InternNamespace(cache_key_),
-                          Sink(), env_.engine_options, wake_fd_.get());
+  int wake_fd = -1;  // open until the session has stopped serving
+  {
+    MutexLock lock(&mu_);
+    wake_fd = wake_fd_.get();
+  }
+  auto engine = FaultEngine::Create(&uffd_, std::move(*layout), backing_, env_.cache,
+                                    env_.cache->InternNamespace(cache_key_), Sink(), env_.engine_options, wake_fd);
   if (!engine.ok()) return engine.status();
   engine_ = std::move(*engine);
   return Status::Ok();
