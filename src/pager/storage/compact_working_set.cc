@@ -170,9 +170,11 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   out.page_size_ = fixed.page_size;
   out.data_offset_ = fixed.data_offset;
   out.offsets_.resize(fixed.count);
-  std::memcpy(out.offsets_.data(), p + fixed.identity_bytes + fixed.name_bytes, fixed.count * 8);
+  if (fixed.count > 0) std::memcpy(out.offsets_.data(), p + fixed.identity_bytes + fixed.name_bytes, fixed.count * 8);
   out.block_hashes_.resize(blocks);
-  std::memcpy(out.block_hashes_.data(), p + fixed.identity_bytes + fixed.name_bytes + fixed.count * 8, blocks * 8);
+  if (blocks > 0) {
+    std::memcpy(out.block_hashes_.data(), p + fixed.identity_bytes + fixed.name_bytes + fixed.count * 8, blocks * 8);
+  }
   // Reads are large and sequential: the default readahead helps them. And
   // the file is in use: the disk bound removes the least recently used.
   (void)::posix_fadvise(out.fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);

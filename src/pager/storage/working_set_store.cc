@@ -74,7 +74,7 @@ std::optional<WorkingSet> WorkingSetStore::Load(const CacheKey& key) {
   const auto written = std::filesystem::last_write_time(path, ec);
   if (!ec) set.saved_at = std::chrono::file_clock::to_sys(written);
   set.offsets.resize(h.count);
-  std::memcpy(set.offsets.data(), p + h.identity_bytes + h.name_bytes, h.count * 8);
+  if (h.count > 0) std::memcpy(set.offsets.data(), p + h.identity_bytes + h.name_bytes, h.count * 8);
   return set;
 }
 
