@@ -181,16 +181,17 @@ TEST_F(PagerSoakTest, ManySessionsLeaveNoFdThreadMappingOrSessionBehind) {
   const ProcessFootprint after_second = settle();
   ASSERT_FALSE(HasFailure());
 
-  // Mappings: an allocator maps as it goes (a sanitizer's more than glibc's),
-  // and that growth levels off; a staging buffer, zero page or cache slab
-  // leaked per session grows with the sessions. So the growth after 2N
-  // sessions may exceed the growth after N by a few mappings, not by N's.
+  // Mappings: an allocator maps as it goes (ASan's quarantine more than
+  // glibc's arenas: +12 over 58 sessions seen here), and that growth levels
+  // off; a staging buffer, zero page or cache slab leaked per session grows
+  // by at least one mapping per session. So the second N sessions may add a
+  // few mappings, and at most one per four sessions: never one per session.
   if (kCountMappings) {
     const int64_t growth_n = static_cast<int64_t>(after_first.anonymous_mappings) - baseline.anonymous_mappings;
     const int64_t growth_2n = static_cast<int64_t>(after_second.anonymous_mappings) - baseline.anonymous_mappings;
-    EXPECT_LE(growth_2n, growth_n + 8) << "baseline " << baseline.ToString() << "; after " << first << " sessions "
-                                       << after_first.ToString() << "; after " << first + second << " sessions "
-                                       << after_second.ToString();
+    EXPECT_LE(growth_2n, growth_n + 8 + static_cast<int64_t>(second) / 4)
+        << "baseline " << baseline.ToString() << "; after " << first << " sessions " << after_first.ToString()
+        << "; after " << first + second << " sessions " << after_second.ToString();
   }
   EXPECT_EQ(pager_->CountUserfaultfds(), 0u);
   EXPECT_EQ(Stat("failed_sessions"), bad_handshakes.load());
