@@ -119,12 +119,14 @@ TEST_F(PagerUnderSupervisorTest, KilledWhileVmsFaultTheRestartedPagerServesEvery
   // Each serving session parked its uffd, connection and the VMM's pidfd;
   // the waiting one its listener.
   // (Messages arrive one by one: wait for the state after the last of them.)
-  ASSERT_TRUE(WaitFor([&] { return StoredWithSuffix(".uffd") == 2 && StoredWithSuffix(".listen") == 1; },
-                      std::chrono::seconds(10)))
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return StoredWithSuffix(".uffd") == 2 && StoredWithSuffix(".conn") == 2 && StoredWithSuffix(".pidfd") == 2 &&
+               StoredWithSuffix(".listen") == 1;
+      },
+      std::chrono::seconds(10)))
       << ::testing::PrintToString(supervisor_->StoredNames());
-  EXPECT_EQ(StoredWithSuffix(".conn"), 2u);
-  EXPECT_EQ(StoredWithSuffix(".pidfd"), 2u);
-  EXPECT_EQ(supervisor_->StoredCount(), 7u);
+  EXPECT_EQ(supervisor_->StoredCount(), 7u) << ::testing::PrintToString(supervisor_->StoredNames());
 
   // A balloon takes a range of b; the record must carry it before the crash.
   const std::pair<uint64_t, uint64_t> removed = {5 * kMiB, 5 * kMiB + 16 * 4096};
