@@ -187,6 +187,25 @@ TEST_F(PageLoaderTest, CompletionRunsUseTheCacheButDoNotFillIt) {
   EXPECT_EQ(cache.Counters().items, 1u) << "a completion run filled the shared cache";
 }
 
+TEST_F(PageLoaderTest, BackgroundRunsCountAgainstTheBoundUntilReleasedEvenWhenTheyEndAtOnce) {
+  // Every page cached: each prefetch run ends the moment it starts. Were
+  // runs counted only while they read, a prefetch step would start its whole
+  // plan, staging thousands of runs before installing any.
+  PageCache cache(1 << 20, 4);
+  for (uint64_t p = 0; p < 64; ++p) Cache(cache, p);
+  TestLoader t(backing_, &cache, 1);
+  std::vector<uint64_t> ids;
+  while (t.loader->CanStart(LoadPurpose::kPrefetch, kPage) && ids.size() < 64) {
+    ids.push_back(t.loader->Start(Run(ids.size(), 1, LoadPurpose::kPrefetch)));
+  }
+  EXPECT_EQ(ids.size(), PageLoader::kMaxBackgroundRuns);
+  EXPECT_EQ(t.loader->ready().size(), ids.size());
+  // Demand runs are never held back by them.
+  EXPECT_TRUE(t.loader->CanStart(LoadPurpose::kDemand, kPage));
+  t.loader->Release(ids.front());
+  EXPECT_TRUE(t.loader->CanStart(LoadPurpose::kPrefetch, kPage));
+}
+
 TEST_F(PageLoaderTest, AFailedReadKeepsTheValidPrefixAndGivesUpItsClaims) {
   PageCache cache(1 << 20, 4);
   // Page 8 cached, so the misses form two reads: [0,8) and [9,32), and the

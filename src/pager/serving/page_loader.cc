@@ -306,10 +306,6 @@ void PageLoader::FinishIfDone(uint64_t id, Run& run) {
   }
   PublishClaims(run);
   run.finished = true;
-  if (run.request.purpose != LoadPurpose::kDemand) {
-    --background_runs_;
-    background_bytes_ -= run.request.count * run.request.page_size;
-  }
   ready_.push_back(LoadedRun{id, run.request, run.status, run.valid, run.bytes, run.zero.data()});
 }
 
@@ -330,6 +326,14 @@ void PageLoader::Release(uint64_t id) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& run = it->second;
+  // A background run counts against the bound until it is released, not
+  // only while it reads: runs served from the cache end at once, and
+  // counting them only in flight would let one step start the whole plan
+  // (thousands of staged runs waiting to be installed).
+  if (run.request.purpose != LoadPurpose::kDemand) {
+    --background_runs_;
+    background_bytes_ -= run.request.count * run.request.page_size;
+  }
   if (run.big_buffer.valid()) {
     // Keep one buffer warm; give the memory of the others back at once, so
     // an idle session does not hold staging memory.
