@@ -18,6 +18,7 @@
 #include "common/unix_socket.h"
 #include "support/pager_fixture.h"
 #include "support/raw_handshake.h"
+#include "support/raw_http_request.h"
 
 namespace uffdpager::testing::adversarial_test {
 namespace {
@@ -39,35 +40,16 @@ class PagerAdversarialTest : public PagerFixture {
     file_ = ReadFileBytes(snap_);
   }
 
-  std::string ControlSocket() { return pager_->root_dir() + "/control.sock"; }
-
   HttpResponse Post(const std::string& path, const std::string& body) {
     auto r = HttpClient(ControlSocket()).Send("POST", path, body);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : HttpResponse{};
   }
 
-  // One request written by hand, so that no client library normalizes the
-  // path; the answer's status.
+  // One request written by hand (no client library to normalize the path);
+  // the answer's status.
   int RawRequest(const std::string& method, const std::string& path) {
-    auto conn = ConnectUnixSocket(ControlSocket());
-    EXPECT_TRUE(conn.ok()) << conn.status().ToString();
-    if (!conn.ok()) return 0;
-    std::string request =
-        method + " " + path + " HTTP/1.1\r\nHost: pager\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    EXPECT_EQ(::send(conn->get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-    std::string answer;
-    char buf[4096];
-    for (;;) {
-      pollfd p{conn->get(), POLLIN, 0};
-      if (::poll(&p, 1, 10000) != 1) break;
-      ssize_t n = ::recv(conn->get(), buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      answer.append(buf, static_cast<size_t>(n));
-    }
-    int status = 0;
-    (void)std::sscanf(answer.c_str(), "HTTP/1.1 %d", &status);
-    return status;
+    return RawHttpRequest(ControlSocket(), method, path).first;
   }
 
   // A create body for `snap_` with `extra` (JSON members) after the

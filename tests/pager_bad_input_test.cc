@@ -112,7 +112,7 @@ TEST_F(PagerBadInputTest, ConnectionsThatHandOverNoUserfaultfdNeverFailAWaitingS
   EXPECT_EQ(::access(sock.c_str(), F_OK), 0);
   EXPECT_EQ(Stat("refused_handshakes"), 4u);
   EXPECT_EQ(Stat("failed_sessions"), 0u);
-  HttpClient http(pager_->root_dir() + "/control.sock");
+  HttpClient http(ControlSocket());
   auto metrics = http.Send("GET", "/metrics");
   ASSERT_TRUE(metrics.ok());
   EXPECT_NE(metrics->body.find("\nuffdpager_refused_handshakes_total 4\n"), std::string::npos) << metrics->body;
@@ -238,7 +238,7 @@ TEST_F(PagerBadInputTest, ASilentClientIsDroppedAndTheSessionStillWorks) {
 }
 
 TEST_F(PagerBadInputTest, ControlApiRefusesBadRequestsClearly) {
-  HttpClient http(pager_->root_dir() + "/control.sock");
+  HttpClient http(ControlSocket());
   auto post = [&](const std::string& body) {
     auto r = http.Send("POST", "/sessions", body);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -275,9 +275,9 @@ TEST_F(PagerBadInputTest, ControlApiRefusesBadRequestsClearly) {
 }
 
 TEST_F(PagerBadInputTest, ASilentHttpClientIsDisconnectedAndOthersAreServed) {
-  auto conn = ConnectUnixSocket(pager_->root_dir() + "/control.sock");
+  auto conn = ConnectUnixSocket(ControlSocket());
   ASSERT_TRUE(conn.ok());
-  auto half = ConnectUnixSocket(pager_->root_dir() + "/control.sock");
+  auto half = ConnectUnixSocket(ControlSocket());
   ASSERT_TRUE(half.ok());
   std::string partial = "POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"instance";
   ASSERT_EQ(::send(half->get(), partial.data(), partial.size(), MSG_NOSIGNAL), ssize_t(partial.size()));

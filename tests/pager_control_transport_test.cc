@@ -19,6 +19,7 @@
 #include "common/mutex.h"
 #include "common/unix_socket.h"
 #include "support/pager_fixture.h"
+#include "support/raw_http_request.h"
 
 #ifndef PAGERCTL_BIN
 #error "PAGERCTL_BIN must name the pagerctl binary"
@@ -39,8 +40,6 @@ class PagerControlTransportTest : public PagerFixture {
     snap_ = MakeSnapshot("mem", 4 * kMiB, 7);
   }
 
-  std::string ControlSocket() { return pager_->root_dir() + "/control.sock"; }
-
   bool Draining() {
     auto h = pager_->client().Health();
     EXPECT_TRUE(h.ok()) << h.status().ToString();
@@ -48,27 +47,9 @@ class PagerControlTransportTest : public PagerFixture {
   }
 
   // One request written by hand (no client library to normalize the path);
-  // the status line and body of the answer.
+  // the status and body of the answer.
   std::pair<int, std::string> RawRequest(const std::string& method, const std::string& path) {
-    auto conn = ConnectUnixSocket(ControlSocket());
-    EXPECT_TRUE(conn.ok()) << conn.status().ToString();
-    if (!conn.ok()) return {0, ""};
-    std::string request =
-        method + " " + path + " HTTP/1.1\r\nHost: pager\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    EXPECT_EQ(::send(conn->get(), request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-    std::string answer;
-    char buf[4096];
-    for (;;) {
-      pollfd p{conn->get(), POLLIN, 0};
-      if (::poll(&p, 1, 10000) != 1) break;
-      ssize_t n = ::recv(conn->get(), buf, sizeof(buf), 0);
-      if (n <= 0) break;
-      answer.append(buf, static_cast<size_t>(n));
-    }
-    int status = 0;
-    (void)std::sscanf(answer.c_str(), "HTTP/1.1 %d", &status);
-    size_t body = answer.find("\r\n\r\n");
-    return {status, body == std::string::npos ? "" : answer.substr(body + 4)};
+    return RawHttpRequest(ControlSocket(), method, path);
   }
 
   std::string snap_;
@@ -84,7 +65,9 @@ TEST_F(PagerControlTransportTest, PathLikeIdsThroughTheClientNeverReachAnotherEn
     EXPECT_EQ(pager_->client().CompleteSession(id).code(), ErrorCode::kNotFound) << id;
     auto got = pager_->client().GetSession(id);
     EXPECT_FALSE(got.ok()) << id << ": " << got->dump();
-    if (!got.ok()) EXPECT_EQ(got.status().code(), ErrorCode::kNotFound) << id << ": " << got.status().ToString();
+    if (!got.ok()) {
+      EXPECT_EQ(got.status().code(), ErrorCode::kNotFound) << id << ": " << got.status().ToString();
+    }
   }
   // What no escaping keeps one segment is refused before any request.
   for (const char* id : {"", ".", ".."}) {

@@ -55,7 +55,7 @@ class PagerCreateTest : public PagerFixture {
 
   // POST /sessions with `body`; the HTTP exchange itself must succeed.
   HttpResponse Post(const nlohmann::json& body) {
-    HttpClient http(pager_->root_dir() + "/control.sock");
+    HttpClient http(ControlSocket());
     auto r = http.Send("POST", "/sessions", body.dump(), std::chrono::seconds(60));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : HttpResponse{};
@@ -223,7 +223,7 @@ TEST_F(PagerCreateTest, SigtermStopsThePagerWithCreatesInFlight) {
   std::vector<std::thread> clients;
   for (int t = 0; t < 4; ++t) {
     clients.emplace_back([&, t] {
-      HttpClient http(pager_->root_dir() + "/control.sock");
+      HttpClient http(ControlSocket());
       for (int i = 0; !stop.load(); ++i) {
         std::string path = (t % 2 == 0) ? fifo : snap_;
         auto r = http.Send("POST", "/sessions", Body("c" + std::to_string(t) + "-" + std::to_string(i), path).dump(),

@@ -15,7 +15,7 @@ constexpr uint64_t kPages = 6 * kMiB / 4096;
 class PagerMetricsTest : public PagerFixture {
  protected:
   PrometheusPage Scrape() {
-    HttpClient http(pager_->root_dir() + "/control.sock");
+    HttpClient http(ControlSocket());
     auto r = http.Send("GET", "/metrics");
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     if (!r.ok()) return {};
@@ -125,7 +125,7 @@ TEST_F(PagerMetricsTest, AnyCacheKeyYieldsAWellFormedPage) {
   EXPECT_EQ(page.Get("uffdpager_cache_key_misses_total{cache_key=\"" + weird + "\"}"), double(kPages));
 
   // Client bytes that are not UTF-8 (here in a path) still get a JSON answer.
-  HttpClient http(pager_->root_dir() + "/control.sock");
+  HttpClient http(ControlSocket());
   auto missing = http.Send("GET", "/sessions/k\xff\xfe");
   ASSERT_TRUE(missing.ok()) << missing.status().ToString();
   EXPECT_EQ(missing->status, 404) << missing->body;
@@ -134,7 +134,7 @@ TEST_F(PagerMetricsTest, AnyCacheKeyYieldsAWellFormedPage) {
 
 TEST_F(PagerMetricsTest, MetricsAddrServesOnlyMetricsOnLoopback) {
   StartPager({.extra_args = {"--metrics-addr", "127.0.0.1:0"}});
-  HttpClient http(pager_->root_dir() + "/control.sock");
+  HttpClient http(ControlSocket());
   auto health = http.Send("GET", "/health");
   ASSERT_TRUE(health.ok());
   std::string addr = nlohmann::json::parse(health->body).value("metrics_addr", "");
@@ -176,7 +176,7 @@ TEST_F(PagerMetricsTest, NonLoopbackMetricsAddrsAreRefusedAtStart) {
   }
   // ::1 is loopback too.
   StartPager({.extra_args = {"--metrics-addr", "[::1]:0"}});
-  HttpClient http(pager_->root_dir() + "/control.sock");
+  HttpClient http(ControlSocket());
   std::string addr = nlohmann::json::parse(http.Send("GET", "/health")->body).value("metrics_addr", "");
   ASSERT_EQ(addr.rfind("[::1]:", 0), 0u) << addr;
   auto got = HttpGetOverTcp(addr, "/metrics");

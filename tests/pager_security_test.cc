@@ -130,7 +130,7 @@ class PagerSecurityTest : public PagerFixture {
 
 TEST_F(PagerSecurityTest, SocketsArePrivateToThePagerByDefault) {
   StartWith({});
-  FileMode control = ModeOf(pager_->root_dir() + "/control.sock");
+  FileMode control = ModeOf(ControlSocket());
   EXPECT_EQ(control.mode, 0600u);
   EXPECT_EQ(control.uid, ::geteuid());
   auto created = Create({.session_id = "private"});
@@ -140,7 +140,7 @@ TEST_F(PagerSecurityTest, SocketsArePrivateToThePagerByDefault) {
   EXPECT_EQ(session.uid, ::geteuid());
   // Another user can reach the directory but not connect.
   EXPECT_EQ(ConnectAs(kNobody, kNobody, created->uffd_socket_path), EACCES);
-  EXPECT_EQ(ConnectAs(kNobody, kNobody, pager_->root_dir() + "/control.sock"), EACCES);
+  EXPECT_EQ(ConnectAs(kNobody, kNobody, ControlSocket()), EACCES);
   // Directories are searchable, not listable.
   EXPECT_EQ(ModeOf(pager_->root_dir() + "/sessions").mode, 0711u);
   ExpectGoodClientServed("good");
@@ -165,13 +165,13 @@ TEST_F(PagerSecurityTest, ASessionSocketCanBeGivenToAJailedVmmsUser) {
   EXPECT_EQ(ModeOf(other->uffd_socket_path).mode, 0600u);
   EXPECT_EQ(ConnectAs(kNobody - 1, kNobody - 1, other->uffd_socket_path), EACCES);
   // The control socket stays the pager's own.
-  EXPECT_EQ(ModeOf(pager_->root_dir() + "/control.sock").uid, ::geteuid());
+  EXPECT_EQ(ModeOf(ControlSocket()).uid, ::geteuid());
   ExpectGoodClientServed("good");
 }
 
 TEST_F(PagerSecurityTest, SocketGroupFlagOpensEverySocketToThatGroupOnly) {
   StartWith({"--socket-group", std::to_string(kNobody)});
-  FileMode control = ModeOf(pager_->root_dir() + "/control.sock");
+  FileMode control = ModeOf(ControlSocket());
   EXPECT_EQ(control.gid, kNobody);
   EXPECT_EQ(control.mode, 0660u);
   auto created = Create({.session_id = "grouped"});
@@ -180,8 +180,8 @@ TEST_F(PagerSecurityTest, SocketGroupFlagOpensEverySocketToThatGroupOnly) {
   EXPECT_EQ(session.gid, kNobody);
   EXPECT_EQ(session.mode, 0660u);
   // A member of the group may use the control API; nobody else may.
-  EXPECT_EQ(ConnectAs(1234, kNobody, pager_->root_dir() + "/control.sock"), 0);
-  EXPECT_EQ(ConnectAs(1234, 1234, pager_->root_dir() + "/control.sock"), EACCES);
+  EXPECT_EQ(ConnectAs(1234, kNobody, ControlSocket()), 0);
+  EXPECT_EQ(ConnectAs(1234, 1234, ControlSocket()), EACCES);
   ExpectGoodClientServed("good");
 }
 
@@ -230,7 +230,7 @@ TEST_F(PagerSecurityTest, ASessionTurnsAwayAPeerWithTheWrongPid) {
 
 TEST_F(PagerSecurityTest, BadPeerAndOwnerFieldsAreRefused) {
   StartWith({});
-  HttpClient http(pager_->root_dir() + "/control.sock");
+  HttpClient http(ControlSocket());
   for (std::string field : {"socket_uid", "socket_gid", "expected_uid", "expected_pid"}) {
     for (std::string value : {"-1", "\"0\"", "4294967295", "1.5"}) {
       auto r =

@@ -16,33 +16,13 @@
 #include "common/unix_socket.h"
 #include "support/child_vmm.h"
 #include "support/pager_fixture.h"
+#include "support/process_footprint.h"
 
 namespace uffdpager::testing::session_life_test {
 namespace {
 
 constexpr uint64_t kMiB = 1ULL << 20;
 const std::vector<uint64_t> kRegions = {4 * kMiB, 2 * kMiB};
-
-// What the pager process holds, from /proc.
-struct Footprint {
-  size_t fds = 0;
-  size_t threads = 0;
-
-  static Footprint Of(pid_t pid) {
-    Footprint f;
-    std::string proc = "/proc/" + std::to_string(pid);
-    std::error_code ec;
-    for (auto it = std::filesystem::directory_iterator(proc + "/fd", ec);
-         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
-      ++f.fds;
-    for (auto it = std::filesystem::directory_iterator(proc + "/task", ec);
-         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
-      ++f.threads;
-    return f;
-  }
-  bool AtMost(const Footprint& other) const { return fds <= other.fds && threads <= other.threads; }
-  std::string ToString() const { return std::to_string(fds) + " fds, " + std::to_string(threads) + " threads"; }
-};
 
 // True once the other end closed `fd` (an unread message makes that a reset);
 // false if it is still open after `timeout`.
@@ -66,7 +46,7 @@ TEST_F(PagerSessionLifeTest, CompletedSessionsGiveBackEveryFdAndThreadAndStayLis
   StartPager();
   snap_ = MakeSnapshot("mem", 6 * kMiB, 71);
   ASSERT_TRUE(pager_->client().Health().ok());
-  const Footprint baseline = Footprint::Of(pager_->pid());
+  const ProcessFootprint baseline = ProcessFootprint::Of(pager_->pid());
   constexpr int kSessions = 20;
   for (int i = 0; i < kSessions; ++i) {
     std::string id = "c" + std::to_string(i);
@@ -92,8 +72,8 @@ TEST_F(PagerSessionLifeTest, CompletedSessionsGiveBackEveryFdAndThreadAndStayLis
   // No fd (uffd, connection, backing file, eventfds, pidfd) and no thread
   // is left of them. (The HTTP server's connection threads end a moment
   // after they answer: wait for them.)
-  Footprint now;
-  EXPECT_TRUE(WaitFor([&] { return (now = Footprint::Of(pager_->pid())).AtMost(baseline); }))
+  ProcessFootprint now;
+  EXPECT_TRUE(WaitFor([&] { return (now = ProcessFootprint::Of(pager_->pid())).FdsAndThreadsAtMost(baseline); }))
       << "baseline " << baseline.ToString() << "; after " << kSessions << " completed sessions " << now.ToString();
 
   // A session waiting for its VMM is active.

@@ -141,15 +141,8 @@ TEST_F(PagerSoakTest, ManySessionsLeaveNoFdThreadMappingOrSessionBehind) {
     return list.ok() && list->empty();
   };
   ASSERT_TRUE(WaitFor(no_sessions));
-  ProcessFootprint baseline, last;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        baseline = ProcessFootprint::Of(pager_->pid());
-        bool steady = baseline.SameFdsAndThreads(last);
-        last = baseline;
-        return steady;
-      },
-      std::chrono::seconds(10), std::chrono::milliseconds(200)));
+  ProcessFootprint baseline;
+  ASSERT_TRUE(WaitForSteadyFootprint(pager_->pid(), &baseline));
 
   // Settled after a load: no session left, then exactly the baseline's fds
   // and threads.

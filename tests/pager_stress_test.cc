@@ -164,7 +164,7 @@ class PagerStressTest : public PagerFixture {
   // a complete before any VMM (409), a close; and bad requests, each with
   // its own answer.
   void ControlRounds() {
-    HttpClient http(pager_->root_dir() + "/control.sock");
+    HttpClient http(ControlSocket());
     auto post = [&](const std::string& path, const std::string& body) {
       auto r = http.Send("POST", path, body);
       EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -241,15 +241,8 @@ TEST_F(PagerStressTest, EverythingAtOnceServesEveryByteAndLeavesNothingBehind) {
     ASSERT_TRUE(MatchesSnapshot((*vm)->memory, snaps_[0]));
     ASSERT_TRUE(pager_->client().CloseSession("warm-up").ok());
   }
-  ProcessFootprint baseline, last;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        baseline = ProcessFootprint::Of(pager_->pid());
-        bool steady = baseline.SameFdsAndThreads(last);
-        last = baseline;
-        return steady;
-      },
-      10s, 200ms));
+  ProcessFootprint baseline;
+  ASSERT_TRUE(WaitForSteadyFootprint(pager_->pid(), &baseline));
 
   // One VM lives through the whole run, faulting and ballooned throughout.
   const std::string& long_snap = snaps_[1];

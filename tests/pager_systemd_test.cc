@@ -74,7 +74,7 @@ TEST_F(PagerSystemdTest, NotifiesReadyStatusWatchdogAndStopping) {
 
   std::string ready = systemd.WaitFor("READY=1", std::chrono::seconds(5));
   ASSERT_FALSE(ready.empty()) << pager_->Log();
-  EXPECT_NE(ready.find("STATUS=serving " + pager_->root_dir() + "/control.sock"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("STATUS=serving " + ControlSocket()), std::string::npos) << ready;
   EXPECT_FALSE(systemd.WaitFor("STATUS=0 sessions", std::chrono::seconds(2)).empty());
 
   // Watchdog pings keep coming while the pager is healthy.

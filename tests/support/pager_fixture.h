@@ -80,6 +80,9 @@ class PagerFixture : public ::testing::Test {
   }
   std::string SessionState(const std::string& id) { return SessionState(*pager_, id); }
 
+  // The pager's control socket.
+  std::string ControlSocket() const { return pager_->root_dir() + "/control.sock"; }
+
   uint64_t Stat(const std::string& name) {
     auto s = pager_->client().Stats();
     EXPECT_TRUE(s.ok()) << s.status().ToString();

@@ -10,6 +10,8 @@
 #include <sstream>
 #include <string>
 
+#include "common/wait_for.h"
+
 namespace uffdpager::testing {
 
 struct ProcessFootprint {
@@ -41,11 +43,28 @@ struct ProcessFootprint {
 
   // Fds and threads: what must come back exactly once a load has ended.
   bool SameFdsAndThreads(const ProcessFootprint& other) const { return fds == other.fds && threads == other.threads; }
+  // No more fds and threads than `other`: nothing a finished session held is left.
+  bool FdsAndThreadsAtMost(const ProcessFootprint& other) const { return fds <= other.fds && threads <= other.threads; }
 
   std::string ToString() const {
     return "fds " + std::to_string(fds) + ", threads " + std::to_string(threads) + ", anonymous mappings " +
            std::to_string(anonymous_mappings);
   }
 };
+
+// Waits (up to 10 s) until `pid`'s fds and threads stay the same over two
+// looks 200 ms apart, and sets `*steady` to that footprint; false if they
+// never settled.
+inline bool WaitForSteadyFootprint(pid_t pid, ProcessFootprint* steady) {
+  ProcessFootprint last;
+  return WaitFor(
+      [&] {
+        *steady = ProcessFootprint::Of(pid);
+        const bool same = steady->SameFdsAndThreads(last);
+        last = *steady;
+        return same;
+      },
+      std::chrono::seconds(10), std::chrono::milliseconds(200));
+}
 
 }  // namespace uffdpager::testing

@@ -1,6 +1,7 @@
 #include "support/vmm_stand_in.h"
 
 #include <atomic>
+#include <random>
 #include <thread>
 
 namespace uffdpager::testing {
@@ -26,6 +27,21 @@ Result<std::unique_ptr<VmmStandIn>> VmmStandIn::RestoreOn(UniqueFd connection,
 }
 
 uint64_t PageCount(const GuestMemory& memory) { return memory.total_size() / 4096; }
+
+void TouchPages(const GuestMemory& memory, const std::vector<uint64_t>& pages) {
+  uint64_t sum = 0;
+  for (uint64_t p : pages) sum += *reinterpret_cast<volatile const uint8_t*>(memory.AtFileOffset(p * 4096));
+  (void)sum;
+}
+
+std::vector<uint64_t> SpreadPages(uint64_t page_count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint64_t> pages;
+  for (uint64_t p = 0; p < page_count; ++p) {
+    if (rng() % 3 == 0) pages.push_back(p);
+  }
+  return pages;
+}
 
 void TouchAllPages(const GuestMemory& memory, int threads) {
   const uint64_t pages = PageCount(memory);

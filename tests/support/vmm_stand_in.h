@@ -34,6 +34,14 @@ struct VmmStandIn {
 // threads at nearly the same time (duplicate faults on a hot set).
 void TouchAllPages(const GuestMemory& memory, int threads);
 
+// Reads one byte of each of `pages` (4 KiB page numbers of the memory file)
+// in order, from the calling thread.
+void TouchPages(const GuestMemory& memory, const std::vector<uint64_t>& pages);
+
+// About a third of `page_count` pages, spread out, the same for one `seed`:
+// a working set for record and replay tests.
+std::vector<uint64_t> SpreadPages(uint64_t page_count, uint64_t seed);
+
 // The number of 4 KiB pages of `memory`.
 uint64_t PageCount(const GuestMemory& memory);
 
