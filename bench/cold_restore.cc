@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "pager_harness.h"
+#include "report.h"
 #include "restore_steps.h"
 #include "stats.h"
 
@@ -98,14 +99,10 @@ json CellJson(const Cell& cell, uint64_t device_kib) {
       j["median_record_kib"] = Median(it->second);
     variants.push_back(j);
   }
-  return json{{"working_set", set.name},
-              {"threads", set.per_thread.size()},
-              {"distinct_pages", set.distinct_pages},
-              {"distinct_mib", set.distinct_bytes() / double(kMiB)},
-              {"touches", set.total_touches()},
-              {"readahead_kib", cell.readahead_kib},
-              {"readahead_is_device_default", cell.readahead_kib == device_kib},
-              {"variants", variants}};
+  json out = WorkingSetResults(set, std::move(variants));
+  out["readahead_kib"] = cell.readahead_kib;
+  out["readahead_is_device_default"] = cell.readahead_kib == device_kib;
+  return out;
 }
 
 }  // namespace

@@ -158,4 +158,13 @@ Status WriteJson(const json& results, const std::string& path) {
   return Status::Ok();
 }
 
+json WorkingSetResults(const WorkingSet& set, json variants) {
+  return json{{"working_set", set.name},
+              {"threads", set.per_thread.size()},
+              {"distinct_pages", set.distinct_pages},
+              {"distinct_mib", set.distinct_bytes() / double(kMiB)},
+              {"touches", set.total_touches()},
+              {"variants", std::move(variants)}};
+}
+
 }  // namespace uffdpager::bench

@@ -170,12 +170,7 @@ Result<json> RunRestoreComparison(const BenchConfig& config, const WorkingSet& s
     }
     variants.push_back(j);
   }
-  return json{{"working_set", set.name},
-              {"threads", set.per_thread.size()},
-              {"distinct_pages", set.distinct_pages},
-              {"distinct_mib", set.distinct_bytes() / double(kMiB)},
-              {"touches", set.total_touches()},
-              {"variants", variants}};
+  return WorkingSetResults(set, std::move(variants));
 }
 
 Result<json> RunFaultLatency(const BenchConfig& config) {

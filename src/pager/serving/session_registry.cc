@@ -150,14 +150,18 @@ Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
   if (old) old->Close("replaced by a new session with the same id", Session::VmAtClose::kEnd);
   auto session = Session::Start(std::move(spec), std::move(*backing), socket_path, env_);
   if (!session.ok()) return session.status();
+  Insert(id, *session);
+  return session;
+}
+
+void SessionRegistry::Insert(const std::string& id, std::shared_ptr<Session> session) {
   std::vector<std::shared_ptr<Session>> forgotten;
   {
     MutexLock lock(&mu_);
-    sessions_[id] = *session;
+    sessions_[id] = std::move(session);
     forgotten = TakeForgotten();
   }
   Forget(std::move(forgotten));
-  return session;
 }
 
 Result<std::shared_ptr<Session>> SessionRegistry::Add(const std::string& id, const SessionMaker& make) {
@@ -169,13 +173,7 @@ Result<std::shared_ptr<Session>> SessionRegistry::Add(const std::string& id, con
   }
   auto session = make();
   if (!session.ok()) return session.status();
-  std::vector<std::shared_ptr<Session>> forgotten;
-  {
-    MutexLock lock(&mu_);
-    sessions_[id] = *session;
-    forgotten = TakeForgotten();
-  }
-  Forget(std::move(forgotten));
+  Insert(id, *session);
   return session;
 }
 

@@ -100,6 +100,8 @@ class SessionRegistry {
   std::vector<std::shared_ptr<Session>> TakeForgotten() REQUIRES(mu_);
   // Closes what TakeForgotten took out.
   static void Forget(std::vector<std::shared_ptr<Session>> sessions);
+  // Lists `session` under `id`, and lets go of sessions that ended meanwhile.
+  void Insert(const std::string& id, std::shared_ptr<Session> session) REQUIRES(create_mu_) EXCLUDES(mu_);
 
   const std::string sessions_dir_;
   const SessionEnvironment env_;
