@@ -29,20 +29,7 @@ constexpr uint64_t kBytes = 12 * kMiB;
 constexpr uint64_t kPages = kBytes / 4096;
 
 // A third of the pages, spread out, always the same.
-std::vector<uint64_t> WorkingSetPages() {
-  std::mt19937_64 rng(11);
-  std::vector<uint64_t> pages;
-  for (uint64_t p = 0; p < kPages; ++p) {
-    if (rng() % 3 == 0) pages.push_back(p);
-  }
-  return pages;
-}
-
-void Touch(const GuestMemory& memory, const std::vector<uint64_t>& pages) {
-  uint64_t sum = 0;
-  for (uint64_t p : pages) sum += *reinterpret_cast<volatile uint8_t*>(memory.AtFileOffset(p * 4096));
-  (void)sum;
-}
+std::vector<uint64_t> WorkingSetPages() { return SpreadPages(kPages, 11); }
 
 // Every number the pager logged after `what` ("recorded a working set of N
 // pages"), in order.
@@ -76,10 +63,16 @@ class PagerCompactWorkingSetTest : public PagerFixture {
   }
 
   void Start(std::vector<std::string> extra = {}, const std::string& record_ms = "300") {
-    PagerProcessOptions options;
-    options.extra_args = {"--prefetch-record-ms", record_ms};
-    options.extra_args.insert(options.extra_args.end(), extra.begin(), extra.end());
-    StartPager(options);
+    options_.extra_args = {"--prefetch-record-ms", record_ms};
+    options_.extra_args.insert(options_.extra_args.end(), extra.begin(), extra.end());
+    StartPager(options_);
+  }
+
+  // A new pager process on the same data directory, as after a host
+  // restart: records and compact files stay, the memory cache is empty.
+  void RestartPager() {
+    pager_.reset();
+    StartPager(options_);
   }
 
   std::string WorkingSetsDir() { return pager_->root_dir() + "/working-sets"; }
@@ -93,11 +86,13 @@ class PagerCompactWorkingSetTest : public PagerFixture {
   }
 
   // Restores, touches the working set, and waits until the pager has
-  // recorded it and (if `compact`) written its compact copy.
+  // recorded it and (if `compact`) written its compact copy, and then
+  // restarts the pager: its cache would serve the next replay without
+  // reading the compact file.
   void RecordingRestore(const std::string& id, bool compact = true) {
     auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
     ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-    Touch((*vm)->memory, WorkingSetPages());
+    TouchPages((*vm)->memory, WorkingSetPages());
     ASSERT_TRUE(WaitFor([&] { return pager_->Log().find("recorded a working set") != std::string::npos; },
                         std::chrono::seconds(30)))
         << pager_->Log();
@@ -106,6 +101,8 @@ class PagerCompactWorkingSetTest : public PagerFixture {
     }
     EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
     ASSERT_TRUE(pager_->client().CloseSession(id).ok());
+    vm->reset();
+    if (compact) RestartPager();
   }
 
   // A restore that replays: touches everything while `during` runs, checks
@@ -126,6 +123,7 @@ class PagerCompactWorkingSetTest : public PagerFixture {
   }
 
   std::string snap_;
+  PagerProcessOptions options_;
 };
 
 TEST_F(PagerCompactWorkingSetTest, AReplayFromTheCompactFileIsByteExactWithRemovesDuringIt) {
@@ -312,7 +310,7 @@ TEST_F(PagerCompactWorkingSetTest, ARefiningReplayAgesOutUntouchedPagesAndAddsNe
   auto restore_touch_close = [&](const std::string& id, const std::vector<uint64_t>& pages, size_t records) {
     auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
     ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-    Touch((*vm)->memory, pages);
+    TouchPages((*vm)->memory, pages);
     EXPECT_TRUE(PagesMatch((*vm)->memory, snapshot, pages));
     ASSERT_TRUE(pager_->client().CloseSession(id).ok());
     ASSERT_TRUE(WaitFor([&] { return LoggedCounts(pager_->Log(), "recorded a working set of").size() == records; },
@@ -339,6 +337,34 @@ TEST_F(PagerCompactWorkingSetTest, ARefiningReplayAgesOutUntouchedPagesAndAddsNe
   restore_touch_close("third", both, 3);
   EXPECT_EQ(LoggedCounts(pager_->Log(), "refining the working set:").size(), 2u);
   EXPECT_EQ(LoggedCounts(pager_->Log(), "recorded a working set of").back(), both.size());
+}
+
+// Pages one replay read from the compact file go into the shared cache: the
+// next replay of the key (here, one after the other; at once, they wait for
+// the one read) takes them from there and reads nothing.
+TEST_F(PagerCompactWorkingSetTest, PagesOneReplayReadServeTheNextFromTheCache) {
+  Start();
+  RecordingRestore("first");
+  const std::vector<uint64_t> pages = WorkingSetPages();
+  {
+    auto vm = VmmStandIn::Restore(CreateSession("second", snap_, "key"), kRegions);
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    // Nothing touches memory: only the replay brings pages in.
+    ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() >= pages.size(); },
+                        std::chrono::seconds(60)))
+        << Session("second").dump();
+    auto c = Session("second")["counters"];
+    EXPECT_EQ(c["faults"], 0) << c.dump();
+    EXPECT_EQ(c["compact_blocks_from_cache"], 0) << c.dump();
+    EXPECT_GE(c["working_set_bytes_read"].get<uint64_t>(), pages.size() * 4096) << c.dump();
+    EXPECT_TRUE(PagesMatch((*vm)->memory, ReadFileBytes(snap_), pages));
+    ASSERT_TRUE(pager_->client().CloseSession("second").ok());
+  }
+  auto c = ReplayingRestore("third");
+  EXPECT_EQ(c["compact_replays"], 1) << c.dump();
+  EXPECT_EQ(c["working_set_bytes_read"], 0) << c.dump();
+  const uint64_t blocks = (pages.size() + 255) / 256;
+  EXPECT_EQ(c["compact_blocks_from_cache"], blocks) << c.dump();
 }
 
 TEST_F(PagerCompactWorkingSetTest, ARecordYoungerThanTheRefineIntervalIsReplayedWhole) {

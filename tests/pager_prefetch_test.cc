@@ -22,20 +22,7 @@ const std::vector<uint64_t> kRegions = {8 * kMiB, 4 * kMiB};
 constexpr uint64_t kPages = 12 * kMiB / 4096;
 
 // A third of the pages, spread out, always the same.
-std::vector<uint64_t> WorkingSetPages() {
-  std::mt19937_64 rng(7);
-  std::vector<uint64_t> pages;
-  for (uint64_t p = 0; p < kPages; ++p) {
-    if (rng() % 3 == 0) pages.push_back(p);
-  }
-  return pages;
-}
-
-void Touch(const GuestMemory& memory, const std::vector<uint64_t>& pages) {
-  uint64_t sum = 0;
-  for (uint64_t p : pages) sum += *reinterpret_cast<volatile uint8_t*>(memory.AtFileOffset(p * 4096));
-  (void)sum;
-}
+std::vector<uint64_t> WorkingSetPages() { return SpreadPages(kPages, 7); }
 
 class PagerPrefetchTest : public PagerFixture {
  protected:
@@ -53,7 +40,7 @@ class PagerPrefetchTest : public PagerFixture {
   void RecordingRestore(const std::string& id) {
     auto vm = VmmStandIn::Restore(CreateSession(id, snap_, "key"), kRegions);
     ASSERT_TRUE(vm.ok()) << vm.status().ToString();
-    Touch((*vm)->memory, WorkingSetPages());
+    TouchPages((*vm)->memory, WorkingSetPages());
     ASSERT_TRUE(WaitFor([&] { return pager_->Log().find("recorded a working set") != std::string::npos; },
                         std::chrono::seconds(30)))
         << pager_->Log();
@@ -82,7 +69,7 @@ TEST_F(PagerPrefetchTest, ALaterRestoreGetsTheRecordedWorkingSetBeforeItAsks) {
   ASSERT_TRUE(WaitFor([&] { return Session("second")["counters"]["prefetch_pages"].get<uint64_t>() >= wanted; },
                       std::chrono::seconds(60)))
       << Session("second").dump();
-  Touch((*vm)->memory, WorkingSetPages());
+  TouchPages((*vm)->memory, WorkingSetPages());
   auto c = Session("second")["counters"];
   EXPECT_EQ(c["faults"].get<uint64_t>(), 0u) << "the working set was not all prefetched: " << c.dump();
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
@@ -117,7 +104,10 @@ TEST_F(PagerPrefetchTest, PrefetchRacingFaultsAndRemovesLeavesEveryByteRight) {
   }
   auto s = Session("racing");
   EXPECT_EQ(s["state"], "serving") << s.dump();
-  EXPECT_GT(s["counters"]["prefetch_pages"].get<uint64_t>(), 0u) << s.dump();
+  // It replayed (who got to each page first, the replay or a fault, is the
+  // scheduler's choice: a busy machine can let the faults take them all).
+  EXPECT_EQ(s["counters"]["compact_replays"].get<uint64_t>() + s["counters"]["compact_fallbacks"].get<uint64_t>(), 1u)
+      << s.dump();
 }
 
 TEST_F(PagerPrefetchTest, ARecordIsDiscardedWhenTheBackingFileChanges) {
@@ -129,7 +119,7 @@ TEST_F(PagerPrefetchTest, ARecordIsDiscardedWhenTheBackingFileChanges) {
   ASSERT_EQ(::utimensat(AT_FDCWD, snap_.c_str(), times, 0), 0);
   auto vm = VmmStandIn::Restore(CreateSession("after-change", snap_, "key"), kRegions);
   ASSERT_TRUE(vm.ok());
-  Touch((*vm)->memory, WorkingSetPages());
+  TouchPages((*vm)->memory, WorkingSetPages());
   EXPECT_EQ(Session("after-change")["counters"]["prefetch_pages"], 0) << "a stale record was replayed";
   EXPECT_NE(pager_->Log().find("changed since it was recorded"), std::string::npos);
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
@@ -146,7 +136,7 @@ TEST_F(PagerPrefetchTest, ACorruptRecordIsIgnored) {
   }
   auto vm = VmmStandIn::Restore(CreateSession("after-corruption", snap_, "key"), kRegions);
   ASSERT_TRUE(vm.ok());
-  Touch((*vm)->memory, WorkingSetPages());
+  TouchPages((*vm)->memory, WorkingSetPages());
   EXPECT_EQ(Session("after-corruption")["counters"]["prefetch_pages"], 0);
   EXPECT_NE(pager_->Log().find("checksum mismatch"), std::string::npos);
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));

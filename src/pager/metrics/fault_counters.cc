@@ -25,6 +25,7 @@ nlohmann::json FaultCounters::ToJson() const {
       {"working_set_bytes_read", get(working_set_bytes_read)},
       {"compact_replays", get(compact_replays)},
       {"compact_fallbacks", get(compact_fallbacks)},
+      {"compact_blocks_from_cache", get(compact_blocks_from_cache)},
       {"working_set_refinements", get(working_set_refinements)},
       {"fault_service_ns_total", get(fault_service_ns_total)},
       {"fault_service_ns_max", get(fault_service_ns_max)},

@@ -22,13 +22,14 @@ struct FaultCounters {
   std::atomic<uint64_t> cache_hits{0};
   std::atomic<uint64_t> cache_misses{0};
   std::atomic<uint64_t> unservable_faults{0};
-  std::atomic<uint64_t> completion_pages{0};         // pages installed by complete
-  std::atomic<uint64_t> fault_around_pages{0};       // neighbours installed with a demand fault
-  std::atomic<uint64_t> prefetch_pages{0};           // pages installed from a recorded working set
-  std::atomic<uint64_t> working_set_bytes_read{0};   // read from compact working sets
-  std::atomic<uint64_t> compact_replays{0};          // restores that replayed a compact working set
-  std::atomic<uint64_t> compact_fallbacks{0};        // ... that found it missing, stale or damaged: scattered reads
-  std::atomic<uint64_t> working_set_refinements{0};  // replays that held back a sample to refine the record
+  std::atomic<uint64_t> completion_pages{0};           // pages installed by complete
+  std::atomic<uint64_t> fault_around_pages{0};         // neighbours installed with a demand fault
+  std::atomic<uint64_t> prefetch_pages{0};             // pages installed from a recorded working set
+  std::atomic<uint64_t> working_set_bytes_read{0};     // read from compact working sets
+  std::atomic<uint64_t> compact_replays{0};            // restores that replayed a compact working set
+  std::atomic<uint64_t> compact_fallbacks{0};          // ... that found it missing, stale or damaged: scattered reads
+  std::atomic<uint64_t> compact_blocks_from_cache{0};  // compact blocks served from the shared cache, not read
+  std::atomic<uint64_t> working_set_refinements{0};    // replays that held back a sample to refine the record
   std::atomic<uint64_t> fault_service_ns_total{0};
   std::atomic<uint64_t> fault_service_ns_max{0};
   std::atomic<uint64_t> backing_read_ns_total{0};

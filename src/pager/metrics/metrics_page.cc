@@ -43,6 +43,8 @@ constexpr CounterMetric kFaultCounters[] = {
      "Restores that replayed their working set from its compact file."},
     {&FaultCounters::compact_fallbacks, "uffdpager_compact_fallbacks_total",
      "Restores whose compact working set was missing, stale or damaged (scattered reads instead)."},
+    {&FaultCounters::compact_blocks_from_cache, "uffdpager_compact_blocks_from_cache_total",
+     "Compact working-set blocks served from the shared page cache instead of being read."},
     {&FaultCounters::working_set_refinements, "uffdpager_working_set_refinements_total",
      "Replays that held back a sample of their working set to refine its record."},
 };

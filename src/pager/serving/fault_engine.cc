@@ -116,6 +116,16 @@ bool FaultEngine::HasWorkNow(bool completing) const {
 
 // ---- Demand faults ---------------------------------------------------------
 
+std::optional<bool> FaultEngine::StopsLoop(FillResult result, ServeReport* report) {
+  switch (result) {
+    case FillResult::kRetry: counters_.Add(&FaultCounters::eagain_retries); return false;
+    case FillResult::kVmGone: report->vm_gone = true; return true;
+    case FillResult::kDone:
+    case FillResult::kFailed: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 bool FaultEngine::ServePending(ServeReport* report) {
   // Serving a fault can end a load at once (its pages were cached): install
   // those, and serve what that resolved, until nothing changes.
@@ -128,14 +138,7 @@ bool FaultEngine::ServePending(ServeReport* report) {
       }
       bool waiting = false;
       FillResult result = ServeFault(*it, &waiting, report);
-      if (result == FillResult::kRetry) {
-        counters_.Add(&FaultCounters::eagain_retries);
-        return false;
-      }
-      if (result == FillResult::kVmGone) {
-        report->vm_gone = true;
-        return true;
-      }
+      if (auto stop = StopsLoop(result, report)) return *stop;
       if (waiting) {
         started = true;
         ++it;
@@ -296,14 +299,7 @@ bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
           continue;
         }
         FillResult result = InstallCompactBlock(run, compact->second);
-        if (result == FillResult::kRetry) {
-          counters_.Add(&FaultCounters::eagain_retries);
-          return false;
-        }
-        if (result == FillResult::kVmGone) {
-          report->vm_gone = true;
-          return true;
-        }
+        if (auto stop = StopsLoop(result, report)) return *stop;
         background_done += run.request.count;
         continue;  // InstallCompactBlock released the run
       }
@@ -316,14 +312,7 @@ bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
         continue;
       }
       FillResult result = InstallRun(run, report);
-      if (result == FillResult::kRetry) {
-        counters_.Add(&FaultCounters::eagain_retries);
-        return false;
-      }
-      if (result == FillResult::kVmGone) {
-        report->vm_gone = true;
-        return true;
-      }
+      if (auto stop = StopsLoop(result, report)) return *stop;
       if (!demand_round) background_done += run.request.count;
       // InstallRun released the run: ready() lost entry i.
     }
@@ -689,14 +678,40 @@ bool FaultEngine::prefetching() const {
   return std::any_of(runs_.begin(), runs_.end(), [](const RunSpan& s) { return s.purpose == LoadPurpose::kPrefetch; });
 }
 
+bool FaultEngine::CompactBlockCached(size_t block) const {
+  // A few pages spread over the block stand for it: probing each would cost
+  // as much as the cache's own lookups when the run loads.
+  const auto& offsets = compact_->offsets();
+  const uint64_t first = block * CompactWorkingSet::kBlockPages;
+  const uint64_t count = compact_->BlockPages(block);
+  constexpr uint64_t kProbes = 4;
+  for (uint64_t k = 0; k < kProbes; ++k) {
+    if (!loader_->CachedOrLoading(offsets[first + k * (count - 1) / (kProbes - 1)], compact_->page_size())) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void FaultEngine::StartCompactLoads() {
   while (compact_ && compact_next_block_ < compact_->blocks()) {
     const size_t b = compact_next_block_;
     const uint64_t count = compact_->BlockPages(b);
+    if (CompactBlockCached(b)) {
+      // Another session brought these pages in, or is reading them: the
+      // shared cache serves them without a read of our own (single flight).
+      const auto& offsets = compact_->offsets();
+      const auto first = offsets.begin() + static_cast<ptrdiff_t>(b * CompactWorkingSet::kBlockPages);
+      prefetch_plan_.insert(prefetch_plan_.end(), first, first + static_cast<ptrdiff_t>(count));
+      counters_.Add(&FaultCounters::compact_blocks_from_cache);
+      ++compact_next_block_;
+      continue;
+    }
     if (!loader_->CanStart(LoadPurpose::kPrefetch, count * compact_->page_size())) return;
     RunRequest request{LoadPurpose::kPrefetch, 0, compact_->page_size(), count};
     request.source_fd = compact_->fd();
     request.source_offset = compact_->BlockOffset(b);
+    request.page_offsets = compact_->offsets().data() + b * CompactWorkingSet::kBlockPages;
     compact_runs_.emplace_back(loader_->Start(request), b);
     ++compact_next_block_;
   }
@@ -720,7 +735,8 @@ FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, s
   const uint64_t first = block * CompactWorkingSet::kBlockPages;
   const auto& offsets = compact_->offsets();
   FillResult result = FillResult::kDone;
-  if (run.valid_pages < run.request.count || !compact_->BlockIntact(block, run.bytes)) {
+  const bool intact = run.valid_pages == run.request.count && compact_->BlockIntact(block, run.bytes);
+  if (!intact) {
     // Nothing of a block that cannot be trusted goes in; neither do the
     // blocks after it (a damaged file rarely has one bad block).
     FallBackFromCompact(block, run.valid_pages < run.request.count
@@ -755,7 +771,7 @@ FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, s
   }
   compact_runs_.erase(std::find_if(compact_runs_.begin(), compact_runs_.end(),
                                    [&](const std::pair<uint64_t, size_t>& c) { return c.first == run.id; }));
-  loader_->Release(run.id);
+  loader_->Release(run.id, /*vouched=*/intact);  // other sessions get the block's pages only if it is intact
   return result == FillResult::kFailed ? FillResult::kDone : result;
 }
 

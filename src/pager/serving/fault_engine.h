@@ -189,6 +189,10 @@ class FaultEngine {
   // `background_pages` pages of background runs); false if it stopped on
   // EAGAIN.
   bool InstallLoaded(size_t background_pages, ServeReport* report);
+  // Whether a loop of fills stops at `result`, and what it answers if so:
+  // false after EAGAIN (counted; the caller retries later), true once the
+  // VM is gone (reported). nullopt: go on.
+  std::optional<bool> StopsLoop(FillResult result, ServeReport* report);
   // Serves the queued faults it can; false if it stopped on EAGAIN.
   bool ServePending(ServeReport* report);
   // One fault: done (served or failed), waiting for a run, or kRetry.
@@ -226,6 +230,9 @@ class FaultEngine {
   uint64_t FaultAroundWindow(const PageLocation& loc);
   // Starts loads of the next blocks of the compact plan.
   void StartCompactLoads();
+  // Whether the shared cache holds compact block `block`'s pages (by a few
+  // probes); such a block is served from the cache instead of being read.
+  bool CompactBlockCached(size_t block) const;
   // Installs the pages of a compact block whose load ended.
   FillResult InstallCompactBlock(const LoadedRun& run, size_t block);
   // The compact plan's blocks from `block` on go back to the scattered plan.

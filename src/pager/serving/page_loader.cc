@@ -67,7 +67,9 @@ PageLoader::~PageLoader() {
 
 PageKey PageLoader::KeyOf(const Run& run, uint64_t page) const {
   const uint64_t ps = run.request.page_size;
-  return PageKey{namespace_, run.request.file_offset + page * ps, ps};
+  const uint64_t offset =
+      run.request.page_offsets != nullptr ? run.request.page_offsets[page] : run.request.file_offset + page * ps;
+  return PageKey{namespace_, offset, ps};
 }
 
 bool PageLoader::CanStart(LoadPurpose purpose, uint64_t bytes) const {
@@ -124,7 +126,17 @@ uint64_t PageLoader::Start(const RunRequest& request) {
       ++run.reads;
       SubmitQueued();
     }
-    run.claims_published = true;  // nothing claimed
+    if (request.page_offsets != nullptr) {
+      // Pages cached or loading elsewhere are read here anyway (one read
+      // for the block); the others are ours to share.
+      for (uint64_t i = 0; i < request.count; ++i) {
+        PageClaim claim = cache_->Claim(KeyOf(run, i), /*claim=*/true, waker_);
+        if (claim.kind == PageClaim::Kind::kClaimed) run.loads[i] = std::move(claim.load);
+      }
+      run.claims_await_release = true;
+    } else {
+      run.claims_published = true;  // nothing claimed
+    }
     FinishIfDone(id, run);
     return id;
   }
@@ -252,7 +264,7 @@ void PageLoader::Complete(const UringReader::Completion& completion) {
 }
 
 void PageLoader::PublishClaims(Run& run) {
-  if (run.claims_published) return;
+  if (run.claims_published || run.claims_await_release) return;
   run.claims_published = true;
   const uint64_t ps = run.request.page_size;
   for (uint64_t i = 0; i < run.request.count; ++i) {
@@ -322,10 +334,15 @@ void PageLoader::Poll() {
   }
 }
 
-void PageLoader::Release(uint64_t id) {
+void PageLoader::Release(uint64_t id, bool vouched) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& run = it->second;
+  if (run.claims_await_release) {
+    run.claims_await_release = false;
+    if (!vouched) MarkBad(run, 0, Status::Internal("the caller did not vouch for the run's bytes"));
+    PublishClaims(run);
+  }
   // A background run counts against the bound until it is released, not
   // only while it reads: runs served from the cache end at once, and
   // counting them only in flight would let one step start the whole plan

@@ -47,6 +47,12 @@ struct RunRequest {
   // cache. -1: the backing file.
   int source_fd = -1;
   uint64_t source_offset = 0;
+  // With `source_fd`: the backing-file offset of each of the run's `count`
+  // pages (valid until Release). The run then claims those pages in the
+  // shared cache, so that other sessions wait for this one read instead of
+  // reading them again, and shares them at Release once the caller has
+  // vouched for the bytes.
+  const uint64_t* page_offsets = nullptr;
 };
 
 // A run whose load ended. Pages [0, valid_pages) hold the run's bytes (and
@@ -89,12 +95,19 @@ class PageLoader {
   uint64_t Start(const RunRequest& request);
   // Whether run `id` is still loading.
   bool Loading(uint64_t id) const { return runs_.count(id) != 0 && !runs_.at(id).finished; }
+  // Whether the shared cache holds the page at `file_offset` of the backing
+  // file, or some session is loading it: a run of it would not read it.
+  bool CachedOrLoading(uint64_t file_offset, uint64_t page_size) const {
+    return cache_->CachedOrLoading(PageKey{namespace_, file_offset, page_size});
+  }
   // Reaps reads, takes what other sessions' loads gave, ends runs.
   void Poll();
   // Runs whose loads ended, oldest first. Each stays valid until Release.
   const std::deque<LoadedRun>& ready() const { return ready_; }
-  // Forgets a run from ready() (its buffer is reused).
-  void Release(uint64_t id);
+  // Forgets a run from ready() (its buffer is reused). A run with
+  // `page_offsets` shares the pages it claimed: as loaded if `vouched`,
+  // else given up (whoever waits for them reads them itself).
+  void Release(uint64_t id, bool vouched = true);
   // Runs started and not yet released.
   size_t runs() const { return runs_.size(); }
   size_t background_runs() const { return background_runs_; }
@@ -114,7 +127,8 @@ class PageLoader {
     unsigned reads = 0;  // reads in flight
     unsigned waits = 0;  // pages waited for
     bool claims_published = false;
-    uint64_t valid = 0;  // pages [0, valid) are not known bad
+    bool claims_await_release = false;  // page_offsets runs: published at Release
+    uint64_t valid = 0;                 // pages [0, valid) are not known bad
     Status status;
   };
   struct ReadOp {

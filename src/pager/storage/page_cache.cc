@@ -62,14 +62,16 @@ namespace {
 constexpr uint64_t kEntryOverheadBytes = 128;
 uint64_t Charge(const CachedPage& page) { return page.memory_bytes() + kEntryOverheadBytes; }
 
-struct Entry {
+}  // namespace
+
+// Outside the anonymous namespace: PageCache::Shard, which has external
+// linkage, holds lists of it.
+struct CacheEntry {
   PageKey key;
   std::shared_ptr<CachedPage> page;
   uint8_t freq = 0;  // hits since it entered its queue (capped)
   bool in_main = false;
 };
-
-}  // namespace
 
 // One shard runs S3-FIFO: new pages enter a small probationary FIFO (a tenth
 // of the shard); a page hit while there is promoted to the main queue when it
@@ -78,7 +80,7 @@ struct Entry {
 // fewer. A miss on a ghost goes straight to main (it was evicted too early).
 // A stream of pages read once therefore only ever churns the small queue.
 struct PageCache::Shard {
-  using List = std::list<Entry>;
+  using List = std::list<CacheEntry>;
 
   Mutex mu;
   CondVar load_done{&mu};  // an in-flight load finished
@@ -104,7 +106,7 @@ struct PageCache::Shard {
   std::shared_ptr<CachedPage> Lookup(const PageKey& key) REQUIRES(mu) {
     auto it = index.find(key);
     if (it == index.end()) return nullptr;
-    Entry& e = *it->second;
+    CacheEntry& e = *it->second;
     if (e.freq < kMaxCredit) ++e.freq;
     ++hits;
     return e.page;
@@ -214,7 +216,7 @@ struct PageCache::Shard {
     uint64_t size = Charge(*page);
     if (page->is_zero()) ++zero_items;
     List& list = to_main ? main : small;
-    list.push_back(Entry{key, std::move(page), 0, to_main});
+    list.push_back(CacheEntry{key, std::move(page), 0, to_main});
     index.emplace(key, std::prev(list.end()));
     bytes += size;
     if (!to_main) small_bytes += size;
@@ -250,7 +252,9 @@ uint64_t PageCache::InternNamespace(const CacheKey& key) {
   return it->second;
 }
 
-PageCache::Shard& PageCache::ShardFor(const PageKey& key) { return *shards_[PageKeyHash{}(key) % shards_.size()]; }
+PageCache::Shard& PageCache::ShardFor(const PageKey& key) const {
+  return *shards_[PageKeyHash{}(key) % shards_.size()];
+}
 
 Result<PageRef> PageCache::GetOrLoad(const PageKey& key, const PageFiller& fill, bool* hit) {
   Shard& shard = ShardFor(key);
@@ -323,6 +327,12 @@ PageClaim PageCache::Claim(const PageKey& key, bool claim, const std::weak_ptr<L
   out.load = std::make_shared<PageLoad>();
   shard.inflight.emplace(key, out.load);
   return out;
+}
+
+bool PageCache::CachedOrLoading(const PageKey& key) const {
+  Shard& shard = ShardFor(key);
+  MutexLock lock(&shard.mu);
+  return shard.index.count(key) != 0 || shard.inflight.count(key) != 0;
 }
 
 void PageCache::Finish(const PageKey& key, const PageLoadRef& load, std::shared_ptr<CachedPage> page,

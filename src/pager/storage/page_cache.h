@@ -154,6 +154,9 @@ class PageCache {
   // loads the page (kClaimed) and anyone else who asks waits for it; without,
   // kUnclaimed. Counts a hit or a miss.
   PageClaim Claim(const PageKey& key, bool claim, const std::weak_ptr<LoadWaiter>& waiter);
+  // Whether `key` is cached now, or a load of it is in flight. Counts
+  // nothing: for planning, not serving.
+  bool CachedOrLoading(const PageKey& key) const;
   // Ends a load this caller claimed: keeps `page` (if there is room) for
   // everyone; a null `page` with an OK `status` gives the load up (waiters
   // load the page themselves); an error is what the waiters get.
@@ -169,7 +172,7 @@ class PageCache {
 
  private:
   struct Shard;
-  Shard& ShardFor(const PageKey& key);
+  Shard& ShardFor(const PageKey& key) const;
 
   uint64_t max_bytes_;
   ZeroPageMode zero_pages_;
