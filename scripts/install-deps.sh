@@ -18,6 +18,8 @@ packages=(
   clang-format           # the style check (scripts/check-format.sh)
   util-linux procps      # setarch (TSan runs), pgrep/ps in tests
   python3-matplotlib     # scripts/plot-benchmarks.py: SVG plots of the benchmarks' JSON (run by hand)
+  dpkg-dev               # dpkg-shlibdeps: the .deb's Depends (CPack)
+  systemd                # systemd-analyze verify of the unit (ctest -L packaging)
 )
 missing=()
 for p in "${packages[@]}"; do

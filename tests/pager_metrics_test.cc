@@ -1,6 +1,12 @@
 // GET /metrics: a well-formed Prometheus page whose counters, gauges,
 // latency histograms and per-cache-key counters follow real faults; and
-// --metrics-addr, which serves only that page, only on loopback.
+// --metrics-addr, which serves only that page, only on loopback; and the
+// Grafana dashboard, whose queries may name only metrics this page has.
+#include <fstream>
+#include <functional>
+#include <regex>
+#include <set>
+
 #include "common/http_client.h"
 #include "support/pager_fixture.h"
 #include "support/prometheus_text.h"
@@ -183,6 +189,65 @@ TEST_F(PagerMetricsTest, NonLoopbackMetricsAddrsAreRefusedAtStart) {
   if (!got.ok() && got.status().error_number() == EADDRNOTAVAIL) GTEST_SKIP() << "no IPv6 loopback here";
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->first, 200);
+}
+
+// Every metric docs/grafana/uffd-pager-dashboard.json queries (panels and
+// template variables) is on the page Prometheus scrapes from --metrics-addr,
+// once a restore has run: a renamed metric fails here, not silently on a
+// host's dashboard.
+TEST_F(PagerMetricsTest, GrafanaDashboardQueriesOnlyMetricsThePagerServes) {
+  std::ifstream in(UFFDPAGER_GRAFANA_DASHBOARD);
+  ASSERT_TRUE(in) << UFFDPAGER_GRAFANA_DASHBOARD;
+  nlohmann::json dashboard = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(dashboard.is_discarded()) << UFFDPAGER_GRAFANA_DASHBOARD << " is not JSON";
+
+  // Its data source is a variable, so it imports into any Grafana.
+  bool has_datasource_variable = false;
+  for (const auto& v : dashboard["templating"]["list"]) {
+    has_datasource_variable |= v.value("type", "") == "datasource" && v.value("query", "") == "prometheus";
+  }
+  EXPECT_TRUE(has_datasource_variable);
+
+  // Every query string anywhere in it: panel targets, variable queries.
+  std::vector<std::string> queries;
+  std::function<void(const nlohmann::json&)> collect = [&](const nlohmann::json& j) {
+    if (j.is_object()) {
+      for (const auto& [key, value] : j.items()) {
+        if ((key == "expr" || key == "definition") && value.is_string()) queries.push_back(value.get<std::string>());
+        collect(value);
+      }
+    } else if (j.is_array()) {
+      for (const auto& value : j) collect(value);
+    }
+  };
+  collect(dashboard);
+  std::set<std::string> names;
+  const std::regex metric("uffdpager_[a-zA-Z0-9_]+");
+  for (const auto& q : queries) {
+    for (auto it = std::sregex_iterator(q.begin(), q.end(), metric); it != std::sregex_iterator(); ++it) {
+      names.insert(it->str());
+    }
+  }
+  ASSERT_GE(names.size(), 10u) << "the dashboard's queries were not found";
+
+  StartPager({.extra_args = {"--metrics-addr", "127.0.0.1:0"}});
+  std::string a = MakeSnapshot("a.mem", 6 * kMiB, 55);
+  RestoreAndTouch("dash", a, "dashboard-key");
+  HttpClient http(pager_->root_dir() + "/control.sock");
+  auto health = http.Send("GET", "/health");
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  std::string addr = nlohmann::json::parse(health->body).value("metrics_addr", "");
+  auto got = HttpGetOverTcp(addr, "/metrics");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  auto page = ParsePrometheusText(got->second);
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  for (const auto& name : names) {
+    bool served = false;
+    for (const auto& [series, value] : page->samples) {
+      served |= series == name || series.rfind(name + "{", 0) == 0;
+    }
+    EXPECT_TRUE(served) << "the dashboard queries " << name << ", which /metrics does not serve";
+  }
 }
 
 }  // namespace
