@@ -63,7 +63,8 @@ StoreErrorText ParseStoreError(std::string_view body) {
 
 Status FinalStatus(const ExchangeOutcome& outcome, int attempts) {
   if (outcome.status.ok() || !outcome.retriable || attempts <= 1) return outcome.status;
-  return outcome.status.WithContext("gave up after " + std::to_string(attempts) + " attempts");
+  return Status::Error(outcome.status.code(),
+                       outcome.status.message() + " (gave up after " + std::to_string(attempts) + " attempts)");
 }
 
 std::string ObjectRequest::Describe() const {
@@ -236,7 +237,7 @@ ExchangeOutcome ObjectExchange::StoreError(long http_status) const {
     case 403: return {Error(ErrorCode::kPermissionDenied, "access denied (" + detail + ")"), false};
     case 412:
       return {Error(ErrorCode::kConflict,
-                    "object changed: its ETag is no longer " + request_->if_match + " (" + detail + ")"),
+                    "object changed: it no longer has ETag " + request_->if_match + " (" + detail + ")"),
               false};
     case 409: return {Error(ErrorCode::kAlreadyExists, detail), false};
     default: break;
