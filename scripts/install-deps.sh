@@ -18,6 +18,7 @@ packages=(
   clang-format           # the style check (scripts/check-format.sh)
   util-linux procps      # setarch (TSan runs), pgrep/ps in tests
   python3-matplotlib     # scripts/plot-benchmarks.py: SVG plots of the benchmarks' JSON (run by hand)
+  ceph-mon ceph-osd radosgw ceph-common  # a real S3 store for the object store tests (scripts/ceph-rgw.sh)
 )
 missing=()
 for p in "${packages[@]}"; do
