@@ -21,6 +21,8 @@ case "$1" in
       fi
     done
     start=$SECONDS
+    # A run that was interrupted left its cluster running: this run's replaces it.
+    bash "$script" stop "$dir"
     bash "$script" start "$dir"
     echo "Ceph RGW started in $((SECONDS - start)) s"
     ;;
