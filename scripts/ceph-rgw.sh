@@ -15,7 +15,7 @@
 # is still enforced by RGW: that is what the client is tested against.
 #
 # Environment: UFFDPAGER_CEPH_START_TIMEOUT (seconds, default 90) bounds the
-# wait for each daemon; UFFDPAGER_CEPH_MEMSTORE_BYTES (default 2 GiB) sizes the OSD.
+# wait for each daemon and each ceph command; UFFDPAGER_CEPH_MEMSTORE_BYTES (default 2 GiB) sizes the OSD.
 set -euo pipefail
 
 readonly ACCESS_KEY="UFFDPAGERTESTKEY0001"
@@ -160,14 +160,14 @@ EOF
 
   local osd_uuid
   osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
-  ceph -c "$conf" --connect-timeout "$TIMEOUT" osd new "$osd_uuid" 0 >>"$dir/log/setup.log" 2>&1 ||
+  timeout "$TIMEOUT" ceph -c "$conf" --connect-timeout "$TIMEOUT" osd new "$osd_uuid" 0 >>"$dir/log/setup.log" 2>&1 ||
     die "ceph osd new failed; see $dir/log/setup.log"
-  ceph -c "$conf" osd crush add osd.0 1.0 root=default >>"$dir/log/setup.log" 2>&1 ||
+  timeout "$TIMEOUT" ceph -c "$conf" osd crush add osd.0 1.0 root=default >>"$dir/log/setup.log" 2>&1 ||
     die "ceph osd crush add failed; see $dir/log/setup.log"
   ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" >>"$dir/log/setup.log" 2>&1 ||
     die "ceph-osd --mkfs failed; see $dir/log/setup.log and $dir/log/osd.0.log"
   ceph-osd -c "$conf" -i 0 >>"$dir/log/setup.log" 2>&1 || die "ceph-osd did not start; see $dir/log/osd.0.log"
-  wait_until "ceph-osd" "$dir/log/osd.0.log" bash -c "ceph -c '$conf' osd dump 2>/dev/null | grep -q '^osd.0 up'" ||
+  wait_until "ceph-osd" "$dir/log/osd.0.log" bash -c "timeout 10 ceph -c '$conf' osd dump 2>/dev/null | grep -q '^osd.0 up'" ||
     die "no OSD"
   step "OSD up"
 
@@ -175,7 +175,7 @@ EOF
   wait_until "radosgw" "$dir/log/client.rgw.a.log" curl -sf -o /dev/null --max-time 5 "http://127.0.0.1:$rgw_port/" ||
     die "no RGW"
   step "RGW answers"
-  radosgw-admin -c "$conf" user create --uid uffdpager-test --display-name "uffdpager test" \
+  timeout "$TIMEOUT" radosgw-admin -c "$conf" user create --uid uffdpager-test --display-name "uffdpager test" \
     --access-key "$ACCESS_KEY" --secret "$SECRET_KEY" >>"$dir/log/setup.log" 2>&1 ||
     die "radosgw-admin user create failed; see $dir/log/setup.log"
   echo "$rgw_port" >"$dir/rgw.port"
