@@ -20,6 +20,7 @@ packages=(
   python3-matplotlib     # scripts/plot-benchmarks.py: SVG plots of the benchmarks' JSON (run by hand)
   dpkg-dev               # dpkg-shlibdeps: the .deb's Depends (CPack)
   systemd                # systemd-analyze verify of the unit (ctest -L packaging)
+  ceph-mon ceph-osd radosgw ceph-common  # a real S3 store for the object store tests (scripts/ceph-rgw.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

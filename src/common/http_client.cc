@@ -14,11 +14,6 @@ size_t AppendToString(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
-void GlobalInitOnce() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 struct CurlDeleter {
   void operator()(CURL* c) const { curl_easy_cleanup(c); }
 };
@@ -28,9 +23,14 @@ struct HeaderListDeleter {
 
 }  // namespace
 
+void CurlGlobalInitOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
 Result<HttpResponse> HttpClient::Send(std::string_view method, std::string_view path, std::string_view body,
                                       std::chrono::milliseconds timeout) const {
-  GlobalInitOnce();
+  CurlGlobalInitOnce();
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) return Status::Internal("curl_easy_init failed");
   std::string url = "http://localhost" + std::string(path);

@@ -10,6 +10,10 @@
 
 namespace uffdpager {
 
+// libcurl's process-wide initialization, once, before the first handle
+// (curl_global_init is not thread-safe; every curl user here calls this).
+void CurlGlobalInitOnce();
+
 class HttpClient {
  public:
   explicit HttpClient(std::string socket_path) : socket_path_(std::move(socket_path)) {}

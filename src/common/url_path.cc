@@ -18,15 +18,12 @@ int HexValue(char c) {
 
 }  // namespace
 
-Result<std::string> EscapePathSegment(std::string_view segment) {
-  if (segment.empty() || segment == "." || segment == "..") {
-    return Status::InvalidArgument("\"" + std::string(segment) + "\" cannot be one segment of a URL path");
-  }
+std::string PercentEncode(std::string_view bytes, std::string_view keep) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
-  out.reserve(segment.size());
-  for (unsigned char c : segment) {
-    if (IsUnreserved(c)) {
+  out.reserve(bytes.size());
+  for (unsigned char c : bytes) {
+    if (IsUnreserved(c) || keep.find(static_cast<char>(c)) != std::string_view::npos) {
       out += static_cast<char>(c);
     } else {
       out += '%';
@@ -35,6 +32,13 @@ Result<std::string> EscapePathSegment(std::string_view segment) {
     }
   }
   return out;
+}
+
+Result<std::string> EscapePathSegment(std::string_view segment) {
+  if (segment.empty() || segment == "." || segment == "..") {
+    return Status::InvalidArgument("\"" + std::string(segment) + "\" cannot be one segment of a URL path");
+  }
+  return PercentEncode(segment);
 }
 
 Result<std::vector<std::string>> DecodePathSegments(std::string_view path) {

@@ -13,6 +13,11 @@
 
 namespace uffdpager {
 
+// `bytes` percent-encoded: every byte outside the unreserved set
+// [A-Za-z0-9._~-] and outside `keep` becomes %XX (uppercase hex, as SigV4's
+// canonical URI wants it).
+std::string PercentEncode(std::string_view bytes, std::string_view keep = {});
+
 // `segment` percent-encoded: every byte outside the unreserved set
 // [A-Za-z0-9._~-] becomes %XX. kInvalidArgument for "", "." and "..", which
 // no escaping keeps a single segment of their own (HTTP clients and servers

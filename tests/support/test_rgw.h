@@ -1,0 +1,48 @@
+// TestRgw: the Ceph RGW the ctest fixture started for this run
+// (tests/support/rgw_fixture.sh): its environment (AWS_ENDPOINT_URL, the test
+// user's keys), or why there is none.
+#pragma once
+
+#include <fstream>
+#include <map>
+#include <string>
+
+namespace uffdpager::testing {
+
+struct TestRgw {
+  std::map<std::string, std::string> env;  // from the fixture's `export K=V` lines
+  std::string skip_reason;                 // non-empty: no RGW, the test skips saying this
+
+  // Reads the fixture's directory.
+  static TestRgw Load(const std::string& dir) {
+    TestRgw rgw;
+    std::ifstream skip(dir + "/skip-reason");
+    if (skip) {
+      std::getline(skip, rgw.skip_reason);
+      return rgw;
+    }
+    std::ifstream in(dir + "/env");
+    if (!in) {
+      rgw.skip_reason =
+          "no RGW environment in " + dir + "/env: run through ctest, whose fixture object_store_rgw_setup starts it";
+      return rgw;
+    }
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("export ", 0) != 0) continue;
+      size_t eq = line.find('=');
+      if (eq == std::string::npos) continue;
+      rgw.env[line.substr(7, eq - 7)] = line.substr(eq + 1);
+    }
+    return rgw;
+  }
+
+  // For LoadObjectStoreConfig: the fixture's variables, nothing from the
+  // test process's own environment.
+  const char* Lookup(const char* name) const {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  }
+};
+
+}  // namespace uffdpager::testing
