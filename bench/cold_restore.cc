@@ -20,6 +20,44 @@ using nlohmann::json;
 
 const std::vector<std::string> kPagerVariants = {"_never_seen", "_recorded"};
 
+// The variants of one working set at one readahead.
+struct Cell {
+  const WorkingSet* set;
+  uint64_t readahead_kib;
+  std::vector<Series> series;
+  // Per flavor: the size of the data files each _recorded restore's pager
+  // found (what the never_seen restore before it left), KiB.
+  std::map<std::string, std::vector<double>> record_kib;
+};
+
+json CellJson(const Cell& cell, uint64_t device_kib) {
+  const WorkingSet& set = *cell.set;
+  const std::vector<Series>& series = cell.series;
+  const double file_cold = Median(FindSeries(series, "file_cold").ms);
+  json variants = json::array();
+  for (const Series& s : series) {
+    json j = s.ToJson(set.distinct_bytes());
+    if (s.skipped.empty() && !s.name.starts_with("copy_floor") && s.name != kScatteredReadFloor) {
+      const double median = Median(s.ms);
+      j["ratio_vs_file_cold"] = median / file_cold;
+      j[std::string("ratio_vs_") + kScatteredReadFloor] = median / Median(FindSeries(series, kScatteredReadFloor).ms);
+      for (unsigned threads : CopyFloorThreads()) {
+        const std::string floor = CopyFloorName(threads);
+        j["ratio_vs_" + floor] = median / Median(FindSeries(series, floor).ms);
+      }
+    }
+    if (auto it = cell.record_kib.find(s.name); it != cell.record_kib.end())
+      j["median_record_kib"] = Median(it->second);
+    variants.push_back(j);
+  }
+  json out = WorkingSetResults(set, std::move(variants));
+  out["readahead_kib"] = cell.readahead_kib;
+  out["readahead_is_device_default"] = cell.readahead_kib == device_kib;
+  return out;
+}
+
+}  // namespace
+
 // The regular files under a pager's data directory `dir` (recursively).
 // `record_bytes` gets the size of what a restore can have recorded for later
 // ones: all of them except the pager's log, its pid file and live/ (the
@@ -68,44 +106,6 @@ Result<RestoreSample> ColdPagerRestore(const BenchConfig& config, const PagerFla
   // Stopping the pager (destroying it) makes it save what it recorded.
   return sample;
 }
-
-// The variants of one working set at one readahead.
-struct Cell {
-  const WorkingSet* set;
-  uint64_t readahead_kib;
-  std::vector<Series> series;
-  // Per flavor: the size of the data files each _recorded restore's pager
-  // found (what the never_seen restore before it left), KiB.
-  std::map<std::string, std::vector<double>> record_kib;
-};
-
-json CellJson(const Cell& cell, uint64_t device_kib) {
-  const WorkingSet& set = *cell.set;
-  const std::vector<Series>& series = cell.series;
-  const double file_cold = Median(FindSeries(series, "file_cold").ms);
-  json variants = json::array();
-  for (const Series& s : series) {
-    json j = s.ToJson(set.distinct_bytes());
-    if (s.skipped.empty() && !s.name.starts_with("copy_floor") && s.name != kScatteredReadFloor) {
-      const double median = Median(s.ms);
-      j["ratio_vs_file_cold"] = median / file_cold;
-      j[std::string("ratio_vs_") + kScatteredReadFloor] = median / Median(FindSeries(series, kScatteredReadFloor).ms);
-      for (unsigned threads : CopyFloorThreads()) {
-        const std::string floor = CopyFloorName(threads);
-        j["ratio_vs_" + floor] = median / Median(FindSeries(series, floor).ms);
-      }
-    }
-    if (auto it = cell.record_kib.find(s.name); it != cell.record_kib.end())
-      j["median_record_kib"] = Median(it->second);
-    variants.push_back(j);
-  }
-  json out = WorkingSetResults(set, std::move(variants));
-  out["readahead_kib"] = cell.readahead_kib;
-  out["readahead_is_device_default"] = cell.readahead_kib == device_kib;
-  return out;
-}
-
-}  // namespace
 
 Result<json> RunColdRestores(const BenchConfig& config, const std::vector<const WorkingSet*>& sets,
                              const std::vector<uint64_t>& readahead_kib, ReadaheadOverride& readahead) {

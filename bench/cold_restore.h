@@ -26,7 +26,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pager_harness.h"
 #include "readahead.h"
+#include "restore_steps.h"
 #include "restore_variants.h"
 
 namespace uffdpager::bench {
@@ -35,6 +37,21 @@ namespace uffdpager::bench {
 // readahead value (in that nesting order), each with its variants (medians,
 // samples, read bytes, and ratios to file_cold at the same readahead and to
 // the copy floors). Uses config.pager.data_root for the pagers' directories.
+// The regular files under a pager's data directory `dir` (recursively).
+// `record_bytes` gets the size of what a restore can have recorded for later
+// ones: all of them except the pager's log, its pid file and live/.
+std::vector<std::string> DataFiles(const std::string& dir, uint64_t* record_bytes);
+
+// Storage goes cold for the next restore by `reader` (0: this process): the
+// memory file and `data_files` leave the page cache, the reader's own code
+// enters it, and the memory file must have no byte left in memory.
+Status MakeStorageCold(const BenchConfig& config, std::vector<std::string> data_files, pid_t reader);
+
+// One restore through a fresh pager of `flavor` on `tag`'s data directory,
+// with storage cold; the pager stops after it (and saves what it recorded).
+Result<RestoreSample> ColdPagerRestore(const BenchConfig& config, const PagerFlavor& flavor, const std::string& tag,
+                                       PagerDataDir data, const std::string& session_id, const WorkingSet& set);
+
 Result<nlohmann::json> RunColdRestores(const BenchConfig& config, const std::vector<const WorkingSet*>& sets,
                                        const std::vector<uint64_t>& readahead_kib, ReadaheadOverride& readahead);
 

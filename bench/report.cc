@@ -111,6 +111,13 @@ void PrintConcurrent(const json& c) {
   fmt::print("pager VmRSS / VmHWM / RssAnon:   {:.1f} / {:.1f} / {:.1f} MiB (cache bound + 64 MiB = {:.0f} MiB)\n",
              Num(c, "median_pager_rss_mib"), Num(c, "median_pager_hwm_mib"), Num(c, "median_pager_rss_anon_mib"),
              Num(c, "rss_bound_mib"));
+  if (c.contains("recorded_cold")) {
+    const json& r = c["recorded_cold"];
+    fmt::print("recorded working set, storage cold, default flags:\n");
+    fmt::print("  median total time:               {:.1f} ms\n", Num(r, "median_total_ms"));
+    fmt::print("  median restore time of one VM:   {:.1f} ms\n", Num(r, "median_vm_restore_ms"));
+    fmt::print("  bytes read from storage / working set: {:.2f}x\n", Num(r, "median_storage_read_per_working_set"));
+  }
 }
 
 void PrintTinyVmm(const json& t) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cold_restore.h"
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
 #include "minimal_handler.h"
@@ -251,73 +252,127 @@ Result<json> RunCompletionThroughput(const BenchConfig& config) {
               {"ratio_pager_vs_raw", paged / raw}};
 }
 
+namespace {
+
+// One round of `config.concurrent_vms` restores at once through `pager`,
+// each a process of its own touching `set`.
+struct ConcurrentRound {
+  double total_ms = 0;
+  std::vector<double> vm_ms;
+  std::vector<std::string> session_ids;  // closed by the caller, after it read the pager's numbers
+};
+
+Result<ConcurrentRound> RestoreAtOnce(const BenchConfig& config, const BenchPager& pager, const WorkingSet& set,
+                                      const std::string& tag) {
+  const unsigned vms = config.concurrent_vms;
+  ConcurrentRound round;
+  std::vector<std::string> sockets;
+  for (unsigned vm = 0; vm < vms; ++vm) {
+    std::string id = "vm" + std::to_string(vm) + "-" + tag;
+    auto socket = pager.CreateSession(id, config.snapshot_path);
+    if (!socket.ok()) return socket.status();
+    round.session_ids.push_back(id);
+    sockets.push_back(*socket);
+  }
+  // Restore times come back through a shared page, one slot per client.
+  auto shared = MemoryMapping::Map(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0,
+                                   "client results");
+  if (!shared.ok()) return shared.status();
+  auto* elapsed = reinterpret_cast<uint64_t*>(shared->data());
+  std::fflush(nullptr);
+  std::vector<pid_t> children;
+  auto start = Clock::now();
+  for (unsigned vm = 0; vm < vms; ++vm) {
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      for (pid_t child : children) ::kill(child, SIGKILL);
+      (void)WaitForChildren(children, std::chrono::seconds(10));
+      return Status::FromErrno(errno, "fork");
+    }
+    if (pid == 0) ::_exit(RunConcurrentClient(config, round.session_ids[vm], sockets[vm], set, &elapsed[vm]));
+    children.push_back(pid);
+  }
+  UFFD_RETURN_IF_ERROR(WaitForChildren(children, kRestoreLimit));
+  round.total_ms = Ms(Clock::now() - start);
+  for (unsigned vm = 0; vm < vms; ++vm) round.vm_ms.push_back(elapsed[vm] / 1e6);
+  return round;
+}
+
+PagerFlavor DefaultFlavor() {
+  for (PagerFlavor& flavor : RestoreFlavors({"pager_default"})) {
+    if (flavor.name == "pager_default") return flavor;
+  }
+  return OnDemandFlavor();
+}
+
+}  // namespace
+
 Result<json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& set) {
   PagerSetup setup = config.pager;
   setup.cache_max_bytes = config.concurrent_cache_bytes;
-  const unsigned vms = config.concurrent_vms;
   std::vector<double> total_ms, vm_median_ms, read_ratio, rss_mib, hwm_mib, anon_mib;
+  std::vector<double> recorded_total_ms, recorded_vm_median_ms, recorded_read_ratio;
   json runs = json::array();
   for (unsigned run = 0; run < config.runs; ++run) {
+    // On demand, the memory file in the page cache: the pager's sharing.
     UFFD_RETURN_IF_ERROR(WarmPageCache(config.snapshot_path));
     auto pager = BenchPager::Launch(setup, OnDemandFlavor(), "concurrent");
     if (!pager.ok()) return pager.status().WithContext("launch pager for concurrency");
-    std::vector<std::pair<std::string, std::string>> sessions;
-    for (unsigned vm = 0; vm < vms; ++vm) {
-      std::string id = "vm" + std::to_string(vm) + "-" + std::to_string(run);
-      auto socket = (*pager)->CreateSession(id, config.snapshot_path);
-      if (!socket.ok()) return socket.status();
-      sessions.emplace_back(id, *socket);
-    }
-    // Restore times come back through a shared page, one slot per client.
-    auto shared = MemoryMapping::Map(nullptr, kPageSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0,
-                                     "client results");
-    if (!shared.ok()) return shared.status();
-    auto* elapsed = reinterpret_cast<uint64_t*>(shared->data());
-    std::fflush(nullptr);
-    std::vector<pid_t> children;
-    auto start = Clock::now();
-    for (unsigned vm = 0; vm < vms; ++vm) {
-      pid_t pid = ::fork();
-      if (pid < 0) {
-        for (pid_t child : children) ::kill(child, SIGKILL);
-        (void)WaitForChildren(children, std::chrono::seconds(10));
-        return Status::FromErrno(errno, "fork");
-      }
-      if (pid == 0) ::_exit(RunConcurrentClient(config, sessions[vm].first, sessions[vm].second, set, &elapsed[vm]));
-      children.push_back(pid);
-    }
-    UFFD_RETURN_IF_ERROR(WaitForChildren(children, kRestoreLimit));
-    double ms = Ms(Clock::now() - start);
-
+    auto round = RestoreAtOnce(config, **pager, set, std::to_string(run));
+    if (!round.ok()) return round.status();
     auto stats = (*pager)->client().Stats();
     if (!stats.ok()) return stats.status();
     auto memory = ReadProcessMemory((*pager)->pid());
     if (!memory.ok()) return memory.status();
-    std::vector<double> per_vm;
-    for (unsigned vm = 0; vm < vms; ++vm) per_vm.push_back(elapsed[vm] / 1e6);
     double backing = (*stats).value("backing_bytes_read", 0.0);
-    total_ms.push_back(ms);
-    vm_median_ms.push_back(Median(per_vm));
+    total_ms.push_back(round->total_ms);
+    vm_median_ms.push_back(Median(round->vm_ms));
     read_ratio.push_back(backing / double(set.distinct_bytes()));
     rss_mib.push_back(memory->rss_bytes / double(kMiB));
     hwm_mib.push_back(memory->hwm_bytes / double(kMiB));
     anon_mib.push_back(memory->anon_bytes / double(kMiB));
-    runs.push_back({{"total_ms", ms},
-                    {"vm_restore_ms", per_vm},
-                    {"backing_bytes_read", backing},
-                    {"cache_bytes", (*stats).value("cache_bytes", 0.0)},
-                    {"cache_hits", (*stats).value("cache_hits", 0.0)},
-                    {"cache_misses", (*stats).value("cache_misses", 0.0)},
-                    {"faults", (*stats).value("faults", 0.0)},
-                    {"pager_vm_rss_bytes", memory->rss_bytes},
-                    {"pager_vm_hwm_bytes", memory->hwm_bytes},
-                    {"pager_rss_anon_bytes", memory->anon_bytes},
-                    {"pager_rss_file_bytes", memory->file_bytes}});
-    for (const auto& [id, socket] : sessions) (void)(*pager)->client().CloseSession(id);
+    json one = {{"total_ms", round->total_ms},
+                {"vm_restore_ms", round->vm_ms},
+                {"backing_bytes_read", backing},
+                {"cache_bytes", (*stats).value("cache_bytes", 0.0)},
+                {"cache_hits", (*stats).value("cache_hits", 0.0)},
+                {"cache_misses", (*stats).value("cache_misses", 0.0)},
+                {"faults", (*stats).value("faults", 0.0)},
+                {"pager_vm_rss_bytes", memory->rss_bytes},
+                {"pager_vm_hwm_bytes", memory->hwm_bytes},
+                {"pager_rss_anon_bytes", memory->anon_bytes},
+                {"pager_rss_file_bytes", memory->file_bytes}};
+    for (const std::string& id : round->session_ids) (void)(*pager)->client().CloseSession(id);
+    pager->reset();
+
+    // A hot pool's case: default flags, a working set recorded by an earlier
+    // restore, storage cold, a fresh pager; every VM replays the same record
+    // at once and each block of it should be read once, not once per VM.
+    const PagerFlavor flavor = DefaultFlavor();
+    const std::string tag = "concurrent-recorded";
+    auto recording = ColdPagerRestore(config, flavor, tag, PagerDataDir::kFresh, "record-" + std::to_string(run), set);
+    if (!recording.ok()) return recording.status().WithContext("recording restore");
+    auto replaying = BenchPager::Launch(setup, flavor, tag, PagerDataDir::kKeep);
+    if (!replaying.ok()) return replaying.status().WithContext("launch pager for recorded concurrency");
+    UFFD_RETURN_IF_ERROR(MakeStorageCold(config, DataFiles((*replaying)->data_dir(), nullptr), (*replaying)->pid()));
+    auto read_before = StorageReadBytes((*replaying)->pid());
+    if (!read_before.ok()) return read_before.status();
+    auto recorded = RestoreAtOnce(config, **replaying, set, "rec-" + std::to_string(run));
+    if (!recorded.ok()) return recorded.status();
+    auto read_after = StorageReadBytes((*replaying)->pid());
+    if (!read_after.ok()) return read_after.status();
+    const double read = double(*read_after - *read_before);
+    recorded_total_ms.push_back(recorded->total_ms);
+    recorded_vm_median_ms.push_back(Median(recorded->vm_ms));
+    recorded_read_ratio.push_back(read / double(set.distinct_bytes()));
+    one["recorded_cold"] = {
+        {"total_ms", recorded->total_ms}, {"vm_restore_ms", recorded->vm_ms}, {"storage_bytes_read", read}};
+    for (const std::string& id : recorded->session_ids) (void)(*replaying)->client().CloseSession(id);
+    runs.push_back(std::move(one));
     Progress("concurrent restores run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");
   }
   const double bound_mib = setup.cache_max_bytes / double(kMiB) + 64;
-  return json{{"vms", vms},
+  return json{{"vms", config.concurrent_vms},
               {"threads_per_vm", set.per_thread.size()},
               {"working_set_mib", set.distinct_bytes() / double(kMiB)},
               {"cache_max_bytes", setup.cache_max_bytes},
@@ -328,6 +383,10 @@ Result<json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& 
               {"median_pager_hwm_mib", Median(hwm_mib)},
               {"median_pager_rss_anon_mib", Median(anon_mib)},
               {"rss_bound_mib", bound_mib},
+              {"recorded_cold",
+               {{"median_total_ms", Median(recorded_total_ms)},
+                {"median_vm_restore_ms", Median(recorded_vm_median_ms)},
+                {"median_storage_read_per_working_set", Median(recorded_read_ratio)}}},
               {"runs", runs}};
 }
 
