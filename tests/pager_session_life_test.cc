@@ -67,7 +67,7 @@ TEST_F(PagerSessionLifeTest, CompletedSessionsGiveBackEveryFdAndThreadAndStayLis
   auto health = pager_->client().Health();
   ASSERT_TRUE(health.ok());
   EXPECT_EQ(health->active_sessions, 0u) << "completed sessions hold no VM and wait for none";
-  EXPECT_EQ(pager_->CountUserfaultfds(), 0u);
+  EXPECT_TRUE(WaitForUserfaultfds(0)) << pager_->CountUserfaultfds() << " userfaultfds still held";
   EXPECT_TRUE(std::filesystem::is_empty(pager_->root_dir() + "/live")) << "a completed session left its record";
   // No fd (uffd, connection, backing file, eventfds, pidfd) and no thread
   // is left of them. (The HTTP server's connection threads end a moment
@@ -122,7 +122,7 @@ TEST_F(PagerSessionLifeTest, TheOldestEndedSessionsAreForgottenPast1024) {
     EXPECT_EQ(pager_->client().GetSession(id).status().code(), ErrorCode::kNotFound) << id;
   }
   EXPECT_EQ(SessionState("later-0"), "failed");
-  EXPECT_EQ(pager_->CountUserfaultfds(), 0u);
+  EXPECT_TRUE(WaitForUserfaultfds(0)) << pager_->CountUserfaultfds() << " userfaultfds still held";
 }
 
 TEST_F(PagerSessionLifeTest, SilentConnectionsDoNotDelayTheRealVmm) {
@@ -208,7 +208,7 @@ TEST_F(PagerSessionLifeTest, AVmmWithoutAPidfdIsSeenToExitThroughItsConnection) 
   ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(10)));
   ASSERT_TRUE(WaitFor([&] { return SessionState("p") == "closed"; })) << Session("p").dump() << "\n" << pager_->Log();
   EXPECT_NE(Session("p").value("reason", "").find("hung up"), std::string::npos) << Session("p").dump();
-  EXPECT_EQ(pager_->CountUserfaultfds(), 0u);
+  EXPECT_TRUE(WaitForUserfaultfds(0)) << pager_->CountUserfaultfds() << " userfaultfds still held";
 }
 
 TEST_F(PagerSessionLifeTest, ThePagerRaisesItsFdLimitToTheHardLimit) {

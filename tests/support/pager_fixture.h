@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/userfaultfd.h"
+#include "common/wait_for.h"
 #include "support/pager_process.h"
 #include "support/temp_dir.h"
 #include "support/test_snapshot.h"
@@ -79,6 +80,13 @@ class PagerFixture : public ::testing::Test {
     return Session(pager, id).value("state", "?");
   }
   std::string SessionState(const std::string& id) { return SessionState(*pager_, id); }
+
+  // Waits (up to 10 s) until the pager holds exactly `count` userfaultfds.
+  // A session reports its end before its thread lets go of the VM's
+  // userfaultfd, so a count right after a state change can still see it.
+  bool WaitForUserfaultfds(size_t count) {
+    return WaitFor([&] { return pager_->CountUserfaultfds() == count; });
+  }
 
   // The pager's control socket.
   std::string ControlSocket() const { return pager_->root_dir() + "/control.sock"; }
