@@ -133,7 +133,6 @@ uint64_t PageLoader::Start(const RunRequest& request) {
         PageClaim claim = cache_->Claim(KeyOf(run, i), /*claim=*/true, waker_);
         if (claim.kind == PageClaim::Kind::kClaimed) run.loads[i] = std::move(claim.load);
       }
-      run.claims_await_release = true;
     } else {
       run.claims_published = true;  // nothing claimed
     }
@@ -263,14 +262,15 @@ void PageLoader::Complete(const UringReader::Completion& completion) {
   if (run.reads == 0) PublishClaims(run);
 }
 
-void PageLoader::PublishClaims(Run& run) {
-  if (run.claims_published || run.claims_await_release) return;
+void PageLoader::PublishClaims(Run& run, bool releasing) {
+  if (run.claims_published || (run.request.page_offsets != nullptr && !releasing)) return;
   run.claims_published = true;
   const uint64_t ps = run.request.page_size;
   for (uint64_t i = 0; i < run.request.count; ++i) {
     if (run.source[i] != Source::kRead) continue;
     const bool good = i < run.valid;
-    if (good) run.zero[i] = cache_->IsZeroPage(run.bytes + i * ps, ps) ? 1 : 0;
+    // A run from another file found its zero pages when it finished.
+    if (good && run.request.source_fd < 0) run.zero[i] = cache_->IsZeroPage(run.bytes + i * ps, ps) ? 1 : 0;
     if (!run.loads[i]) continue;  // not claimed: nothing to share
     std::shared_ptr<CachedPage> page;
     if (good) {
@@ -338,10 +338,9 @@ void PageLoader::Release(uint64_t id, bool vouched) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& run = it->second;
-  if (run.claims_await_release) {
-    run.claims_await_release = false;
+  if (run.request.page_offsets != nullptr && !run.claims_published) {
     if (!vouched) MarkBad(run, 0, Status::Internal("the caller did not vouch for the run's bytes"));
-    PublishClaims(run);
+    PublishClaims(run, /*releasing=*/true);
   }
   // A background run counts against the bound until it is released, not
   // only while it reads: runs served from the cache end at once, and

@@ -127,8 +127,7 @@ class PageLoader {
     unsigned reads = 0;  // reads in flight
     unsigned waits = 0;  // pages waited for
     bool claims_published = false;
-    bool claims_await_release = false;  // page_offsets runs: published at Release
-    uint64_t valid = 0;                 // pages [0, valid) are not known bad
+    uint64_t valid = 0;  // pages [0, valid) are not known bad
     Status status;
   };
   struct ReadOp {
@@ -154,8 +153,10 @@ class PageLoader {
   void Complete(const UringReader::Completion& completion);
   void MarkBad(Run& run, uint64_t page, const Status& status);
   // Our claims end once our reads have: their pages go to the cache, or,
-  // past a failure, the claim is given up (waiters read for themselves).
-  void PublishClaims(Run& run);
+  // past a failure, the claim is given up (waiters read for themselves). A
+  // run with page_offsets keeps them until it is released (`releasing`),
+  // once its caller has vouched for the bytes.
+  void PublishClaims(Run& run, bool releasing = false);
   // Looks at the loads a run waits for that have ended.
   void CollectWaited(uint64_t id, Run& run);
   void FinishIfDone(uint64_t id, Run& run);
