@@ -33,10 +33,6 @@
 
 namespace uffdpager::bench {
 
-// `config.runs` interleaved runs; returns one entry per working set and
-// readahead value (in that nesting order), each with its variants (medians,
-// samples, read bytes, and ratios to file_cold at the same readahead and to
-// the copy floors). Uses config.pager.data_root for the pagers' directories.
 // The regular files under a pager's data directory `dir` (recursively).
 // `record_bytes` gets the size of what a restore can have recorded for later
 // ones: all of them except the pager's log, its pid file and live/.
@@ -52,6 +48,10 @@ Status MakeStorageCold(const BenchConfig& config, std::vector<std::string> data_
 Result<RestoreSample> ColdPagerRestore(const BenchConfig& config, const PagerFlavor& flavor, const std::string& tag,
                                        PagerDataDir data, const std::string& session_id, const WorkingSet& set);
 
+// `config.runs` interleaved runs; returns one entry per working set and
+// readahead value (in that nesting order), each with its variants (medians,
+// samples, read bytes, and ratios to file_cold at the same readahead and to
+// the copy floors). Uses config.pager.data_root for the pagers' directories.
 Result<nlohmann::json> RunColdRestores(const BenchConfig& config, const std::vector<const WorkingSet*>& sets,
                                        const std::vector<uint64_t>& readahead_kib, ReadaheadOverride& readahead);
 

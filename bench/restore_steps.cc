@@ -21,13 +21,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-// The bytes `pid` has read from storage since `before`, if both readings exist.
-std::optional<uint64_t> ReadSince(pid_t pid, const Result<uint64_t>& before) {
-  auto after = StorageReadBytes(pid);
-  if (!before.ok() || !after.ok()) return std::nullopt;
-  return *after - *before;
-}
-
 }  // namespace
 
 Result<RestoreSample> TimeFileRestore(const BenchConfig& config, const WorkingSet& set) {

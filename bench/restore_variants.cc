@@ -298,11 +298,11 @@ Result<ConcurrentRound> RestoreAtOnce(const BenchConfig& config, const BenchPage
   return round;
 }
 
-PagerFlavor DefaultFlavor() {
+Result<PagerFlavor> DefaultFlavor() {
   for (PagerFlavor& flavor : RestoreFlavors({"pager_default"})) {
     if (flavor.name == "pager_default") return flavor;
   }
-  return OnDemandFlavor();
+  return Status::NotFound("no pager_default flavor to restore a recorded snapshot with");
 }
 
 }  // namespace
@@ -348,20 +348,20 @@ Result<json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& 
     // A hot pool's case: default flags, a working set recorded by an earlier
     // restore, storage cold, a fresh pager; every VM replays the same record
     // at once and each block of it should be read once, not once per VM.
-    const PagerFlavor flavor = DefaultFlavor();
+    auto flavor = DefaultFlavor();
+    if (!flavor.ok()) return flavor.status();
     const std::string tag = "concurrent-recorded";
-    auto recording = ColdPagerRestore(config, flavor, tag, PagerDataDir::kFresh, "record-" + std::to_string(run), set);
+    auto recording = ColdPagerRestore(config, *flavor, tag, PagerDataDir::kFresh, "record-" + std::to_string(run), set);
     if (!recording.ok()) return recording.status().WithContext("recording restore");
-    auto replaying = BenchPager::Launch(setup, flavor, tag, PagerDataDir::kKeep);
+    auto replaying = BenchPager::Launch(setup, *flavor, tag, PagerDataDir::kKeep);
     if (!replaying.ok()) return replaying.status().WithContext("launch pager for recorded concurrency");
     UFFD_RETURN_IF_ERROR(MakeStorageCold(config, DataFiles((*replaying)->data_dir(), nullptr), (*replaying)->pid()));
     auto read_before = StorageReadBytes((*replaying)->pid());
-    if (!read_before.ok()) return read_before.status();
     auto recorded = RestoreAtOnce(config, **replaying, set, "rec-" + std::to_string(run));
     if (!recorded.ok()) return recorded.status();
-    auto read_after = StorageReadBytes((*replaying)->pid());
-    if (!read_after.ok()) return read_after.status();
-    const double read = double(*read_after - *read_before);
+    auto read_bytes = ReadSince((*replaying)->pid(), read_before);
+    if (!read_bytes) return Status::Internal("cannot read the pager's /proc/PID/io");
+    const double read = double(*read_bytes);
     recorded_total_ms.push_back(recorded->total_ms);
     recorded_vm_median_ms.push_back(Median(recorded->vm_ms));
     recorded_read_ratio.push_back(read / double(set.distinct_bytes()));

@@ -136,4 +136,10 @@ Result<ProcessMemory> ReadProcessMemory(pid_t pid) {
   return memory;
 }
 
+std::optional<uint64_t> ReadSince(pid_t pid, const Result<uint64_t>& before) {
+  auto after = StorageReadBytes(pid);
+  if (!before.ok() || !after.ok()) return std::nullopt;
+  return *after - *before;
+}
+
 }  // namespace uffdpager::bench

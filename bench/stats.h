@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,8 @@ Status WarmExecutableMappings(pid_t pid);
 // storage, readahead included, over all its threads, live and exited (pid
 // 0: this process). Unavailable without task I/O accounting.
 Result<uint64_t> StorageReadBytes(pid_t pid);
+// The bytes `pid` has read from storage since `before`, if both readings exist.
+std::optional<uint64_t> ReadSince(pid_t pid, const Result<uint64_t>& before);
 
 // Reads the whole file once so it sits in the page cache.
 Status WarmPageCache(const std::string& path);
