@@ -1,24 +1,19 @@
 #include "vmm/snapshot_verifier.h"
 
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <vector>
 
+#include "common/durable_file.h"
 #include "vmm/guest_program.h"
 #include "vmm/snapshot_state.h"
 
 namespace uffdpager::vmm {
 
-namespace {
-
-Result<std::vector<uint8_t>> ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound("cannot open memory file " + path);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+Result<std::vector<uint8_t>> ReadMemoryFile(const std::string& path) {
+  auto bytes = ReadWholeFile(path);
+  if (!bytes.ok()) return bytes.status().WithContext("memory file");
+  return std::vector<uint8_t>(bytes->begin(), bytes->end());
 }
-
-}  // namespace
 
 Result<VerifyReport> VerifyGuestProgress(const std::string& from_state, const std::string& from_mem,
                                          const std::string& to_state, const std::string& to_mem) {
@@ -31,9 +26,9 @@ Result<VerifyReport> VerifyGuestProgress(const std::string& from_state, const st
   }
   auto walk = GuestWalk::Create(a->layout, a->machine.vcpu_count, a->program);
   if (!walk.ok()) return walk.status();
-  auto image = ReadWhole(from_mem);
+  auto image = ReadMemoryFile(from_mem);
   if (!image.ok()) return image.status();
-  auto actual = ReadWhole(to_mem);
+  auto actual = ReadMemoryFile(to_mem);
   if (!actual.ok()) return actual.status();
   if (image->size() < a->layout.total_size() || actual->size() < a->layout.total_size()) {
     return Status::InvalidArgument("a memory file is smaller than the guest's memory");

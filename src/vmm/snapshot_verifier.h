@@ -7,7 +7,9 @@
 // into an older file — gave the guest exactly the right memory.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "uffdpager/status.h"
 
@@ -17,6 +19,10 @@ struct VerifyReport {
   uint64_t steps_replayed = 0;
   uint64_t pages_compared = 0;
 };
+
+// A memory file's bytes, read whole (in large reads: a byte at a time costs
+// minutes under a sanitizer).
+Result<std::vector<uint8_t>> ReadMemoryFile(const std::string& path);
 
 Result<VerifyReport> VerifyGuestProgress(const std::string& from_state, const std::string& from_mem,
                                          const std::string& to_state, const std::string& to_mem);

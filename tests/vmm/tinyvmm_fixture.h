@@ -191,8 +191,9 @@ class TinyVmmTest : public ::testing::Test {
   }
 
   static std::vector<uint8_t> ReadBytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+    auto bytes = ReadMemoryFile(path);
+    EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+    return bytes.ok() ? std::move(*bytes) : std::vector<uint8_t>{};
   }
 
   SnapshotState ReadState(const std::string& name) {
