@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include "common/unique_fd.h"
@@ -92,6 +93,14 @@ Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Status::FromErrno(errno, "open " + path);
   return ReadToEnd(fd.get(), path, max_bytes);
+}
+
+Result<std::vector<uint8_t>> ReadWholeFileBytes(const std::string& path, size_t max_bytes) {
+  auto text = ReadWholeFile(path, max_bytes);
+  if (!text.ok()) return text.status();
+  std::vector<uint8_t> bytes(text->size());
+  if (!bytes.empty()) std::memcpy(bytes.data(), text->data(), text->size());
+  return bytes;
 }
 
 const char* FileTypeName(mode_t mode) {

@@ -9,12 +9,6 @@
 
 namespace uffdpager::vmm {
 
-Result<std::vector<uint8_t>> ReadMemoryFile(const std::string& path) {
-  auto bytes = ReadWholeFile(path);
-  if (!bytes.ok()) return bytes.status().WithContext("memory file");
-  return std::vector<uint8_t>(bytes->begin(), bytes->end());
-}
-
 Result<VerifyReport> VerifyGuestProgress(const std::string& from_state, const std::string& from_mem,
                                          const std::string& to_state, const std::string& to_mem) {
   auto a = ReadSnapshotStateFile(from_state);
@@ -26,9 +20,9 @@ Result<VerifyReport> VerifyGuestProgress(const std::string& from_state, const st
   }
   auto walk = GuestWalk::Create(a->layout, a->machine.vcpu_count, a->program);
   if (!walk.ok()) return walk.status();
-  auto image = ReadMemoryFile(from_mem);
+  auto image = ReadWholeFileBytes(from_mem);
   if (!image.ok()) return image.status();
-  auto actual = ReadMemoryFile(to_mem);
+  auto actual = ReadWholeFileBytes(to_mem);
   if (!actual.ok()) return actual.status();
   if (image->size() < a->layout.total_size() || actual->size() < a->layout.total_size()) {
     return Status::InvalidArgument("a memory file is smaller than the guest's memory");

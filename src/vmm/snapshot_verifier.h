@@ -9,7 +9,6 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "uffdpager/status.h"
 
@@ -19,10 +18,6 @@ struct VerifyReport {
   uint64_t steps_replayed = 0;
   uint64_t pages_compared = 0;
 };
-
-// A memory file's bytes, read whole (in large reads: a byte at a time costs
-// minutes under a sanitizer).
-Result<std::vector<uint8_t>> ReadMemoryFile(const std::string& path);
 
 Result<VerifyReport> VerifyGuestProgress(const std::string& from_state, const std::string& from_mem,
                                          const std::string& to_state, const std::string& to_mem);

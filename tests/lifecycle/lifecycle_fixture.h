@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -25,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/child_process.h"
+#include "common/durable_file.h"
 #include "common/http_client.h"
 #include "common/userfaultfd.h"
 #include "common/wait_for.h"
@@ -246,14 +248,13 @@ class LifecycleTest : public ::testing::Test {
     return g;
   }
 
+  // The file's contents as a short string, for equality checks. Hashed by
+  // the standard library (not instrumented): a loop here over each byte of a
+  // guest's memory is a checked load per byte under TSan.
   static std::string Digest(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    uint64_t h = 1469598103934665603ULL;
-    char buf[1 << 16];
-    while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
-      for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<uint8_t>(buf[i])) * 1099511628211ULL;
-    }
-    return std::to_string(h);
+    auto bytes = ReadWholeFile(path);
+    EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+    return bytes.ok() ? std::to_string(std::hash<std::string>{}(*bytes)) : std::string("unreadable");
   }
 
   // The data directory's pager version key (config.json).

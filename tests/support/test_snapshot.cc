@@ -35,8 +35,8 @@ bool WriteTestSnapshot(const std::string& path, uint64_t size, uint64_t seed, ui
 }
 
 std::vector<uint8_t> ReadFileBytes(const std::string& path) {
-  auto bytes = ReadWholeFile(path);  // large reads: a byte at a time costs minutes under a sanitizer
-  return bytes.ok() ? std::vector<uint8_t>(bytes->begin(), bytes->end()) : std::vector<uint8_t>{};
+  auto bytes = ReadWholeFileBytes(path);
+  return bytes.ok() ? std::move(*bytes) : std::vector<uint8_t>{};
 }
 
 ::testing::AssertionResult MatchesSnapshotFile(const GuestMemory& memory, const std::string& path,

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/child_process.h"
+#include "common/durable_file.h"
 #include "common/http_client.h"
 #include "common/userfaultfd.h"
 #include "common/wait_for.h"
@@ -191,7 +192,7 @@ class TinyVmmTest : public ::testing::Test {
   }
 
   static std::vector<uint8_t> ReadBytes(const std::string& path) {
-    auto bytes = ReadMemoryFile(path);
+    auto bytes = ReadWholeFileBytes(path);
     EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
     return bytes.ok() ? std::move(*bytes) : std::vector<uint8_t>{};
   }
