@@ -29,6 +29,7 @@
 #include "pager/daemon/systemd_notifier.h"
 #include "pager/metrics/metrics_registry.h"
 #include "pager/serving/session_registry.h"
+#include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_store.h"
 #include "pager/storage/working_set_writer.h"
@@ -88,6 +89,9 @@ class PagerDaemon {
   Status PrepareDirectory();
   Status PrepareSessions(const SocketOwnership& ownership);
   Status StartServers(const SocketOwnership& ownership);
+  // The object tier, if the AWS environment names a store; else why not
+  // (object_tier_absent_).
+  void StartObjectTier();
   // Removes the socket files under sessions/ that no recovered session owns.
   void RemoveDeadSockets(const std::vector<DetachedSession>& recovered);
   // The versions --take-over / --take-over-all name.
@@ -105,6 +109,10 @@ class PagerDaemon {
   std::atomic<bool> draining_{false};
   std::atomic<bool> handing_over_{false};
   BackingPathPolicy backing_policy_;
+  // Before everything that may hold a session's backing file, so that it
+  // outlives them (a url-backed file fetches through it).
+  std::unique_ptr<ObjectTier> object_tier_;  // null: no object store configured
+  std::string object_tier_absent_;
   MetricsRegistry metrics_;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;
