@@ -174,14 +174,7 @@ HttpResponse ControlApi::Stats() {
   }
   if (ctx_.object_tier != nullptr) {
     const ObjectTierStats o = ctx_.object_tier->Stats();
-    j["object_store_requests"] = o.requests;
-    j["object_store_bytes"] = o.bytes;
-    j["object_store_retries"] = o.retries;
-    j["object_store_errors"] = o.errors;
-    j["object_chunk_hits"] = o.chunk_hits;
-    j["object_chunk_misses"] = o.chunk_misses;
-    j["object_chunks_reused"] = o.chunks_reused;
-    j["object_chunks_damaged"] = o.chunks_damaged;
+    for (const auto& f : kObjectTierStatFields) j[f.name] = o.*f.field;
   }
   j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
   j["active_sessions"] = ctx_.registry->CountActive();

@@ -1,5 +1,7 @@
 #include "pager/metrics/metrics_page.h"
 
+#include <string>
+
 #include "pager/metrics/prometheus_exposition.h"
 
 namespace uffdpager {
@@ -102,18 +104,9 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
   }
 
   if (s.object_tier) {
-    const ObjectTierStats& o = *s.object_tier;
-    w.Counter("uffdpager_object_store_requests_total", "Requests to the object store (HEADs and ranged GETs).",
-              o.requests);
-    w.Counter("uffdpager_object_store_bytes_total", "Bytes received from the object store.", o.bytes);
-    w.Counter("uffdpager_object_store_retries_total", "Object store requests retried.", o.retries);
-    w.Counter("uffdpager_object_store_errors_total", "HEADs and chunk fetches that failed.", o.errors);
-    w.Counter("uffdpager_object_chunk_hits_total", "Object chunks asked for that the disk tier had.", o.chunk_hits);
-    w.Counter("uffdpager_object_chunk_misses_total", "Object chunks fetched from the store.", o.chunk_misses);
-    w.Counter("uffdpager_object_chunks_reused_total",
-              "Object chunks of an earlier pager process reused after their XXH3 was checked.", o.chunks_reused);
-    w.Counter("uffdpager_object_chunks_damaged_total", "Object chunks on disk whose XXH3 failed (fetched again).",
-              o.chunks_damaged);
+    for (const auto& f : kObjectTierStatFields) {
+      w.Counter(std::string("uffdpager_") + f.name + "_total", f.help, (*s.object_tier).*f.field);
+    }
   }
 
   const FaultLatencies& lat = s.registry->latencies();

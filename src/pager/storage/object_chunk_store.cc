@@ -12,6 +12,8 @@
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
 
+#include "pager/storage/positional_io.h"
+
 namespace uffdpager {
 
 namespace {
@@ -32,35 +34,6 @@ std::string SidecarHeader(const ObjectVersion& object) {
   header.append(reinterpret_cast<const char*>(fixed), sizeof(fixed));
   header += identity;
   return header;
-}
-
-Status WriteAll(int fd, const void* data, size_t length, uint64_t offset, const std::string& what) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pwrite(fd, p + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "write " + what);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
-Status ReadAll(int fd, void* data, size_t length, uint64_t offset, const std::string& what) {
-  auto* p = static_cast<uint8_t*>(data);
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pread(fd, p + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + what);
-    }
-    if (n == 0) return Status::Error(ErrorCode::kIoError, what + " ends early");
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -100,19 +73,19 @@ Status ObjectChunkStore::LoadSidecar(const std::string& path) {
   struct stat st {};
   if (::fstat(sidecar_fd_.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   std::string found(std::min<uint64_t>(static_cast<uint64_t>(st.st_size), header.size()), '\0');
-  if (!found.empty()) UFFD_RETURN_IF_ERROR(ReadAll(sidecar_fd_.get(), found.data(), found.size(), 0, path));
+  if (!found.empty()) UFFD_RETURN_IF_ERROR(PreadAll(sidecar_fd_.get(), found.data(), found.size(), 0, path));
   if (found != header) {
     // New, or of something else: nothing on disk is known good.
     if (st.st_size != 0) spdlog::warn("chunk sidecar {} is not {}'s: starting it afresh", path, object_.ToString());
     if (::ftruncate(sidecar_fd_.get(), 0) != 0 || ::ftruncate(data_fd_.get(), 0) != 0) {
       return Status::FromErrno(errno, "reset the object's local copy " + data_path_);
     }
-    return WriteAll(sidecar_fd_.get(), header.data(), header.size(), 0, path);
+    return PwriteAll(sidecar_fd_.get(), header.data(), header.size(), 0, path);
   }
   const uint64_t records = (static_cast<uint64_t>(st.st_size) - header.size()) / sizeof(ChunkRecord);
   std::vector<ChunkRecord> read(records);
   if (records > 0) {
-    UFFD_RETURN_IF_ERROR(ReadAll(sidecar_fd_.get(), read.data(), records * sizeof(ChunkRecord), header.size(), path));
+    UFFD_RETURN_IF_ERROR(PreadAll(sidecar_fd_.get(), read.data(), records * sizeof(ChunkRecord), header.size(), path));
   }
   MutexLock lock(&mu_);
   for (const ChunkRecord& r : read) {  // a torn last record is not read at all
@@ -170,20 +143,21 @@ Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length) {
       // Another caller's fetch of a chunk we need: wait for it to end, then
       // look again (a failed fetch left it absent: we try it ourselves).
       MutexLock lock(&mu_);
-      auto busy = [&]() REQUIRES(mu_) {
-        for (uint64_t c = first; c <= last; ++c) {
-          if (state_[c] == ChunkState::kBusy) return true;
-        }
-        return false;
-      };
-      while (busy() && broken_.ok()) changed_.Wait();
+      while (AnyBusy(first, last) && broken_.ok()) changed_.Wait();
     }
   }
 }
 
+bool ObjectChunkStore::AnyBusy(uint64_t first, uint64_t last) const {
+  for (uint64_t c = first; c <= last; ++c) {
+    if (state_[c] == ChunkState::kBusy) return true;
+  }
+  return false;
+}
+
 bool ObjectChunkStore::ChunkIntact(uint64_t chunk, uint64_t hash) const {
   std::vector<std::byte> bytes(ChunkLength(chunk));
-  if (!ReadAll(data_fd_.get(), bytes.data(), bytes.size(), chunk * kChunkBytes, data_path_).ok()) return false;
+  if (!PreadAll(data_fd_.get(), bytes.data(), bytes.size(), chunk * kChunkBytes, data_path_).ok()) return false;
   return XXH3_64bits(bytes.data(), bytes.size()) == hash;
 }
 
@@ -245,7 +219,7 @@ Status ObjectChunkStore::Fill(const std::vector<Claim>& claims, std::vector<bool
 
 Status ObjectChunkStore::WriteChunk(uint64_t chunk, const std::byte* bytes) {
   const uint64_t length = ChunkLength(chunk);
-  UFFD_RETURN_IF_ERROR(WriteAll(data_fd_.get(), bytes, length, chunk * kChunkBytes, data_path_));
+  UFFD_RETURN_IF_ERROR(PwriteAll(data_fd_.get(), bytes, length, chunk * kChunkBytes, data_path_));
   const ChunkRecord record{chunk, XXH3_64bits(bytes, length)};
   // O_APPEND: one 16-byte record per write, after the chunk's bytes.
   if (::write(sidecar_fd_.get(), &record, sizeof(record)) != static_cast<ssize_t>(sizeof(record))) {

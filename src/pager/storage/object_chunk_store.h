@@ -95,6 +95,8 @@ class ObjectChunkStore : public RangeFiller {
   // Reads the sidecar's records (or writes a new header).
   Status LoadSidecar(const std::string& path);
   uint64_t ChunkLength(uint64_t chunk) const;
+  // Whether a chunk of [first, last] is being checked or fetched.
+  bool AnyBusy(uint64_t first, uint64_t last) const REQUIRES(mu_);
   // Checks or fetches the claimed chunks; returns which are present now.
   Status Fill(const std::vector<Claim>& claims, std::vector<bool>* present) EXCLUDES(mu_);
   // Whether the chunk's bytes on disk still have `hash`.
@@ -109,7 +111,7 @@ class ObjectChunkStore : public RangeFiller {
   UniqueFd data_fd_;     // read-write; written only by a chunk's claimant
   UniqueFd sidecar_fd_;  // O_APPEND
 
-  Mutex mu_;
+  mutable Mutex mu_;
   CondVar changed_{&mu_};  // a chunk left kBusy
   std::vector<ChunkState> state_ GUARDED_BY(mu_);
   std::vector<uint64_t> recorded_hash_ GUARDED_BY(mu_);

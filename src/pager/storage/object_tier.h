@@ -40,6 +40,26 @@ struct ObjectTierStats {
   uint64_t chunks_damaged = 0;
 };
 
+// Each counter of ObjectTierStats as /stats names it (/metrics adds
+// "uffdpager_" and "_total"), with what it means.
+struct ObjectTierStatField {
+  uint64_t ObjectTierStats::*field;
+  const char* name;
+  const char* help;
+};
+inline constexpr ObjectTierStatField kObjectTierStatFields[] = {
+    {&ObjectTierStats::requests, "object_store_requests", "Requests to the object store (HEADs and ranged GETs)."},
+    {&ObjectTierStats::bytes, "object_store_bytes", "Bytes received from the object store."},
+    {&ObjectTierStats::retries, "object_store_retries", "Object store requests retried."},
+    {&ObjectTierStats::errors, "object_store_errors", "HEADs and chunk fetches that failed."},
+    {&ObjectTierStats::chunk_hits, "object_chunk_hits", "Object chunks asked for that the disk tier had."},
+    {&ObjectTierStats::chunk_misses, "object_chunk_misses", "Object chunks fetched from the store."},
+    {&ObjectTierStats::chunks_reused, "object_chunks_reused",
+     "Object chunks of an earlier pager process reused after their XXH3 was checked."},
+    {&ObjectTierStats::chunks_damaged, "object_chunks_damaged",
+     "Object chunks on disk whose XXH3 failed (fetched again)."},
+};
+
 class ObjectTier {
  public:
   // Ranged GETs in flight at once, pager-wide.
