@@ -66,13 +66,21 @@ class PagerObjectSessionTest : public PagerFixture {
     ASSERT_TRUE(store_->CreateBucket(bucket_).ok());
   }
 
-  // Starts the fixture's pager with the fixture's store in its environment;
-  // `changes` replace (or, nullopt, remove) some of those variables.
-  void StartPagerWithStore(const std::map<std::string, std::optional<std::string>>& changes = {}) {
+  // A pager with the fixture's store in its environment; `changes` replace
+  // (or, nullopt, remove) some of those variables.
+  std::unique_ptr<TestPager> StartPagerProcess(const PagerProcessOptions& options,
+                                               const std::map<std::string, std::optional<std::string>>& changes = {}) {
     ScopedEnvironment env;
     for (const auto& [name, value] : rgw_.env) env.Set(name, value);
     for (const auto& [name, value] : changes) env.Set(name, value);
-    StartPager();
+    auto pager = TestPager::Start(dir_.path(), options);
+    EXPECT_TRUE(pager.ok()) << pager.status().ToString();
+    return pager.ok() ? std::move(*pager) : nullptr;
+  }
+  // The fixture's pager, so.
+  void StartPagerWithStore(const std::map<std::string, std::optional<std::string>>& changes = {}) {
+    pager_ = StartPagerProcess({}, changes);
+    ASSERT_TRUE(pager_);
   }
 
   // A generated snapshot of `size` bytes, written locally (for comparisons)
@@ -91,9 +99,7 @@ class PagerObjectSessionTest : public PagerFixture {
 
   Result<CreatedSession> CreateUrlSession(const std::string& id, const std::string& url,
                                           bool kill_client_on_failure = false) {
-    CreateSessionRequest req;
-    req.session_id = id;
-    req.instance_id = "vm-" + id;
+    CreateSessionRequest req = SessionRequest(id);
     req.backing_memory_url = url;
     req.kill_client_on_failure = kill_client_on_failure;
     return pager_->client().CreateSession(req);
@@ -298,9 +304,7 @@ TEST_F(PagerObjectSessionTest, ARestartedPagerReusesTheDiskTier) {
   // Another cache key: no recorded working set of the first session is
   // replayed (it would serve the pages from its compact file); every page
   // comes through the object's chunks.
-  CreateSessionRequest req;
-  req.session_id = "second";
-  req.instance_id = "vm-second";
+  CreateSessionRequest req = SessionRequest("second");
   req.backing_memory_url = Url("kept");
   req.cache_key = "kept-again";
   auto created = pager_->client().CreateSession(req);
@@ -312,6 +316,34 @@ TEST_F(PagerObjectSessionTest, ARestartedPagerReusesTheDiskTier) {
   EXPECT_EQ(Stat("object_store_bytes"), 0u);
   EXPECT_EQ(Stat("object_chunks_reused"), kSize / kMiB);
   EXPECT_EQ(Stat("object_chunk_misses"), 0u);
+}
+
+TEST_F(PagerObjectSessionTest, AHandOverKeepsServingThePinnedVersion) {
+  constexpr uint64_t kSize = 8 * kMiB;
+  std::string snap = PutSnapshot("handed", kSize, 9);
+  auto old_pager = StartPagerProcess({.version_key = "v1"});
+  ASSERT_TRUE(old_pager);
+  CreateSessionRequest req = SessionRequest("a");
+  req.backing_memory_url = Url("handed");
+  auto created = old_pager->client().CreateSession(req);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchPages((*vm)->memory, {0, 1, 2, 300, 301});
+  const std::string etag = Session(*old_pager, "a").value("backing_etag", "");
+  ASSERT_FALSE(etag.empty());
+
+  auto new_pager = StartPagerProcess({.version_key = "v2", .extra_args = {"--take-over", "v1"}});
+  ASSERT_TRUE(new_pager);
+  EXPECT_TRUE(old_pager->WaitForExit(std::chrono::seconds(20))) << old_pager->Log();
+  auto s = Session(*new_pager, "a");
+  EXPECT_EQ(s["origin"], "taken over from version v1") << s.dump();
+  EXPECT_EQ(s["backing_memory_url"], Url("handed"));
+  EXPECT_EQ(s["backing_etag"], etag);
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap)) << new_pager->Log();
+  EXPECT_EQ(SessionState(*new_pager, "a"), "serving");
+  EXPECT_TRUE(new_pager->client().CloseSession("a").ok());
 }
 
 }  // namespace

@@ -23,10 +23,11 @@ Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSessio
   auto backing = OpenSessionBacking(env, &spec);
   if (!backing.ok()) return backing.status().WithContext("reopen the backing memory");
   if ((*backing)->IdentityText() != checkpoint.backing_identity) {
+    const char* kind = spec.backing_url.empty() ? "file" : "object";
     return Status::Conflict(
-        fmt::format("the backing memory {} is not the memory the session began with (identity {} then, {} now); "
-                    "serving it would give the VM other bytes",
-                    spec.BackingName(), checkpoint.backing_identity, (*backing)->IdentityText()));
+        fmt::format("the backing {} {} is not the {} the session began with (identity {} then, {} now); serving it "
+                    "would give the VM other bytes",
+                    kind, spec.BackingName(), kind, checkpoint.backing_identity, (*backing)->IdentityText()));
   }
   return Session::Resume(std::move(detached), std::move(*backing), origin, env);
 }
