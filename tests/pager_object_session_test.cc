@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -319,6 +320,41 @@ TEST_F(PagerObjectSessionTest, ARestartedPagerReusesTheDiskTier) {
   EXPECT_EQ(Stat("object_store_bytes"), 0u);
   EXPECT_EQ(Stat("object_chunks_reused"), kSize / kMiB);
   EXPECT_EQ(Stat("object_chunk_misses"), 0u);
+}
+
+TEST_F(PagerObjectSessionTest, TheDiskTierStaysWithinItsBoundByRemovingVersionsNoSessionUses) {
+  constexpr uint64_t kSize = 4 * kMiB;
+  std::string snap_a = PutSnapshot("a", kSize, 10);
+  std::string snap_b = PutSnapshot("b", kSize, 11);
+  // No working sets: nothing but the sessions holds an object version.
+  pager_ = StartPagerProcess({.extra_args = {"--object-cache-max-bytes", std::to_string(6 * kMiB), "--no-prefetch"}});
+  ASSERT_TRUE(pager_);
+  auto mem_files = [&] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(pager_->root_dir() + "/object-cache")) {
+      n += e.path().extension() == ".mem" ? 1 : 0;
+    }
+    return n;
+  };
+  auto serve = [&](const std::string& id, const std::string& key, const std::string& snap) {
+    auto created = CreateUrlSession(id, Url(key));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    TouchAllPages((*vm)->memory, 2);
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  };
+  serve("a", "a", snap_a);
+  ASSERT_TRUE(pager_->client().CloseSession("a").ok());
+  // b's chunks push the tier past 6 MiB: a, which no session uses, goes.
+  serve("b", "b", snap_b);
+  EXPECT_EQ(Stat("object_cache_evictions"), 1u);
+  EXPECT_EQ(mem_files(), 1u);
+  // b is in use: over the bound or not, it is never removed under its session.
+  serve("b2", "b", snap_b);
+  EXPECT_EQ(Stat("object_cache_evictions"), 1u);
+  EXPECT_EQ(Stat("object_store_bytes"), 2 * kSize);
+  EXPECT_EQ(SessionState("b"), "serving");
 }
 
 TEST_F(PagerObjectSessionTest, AHandOverKeepsServingThePinnedVersion) {

@@ -119,8 +119,9 @@ void PagerDaemon::StartObjectTier() {
     return;
   }
   auto config = LoadObjectStoreConfig();
-  Result<std::unique_ptr<ObjectTier>> tier = config.ok() ? ObjectTier::Start(root_dir_ + "/object-cache", *config)
-                                                         : Result<std::unique_ptr<ObjectTier>>(config.status());
+  Result<std::unique_ptr<ObjectTier>> tier =
+      config.ok() ? ObjectTier::Start(root_dir_ + "/object-cache", *config, options_.object_cache_max_bytes)
+                  : Result<std::unique_ptr<ObjectTier>>(config.status());
   if (!tier.ok()) {
     object_tier_absent_ = "the pager's object store is not usable: " + tier.status().ToString();
     spdlog::warn("{}", object_tier_absent_);

@@ -54,6 +54,8 @@ struct PagerOptions {
   bool prefetch = true;
   unsigned prefetch_record_ms = 3000;
   uint64_t working_set_disk_bytes = 8ULL << 30;
+  // Bound of the object disk tier (DATA/uffd/VERSION/object-cache/); 0: none.
+  uint64_t object_cache_max_bytes = 0;
   // A replay of a record at least this old refines it (working_set_refinement.h).
   bool refine_working_sets = true;
   unsigned working_set_refine_seconds = 60;

@@ -53,9 +53,11 @@ ObjectChunkStore::ObjectChunkStore(ObjectVersion object, std::string data_path, 
 }
 
 Result<std::shared_ptr<ObjectChunkStore>> ObjectChunkStore::Open(ObjectVersion object, const std::string& prefix,
-                                                                 ChunkFetch fetch, ObjectTierCounters* counters) {
+                                                                 ChunkFetch fetch, ObjectTierCounters* counters,
+                                                                 std::function<void()> grew) {
   std::shared_ptr<ObjectChunkStore> store(
       new ObjectChunkStore(std::move(object), prefix + ".mem", std::move(fetch), counters));
+  store->grew_ = std::move(grew);
   store->data_fd_.reset(::open(store->data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!store->data_fd_) return Status::FromErrno(errno, "open the object's local copy " + store->data_path_);
   UFFD_RETURN_IF_ERROR(store->LoadSidecar(prefix + ".chunks"));
@@ -138,6 +140,7 @@ Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length) {
       if (filled.code() == ErrorCode::kConflict && broken_.ok()) broken_ = filled;
       changed_.SignalAll();
     }
+    if (!claims.empty() && grew_) grew_();
     if (!filled.ok()) return filled;
     if (others_busy) {
       // Another caller's fetch of a chunk we need: wait for it to end, then

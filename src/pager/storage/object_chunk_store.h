@@ -68,9 +68,11 @@ class ObjectChunkStore : public RangeFiller {
 
   // Opens (or creates) PREFIX.mem and PREFIX.chunks for `object`. A sidecar
   // of another object version (or a damaged one) is started afresh.
-  // REQUIRES: `counters` outlives the store.
+  // `grew` (may be empty) is called, with no lock held, after chunks were
+  // written. REQUIRES: `counters` outlives the store.
   static Result<std::shared_ptr<ObjectChunkStore>> Open(ObjectVersion object, const std::string& prefix,
-                                                        ChunkFetch fetch, ObjectTierCounters* counters);
+                                                        ChunkFetch fetch, ObjectTierCounters* counters,
+                                                        std::function<void()> grew = {});
 
   // Makes every chunk that [offset, offset+length) touches present.
   Status EnsureRange(uint64_t offset, uint64_t length) override EXCLUDES(mu_);
@@ -107,6 +109,7 @@ class ObjectChunkStore : public RangeFiller {
   const std::string data_path_;
   const ChunkFetch fetch_;
   ObjectTierCounters* const counters_;
+  std::function<void()> grew_;  // set at Open
   const uint64_t chunk_count_;
   UniqueFd data_fd_;     // read-write; written only by a chunk's claimant
   UniqueFd sidecar_fd_;  // O_APPEND

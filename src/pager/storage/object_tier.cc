@@ -1,7 +1,12 @@
 #include "pager/storage/object_tier.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <system_error>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -21,17 +26,25 @@ std::string FilePrefix(const std::string& dir, const ObjectVersion& object) {
 
 }  // namespace
 
-Result<std::unique_ptr<ObjectTier>> ObjectTier::Start(std::string cache_dir, ObjectStoreConfig config) {
+Result<std::unique_ptr<ObjectTier>> ObjectTier::Start(std::string cache_dir, ObjectStoreConfig config,
+                                                      uint64_t max_bytes) {
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
   if (ec) return Status::Error(ErrorCode::kIoError, "create " + cache_dir + ": " + ec.message());
   auto fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxInFlight});
   if (!fetcher.ok()) return fetcher.status().WithContext("the object store's fetcher");
-  return std::unique_ptr<ObjectTier>(new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher)));
+  std::unique_ptr<ObjectTier> tier(
+      new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher), max_bytes));
+  tier->Trim();  // what earlier processes left, to the bound of this one
+  return tier;
 }
 
-ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher)
-    : cache_dir_(std::move(cache_dir)), client_(std::move(config)), fetcher_(std::move(fetcher)) {}
+ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
+                       uint64_t max_bytes)
+    : cache_dir_(std::move(cache_dir)),
+      max_bytes_(max_bytes),
+      client_(std::move(config)),
+      fetcher_(std::move(fetcher)) {}
 
 ObjectTier::~ObjectTier() = default;
 
@@ -61,10 +74,56 @@ Result<std::shared_ptr<ObjectChunkStore>> ObjectTier::StoreFor(const ObjectVersi
   ObjectRangeFetcher* fetcher = fetcher_.get();
   auto store = ObjectChunkStore::Open(
       object, FilePrefix(cache_dir_, object),
-      [fetcher](std::span<const RangeRequest> requests) { return fetcher->FetchAll(requests); }, &counters_);
+      [fetcher](std::span<const RangeRequest> requests) { return fetcher->FetchAll(requests); }, &counters_,
+      [this] { Trim(); });
   if (!store.ok()) return store.status();
   stores_.emplace(key, *store);
   return store;
+}
+
+void ObjectTier::Trim() {
+  if (max_bytes_ == 0) return;
+  namespace fs = std::filesystem;
+  struct Version {
+    std::string prefix;  // without ".mem"
+    uint64_t bytes = 0;  // allocated on disk (the file is sparse)
+    int64_t written_ns = 0;
+    bool in_use = false;
+  };
+  MutexLock lock(&mu_);
+  std::map<std::string, std::string> open_keys;  // data path -> stores_ key
+  std::set<std::string> in_use;
+  for (const auto& [key, store] : stores_) {
+    open_keys[store->data_path()] = key;
+    if (store.use_count() > 1) in_use.insert(store->data_path());  // a session (or its writer) holds it
+  }
+  std::vector<Version> versions;
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(cache_dir_, ec)) {
+    const std::string path = entry.path().string();
+    if (entry.path().extension() != ".mem") continue;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;
+    Version v{path.substr(0, path.size() - 4), static_cast<uint64_t>(st.st_blocks) * 512,
+              static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec, in_use.count(path) != 0};
+    total += v.bytes;
+    versions.push_back(std::move(v));
+  }
+  if (total <= max_bytes_) return;
+  std::sort(versions.begin(), versions.end(),
+            [](const Version& a, const Version& b) { return a.written_ns < b.written_ns; });
+  for (const Version& v : versions) {
+    if (total <= max_bytes_) break;
+    if (v.in_use) continue;
+    // Under mu_: no session can take this version while it goes.
+    if (auto it = open_keys.find(v.prefix + ".mem"); it != open_keys.end()) stores_.erase(it->second);
+    fs::remove(v.prefix + ".mem", ec);
+    fs::remove(v.prefix + ".chunks", ec);
+    total -= v.bytes;
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("object cache: removed {} ({} bytes) to stay within {} bytes", v.prefix, v.bytes, max_bytes_);
+  }
 }
 
 ObjectTierStats ObjectTier::Stats() const {
@@ -79,6 +138,7 @@ ObjectTierStats ObjectTier::Stats() const {
   s.chunk_misses = get(counters_.chunk_misses);
   s.chunks_reused = get(counters_.chunks_reused);
   s.chunks_damaged = get(counters_.chunks_damaged);
+  s.evictions = get(evictions_);
   return s;
 }
 

@@ -38,6 +38,7 @@ struct ObjectTierStats {
   uint64_t chunk_misses = 0;
   uint64_t chunks_reused = 0;  // chunks of an earlier pager process, XXH3 checked
   uint64_t chunks_damaged = 0;
+  uint64_t evictions = 0;  // object versions removed from disk to stay within the bound
 };
 
 // Each counter of ObjectTierStats as /stats names it (/metrics adds
@@ -58,6 +59,8 @@ inline constexpr ObjectTierStatField kObjectTierStatFields[] = {
      "Object chunks of an earlier pager process reused after their XXH3 was checked."},
     {&ObjectTierStats::chunks_damaged, "object_chunks_damaged",
      "Object chunks on disk whose XXH3 failed (fetched again)."},
+    {&ObjectTierStats::evictions, "object_cache_evictions",
+     "Object versions removed from the disk tier to stay within --object-cache-max-bytes."},
 };
 
 class ObjectTier {
@@ -65,8 +68,13 @@ class ObjectTier {
   // Ranged GETs in flight at once, pager-wide.
   static constexpr int kMaxInFlight = 16;
 
-  // Starts the fetcher; chunk files go under `cache_dir` (created).
-  static Result<std::unique_ptr<ObjectTier>> Start(std::string cache_dir, ObjectStoreConfig config);
+  // Starts the fetcher; chunk files go under `cache_dir` (created), which
+  // is kept within `max_bytes` of disk (0: no bound) by removing whole
+  // object versions no session uses, least recently written first. Versions
+  // in use are never removed (a read of a chunk it made present must not
+  // find a hole), so the bound is exceeded while they need more.
+  static Result<std::unique_ptr<ObjectTier>> Start(std::string cache_dir, ObjectStoreConfig config,
+                                                   uint64_t max_bytes = 0);
   ~ObjectTier();
 
   struct Opened {
@@ -82,17 +90,24 @@ class ObjectTier {
   const ObjectStoreConfig& config() const { return client_.config(); }
 
  private:
-  ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher);
+  ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
+             uint64_t max_bytes);
+  // Removes unused versions (files of earlier processes included) until the
+  // directory is within max_bytes_ or only versions in use are left.
+  void Trim() EXCLUDES(mu_);
   // The chunk store of `object`, made on first use.
   Result<std::shared_ptr<ObjectChunkStore>> StoreFor(const ObjectVersion& object) EXCLUDES(mu_);
 
   const std::string cache_dir_;
+  const uint64_t max_bytes_;
   ObjectStoreClient client_;
   std::unique_ptr<ObjectRangeFetcher> fetcher_;
   ObjectTierCounters counters_;
   std::atomic<uint64_t> head_errors_{0};
+  std::atomic<uint64_t> evictions_{0};
   Mutex mu_;
-  // Every object version served since start (no bound on the disk tier yet).
+  // Object versions opened since start and not evicted; one whose only
+  // holder is this map is not in use.
   std::map<std::string, std::shared_ptr<ObjectChunkStore>> stores_ GUARDED_BY(mu_);
 };
 
