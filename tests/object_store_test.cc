@@ -65,11 +65,7 @@ class ObjectStoreTest : public ::testing::Test {
     config_ = Config({});
     client_ = std::make_unique<ObjectStoreClient>(config_);
     // One bucket per test: tests run in parallel processes.
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    bucket_ = "t-" + std::to_string(::getpid()) + "-";
-    for (char c : name) bucket_ += std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '-';
-    bucket_ = bucket_.substr(0, 60);
-    while (!bucket_.empty() && !std::isalnum(static_cast<unsigned char>(bucket_.back()))) bucket_.pop_back();
+    bucket_ = testing::BucketForCurrentTest();
     ASSERT_TRUE(client_->CreateBucket(bucket_).ok());
   }
 

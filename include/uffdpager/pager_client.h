@@ -28,8 +28,10 @@ namespace uffdpager {
 struct CreateSessionRequest {
   std::string session_id;  // optional: defaults to instance_id
   std::string instance_id;
+  // Exactly one of backing_memory_path (a local memory file, absolute path)
+  // and backing_memory_url (below).
   std::string backing_memory_path;
-  std::string cache_key;  // optional: defaults to the backing path
+  std::string cache_key;  // optional: defaults to the backing path or URL
   // Kill the VMM (SIGKILL) if the pager meets a fault it cannot serve, rather
   // than leave it hung on that page.
   bool kill_client_on_failure = false;
@@ -41,6 +43,10 @@ struct CreateSessionRequest {
   // other process that connects is turned away (SO_PEERCRED).
   std::optional<uint32_t> expected_uid;
   std::optional<int32_t> expected_pid;
+  // An object in S3-compatible storage, "s3://BUCKET/KEY", instead of a
+  // file: the pager's store comes from its AWS_* environment. (Last, so
+  // that positional initializers of the fields above keep their meaning.)
+  std::string backing_memory_url;
 };
 
 struct CreatedSession {

@@ -54,12 +54,18 @@ class PagerFixture : public ::testing::Test {
     return path;
   }
 
-  // Creates a session and returns its socket path (asserts on failure).
-  std::string CreateSession(const std::string& id, const std::string& backing, const std::string& cache_key = "",
-                            bool kill_client_on_failure = false) {
+  // A create of session `id` for instance "vm-<id>"; the caller names its memory.
+  static CreateSessionRequest SessionRequest(const std::string& id) {
     CreateSessionRequest req;
     req.session_id = id;
     req.instance_id = "vm-" + id;
+    return req;
+  }
+
+  // Creates a session and returns its socket path (asserts on failure).
+  std::string CreateSession(const std::string& id, const std::string& backing, const std::string& cache_key = "",
+                            bool kill_client_on_failure = false) {
+    CreateSessionRequest req = SessionRequest(id);
     req.backing_memory_path = backing;
     req.cache_key = cache_key;
     req.kill_client_on_failure = kill_client_on_failure;

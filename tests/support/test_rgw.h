@@ -3,9 +3,14 @@
 // user's keys), or why there is none.
 #pragma once
 
+#include <unistd.h>
+
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace uffdpager::testing {
 
@@ -44,5 +49,16 @@ struct TestRgw {
     return it == env.end() ? nullptr : it->second.c_str();
   }
 };
+
+// A bucket name of the running test's own (valid by S3's rules): tests run
+// in parallel processes against one RGW, each in its bucket.
+inline std::string BucketForCurrentTest() {
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::string bucket = "t-" + std::to_string(::getpid()) + "-";
+  for (char c : name) bucket += std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '-';
+  bucket = bucket.substr(0, 60);
+  while (!bucket.empty() && !std::isalnum(static_cast<unsigned char>(bucket.back()))) bucket.pop_back();
+  return bucket;
+}
 
 }  // namespace uffdpager::testing

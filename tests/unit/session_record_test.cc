@@ -48,6 +48,24 @@ TEST(SessionRecordTest, EveryFieldSurvivesTheRoundTrip) {
   EXPECT_EQ(out->client_pid, in.client_pid);
 }
 
+TEST(SessionRecordTest, AnObjectSessionKeepsItsUrlAndPinnedEtag) {
+  SessionCheckpoint in = FullRecord();
+  in.spec.backing_path.clear();
+  in.spec.backing_url = "s3://snapshots/vm-1/mem";
+  in.spec.backing_etag = "\"9b2cf535f27731c974343645a3985328\"";
+  auto out = ParseSessionRecord(nlohmann::json::parse(SessionRecordJson(in).dump()));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->spec.backing_url, in.spec.backing_url);
+  EXPECT_EQ(out->spec.backing_etag, in.spec.backing_etag);
+  EXPECT_TRUE(out->spec.backing_path.empty());
+  // A URL without the version it was bound to could serve another one.
+  nlohmann::json j = SessionRecordJson(in);
+  j.erase("backing_etag");
+  auto unpinned = ParseSessionRecord(j);
+  ASSERT_FALSE(unpinned.ok());
+  EXPECT_NE(unpinned.status().message().find("backing_etag"), std::string::npos);
+}
+
 TEST(SessionRecordTest, OptionalSecurityFieldsStayUnset) {
   SessionCheckpoint in = FullRecord();
   in.spec.socket_ownership = {};

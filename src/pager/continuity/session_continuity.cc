@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "pager/continuity/session_handover.h"
+#include "pager/serving/session_backing.h"
 
 namespace uffdpager {
 
@@ -17,13 +18,16 @@ Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSessio
         "its userfaultfd did not come back (the pager ran without systemd's fd store, or crashed while "
         "taking the VMM's memory)");
   }
-  auto backing = OpenBackingFile(env.backing_policy, checkpoint.spec.backing_path);
-  if (!backing.ok()) return backing.status().WithContext("reopen the backing file");
-  if ((*backing)->identity().ToString() != checkpoint.backing_identity) {
+  // With the ETag the session pinned: an object that changed is refused.
+  SessionSpec spec = checkpoint.spec;
+  auto backing = OpenSessionBacking(env, &spec);
+  if (!backing.ok()) return backing.status().WithContext("reopen the backing memory");
+  if ((*backing)->IdentityText() != checkpoint.backing_identity) {
+    const char* kind = spec.backing_url.empty() ? "file" : "object";
     return Status::Conflict(
-        fmt::format("the backing file {} is not the file the session began with (identity {} then, {} now); serving it "
+        fmt::format("the backing {} {} is not the {} the session began with (identity {} then, {} now); serving it "
                     "would give the VM other bytes",
-                    checkpoint.spec.backing_path, checkpoint.backing_identity, (*backing)->identity().ToString()));
+                    kind, spec.BackingName(), kind, checkpoint.backing_identity, (*backing)->IdentityText()));
   }
   return Session::Resume(std::move(detached), std::move(*backing), origin, env);
 }

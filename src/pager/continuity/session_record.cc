@@ -20,6 +20,12 @@ Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
   UFFD_RETURN_IF_ERROR(fields.Read("session_id", &r.spec.id));
   UFFD_RETURN_IF_ERROR(fields.Read("instance_id", &r.spec.instance_id));
   UFFD_RETURN_IF_ERROR(fields.Read("backing_memory_path", &r.spec.backing_path));
+  // Records of older pagers have no URL: a file session.
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_url", &r.spec.backing_url));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_etag", &r.spec.backing_etag));
+  if (!r.spec.backing_url.empty() && r.spec.backing_etag.empty()) {
+    return Status::InvalidArgument("a session with \"backing_memory_url\" has no \"backing_etag\"");
+  }
   UFFD_RETURN_IF_ERROR(fields.Read("cache_key", &r.spec.cache_key));
   UFFD_RETURN_IF_ERROR(fields.Read("kill_client_on_failure", &r.spec.kill_client_on_failure));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("socket_uid", &r.spec.socket_ownership.uid));
@@ -95,6 +101,10 @@ nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
       {"client_pid", c.client_pid},
       {"client_start_time", c.client_start_time},
   };
+  if (!c.spec.backing_url.empty()) {
+    j["backing_memory_url"] = c.spec.backing_url;
+    j["backing_etag"] = c.spec.backing_etag;
+  }
   if (c.spec.socket_ownership.uid) j["socket_uid"] = *c.spec.socket_ownership.uid;
   if (c.spec.socket_ownership.gid) j["socket_gid"] = *c.spec.socket_ownership.gid;
   if (c.spec.expected_peer.uid) j["expected_uid"] = *c.spec.expected_peer.uid;

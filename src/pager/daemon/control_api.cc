@@ -54,6 +54,19 @@ int HttpStatusFor(const Status& st) {
   }
 }
 
+// A create of a session on an object: the store's answer, passed on. A
+// missing bucket or object is 404 (the caller named it), a store that
+// cannot be reached or failed is a bad gateway, one too slow a timeout.
+int HttpStatusForObjectStore(const Status& st) {
+  switch (st.code()) {
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kIoError:
+    case ErrorCode::kProtocol: return 502;
+    case ErrorCode::kTimeout: return 504;
+    default: return HttpStatusFor(st);
+  }
+}
+
 // 404 for a session id from a path; one no session can have says so.
 HttpResponse NoSuchSession(const std::string& id) {
   if (IsValidSessionId(id)) return ErrorResponse(404, "no session " + id);
@@ -67,11 +80,12 @@ Status ReadSessionSpec(const Json& body, SessionSpec* spec) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("session_id", &spec->id));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("instance_id", &spec->instance_id));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_path", &spec->backing_path));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_url", &spec->backing_url));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("cache_key", &spec->cache_key));
   if (spec->instance_id.empty()) return Status::InvalidArgument("\"instance_id\" is required");
-  if (spec->backing_path.empty()) return Status::InvalidArgument("\"backing_memory_path\" is required");
+  // Which memory, exactly one of path and URL: CheckSessionSpec.
   if (spec->id.empty()) spec->id = spec->instance_id;
-  if (spec->cache_key.empty()) spec->cache_key = spec->backing_path;
+  if (spec->cache_key.empty()) spec->cache_key = spec->BackingName();
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("kill_client_on_failure", &spec->kill_client_on_failure));
   // (uid_t)-1 means "unchanged" to chown and is nobody's uid: not accepted.
   constexpr uint64_t kMaxId = 0xfffffffeULL;
@@ -131,6 +145,7 @@ HttpResponse ControlApi::Metrics() {
   sources.registry = ctx_.metrics;
   sources.cache = ctx_.cache->Counters();
   sources.working_set_writer = ctx_.working_set_writer;
+  if (ctx_.object_tier != nullptr) sources.object_tier = ctx_.object_tier->Stats();
   for (auto state : kAllSessionStates) sources.sessions_by_state[SessionStateName(state)] = 0;
   for (const auto& session : ctx_.registry->List()) ++sources.sessions_by_state[SessionStateName(session->state())];
   sources.draining = ctx_.draining->load();
@@ -156,6 +171,10 @@ HttpResponse ControlApi::Stats() {
     j["working_set_disk_max_bytes"] = ctx_.working_set_writer->max_bytes();
     j["working_set_files"] = ctx_.working_set_writer->files();
     j["working_set_write_errors"] = ctx_.working_set_writer->write_errors();
+  }
+  if (ctx_.object_tier != nullptr) {
+    const ObjectTierStats o = ctx_.object_tier->Stats();
+    for (const auto& f : kObjectTierStatFields) j[f.name] = o.*f.field;
   }
   j["copies"] = j["pages_copied"].get<uint64_t>() + j["zero_pages"].get<uint64_t>();
   j["active_sessions"] = ctx_.registry->CountActive();
@@ -196,7 +215,8 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
     // backing roots, a file the pager may not read, a socket owner the pager
     // may not give (not root). Whatever the refusal, a live session of the
     // same id was not touched (SessionRegistry::Create).
-    int status = st.code() == ErrorCode::kNotFound ? 400 : HttpStatusFor(st);
+    int status = spec.backing_url.empty() ? (st.code() == ErrorCode::kNotFound ? 400 : HttpStatusFor(st))
+                                          : HttpStatusForObjectStore(st);
     spdlog::warn("create session {} refused: {}", ForLog(spec.id), st.ToString());
     return ErrorResponse(status, st.ToString());
   }

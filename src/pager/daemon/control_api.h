@@ -19,6 +19,7 @@
 #include "common/http_message.h"
 #include "pager/metrics/metrics_registry.h"
 #include "pager/serving/session_registry.h"
+#include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_writer.h"
 
@@ -30,6 +31,7 @@ struct ControlApiContext {
   const PageCache* cache = nullptr;
   const MetricsRegistry* metrics = nullptr;
   const WorkingSetWriter* working_set_writer = nullptr;  // may be null
+  const ObjectTier* object_tier = nullptr;               // may be null
   std::atomic<bool>* draining = nullptr;
   std::function<void()> on_drain;  // wakes the daemon to check for exit
   std::string metrics_addr;        // where /metrics is also served over TCP, if anywhere

@@ -63,6 +63,11 @@ void AddFlags(uffdpager::cli::CommandLine& command_line, CommandLine& cl) {
          "on: until they pause for 500 ms, at most ten times this)")
       ->capture_default_str()
       ->check(IntegerIn(1, kMaxMilliseconds));
+  app.add_option("--object-cache-max-bytes", options.object_cache_max_bytes,
+                 "bound of the disk tier of snapshots in object storage (whole object versions no session uses are "
+                 "removed, least recently written first); 0: none")
+      ->capture_default_str()
+      ->check(IntegerIn(0, uint64_t{1} << 50));
   app.add_option("--working-set-disk-bytes", options.working_set_disk_bytes,
                  "bound of the compact copies of working sets on disk (read in a few large reads at replay); "
                  "0: none, replay reads the memory file")

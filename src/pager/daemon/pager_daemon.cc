@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 
@@ -111,6 +112,25 @@ Status PagerDaemon::PrepareDirectory() {
   return Status::Ok();
 }
 
+void PagerDaemon::StartObjectTier() {
+  const char* endpoint = std::getenv("AWS_ENDPOINT_URL");
+  if (endpoint == nullptr || *endpoint == '\0') {
+    object_tier_absent_ = "the pager has no object store (AWS_ENDPOINT_URL is not set in its environment)";
+    return;
+  }
+  auto config = LoadObjectStoreConfig();
+  Result<std::unique_ptr<ObjectTier>> tier =
+      config.ok() ? ObjectTier::Start(root_dir_ + "/object-cache", *config, options_.object_cache_max_bytes)
+                  : Result<std::unique_ptr<ObjectTier>>(config.status());
+  if (!tier.ok()) {
+    object_tier_absent_ = "the pager's object store is not usable: " + tier.status().ToString();
+    spdlog::warn("{}", object_tier_absent_);
+    return;
+  }
+  object_tier_ = std::move(*tier);
+  spdlog::info("snapshots in object storage: {}", object_tier_->config().Describe());
+}
+
 void PagerDaemon::RemoveDeadSockets(const std::vector<DetachedSession>& recovered) {
   std::set<std::string> live;
   for (const auto& r : recovered) live.insert(r.checkpoint.socket_path);
@@ -153,6 +173,9 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
                             : std::nullopt;
   env.keeper = recovery_.get();
   env.backing_policy = &backing_policy_;
+  StartObjectTier();
+  env.object_tier = object_tier_.get();
+  env.object_tier_absent = object_tier_absent_;
   env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
   env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;
   env.socket_ownership = ownership;
@@ -183,6 +206,7 @@ Status PagerDaemon::StartServers(const SocketOwnership& ownership) {
   ctx.cache = cache_.get();
   ctx.metrics = &metrics_;
   ctx.working_set_writer = working_set_writer_.get();
+  ctx.object_tier = object_tier_.get();
   ctx.draining = &draining_;
   ctx.on_drain = [this] { Notify(); };
   ctx.version_key = options_.version_key;

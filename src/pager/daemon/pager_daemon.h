@@ -29,6 +29,7 @@
 #include "pager/daemon/systemd_notifier.h"
 #include "pager/metrics/metrics_registry.h"
 #include "pager/serving/session_registry.h"
+#include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_store.h"
 #include "pager/storage/working_set_writer.h"
@@ -53,6 +54,8 @@ struct PagerOptions {
   bool prefetch = true;
   unsigned prefetch_record_ms = 3000;
   uint64_t working_set_disk_bytes = 8ULL << 30;
+  // Bound of the object disk tier (DATA/uffd/VERSION/object-cache/); 0: none.
+  uint64_t object_cache_max_bytes = 0;
   // A replay of a record at least this old refines it (working_set_refinement.h).
   bool refine_working_sets = true;
   unsigned working_set_refine_seconds = 60;
@@ -88,6 +91,9 @@ class PagerDaemon {
   Status PrepareDirectory();
   Status PrepareSessions(const SocketOwnership& ownership);
   Status StartServers(const SocketOwnership& ownership);
+  // The object tier, if the AWS environment names a store; else why not
+  // (object_tier_absent_).
+  void StartObjectTier();
   // Removes the socket files under sessions/ that no recovered session owns.
   void RemoveDeadSockets(const std::vector<DetachedSession>& recovered);
   // The versions --take-over / --take-over-all name.
@@ -105,6 +111,10 @@ class PagerDaemon {
   std::atomic<bool> draining_{false};
   std::atomic<bool> handing_over_{false};
   BackingPathPolicy backing_policy_;
+  // Before everything that may hold a session's backing file, so that it
+  // outlives them (a url-backed file fetches through it).
+  std::unique_ptr<ObjectTier> object_tier_;  // null: no object store configured
+  std::string object_tier_absent_;
   MetricsRegistry metrics_;
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;

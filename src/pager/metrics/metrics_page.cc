@@ -1,5 +1,7 @@
 #include "pager/metrics/metrics_page.h"
 
+#include <string>
+
 #include "pager/metrics/prometheus_exposition.h"
 
 namespace uffdpager {
@@ -99,6 +101,12 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
             static_cast<double>(s.working_set_writer->max_bytes()));
     w.Counter("uffdpager_working_set_write_errors_total", "Compact working sets that could not be written.",
               s.working_set_writer->write_errors());
+  }
+
+  if (s.object_tier) {
+    for (const auto& f : kObjectTierStatFields) {
+      w.Counter(std::string("uffdpager_") + f.name + "_total", f.help, (*s.object_tier).*f.field);
+    }
   }
 
   const FaultLatencies& lat = s.registry->latencies();

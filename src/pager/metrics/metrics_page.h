@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "pager/metrics/metrics_registry.h"
+#include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_writer.h"
 
@@ -17,6 +19,7 @@ struct MetricsPageSources {
   const MetricsRegistry* registry = nullptr;  // counters, outcomes, latencies, cache keys
   PageCacheCounters cache;
   const WorkingSetWriter* working_set_writer = nullptr;  // may be null
+  std::optional<ObjectTierStats> object_tier;            // none: no object store
   std::map<std::string, uint64_t> sessions_by_state;     // every state, zeros included
   bool draining = false;
   double uptime_seconds = 0;

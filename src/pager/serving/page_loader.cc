@@ -203,6 +203,13 @@ void PageLoader::ReadPages(uint64_t id, Run& run, uint64_t first, uint64_t end) 
   const uint64_t offset = run.request.file_offset + first * ps;
   const uint64_t length = (end - first) * ps;
   counters_.Add(&FaultCounters::cache_misses, end - first);
+  // A file filled on demand (an object's local copy) gets the range first;
+  // this blocks the session's thread for the fetch (the io_uring reads only
+  // local files).
+  if (Status present = backing_->EnsureRange(offset, length); !present.ok()) {
+    MarkBad(run, first, present);
+    return;
+  }
   // Holes are zeros without a read; each piece of data is one read.
   uint64_t pos = offset;
   uint8_t* out = run.bytes + first * ps;

@@ -59,7 +59,7 @@ Session::Session(SessionSpec spec, std::string socket_path, uint64_t incarnation
       incarnation_(incarnation),
       origin_(std::move(origin)),
       env_(env),
-      cache_key_(spec_.cache_key, backing ? backing->identity().ToString() : std::string()),
+      cache_key_(spec_.cache_key, backing ? backing->IdentityText() : std::string()),
       created_at_(std::chrono::system_clock::now()),
       cache_key_counters_(env.metrics->CountersForCacheKey(cache_key_)),
       backing_(std::move(backing)) {}
@@ -110,7 +110,7 @@ Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::shared_pt
   UFFD_RETURN_IF_ERROR(session->Keep({{SessionFdRole::kListener, session->listener_.get()}}));
   session->StartThread();
   spdlog::info("session {}: listening on {} for instance {} (backing {}, cache key {})", session->id(),
-               session->socket_path_, session->spec_.instance_id, session->spec_.backing_path,
+               session->socket_path_, session->spec_.instance_id, session->spec_.BackingName(),
                session->spec_.cache_key);
   return session;
 }
@@ -904,6 +904,10 @@ nlohmann::json Session::Describe() const {
       {"origin", origin_},
       {"incarnation", incarnation_},
   };
+  if (!spec_.backing_url.empty()) {
+    j["backing_memory_url"] = spec_.backing_url;
+    j["backing_etag"] = spec_.backing_etag;
+  }
   if (!reason_.empty()) j["reason"] = reason_;
   if (!warning_.empty()) j["warning"] = warning_;
   if (spec_.expected_peer.uid) j["expected_uid"] = *spec_.expected_peer.uid;

@@ -60,6 +60,7 @@
 #include "pager/storage/backing_file.h"
 #include "pager/storage/cache_key.h"
 #include "pager/storage/compact_working_set.h"
+#include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/working_set_store.h"
 #include "pager/storage/working_set_writer.h"
@@ -99,6 +100,10 @@ struct SessionEnvironment {
   SessionKeeper* keeper = nullptr;
   // Which backing paths may be opened; null: any.
   const BackingPathPolicy* backing_policy = nullptr;
+  // Snapshots in object storage; null: sessions with a URL are refused,
+  // saying `object_tier_absent` (why the pager has none).
+  ObjectTier* object_tier = nullptr;
+  std::string object_tier_absent;
   HandshakeLimits limits;
   std::chrono::milliseconds handshake_timeout{10000};
   FaultEngineOptions engine_options;

@@ -9,6 +9,9 @@
 
 #include <fmt/format.h>
 
+#include "common/object_url.h"
+#include "pager/serving/session_backing.h"
+
 namespace uffdpager {
 
 namespace {
@@ -67,6 +70,8 @@ Status CheckSessionSpec(const SessionSpec& spec) {
   UFFD_RETURN_IF_ERROR(CheckNoControlCharacter("instance_id", spec.instance_id));
   UFFD_RETURN_IF_ERROR(CheckNoControlCharacter("session_id", spec.id));
   UFFD_RETURN_IF_ERROR(CheckNoControlCharacter("backing_memory_path", spec.backing_path));
+  UFFD_RETURN_IF_ERROR(CheckNoControlCharacter("backing_memory_url", spec.backing_url));
+  UFFD_RETURN_IF_ERROR(CheckNoControlCharacter("backing_etag", spec.backing_etag));
   UFFD_RETURN_IF_ERROR(CheckNoControlCharacter("cache_key", spec.cache_key));
   if (!IsValidSessionId(spec.id)) {
     std::string shown =
@@ -76,7 +81,19 @@ Status CheckSessionSpec(const SessionSpec& spec) {
         "\"instance_id\" when no session id is given)",
         shown));
   }
-  if (spec.backing_path.empty() || spec.backing_path[0] != '/') {
+  if (!spec.backing_path.empty() && !spec.backing_url.empty()) {
+    return Status::InvalidArgument(
+        "give one of \"backing_memory_path\" and \"backing_memory_url\", not both: a session serves one memory");
+  }
+  if (!spec.backing_url.empty()) {
+    auto url = ParseObjectUrl(spec.backing_url);
+    if (!url.ok()) return url.status().WithContext("\"backing_memory_url\"");
+    return Status::Ok();
+  }
+  if (spec.backing_path.empty()) {
+    return Status::InvalidArgument("one of \"backing_memory_path\" and \"backing_memory_url\" is required");
+  }
+  if (spec.backing_path[0] != '/') {
     return Status::InvalidArgument("\"backing_memory_path\" must be an absolute path");
   }
   return CheckPathLength("backing_memory_path", spec.backing_path);
@@ -127,7 +144,7 @@ Result<std::shared_ptr<Session>> SessionRegistry::Create(SessionSpec spec) {
   UFFD_RETURN_IF_ERROR(CheckSocketPathFits(spec.id));
   // No lock is held while the file opens (it never blocks on the file's
   // kind, but a file system may be slow).
-  auto backing = OpenBackingFile(env_.backing_policy, spec.backing_path);
+  auto backing = OpenSessionBacking(env_, &spec);
   if (!backing.ok()) return backing.status();
   UFFD_RETURN_IF_ERROR(CheckSocketOwnership(spec));
   const std::string id = spec.id;

@@ -11,8 +11,13 @@ namespace uffdpager {
 struct SessionSpec {
   std::string id;
   std::string instance_id;
+  // The memory: exactly one of a local file (backing_memory_path) or an
+  // object (backing_memory_url, "s3://BUCKET/KEY"), whose version the pager
+  // pins at create (backing_etag: every read asks for that ETag).
   std::string backing_path;
-  // The caller's name for the snapshot (default: the backing path); with the
+  std::string backing_url;
+  std::string backing_etag;
+  // The caller's name for the snapshot (default: the backing path or URL); with the
   // identity of the bytes it becomes the session's CacheKey.
   std::string cache_key;
   bool kill_client_on_failure = false;
@@ -20,6 +25,9 @@ struct SessionSpec {
   SocketOwnership socket_ownership;
   // Which process must be on the other end; anyone else is turned away.
   ExpectedPeer expected_peer;
+
+  // The path or the URL: for log lines and messages.
+  const std::string& BackingName() const { return backing_url.empty() ? backing_path : backing_url; }
 };
 
 }  // namespace uffdpager

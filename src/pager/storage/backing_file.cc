@@ -89,6 +89,20 @@ Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path, 
   return file;
 }
 
+Result<std::shared_ptr<BackingFile>> BackingFile::OpenFilled(const std::string& local_path, std::string name,
+                                                             std::string identity,
+                                                             std::shared_ptr<RangeFiller> filler) {
+  auto file = Open(local_path);
+  if (!file.ok()) return file.status();
+  BackingFile& f = **file;
+  f.path_ = std::move(name);
+  f.identity_text_ = std::move(identity);
+  f.filler_ = std::move(filler);
+  // Unfetched chunks are holes of the local file but not zeros.
+  f.data_extents_.assign({{0, f.identity_.size}});
+  return file;
+}
+
 void BackingFile::MapExtents() {
   const off_t size = static_cast<off_t>(identity_.size);
   off_t pos = 0;
@@ -118,6 +132,7 @@ Status BackingFile::TruncatedError(uint64_t offset, uint64_t length) const {
 }
 
 Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) const {
+  UFFD_RETURN_IF_ERROR(EnsureRange(offset, length));
   auto* out = static_cast<uint8_t*>(buffer);
   size_t done = 0;
   while (done < length) {

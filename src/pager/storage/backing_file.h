@@ -1,5 +1,10 @@
 // BackingFile: a snapshot memory file opened read-only, with the identity the
 // page cache keys on so that two different files never share cached pages.
+//
+// A file may be filled on demand (a snapshot in object storage, whose local
+// copy is sparse until its chunks are fetched): its RangeFiller is asked to
+// make a range present before any read of it, and such a file has no holes
+// (an unfetched chunk is data not here yet, never zeros).
 #pragma once
 
 #include <sys/types.h>
@@ -28,6 +33,14 @@ struct FileIdentity {
   std::string ToString() const;
 };
 
+// Makes [offset, offset+length) of a filled file present on local disk.
+// Thread-safe: sessions read one file from their own threads.
+class RangeFiller {
+ public:
+  virtual ~RangeFiller() = default;
+  virtual Status EnsureRange(uint64_t offset, uint64_t length) = 0;
+};
+
 class BackingFile {
  public:
   // Opens `path` for reading (symlinks followed). Anything but a regular
@@ -44,7 +57,24 @@ class BackingFile {
   // gave it: what path() and every error of this file name.
   static Result<std::shared_ptr<BackingFile>> Open(const std::string& path, const Resolver& resolve);
 
-  // Reads exactly `length` bytes at `offset`; a short read (the file was
+  // A file filled on demand: the local file at `local_path` (its size is the
+  // snapshot's), read only after `filler` made a range present. `name` is
+  // what path() and every error name (the object's URL); `identity` names
+  // the bytes for every tier that keeps them (IdentityText).
+  static Result<std::shared_ptr<BackingFile>> OpenFilled(const std::string& local_path, std::string name,
+                                                         std::string identity, std::shared_ptr<RangeFiller> filler);
+
+  // What the bytes are, for cache keys and session records: the file's
+  // identity, or a filled file's own.
+  std::string IdentityText() const { return identity_text_.empty() ? identity_.ToString() : identity_text_; }
+
+  // Makes [offset, offset+length) present before a read that does not go
+  // through ReadExact (the session's io_uring). OK at once for a plain file.
+  Status EnsureRange(uint64_t offset, uint64_t length) const {
+    return filler_ ? filler_->EnsureRange(offset, length) : Status::Ok();
+  }
+
+  // Reads exactly `length` bytes at `offset` (made present first); a short read (the file was
   // truncated under us) is an error, never a partly filled page.
   Status ReadExact(uint64_t offset, void* buffer, size_t length) const;
 
@@ -82,6 +112,8 @@ class BackingFile {
   UniqueFd fd_;
   FileIdentity identity_;
   std::vector<std::pair<uint64_t, uint64_t>> data_extents_;  // sorted [start, end)
+  std::string identity_text_;                                // filled files only
+  std::shared_ptr<RangeFiller> filler_;                      // null: a plain file
 };
 
 template <typename Fn>

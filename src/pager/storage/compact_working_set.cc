@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <xxhash.h>
 
+#include "pager/storage/positional_io.h"
+
 namespace uffdpager {
 
 namespace {
@@ -27,33 +29,6 @@ struct Fixed {
 };
 
 uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-
-Status WriteAll(int fd, const uint8_t* data, uint64_t length, uint64_t offset, const std::string& path) {
-  uint64_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, fmt::format("write {} bytes at offset {} of {}", length, offset, path));
-    }
-    done += static_cast<uint64_t>(n);
-  }
-  return Status::Ok();
-}
-
-Status ReadAll(int fd, uint8_t* data, uint64_t length, uint64_t offset, const std::string& path) {
-  uint64_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, "read " + path);
-    }
-    if (n == 0) return Status::InvalidArgument(fmt::format("{} is shorter than its header says", path));
-    done += static_cast<uint64_t>(n);
-  }
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -106,7 +81,7 @@ Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, ui
       i = j;
     }
     block_hashes[b] = XXH3_64bits(block.data(), n * page_size);
-    Status st = WriteAll(fd.get(), block.data(), n * page_size, fixed.data_offset + first * page_size, tmp);
+    Status st = PwriteAll(fd.get(), block.data(), n * page_size, fixed.data_offset + first * page_size, tmp);
     if (!st.ok()) return fail(st);
   }
   std::string header;
@@ -118,7 +93,7 @@ Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, ui
   header.append(reinterpret_cast<const char*>(block_hashes.data()), blocks * 8);
   uint64_t header_hash = XXH3_64bits(header.data(), header.size());
   header.append(reinterpret_cast<const char*>(&header_hash), 8);
-  Status st = WriteAll(fd.get(), reinterpret_cast<const uint8_t*>(header.data()), header.size(), 0, tmp);
+  Status st = PwriteAll(fd.get(), reinterpret_cast<const uint8_t*>(header.data()), header.size(), 0, tmp);
   if (!st.ok()) return fail(st);
   // Outlives the pager, not the host (like every working-set file): no fsync.
   if (::close(fd.release()) != 0) return fail(Status::FromErrno(errno, "close " + tmp));
@@ -140,7 +115,7 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   auto bad = [&](const std::string& why) { return Status::InvalidArgument(path + ": " + why); };
   if (size < sizeof(kCompactMagic) + sizeof(Fixed)) return bad("too short for a header");
   uint8_t head[sizeof(kCompactMagic) + sizeof(Fixed)];
-  UFFD_RETURN_IF_ERROR(ReadAll(fd.get(), head, sizeof(head), 0, path));
+  UFFD_RETURN_IF_ERROR(PreadAll(fd.get(), head, sizeof(head), 0, path));
   if (std::memcmp(head, kCompactMagic, sizeof(kCompactMagic)) != 0) return bad("not a compact working set");
   Fixed fixed;
   std::memcpy(&fixed, head + sizeof(kCompactMagic), sizeof(fixed));
@@ -155,7 +130,7 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
     return bad("its length is not what its header says (cut short?)");
   }
   std::vector<uint8_t> header(header_bytes);
-  UFFD_RETURN_IF_ERROR(ReadAll(fd.get(), header.data(), header_bytes, 0, path));
+  UFFD_RETURN_IF_ERROR(PreadAll(fd.get(), header.data(), header_bytes, 0, path));
   uint64_t stored;
   std::memcpy(&stored, header.data() + header_bytes - 8, 8);
   if (XXH3_64bits(header.data(), header_bytes - 8) != stored) return bad("its header is damaged");

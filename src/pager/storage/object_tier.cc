@@ -1,0 +1,145 @@
+#include "pager/storage/object_tier.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <system_error>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+namespace uffdpager {
+
+namespace {
+
+// The chunk files' name: a hash of URL and ETag, so a name never mixes
+// versions and needs no escaping.
+std::string FilePrefix(const std::string& dir, const ObjectVersion& object) {
+  const std::string key = object.url.ToString() + '\n' + object.etag;
+  const XXH128_hash_t h = XXH3_128bits(key.data(), key.size());
+  return fmt::format("{}/{:016x}{:016x}", dir, h.high64, h.low64);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ObjectTier>> ObjectTier::Start(std::string cache_dir, ObjectStoreConfig config,
+                                                      uint64_t max_bytes) {
+  std::error_code ec;
+  std::filesystem::create_directories(cache_dir, ec);
+  if (ec) return Status::Error(ErrorCode::kIoError, "create " + cache_dir + ": " + ec.message());
+  auto fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxInFlight});
+  if (!fetcher.ok()) return fetcher.status().WithContext("the object store's fetcher");
+  std::unique_ptr<ObjectTier> tier(
+      new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher), max_bytes));
+  tier->Trim();  // what earlier processes left, to the bound of this one
+  return tier;
+}
+
+ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
+                       uint64_t max_bytes)
+    : cache_dir_(std::move(cache_dir)),
+      max_bytes_(max_bytes),
+      client_(std::move(config)),
+      fetcher_(std::move(fetcher)) {}
+
+ObjectTier::~ObjectTier() = default;
+
+Result<ObjectTier::Opened> ObjectTier::Open(const ObjectUrl& url, const std::string& pinned_etag) {
+  auto info = client_.Head(url);
+  if (!info.ok()) {
+    head_errors_.fetch_add(1, std::memory_order_relaxed);
+    return info.status();
+  }
+  if (!pinned_etag.empty() && info->etag != pinned_etag) {
+    return Status::Conflict(fmt::format("{} changed in the store: it has ETag {} now, the session is bound to {}",
+                                        url.ToString(), info->etag, pinned_etag));
+  }
+  if (info->size == 0) return Status::InvalidArgument(url.ToString() + " is empty: no memory to serve");
+  ObjectVersion object{url, info->etag, info->size};
+  auto store = StoreFor(object);
+  if (!store.ok()) return store.status();
+  auto file = BackingFile::OpenFilled((*store)->data_path(), url.ToString(), object.ToString(), *store);
+  if (!file.ok()) return file.status();
+  return Opened{std::move(*file), info->etag};
+}
+
+Result<std::shared_ptr<ObjectChunkStore>> ObjectTier::StoreFor(const ObjectVersion& object) {
+  const std::string key = object.ToString();
+  MutexLock lock(&mu_);
+  if (auto it = stores_.find(key); it != stores_.end()) return it->second;
+  ObjectRangeFetcher* fetcher = fetcher_.get();
+  auto store = ObjectChunkStore::Open(
+      object, FilePrefix(cache_dir_, object),
+      [fetcher](std::span<const RangeRequest> requests) { return fetcher->FetchAll(requests); }, &counters_,
+      [this] { Trim(); });
+  if (!store.ok()) return store.status();
+  stores_.emplace(key, *store);
+  return store;
+}
+
+void ObjectTier::Trim() {
+  if (max_bytes_ == 0) return;
+  namespace fs = std::filesystem;
+  struct Version {
+    std::string prefix;  // without ".mem"
+    uint64_t bytes = 0;  // allocated on disk (the file is sparse)
+    int64_t written_ns = 0;
+    bool in_use = false;
+  };
+  MutexLock lock(&mu_);
+  std::map<std::string, std::string> open_keys;  // data path -> stores_ key
+  std::set<std::string> in_use;
+  for (const auto& [key, store] : stores_) {
+    open_keys[store->data_path()] = key;
+    if (store.use_count() > 1) in_use.insert(store->data_path());  // a session (or its writer) holds it
+  }
+  std::vector<Version> versions;
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(cache_dir_, ec)) {
+    const std::string path = entry.path().string();
+    if (entry.path().extension() != ".mem") continue;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;
+    Version v{path.substr(0, path.size() - 4), static_cast<uint64_t>(st.st_blocks) * 512,
+              static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec, in_use.count(path) != 0};
+    total += v.bytes;
+    versions.push_back(std::move(v));
+  }
+  if (total <= max_bytes_) return;
+  std::sort(versions.begin(), versions.end(),
+            [](const Version& a, const Version& b) { return a.written_ns < b.written_ns; });
+  for (const Version& v : versions) {
+    if (total <= max_bytes_) break;
+    if (v.in_use) continue;
+    // Under mu_: no session can take this version while it goes.
+    if (auto it = open_keys.find(v.prefix + ".mem"); it != open_keys.end()) stores_.erase(it->second);
+    fs::remove(v.prefix + ".mem", ec);
+    fs::remove(v.prefix + ".chunks", ec);
+    total -= v.bytes;
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("object cache: removed {} ({} bytes) to stay within {} bytes", v.prefix, v.bytes, max_bytes_);
+  }
+}
+
+ObjectTierStats ObjectTier::Stats() const {
+  const auto fetched = fetcher_->counters();
+  auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  ObjectTierStats s;
+  s.requests = fetched.attempts + client_.attempts();
+  s.bytes = fetched.bytes;
+  s.retries = fetched.retries + client_.retries();
+  s.errors = get(head_errors_) + get(counters_.fetch_errors);
+  s.chunk_hits = get(counters_.chunk_hits);
+  s.chunk_misses = get(counters_.chunk_misses);
+  s.chunks_reused = get(counters_.chunks_reused);
+  s.chunks_damaged = get(counters_.chunks_damaged);
+  s.evictions = get(evictions_);
+  return s;
+}
+
+}  // namespace uffdpager

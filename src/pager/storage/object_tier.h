@@ -1,0 +1,114 @@
+// ObjectTier: snapshots in S3-compatible storage, pager-wide. It binds a
+// session to one version of an object (HEAD: size and ETag), and gives it a
+// BackingFile whose bytes come from that version's ObjectChunkStore (one per
+// URL + ETag, shared by every session of it), fetched through one
+// ObjectRangeFetcher for the whole pager.
+//
+// The store's configuration (endpoint, region, credentials) comes from the
+// AWS environment at pager start (object_store_config.h); no message of this
+// tier holds a credential.
+//
+// Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/mutex.h"
+#include "common/object_range_fetcher.h"
+#include "common/object_store_client.h"
+#include "common/object_store_config.h"
+#include "common/object_url.h"
+#include "common/thread_annotations.h"
+#include "pager/storage/backing_file.h"
+#include "pager/storage/object_chunk_store.h"
+#include "uffdpager/status.h"
+
+namespace uffdpager {
+
+// What /stats and /metrics show of the tier.
+struct ObjectTierStats {
+  uint64_t requests = 0;    // requests to the store (attempts: HEADs and ranged GETs)
+  uint64_t bytes = 0;       // bytes received by ranged GETs that succeeded
+  uint64_t retries = 0;     // attempts that were retries
+  uint64_t errors = 0;      // HEADs and chunk fetches that failed
+  uint64_t chunk_hits = 0;  // chunks asked for that the disk tier had
+  uint64_t chunk_misses = 0;
+  uint64_t chunks_reused = 0;  // chunks of an earlier pager process, XXH3 checked
+  uint64_t chunks_damaged = 0;
+  uint64_t evictions = 0;  // object versions removed from disk to stay within the bound
+};
+
+// Each counter of ObjectTierStats as /stats names it (/metrics adds
+// "uffdpager_" and "_total"), with what it means.
+struct ObjectTierStatField {
+  uint64_t ObjectTierStats::*field;
+  const char* name;
+  const char* help;
+};
+inline constexpr ObjectTierStatField kObjectTierStatFields[] = {
+    {&ObjectTierStats::requests, "object_store_requests", "Requests to the object store (HEADs and ranged GETs)."},
+    {&ObjectTierStats::bytes, "object_store_bytes", "Bytes received from the object store."},
+    {&ObjectTierStats::retries, "object_store_retries", "Object store requests retried."},
+    {&ObjectTierStats::errors, "object_store_errors", "HEADs and chunk fetches that failed."},
+    {&ObjectTierStats::chunk_hits, "object_chunk_hits", "Object chunks asked for that the disk tier had."},
+    {&ObjectTierStats::chunk_misses, "object_chunk_misses", "Object chunks fetched from the store."},
+    {&ObjectTierStats::chunks_reused, "object_chunks_reused",
+     "Object chunks of an earlier pager process reused after their XXH3 was checked."},
+    {&ObjectTierStats::chunks_damaged, "object_chunks_damaged",
+     "Object chunks on disk whose XXH3 failed (fetched again)."},
+    {&ObjectTierStats::evictions, "object_cache_evictions",
+     "Object versions removed from the disk tier to stay within --object-cache-max-bytes."},
+};
+
+class ObjectTier {
+ public:
+  // Ranged GETs in flight at once, pager-wide.
+  static constexpr int kMaxInFlight = 16;
+
+  // Starts the fetcher; chunk files go under `cache_dir` (created), which
+  // is kept within `max_bytes` of disk (0: no bound) by removing whole
+  // object versions no session uses, least recently written first. Versions
+  // in use are never removed (a read of a chunk it made present must not
+  // find a hole), so the bound is exceeded while they need more.
+  static Result<std::unique_ptr<ObjectTier>> Start(std::string cache_dir, ObjectStoreConfig config,
+                                                   uint64_t max_bytes = 0);
+  ~ObjectTier();
+
+  struct Opened {
+    std::shared_ptr<BackingFile> file;
+    std::string etag;  // the version the file is bound to
+  };
+  // The object's current version (or, with a non-empty `pinned_etag`, that
+  // version, kConflict if the object is another now) as a BackingFile.
+  // Errors as object_exchange.h classifies them, naming the object.
+  Result<Opened> Open(const ObjectUrl& url, const std::string& pinned_etag) EXCLUDES(mu_);
+
+  ObjectTierStats Stats() const;
+  const ObjectStoreConfig& config() const { return client_.config(); }
+
+ private:
+  ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
+             uint64_t max_bytes);
+  // Removes unused versions (files of earlier processes included) until the
+  // directory is within max_bytes_ or only versions in use are left.
+  void Trim() EXCLUDES(mu_);
+  // The chunk store of `object`, made on first use.
+  Result<std::shared_ptr<ObjectChunkStore>> StoreFor(const ObjectVersion& object) EXCLUDES(mu_);
+
+  const std::string cache_dir_;
+  const uint64_t max_bytes_;
+  ObjectStoreClient client_;
+  std::unique_ptr<ObjectRangeFetcher> fetcher_;
+  ObjectTierCounters counters_;
+  std::atomic<uint64_t> head_errors_{0};
+  std::atomic<uint64_t> evictions_{0};
+  Mutex mu_;
+  // Object versions opened since start and not evicted; one whose only
+  // holder is this map is not in use.
+  std::map<std::string, std::shared_ptr<ObjectChunkStore>> stores_ GUARDED_BY(mu_);
+};
+
+}  // namespace uffdpager

@@ -1,0 +1,389 @@
+// Sessions whose snapshot memory is an S3 object (backing_memory_url),
+// through a real uffd-pager and a real Ceph RGW (the ctest fixture
+// object_store_rgw_setup). The pager takes its store from the AWS_*
+// environment it is started with; the VMM side is the tests' Firecracker.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/object_store_client.h"
+#include "support/child_vmm.h"
+#include "support/pager_fixture.h"
+#include "support/test_rgw.h"
+
+namespace uffdpager::testing::object_session_test {
+namespace {
+
+constexpr uint64_t kMiB = 1ULL << 20;
+
+// Sets environment variables for the pager this test starts (a child
+// inherits them), and puts back what was there.
+class ScopedEnvironment {
+ public:
+  ~ScopedEnvironment() {
+    for (const auto& [name, old] : saved_) {
+      if (old) {
+        ::setenv(name.c_str(), old->c_str(), 1);
+      } else {
+        ::unsetenv(name.c_str());
+      }
+    }
+  }
+  void Set(const std::string& name, const std::optional<std::string>& value) {
+    if (saved_.count(name) == 0) {
+      const char* old = std::getenv(name.c_str());
+      saved_[name] = old ? std::optional<std::string>(old) : std::nullopt;
+    }
+    if (value) {
+      ::setenv(name.c_str(), value->c_str(), 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+
+ private:
+  std::map<std::string, std::optional<std::string>> saved_;
+};
+
+class PagerObjectSessionTest : public PagerFixture {
+ protected:
+  void SetUp() override {
+    PagerFixture::SetUp();
+    if (IsSkipped()) return;
+    rgw_ = TestRgw::Load(UFFDPAGER_TEST_RGW_DIR);
+    if (!rgw_.skip_reason.empty()) GTEST_SKIP() << "no Ceph RGW: " << rgw_.skip_reason;
+    auto config = LoadObjectStoreConfig({}, [this](const char* name) { return rgw_.Lookup(name); });
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    store_ = std::make_unique<ObjectStoreClient>(*config);
+    bucket_ = BucketForCurrentTest();
+    ASSERT_TRUE(store_->CreateBucket(bucket_).ok());
+  }
+
+  // A pager with the fixture's store in its environment; `changes` replace
+  // (or, nullopt, remove) some of those variables.
+  std::unique_ptr<TestPager> StartPagerProcess(const PagerProcessOptions& options,
+                                               const std::map<std::string, std::optional<std::string>>& changes = {}) {
+    ScopedEnvironment env;
+    for (const auto& [name, value] : rgw_.env) env.Set(name, value);
+    for (const auto& [name, value] : changes) env.Set(name, value);
+    auto pager = TestPager::Start(dir_.path(), options);
+    EXPECT_TRUE(pager.ok()) << pager.status().ToString();
+    return pager.ok() ? std::move(*pager) : nullptr;
+  }
+  // The fixture's pager, so.
+  void StartPagerWithStore(const std::map<std::string, std::optional<std::string>>& changes = {}) {
+    pager_ = StartPagerProcess({}, changes);
+    ASSERT_TRUE(pager_);
+  }
+
+  // A generated snapshot of `size` bytes, written locally (for comparisons)
+  // and stored as `key`.
+  std::string PutSnapshot(const std::string& key, uint64_t size, uint64_t seed) {
+    std::string local = key;
+    std::replace(local.begin(), local.end(), '/', '_');
+    std::string path = MakeSnapshot(local, size, seed);
+    auto bytes = ReadFileBytes(path);
+    auto put = store_->Put(ObjectUrl{bucket_, key},
+                           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    EXPECT_TRUE(put.ok()) << put.status().ToString();
+    return path;
+  }
+  std::string Url(const std::string& key) const { return "s3://" + bucket_ + "/" + key; }
+
+  Result<CreatedSession> CreateUrlSession(const std::string& id, const std::string& url,
+                                          bool kill_client_on_failure = false) {
+    CreateSessionRequest req = SessionRequest(id);
+    req.backing_memory_url = url;
+    req.kill_client_on_failure = kill_client_on_failure;
+    return pager_->client().CreateSession(req);
+  }
+
+  TestRgw rgw_;
+  std::unique_ptr<ObjectStoreClient> store_;
+  std::string bucket_;
+};
+
+TEST_F(PagerObjectSessionTest, ServesAFirecrackerClientByteExact) {
+  const std::vector<uint64_t> regions = {8 * kMiB, 4 * kMiB};
+  std::string snap = PutSnapshot("snap/memory", 12 * kMiB, 1);
+  StartPagerWithStore();
+  auto created = CreateUrlSession("s1", Url("snap/memory"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, regions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchAllPages((*vm)->memory, 4);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+
+  auto s = Session("s1");
+  EXPECT_EQ(s["state"], "serving");
+  EXPECT_EQ(s["backing_memory_url"], Url("snap/memory"));
+  EXPECT_FALSE(s.value("backing_etag", "").empty()) << s.dump();
+  EXPECT_EQ(s["cache_key"], Url("snap/memory"));
+  EXPECT_EQ(Stat("object_store_bytes"), 12 * kMiB);
+  EXPECT_EQ(Stat("object_chunk_misses"), 12u);
+  EXPECT_EQ(Stat("object_store_errors"), 0u);
+  // The answers never hold a credential.
+  const std::string secret = rgw_.env["AWS_SECRET_ACCESS_KEY"];
+  EXPECT_EQ(s.dump().find(secret), std::string::npos);
+  EXPECT_EQ(pager_->Log().find(secret), std::string::npos);
+}
+
+TEST_F(PagerObjectSessionTest, PathAndUrlTogetherOrNeitherAreRefused) {
+  std::string snap = PutSnapshot("m", 4 * kMiB, 2);
+  StartPagerWithStore();
+  CreateSessionRequest req;
+  req.instance_id = "both";
+  req.backing_memory_path = snap;
+  req.backing_memory_url = Url("m");
+  auto both = pager_->client().CreateSession(req);
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("HTTP 400"), std::string::npos) << both.status().ToString();
+  EXPECT_NE(both.status().message().find("not both"), std::string::npos) << both.status().ToString();
+  req.backing_memory_path.clear();
+  req.backing_memory_url.clear();
+  auto neither = pager_->client().CreateSession(req);
+  ASSERT_FALSE(neither.ok());
+  EXPECT_NE(neither.status().message().find("HTTP 400"), std::string::npos) << neither.status().ToString();
+  EXPECT_NE(neither.status().message().find("backing_memory_url"), std::string::npos) << neither.status().ToString();
+}
+
+TEST_F(PagerObjectSessionTest, APagerWithoutAStoreRefusesUrlsSayingSo) {
+  StartPagerWithStore({{"AWS_ENDPOINT_URL", std::nullopt}});
+  auto created = CreateUrlSession("s", Url("m"));
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.status().message().find("HTTP 400"), std::string::npos) << created.status().ToString();
+  EXPECT_NE(created.status().message().find("AWS_ENDPOINT_URL"), std::string::npos) << created.status().ToString();
+}
+
+TEST_F(PagerObjectSessionTest, AMissingObjectIs404NamingItAndLeavesOtherSessionsAlone) {
+  std::string snap = PutSnapshot("present", 4 * kMiB, 3);
+  StartPagerWithStore();
+  auto live = CreateUrlSession("live", Url("present"));
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  auto vm = VmmStandIn::Restore(live->uffd_socket_path, {4 * kMiB});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+
+  auto missing = CreateUrlSession("gone", Url("no/such/key"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("HTTP 404"), std::string::npos) << missing.status().ToString();
+  EXPECT_NE(missing.status().message().find("no/such/key"), std::string::npos) << missing.status().ToString();
+  auto no_bucket = CreateUrlSession("gone", "s3://no-such-bucket-here/k");
+  ASSERT_FALSE(no_bucket.ok());
+  EXPECT_NE(no_bucket.status().message().find("HTTP 404"), std::string::npos) << no_bucket.status().ToString();
+  EXPECT_NE(no_bucket.status().message().find("no-such-bucket-here"), std::string::npos)
+      << no_bucket.status().ToString();
+
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_EQ(SessionState("live"), "serving");
+}
+
+TEST_F(PagerObjectSessionTest, WrongCredentialsAre403WithoutTheSecretAndLeaveOtherSessionsAlone) {
+  const std::string wrong = "not-the-secret-" + std::to_string(::getpid());
+  StartPagerWithStore({{"AWS_SECRET_ACCESS_KEY", wrong}});
+  std::string file = MakeSnapshot("local-mem", 4 * kMiB, 4);
+  std::string sock = CreateSession("file", file);
+  auto vm = VmmStandIn::Restore(sock, {4 * kMiB});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+
+  auto denied = CreateUrlSession("denied", Url("anything"));
+  ASSERT_FALSE(denied.ok());
+  EXPECT_NE(denied.status().message().find("HTTP 403"), std::string::npos) << denied.status().ToString();
+  EXPECT_EQ(denied.status().message().find(wrong), std::string::npos) << denied.status().ToString();
+  EXPECT_EQ(pager_->Log().find(wrong), std::string::npos);
+
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, file));
+  EXPECT_EQ(SessionState("file"), "serving");
+}
+
+TEST_F(PagerObjectSessionTest, AnUnreachableStoreIsABadGateway) {
+  // Nothing listens on port 1 of the loopback: every attempt is refused.
+  StartPagerWithStore({{"AWS_ENDPOINT_URL", "http://127.0.0.1:1"}});
+  auto created = CreateUrlSession("s", Url("m"));
+  ASSERT_FALSE(created.ok());
+  EXPECT_NE(created.status().message().find("HTTP 502"), std::string::npos) << created.status().ToString();
+  EXPECT_GE(Stat("object_store_errors"), 1u);
+}
+
+TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServesTheNewBytes) {
+  std::string snap = PutSnapshot("mem", 8 * kMiB, 5);
+  StartPagerWithStore();
+  auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snap});
+  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+  // Pages of the first chunk are served from the version the session pinned.
+  ASSERT_TRUE((*vmm)->Verify(0).ok());
+  ASSERT_TRUE((*vmm)->Verify(64 * 1024).ok());
+
+  // Same key, same size, other bytes.
+  std::string other = MakeSnapshot("other", 8 * kMiB, 6);
+  auto bytes = ReadFileBytes(other);
+  ASSERT_TRUE(
+      store_
+          ->Put(ObjectUrl{bucket_, "mem"}, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()))
+          .ok());
+
+  // A page of a chunk not fetched yet: the store refuses the pinned ETag.
+  // Verify would report a page that differs from the first version; the
+  // session fails instead and the VMM is killed.
+  Status touched = (*vmm)->Verify(5 * kMiB);
+  EXPECT_FALSE(touched.ok());
+  int wait_status = 0;
+  ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(10), &wait_status));
+  EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;
+  auto s = Session("s");
+  EXPECT_EQ(s["state"], "failed");
+  const std::string reason = s.value("reason", "");
+  EXPECT_NE(reason.find(Url("mem")), std::string::npos) << reason;
+  EXPECT_NE(reason.find("changed"), std::string::npos) << reason;
+  EXPECT_EQ(Stat("failed_sessions"), 1u);
+  // Only the first chunk's bytes ever came from the store.
+  EXPECT_EQ(Stat("object_store_bytes"), 1 * kMiB);
+}
+
+TEST_F(PagerObjectSessionTest, EightSessionsOfOneObjectFetchItAboutOnce) {
+  constexpr uint64_t kSize = 16 * kMiB;
+  std::string snap = PutSnapshot("shared", kSize, 7);
+  StartPagerWithStore();
+  std::vector<std::string> sockets;
+  for (int i = 0; i < 8; ++i) {
+    auto created = CreateUrlSession("s" + std::to_string(i), Url("shared"));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    sockets.push_back(created->uffd_socket_path);
+  }
+  std::vector<std::unique_ptr<VmmStandIn>> vms(sockets.size());
+  std::vector<std::thread> threads;
+  std::vector<Status> outcomes(sockets.size());
+  for (size_t i = 0; i < sockets.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto vm = VmmStandIn::Restore(sockets[i], {kSize});
+      if (!vm.ok()) {
+        outcomes[i] = vm.status();
+        return;
+      }
+      TouchAllPages((*vm)->memory, 2);
+      vms[i] = std::move(*vm);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < vms.size(); ++i) {
+    ASSERT_TRUE(outcomes[i].ok()) << outcomes[i].ToString();
+    EXPECT_TRUE(MatchesSnapshotFile(vms[i]->memory, snap)) << "session " << i;
+  }
+  const uint64_t from_store = Stat("object_store_bytes");
+  std::cout << "8 sessions of a " << kSize << "-byte object: " << from_store << " bytes from the store, "
+            << Stat("object_store_requests") << " requests, " << Stat("object_chunk_hits") << " chunk hits\n";
+  EXPECT_GE(from_store, kSize);
+  EXPECT_LE(from_store, kSize * 12 / 10);
+}
+
+TEST_F(PagerObjectSessionTest, ARestartedPagerReusesTheDiskTier) {
+  constexpr uint64_t kSize = 8 * kMiB;
+  std::string snap = PutSnapshot("kept", kSize, 8);
+  StartPagerWithStore();
+  {
+    auto created = CreateUrlSession("first", Url("kept"));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    TouchAllPages((*vm)->memory, 2);
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+    EXPECT_EQ(Stat("object_store_bytes"), kSize);
+    ASSERT_TRUE(pager_->client().CloseSession("first").ok());
+  }
+  pager_.reset();  // stops the process
+
+  StartPagerWithStore();
+  // Another cache key: no recorded working set of the first session is
+  // replayed (it would serve the pages from its compact file); every page
+  // comes through the object's chunks.
+  CreateSessionRequest req = SessionRequest("second");
+  req.backing_memory_url = Url("kept");
+  req.cache_key = "kept-again";
+  auto created = pager_->client().CreateSession(req);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_EQ(Stat("object_store_bytes"), 0u);
+  EXPECT_EQ(Stat("object_chunks_reused"), kSize / kMiB);
+  EXPECT_EQ(Stat("object_chunk_misses"), 0u);
+}
+
+TEST_F(PagerObjectSessionTest, TheDiskTierStaysWithinItsBoundByRemovingVersionsNoSessionUses) {
+  constexpr uint64_t kSize = 4 * kMiB;
+  std::string snap_a = PutSnapshot("a", kSize, 10);
+  std::string snap_b = PutSnapshot("b", kSize, 11);
+  // No working sets: nothing but the sessions holds an object version.
+  pager_ = StartPagerProcess({.extra_args = {"--object-cache-max-bytes", std::to_string(6 * kMiB), "--no-prefetch"}});
+  ASSERT_TRUE(pager_);
+  auto mem_files = [&] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(pager_->root_dir() + "/object-cache")) {
+      n += e.path().extension() == ".mem" ? 1 : 0;
+    }
+    return n;
+  };
+  auto serve = [&](const std::string& id, const std::string& key, const std::string& snap) {
+    auto created = CreateUrlSession(id, Url(key));
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    TouchAllPages((*vm)->memory, 2);
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  };
+  serve("a", "a", snap_a);
+  ASSERT_TRUE(pager_->client().CloseSession("a").ok());
+  // b's chunks push the tier past 6 MiB: a, which no session uses, goes.
+  serve("b", "b", snap_b);
+  EXPECT_EQ(Stat("object_cache_evictions"), 1u);
+  EXPECT_EQ(mem_files(), 1u);
+  // b is in use: over the bound or not, it is never removed under its session.
+  serve("b2", "b", snap_b);
+  EXPECT_EQ(Stat("object_cache_evictions"), 1u);
+  EXPECT_EQ(Stat("object_store_bytes"), 2 * kSize);
+  EXPECT_EQ(SessionState("b"), "serving");
+}
+
+TEST_F(PagerObjectSessionTest, AHandOverKeepsServingThePinnedVersion) {
+  constexpr uint64_t kSize = 8 * kMiB;
+  std::string snap = PutSnapshot("handed", kSize, 9);
+  auto old_pager = StartPagerProcess({.version_key = "v1"});
+  ASSERT_TRUE(old_pager);
+  CreateSessionRequest req = SessionRequest("a");
+  req.backing_memory_url = Url("handed");
+  auto created = old_pager->client().CreateSession(req);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchPages((*vm)->memory, {0, 1, 2, 300, 301});
+  const std::string etag = Session(*old_pager, "a").value("backing_etag", "");
+  ASSERT_FALSE(etag.empty());
+
+  auto new_pager = StartPagerProcess({.version_key = "v2", .extra_args = {"--take-over", "v1"}});
+  ASSERT_TRUE(new_pager);
+  EXPECT_TRUE(old_pager->WaitForExit(std::chrono::seconds(20))) << old_pager->Log();
+  auto s = Session(*new_pager, "a");
+  EXPECT_EQ(s["origin"], "taken over from version v1") << s.dump();
+  EXPECT_EQ(s["backing_memory_url"], Url("handed"));
+  EXPECT_EQ(s["backing_etag"], etag);
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap)) << new_pager->Log();
+  EXPECT_EQ(SessionState(*new_pager, "a"), "serving");
+  EXPECT_TRUE(new_pager->client().CloseSession("a").ok());
+}
+
+}  // namespace
+}  // namespace uffdpager::testing::object_session_test
