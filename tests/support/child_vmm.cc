@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -72,6 +73,17 @@ Result<UniqueFd> ConnectFromExitedHelper(const std::string& path) {
     return Status::FromErrno(WIFEXITED(status) ? WEXITSTATUS(status) : EIO, "connect " + path);
   }
   return sock;
+}
+
+// The child keeps only stdio and its two pipes. A fork inherits every fd of
+// the test process, CLOEXEC or not: a relay's listening socket or a
+// connection the test closes would otherwise stay open in the child.
+void CloseAllFdsBut(int a, int b) {
+  const unsigned lo = static_cast<unsigned>(std::min(a, b));
+  const unsigned hi = static_cast<unsigned>(std::max(a, b));
+  if (lo > 3) ::close_range(3, lo - 1, 0);
+  if (hi > lo + 1) ::close_range(lo + 1, hi - 1, 0);
+  ::close_range(hi + 1, ~0U, 0);
 }
 
 // The child: restores, reports, then serves commands until told to exit.
@@ -141,8 +153,7 @@ Result<std::unique_ptr<ChildVmm>> ChildVmm::Start(const std::string& socket_path
   pid_t pid = ::fork();
   if (pid < 0) return Status::FromErrno(errno, "fork");
   if (pid == 0) {
-    ::close(to_child[1]);
-    ::close(from_child[0]);
+    CloseAllFdsBut(to_child[0], from_child[1]);
     RunChild(socket_path, options, to_child[0], from_child[1]);
   }
   ::close(to_child[0]);
@@ -182,10 +193,14 @@ Status ChildVmm::Answer(std::chrono::milliseconds timeout, const std::string& wh
 
 Status ChildVmm::Verify(uint64_t offset, std::chrono::milliseconds timeout) {
   UFFD_RETURN_IF_ERROR(StartVerify(offset));
-  return Answer(timeout, "verify the page at offset " + std::to_string(offset));
+  return AwaitVerify(offset, timeout);
 }
 
 Status ChildVmm::StartVerify(uint64_t offset) { return Send('v', offset, 0); }
+
+Status ChildVmm::AwaitVerify(uint64_t offset, std::chrono::milliseconds timeout) {
+  return Answer(timeout, "verify the page at offset " + std::to_string(offset));
+}
 
 Status ChildVmm::Discard(uint64_t offset, uint64_t length, std::chrono::milliseconds timeout) {
   UFFD_RETURN_IF_ERROR(Send('d', offset, length));

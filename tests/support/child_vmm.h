@@ -51,6 +51,8 @@ class ChildVmm {
   Status Verify(uint64_t offset, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Sends a Verify without waiting for its answer (for a touch that blocks).
   Status StartVerify(uint64_t offset);
+  // The answer to the StartVerify(offset) before it, as Verify reports it.
+  Status AwaitVerify(uint64_t offset, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // madvise(MADV_DONTNEED) of [offset, offset + length) of the memory file's layout.
   Status Discard(uint64_t offset, uint64_t length, std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Asks the child to exit with status 0.
