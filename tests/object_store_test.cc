@@ -280,7 +280,7 @@ TEST_F(ObjectStoreTest, StoreGoneMidFetchRetriesThenUnreachable) {
   ASSERT_TRUE(client_->Put(Object("mem"), RandomBytes(kSize, 5)).ok());
   Result<ObjectInfo> head = client_->Head(Object("mem"));
   ASSERT_TRUE(head.ok());
-  uint16_t rgw_port = static_cast<uint16_t>(std::stoi(config_.endpoint.substr(config_.endpoint.rfind(':') + 1)));
+  const uint16_t rgw_port = rgw_.Port();
   // 30 ms a segment: the ranges are still in flight when the relay is cut.
   auto relay = TcpRelay::Start(rgw_port, std::chrono::milliseconds(30));
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();
@@ -327,7 +327,7 @@ TEST_F(ObjectStoreTest, StoreGoneMidFetchRetriesThenUnreachable) {
 
 TEST_F(ObjectStoreTest, StoppingTheFetcherAnswersEveryRequest) {
   ASSERT_TRUE(client_->Put(Object("mem"), RandomBytes(1 << 20, 6)).ok());
-  uint16_t rgw_port = static_cast<uint16_t>(std::stoi(config_.endpoint.substr(config_.endpoint.rfind(':') + 1)));
+  const uint16_t rgw_port = rgw_.Port();
   auto relay = TcpRelay::Start(rgw_port, std::chrono::milliseconds(50));
   ASSERT_TRUE(relay.ok());
   auto fetcher = ObjectRangeFetcher::Start(Config({.endpoint = (*relay)->endpoint()}), {.max_in_flight = 2});

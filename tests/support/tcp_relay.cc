@@ -62,17 +62,26 @@ void Abort(int fd) {
 TcpRelay::TcpRelay(UniqueFd listener, uint16_t port, uint16_t target_port, std::chrono::milliseconds delay)
     : listener_(std::move(listener)), port_(port), target_port_(target_port), delay_(delay) {}
 
-Result<std::unique_ptr<TcpRelay>> TcpRelay::Start(uint16_t target_port, std::chrono::milliseconds delay) {
+Result<UniqueFd> TcpRelay::Listen(uint16_t port) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return Status::FromErrno(errno, "relay socket");
-  sockaddr_in addr = Loopback(0);
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr = Loopback(port);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return Status::FromErrno(errno, "relay bind");
+    return Status::FromErrno(errno, "relay bind to port " + std::to_string(port));
   }
   if (::listen(fd.get(), 128) != 0) return Status::FromErrno(errno, "relay listen");
+  return fd;
+}
+
+Result<std::unique_ptr<TcpRelay>> TcpRelay::Start(uint16_t target_port, std::chrono::milliseconds delay) {
+  auto fd = Listen(0);
+  if (!fd.ok()) return fd.status();
+  sockaddr_in addr{};
   socklen_t len = sizeof(addr);
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-  std::unique_ptr<TcpRelay> relay(new TcpRelay(std::move(fd), ntohs(addr.sin_port), target_port, delay));
+  ::getsockname(fd->get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  std::unique_ptr<TcpRelay> relay(new TcpRelay(std::move(*fd), ntohs(addr.sin_port), target_port, delay));
   relay->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!relay->wake_) return Status::FromErrno(errno, "relay eventfd");
   relay->thread_ = std::thread([r = relay.get()] { r->Run(); });
@@ -94,10 +103,31 @@ void TcpRelay::Cut() {
   while (!cut_done_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
+Status TcpRelay::Mend() {
+  if (!cut_done_) return Status::InvalidArgument("relay: Mend without a Cut");
+  mend_done_ = false;
+  mend_ = true;
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof(one));
+  while (!mend_done_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return mend_status_;
+}
+
 void TcpRelay::Run() {
   std::list<Connection> connections;
   char buf[64 * 1024];
   while (!stop_) {
+    if (mend_ && cut_done_) {
+      auto fd = Listen(port_);
+      mend_status_ = fd.ok() ? Status::Ok() : fd.status();
+      if (fd.ok()) {
+        listener_ = std::move(*fd);
+        cut_ = false;
+        cut_done_ = false;
+      }
+      mend_ = false;
+      mend_done_ = true;
+    }
     if (cut_ && listener_.valid()) {
       for (Connection& c : connections) {
         Abort(c.client.get());

@@ -35,11 +35,16 @@ class TcpRelay {
   // Closes every relayed connection (with a reset) and the listening socket:
   // from now on connecting to port() is refused. Idempotent.
   void Cut();
+  // After a Cut, listens on port() again, as a store that comes back.
+  // REQUIRES: Cut returned.
+  Status Mend();
 
   uint64_t connections_accepted() const { return accepted_.load(); }
 
  private:
   TcpRelay(UniqueFd listener, uint16_t port, uint16_t target_port, std::chrono::milliseconds delay);
+  // A listening socket on 127.0.0.1:port (0: the kernel picks).
+  static Result<UniqueFd> Listen(uint16_t port);
   void Run();
 
   UniqueFd listener_;  // the relay thread's once started
@@ -50,6 +55,9 @@ class TcpRelay {
   std::atomic<bool> cut_{false};
   std::atomic<bool> cut_done_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> mend_{false};       // Mend asks the loop to listen again
+  std::atomic<bool> mend_done_{false};  // ... and it has; mend_status_ says how
+  Status mend_status_;                  // written by the loop before mend_done_
   std::atomic<uint64_t> accepted_{0};
   std::thread thread_;
 };

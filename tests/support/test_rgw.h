@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdint>
 #include <fstream>
 #include <map>
 #include <string>
@@ -40,6 +41,14 @@ struct TestRgw {
       rgw.env[line.substr(7, eq - 7)] = line.substr(eq + 1);
     }
     return rgw;
+  }
+
+  // The port of the fixture's endpoint (http://127.0.0.1:PORT), for a relay
+  // in front of it.
+  uint16_t Port() const {
+    auto it = env.find("AWS_ENDPOINT_URL");
+    if (it == env.end()) return 0;
+    return static_cast<uint16_t>(std::stoi(it->second.substr(it->second.rfind(':') + 1)));
   }
 
   // For LoadObjectStoreConfig: the fixture's variables, nothing from the
