@@ -18,6 +18,7 @@
 #include "common/object_store_client.h"
 #include "support/child_vmm.h"
 #include "support/pager_fixture.h"
+#include "support/tcp_relay.h"
 #include "support/test_rgw.h"
 
 namespace uffdpager::testing::object_session_test {
@@ -250,6 +251,74 @@ TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServe
   EXPECT_EQ(Stat("failed_sessions"), 1u);
   // Only the first chunk's bytes ever came from the store.
   EXPECT_EQ(Stat("object_store_bytes"), 1 * kMiB);
+}
+
+// The store goes away mid-restore and comes back within the retry budget:
+// the vCPU that needs a chunk waits, then gets exactly the pinned bytes, and
+// the session serves on. The relay comes back only once the pager has seen
+// the outage (a retry counted), and the budget (30 retries, backoff up to
+// 2 s) is far longer than that takes on any machine.
+TEST_F(PagerObjectSessionTest, AStoreBackWithinTheRetryBudgetOnlyDelaysTheRestore) {
+  std::string snap = PutSnapshot("mem", 8 * kMiB, 11);
+  auto relay = TcpRelay::Start(rgw_.Port());
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  pager_ =
+      StartPagerProcess({.extra_args = {"--object-store-retries", "30"}}, {{"AWS_ENDPOINT_URL", (*relay)->endpoint()}});
+  ASSERT_TRUE(pager_);
+  auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snap});
+  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+  ASSERT_TRUE((*vmm)->Verify(0).ok());
+
+  (*relay)->Cut();
+  const uint64_t retries_before = Stat("object_store_retries");
+  // A page of a chunk not fetched yet: its fault waits on the store.
+  ASSERT_TRUE((*vmm)->StartVerify(5 * kMiB).ok());
+  ASSERT_TRUE(WaitFor([&] { return Stat("object_store_retries") > retries_before; }, std::chrono::seconds(30)))
+      << "the pager never retried while the store was away";
+  Status mended = (*relay)->Mend();
+  ASSERT_TRUE(mended.ok()) << mended.ToString();
+
+  // The waiting touch is answered (byte-exact), then the rest of the memory.
+  Status touched = (*vmm)->AwaitVerify(5 * kMiB, std::chrono::seconds(60));
+  EXPECT_TRUE(touched.ok()) << touched.ToString();
+  for (uint64_t offset = 0; offset < 8 * kMiB; offset += 256 * 1024) {
+    Status page = (*vmm)->Verify(offset);
+    ASSERT_TRUE(page.ok()) << offset << ": " << page.ToString();
+  }
+  EXPECT_EQ(Session("s")["state"], "serving");
+  EXPECT_EQ(Stat("failed_sessions"), 0u);
+  EXPECT_TRUE((*vmm)->Running());
+}
+
+// Past the retry budget the session fails loudly: state failed with a reason
+// naming the object and the store's error, the failure counted, and the VMM
+// (which asked for it) killed rather than left hanging on its fault.
+TEST_F(PagerObjectSessionTest, AStoreGonePastTheRetryBudgetFailsTheSessionLoudly) {
+  std::string snap = PutSnapshot("mem", 8 * kMiB, 12);
+  auto relay = TcpRelay::Start(rgw_.Port());
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  pager_ =
+      StartPagerProcess({.extra_args = {"--object-store-retries", "1"}}, {{"AWS_ENDPOINT_URL", (*relay)->endpoint()}});
+  ASSERT_TRUE(pager_);
+  auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snap});
+  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+  ASSERT_TRUE((*vmm)->Verify(0).ok());
+
+  (*relay)->Cut();
+  EXPECT_FALSE((*vmm)->Verify(5 * kMiB, std::chrono::seconds(60)).ok());
+  int wait_status = 0;
+  ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(30), &wait_status));
+  EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;
+  auto s = Session("s");
+  EXPECT_EQ(s["state"], "failed");
+  const std::string reason = s.value("reason", "");
+  EXPECT_NE(reason.find(Url("mem")), std::string::npos) << reason;
+  EXPECT_EQ(Stat("failed_sessions"), 1u);
+  EXPECT_GE(Stat("object_store_retries"), 1u);
 }
 
 TEST_F(PagerObjectSessionTest, EightSessionsOfOneObjectFetchItAboutOnce) {

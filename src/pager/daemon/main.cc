@@ -68,6 +68,11 @@ void AddFlags(uffdpager::cli::CommandLine& command_line, CommandLine& cl) {
                  "removed, least recently written first); 0: none")
       ->capture_default_str()
       ->check(IntegerIn(0, uint64_t{1} << 50));
+  app.add_option("--object-store-retries", options.object_store_retries,
+                 "how often a failed request to the object store (timeout, refused or reset connection, 5xx) is "
+                 "tried again, with backoff from 50 ms doubling to 2 s, before the sessions that need it fail")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 100));
   app.add_option("--working-set-disk-bytes", options.working_set_disk_bytes,
                  "bound of the compact copies of working sets on disk (read in a few large reads at replay); "
                  "0: none, replay reads the memory file")

@@ -119,6 +119,7 @@ void PagerDaemon::StartObjectTier() {
     return;
   }
   auto config = LoadObjectStoreConfig();
+  if (config.ok()) config->retry.max_attempts = options_.object_store_retries + 1;
   Result<std::unique_ptr<ObjectTier>> tier =
       config.ok() ? ObjectTier::Start(root_dir_ + "/object-cache", *config, options_.object_cache_max_bytes)
                   : Result<std::unique_ptr<ObjectTier>>(config.status());

@@ -56,6 +56,12 @@ struct PagerOptions {
   uint64_t working_set_disk_bytes = 8ULL << 30;
   // Bound of the object disk tier (DATA/uffd/VERSION/object-cache/); 0: none.
   uint64_t object_cache_max_bytes = 0;
+  // How often a failed request to the object store (timeout, refused or
+  // reset connection, 5xx) is tried again, with backoff from 50 ms doubling
+  // to 2 s. A vCPU waits on its chunk meanwhile, and a session fails only
+  // past the last retry: the default waits out a store that is away for up
+  // to 2.5 s (5.1 s at the jitter's high end) before failing a session.
+  int object_store_retries = 7;
   // A replay of a record at least this old refines it (working_set_refinement.h).
   bool refine_working_sets = true;
   unsigned working_set_refine_seconds = 60;
