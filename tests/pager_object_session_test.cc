@@ -108,9 +108,31 @@ class PagerObjectSessionTest : public PagerFixture {
     return pager_->client().CreateSession(req);
   }
 
+  // Session "s" on an 8 MiB object (kill_client_on_failure) through a pager
+  // that reaches the store through relay_ and retries `retries` times, and
+  // vmm_ restoring it, its first chunk already served.
+  void StartRestoreBehindRelay(int retries, uint64_t seed) {
+    snapshot_ = PutSnapshot("mem", 8 * kMiB, seed);
+    auto relay = TcpRelay::Start(rgw_.Port());
+    ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+    relay_ = std::move(*relay);
+    pager_ = StartPagerProcess({.extra_args = {"--object-store-retries", std::to_string(retries)}},
+                               {{"AWS_ENDPOINT_URL", relay_->endpoint()}});
+    ASSERT_TRUE(pager_);
+    auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snapshot_});
+    ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+    vmm_ = std::move(*vmm);
+    ASSERT_TRUE(vmm_->Verify(0).ok());
+  }
+
   TestRgw rgw_;
   std::unique_ptr<ObjectStoreClient> store_;
   std::string bucket_;
+  std::string snapshot_;
+  std::unique_ptr<TcpRelay> relay_;
+  std::unique_ptr<ChildVmm> vmm_;
 };
 
 TEST_F(PagerObjectSessionTest, ServesAFirecrackerClientByteExact) {
@@ -259,59 +281,43 @@ TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServe
 // the outage (a retry counted), and the budget (30 retries, backoff up to
 // 2 s) is far longer than that takes on any machine.
 TEST_F(PagerObjectSessionTest, AStoreBackWithinTheRetryBudgetOnlyDelaysTheRestore) {
-  std::string snap = PutSnapshot("mem", 8 * kMiB, 11);
-  auto relay = TcpRelay::Start(rgw_.Port());
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  pager_ =
-      StartPagerProcess({.extra_args = {"--object-store-retries", "30"}}, {{"AWS_ENDPOINT_URL", (*relay)->endpoint()}});
-  ASSERT_TRUE(pager_);
-  auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snap});
-  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
-  ASSERT_TRUE((*vmm)->Verify(0).ok());
+  ASSERT_NO_FATAL_FAILURE(StartRestoreBehindRelay(/*retries=*/30, /*seed=*/11));
+  TcpRelay* relay = relay_.get();
+  ChildVmm* vmm = vmm_.get();
 
-  (*relay)->Cut();
+  relay->Cut();
   const uint64_t retries_before = Stat("object_store_retries");
   // A page of a chunk not fetched yet: its fault waits on the store.
-  ASSERT_TRUE((*vmm)->StartVerify(5 * kMiB).ok());
+  ASSERT_TRUE(vmm->StartVerify(5 * kMiB).ok());
   ASSERT_TRUE(WaitFor([&] { return Stat("object_store_retries") > retries_before; }, std::chrono::seconds(30)))
       << "the pager never retried while the store was away";
-  Status mended = (*relay)->Mend();
+  Status mended = relay->Mend();
   ASSERT_TRUE(mended.ok()) << mended.ToString();
 
   // The waiting touch is answered (byte-exact), then the rest of the memory.
-  Status touched = (*vmm)->AwaitVerify(5 * kMiB, std::chrono::seconds(60));
+  Status touched = vmm->AwaitVerify(5 * kMiB, std::chrono::seconds(60));
   EXPECT_TRUE(touched.ok()) << touched.ToString();
   for (uint64_t offset = 0; offset < 8 * kMiB; offset += 256 * 1024) {
-    Status page = (*vmm)->Verify(offset);
+    Status page = vmm->Verify(offset);
     ASSERT_TRUE(page.ok()) << offset << ": " << page.ToString();
   }
   EXPECT_EQ(Session("s")["state"], "serving");
   EXPECT_EQ(Stat("failed_sessions"), 0u);
-  EXPECT_TRUE((*vmm)->Running());
+  EXPECT_TRUE(vmm->Running());
 }
 
 // Past the retry budget the session fails loudly: state failed with a reason
 // naming the object and the store's error, the failure counted, and the VMM
 // (which asked for it) killed rather than left hanging on its fault.
 TEST_F(PagerObjectSessionTest, AStoreGonePastTheRetryBudgetFailsTheSessionLoudly) {
-  std::string snap = PutSnapshot("mem", 8 * kMiB, 12);
-  auto relay = TcpRelay::Start(rgw_.Port());
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  pager_ =
-      StartPagerProcess({.extra_args = {"--object-store-retries", "1"}}, {{"AWS_ENDPOINT_URL", (*relay)->endpoint()}});
-  ASSERT_TRUE(pager_);
-  auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
-  ASSERT_TRUE(created.ok()) << created.status().ToString();
-  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snap});
-  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
-  ASSERT_TRUE((*vmm)->Verify(0).ok());
+  ASSERT_NO_FATAL_FAILURE(StartRestoreBehindRelay(/*retries=*/1, /*seed=*/12));
+  TcpRelay* relay = relay_.get();
+  ChildVmm* vmm = vmm_.get();
 
-  (*relay)->Cut();
-  EXPECT_FALSE((*vmm)->Verify(5 * kMiB, std::chrono::seconds(60)).ok());
+  relay->Cut();
+  EXPECT_FALSE(vmm->Verify(5 * kMiB, std::chrono::seconds(60)).ok());
   int wait_status = 0;
-  ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(30), &wait_status));
+  ASSERT_TRUE(vmm->WaitForExit(std::chrono::seconds(30), &wait_status));
   EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;
   auto s = Session("s");
   EXPECT_EQ(s["state"], "failed");
