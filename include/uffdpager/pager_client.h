@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -28,8 +29,8 @@ namespace uffdpager {
 struct CreateSessionRequest {
   std::string session_id;  // optional: defaults to instance_id
   std::string instance_id;
-  // Exactly one of backing_memory_path (a local memory file, absolute path)
-  // and backing_memory_url (below).
+  // Exactly one of backing_memory_path (a local memory file, absolute path),
+  // backing_memory_url and backing_layers (below).
   std::string backing_memory_path;
   std::string cache_key;  // optional: defaults to the backing path or URL
   // Kill the VMM (SIGKILL) if the pager meets a fault it cannot serve, rather
@@ -47,6 +48,10 @@ struct CreateSessionRequest {
   // file: the pager's store comes from its AWS_* environment. (Last, so
   // that positional initializers of the fields above keep their meaning.)
   std::string backing_memory_url;
+  // A chain of layers, base first (absolute paths, one size): each page
+  // comes from the topmost layer whose data holds it (a Diff snapshot's
+  // dirty pages), else from below; see docs/control-api.md.
+  std::vector<std::string> backing_layers;
 };
 
 struct CreatedSession {

@@ -107,6 +107,7 @@ Result<CreatedSession> PagerClient::CreateSession(const CreateSessionRequest& re
   Json body = {{"instance_id", request.instance_id}};
   if (!request.backing_memory_path.empty()) body["backing_memory_path"] = request.backing_memory_path;
   if (!request.backing_memory_url.empty()) body["backing_memory_url"] = request.backing_memory_url;
+  if (!request.backing_layers.empty()) body["backing_layers"] = request.backing_layers;
   if (!request.session_id.empty()) body["session_id"] = request.session_id;
   if (!request.cache_key.empty()) body["cache_key"] = request.cache_key;
   if (request.kill_client_on_failure) body["kill_client_on_failure"] = true;

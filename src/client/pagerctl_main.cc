@@ -187,7 +187,8 @@ void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
       "create", "create a session for a VM restore (PUT /snapshot/load's backend_path is its socket)",
       {"pagerctl create --instance-id vm1 --backing /srv/snap/mem",
        "pagerctl create --instance-id vm1 --backing /srv/snap/mem --socket-uid 123 --expected-uid 123",
-       "pagerctl create --instance-id vm1 --backing-url s3://snapshots/vm1/mem"});
+       "pagerctl create --instance-id vm1 --backing-url s3://snapshots/vm1/mem",
+       "pagerctl create --instance-id vm1 --backing-layer /srv/snap/base.mem --backing-layer /srv/snap/diff1.mem"});
   auto f = std::make_shared<CreateFlags>();
   uffdpager::CreateSessionRequest& req = f->request;
   create->add_option("--instance-id", req.instance_id, "instance the VM belongs to")->required();
@@ -195,7 +196,12 @@ void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
   auto* backing_url =
       create->add_option("--backing-url", req.backing_memory_url,
                          "snapshot memory object, s3://BUCKET/KEY (the pager's store: its AWS_* environment)");
+  auto* backing_layer =
+      create->add_option("--backing-layer", req.backing_layers,
+                         "a layer of a chain, base first (repeat it: each page comes from the topmost layer that holds it)");
   backing->excludes(backing_url);
+  backing->excludes(backing_layer);
+  backing_url->excludes(backing_layer);
   create->add_option("--session-id", req.session_id, "session id (default: the instance id)");
   create->add_option("--cache-key", req.cache_key, "cache key (default: the backing path or URL)");
   create->add_flag("--kill-on-failure", req.kill_client_on_failure, "kill the VMM if a fault cannot be served");
@@ -211,8 +217,10 @@ void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
   f->expected_pid_flag = create->add_option("--expected-pid", f->expected_pid, "accept only the VMM with this pid")
                              ->check(IntegerIn(1, INT32_MAX));
   command_line.SetAction(create, [&command_line, &flags, f] {
-    if (f->request.backing_memory_path.empty() && f->request.backing_memory_url.empty()) {
-      return command_line.Fail(uffdpager::Status::InvalidArgument("one of --backing and --backing-url is required"));
+    if (f->request.backing_memory_path.empty() && f->request.backing_memory_url.empty() &&
+        f->request.backing_layers.empty()) {
+      return command_line.Fail(
+          uffdpager::Status::InvalidArgument("one of --backing, --backing-url and --backing-layer is required"));
     }
     auto created = ClientFor(flags).CreateSession(f->Request());
     if (!created.ok()) return command_line.Fail(created.status());
