@@ -40,6 +40,9 @@ enum class MemoryBackend { kUffd, kFile };
 const char* MemoryBackendName(MemoryBackend backend);
 Result<MemoryBackend> ParseMemoryBackend(const std::string& name);
 
+// The most layers one pager session serves (its `backing_layers` limit).
+inline constexpr uint32_t kMaxPagerLayers = 16;
+
 // DATA/config.json: chosen per data directory (Lifecycle::Configure).
 struct DataDirConfig {
   MemoryBackend backend = MemoryBackend::kUffd;
@@ -56,6 +59,13 @@ struct DataDirConfig {
   // a VMM running as vmm_uid (expected_uid). Unset: the pager's defaults.
   std::optional<uint32_t> vmm_uid;
   std::optional<uint32_t> vmm_gid;
+  // The longest chain of memory layers a snapshot may have (1 to
+  // kMaxPagerLayers). With the uffd backend a standby, or a fork of a
+  // running instance, writes only the pages the VM changed, as a new layer
+  // over the chain its VMM was restored from; a snapshot whose chain would
+  // grow past this gets a merged memory file instead (a chain of one, which
+  // costs a copy of the whole memory). 1: never layer.
+  uint32_t max_layers = 8;
 
   nlohmann::json ToJson() const;
   static Result<DataDirConfig> FromJson(const nlohmann::json& j);
@@ -73,6 +83,7 @@ struct DataDirSettings {
   std::optional<uint64_t> pager_cache_bytes;
   std::optional<std::optional<uint32_t>> vmm_uid;  // set to nullopt: no uid any more
   std::optional<std::optional<uint32_t>> vmm_gid;
+  std::optional<uint32_t> max_layers;
 
   // Every field set from `config`.
   static DataDirSettings Everything(const DataDirConfig& config);

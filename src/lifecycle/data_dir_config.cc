@@ -29,6 +29,9 @@ Status ReadConfig(const nlohmann::json& j, DataDirConfig* c) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("pager_cache_bytes", &c->pager_cache_bytes));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("vmm_uid", &c->vmm_uid, kMaxId));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("vmm_gid", &c->vmm_gid, kMaxId));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("max_layers", &c->max_layers, kMaxPagerLayers));
+  if (c->max_layers == 0)
+    return Status::InvalidArgument("\"max_layers\" must be from 1 to " + std::to_string(kMaxPagerLayers));
   return Status::Ok();
 }
 
@@ -79,7 +82,8 @@ nlohmann::json DataDirConfig::ToJson() const {
                       {"pager_binary", pager_binary},
                       {"pager_version_key", pager_version_key},
                       {"pager_autostart", pager_autostart},
-                      {"pager_cache_bytes", pager_cache_bytes}};
+                      {"pager_cache_bytes", pager_cache_bytes},
+                      {"max_layers", max_layers}};
   if (vmm_uid) j["vmm_uid"] = *vmm_uid;
   if (vmm_gid) j["vmm_gid"] = *vmm_gid;
   return j;
@@ -96,6 +100,7 @@ DataDirSettings DataDirSettings::Everything(const DataDirConfig& config) {
   s.pager_cache_bytes = config.pager_cache_bytes;
   s.vmm_uid = config.vmm_uid;
   s.vmm_gid = config.vmm_gid;
+  s.max_layers = config.max_layers;
   return s;
 }
 
@@ -109,6 +114,7 @@ DataDirConfig DataDirSettings::AppliedTo(DataDirConfig config) const {
   if (pager_cache_bytes) config.pager_cache_bytes = *pager_cache_bytes;
   if (vmm_uid) config.vmm_uid = *vmm_uid;
   if (vmm_gid) config.vmm_gid = *vmm_gid;
+  if (max_layers) config.max_layers = *max_layers;
   return config;
 }
 

@@ -2,19 +2,27 @@
 //
 // From a standby snapshot (the hot path): the fork's folder is built in a
 // staging folder — the snapshot folder copied without its memory, metadata
-// that names the blob really holding the bytes — and renamed into place (the
-// commit). With the uffd backend no memory is copied at all: the fork
-// records its source's blob (for a fork of an unmaterialized fork, that is
-// already the owner's blob) and arms one-shot UFFD, so its first restore is
-// served lazily by the pager. With the file backend the fork gets its own
-// cheap copy of the blob (a reflink where the filesystem has them).
+// that names the blobs really holding the bytes — and renamed into place
+// (the commit). With the uffd backend no memory is copied at all: the fork
+// records its source's chain of layers (for a fork of an unmaterialized
+// fork, that is already the owners' blobs) and arms one-shot UFFD, so its
+// first restore is served lazily by the pager. With the file backend the
+// fork gets its own merged copy (a reflink of a one-blob chain where the
+// filesystem has them).
 //
-// From a running source: the source is paused, a Full snapshot is written
-// into a new blob the fork owns, and the source is resumed. Full, whatever
-// the source's memory: a Diff would need the source's base bytes copied
-// first, and a Full written into a file nobody else knows is always safe. A
-// Full snapshot resets the source's dirty log, so the source's next standby
-// must be Full too; that is recorded before the snapshot is taken.
+// From a running source: the source is paused, its memory is written, and
+// it is resumed. With the uffd backend, while the source's dirty log counts
+// from the chain its memory came from and the chain has room
+// (MayAddLayer), that is a Diff into a new blob: only what the source
+// changed, never a page pulled through the pager. The fork's chain is the
+// source's plus the new layer, and once the fork is committed the source's
+// VMM is rebased onto that same chain (its dirty log, which the Diff read
+// and cleared, now counts from there), so its next standby adds a layer on
+// top. Otherwise a Full snapshot goes into a new blob the fork owns, safe
+// whatever the source's memory is. Either snapshot resets the source's
+// dirty log, so the source's next standby must be Full until the rebase is
+// recorded; that is recorded before the snapshot is taken, and a crash
+// between the commit and the rebase is finished by recovery.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -53,17 +61,17 @@ Status ForkFromSnapshot(Context& c, const InstanceMetadata& source, const std::s
   InstanceMetadata f = NewFork(source, name, target);
   if (c.config.backend == MemoryBackend::kUffd) {
     // The bytes stay where they are; the fork only names them.
-    f.snapshot = SnapshotRecord{source.snapshot->state_file, source.snapshot->memory_blob, false};
+    f.snapshot = SnapshotRecord{source.snapshot->state_file, source.snapshot->memory_layers, false};
     f.one_shot_uffd = true;
   } else {
     std::string blob = c.store.NewBlobId();
     e.data["blob"] = blob;
     UFFD_RETURN_IF_ERROR(c.journal.Record(e));
     c.Step("copying the memory of " + source.name + " (" + std::to_string(source.mem_size_mib) + " MiB)");
-    auto copied = CopyFileCheaply(c.store.BlobPath(source.snapshot->memory_blob), c.store.BlobPath(blob));
+    auto copied = MergeLayers(c.store.BlobPaths(source.snapshot->memory_layers), c.store.BlobPath(blob));
     if (!copied.ok()) return copied.status();
     CrashPoint("fork.after_copy_memory");
-    f.snapshot = SnapshotRecord{source.snapshot->state_file, blob, true};
+    f.snapshot = SnapshotRecord{source.snapshot->state_file, {blob}, true};
   }
   return c.store.SaveInto(staging, f);
 }
@@ -74,6 +82,15 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
   const std::string blob = c.store.NewBlobId();
   const std::string state_file = InstanceStore::NewStateFileName();
   const bool was_running = source.state == InstanceState::kRunning;
+  const bool layered = MayAddLayer(c, source);
+  LayerChain chain = {blob};
+  if (layered) {
+    chain = source.vmm->backing_layers;
+    chain.push_back(blob);
+    // What the source is rebased onto once the fork is committed.
+    e.data["source_chain"] = chain;
+    e.data["source_vmm"] = JournalProcess(source.vmm->process);
+  }
   e.data["blob"] = blob;
   e.data["source_paused"] = was_running;
   UFFD_RETURN_IF_ERROR(c.journal.Record(e));
@@ -90,16 +107,45 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
     UFFD_RETURN_IF_ERROR(driver.Pause());
   }
   CrashPoint("fork.after_pause_source");
-  c.Step("writing a Full snapshot of " + source.name + " (" + std::to_string(source.mem_size_mib) + " MiB)");
-  Status snap = driver.CreateSnapshot(SnapshotKind::kFull, staging + "/snapshot/" + state_file, c.store.BlobPath(blob));
+  const SnapshotKind kind = layered ? SnapshotKind::kDiff : SnapshotKind::kFull;
+  c.Step(layered ? "writing a Diff snapshot of " + source.name + " over its " + std::to_string(chain.size() - 1) +
+                       " layer(s)"
+                 : "writing a Full snapshot of " + source.name + " (" + std::to_string(source.mem_size_mib) + " MiB)");
+  Status snap = driver.CreateSnapshot(kind, staging + "/snapshot/" + state_file, c.store.BlobPath(blob));
+  if (snap.ok()) CrashPoint("fork.before_resume_source");
   if (was_running) c.Step("resuming " + source.name);
   Status resumed = was_running ? driver.Resume() : Status::Ok();
   UFFD_RETURN_IF_ERROR(snap);
   UFFD_RETURN_IF_ERROR(resumed);
   CrashPoint("fork.after_snapshot");
   InstanceMetadata f = NewFork(source, name, target);
-  f.snapshot = SnapshotRecord{state_file, blob, true};
+  // A layer is the source's too (its VMM is rebased onto it): only a Full
+  // blob is the fork's own.
+  f.snapshot = SnapshotRecord{state_file, chain, !layered};
   return c.store.SaveInto(staging, f);
+}
+
+// After a committed fork that wrote a layer of its running source: the
+// source's VMM now counts its dirty log from the fork's chain. Only the VMM
+// that took the snapshot is rebased (the journal names it); any other (the
+// source was stopped, or restored anew) keeps what its metadata says.
+Status RebaseSource(Context& c, const JournalEntry& e) {
+  JsonFields data(e.data, "data");
+  LayerChain chain;
+  UFFD_RETURN_IF_ERROR(data.ReadOptional("source_chain", &chain));
+  if (chain.empty()) return Status::Ok();  // a Full snapshot: nothing to rebase
+  std::string source_name;
+  UFFD_RETURN_IF_ERROR(data.Read("source", &source_name));
+  auto vmm = JournaledProcess(e, "source_vmm");
+  if (!vmm.ok()) return vmm.status();
+  auto source = c.store.Load(source_name);
+  if (!source.ok()) return source.status().code() == ErrorCode::kNotFound ? Status::Ok() : source.status();
+  if (!source->vmm || !(source->vmm->process == *vmm) || vmm->pid == 0) return Status::Ok();
+  source->vmm->backing_layers = chain;
+  source->needs_full_snapshot = false;
+  UFFD_RETURN_IF_ERROR(c.store.Save(*source));
+  CrashPoint("fork.after_rebase_source");
+  return Status::Ok();
 }
 
 }  // namespace
@@ -141,9 +187,12 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
     return built.WithContext("fork " + source_name + " -> " + name);
   }
   CrashPoint("fork.after_commit");
+  UFFD_RETURN_IF_ERROR(RebaseSource(c, e).WithContext("fork " + source_name + " -> " + name));
   UFFD_RETURN_IF_ERROR(c.journal.Finish(name));
   spdlog::info("forked {} from {} ({})", name, source_name,
-               live ? "running source, Full snapshot" : "standby snapshot");
+               !live                             ? "standby snapshot"
+               : e.data.contains("source_chain") ? "running source, a Diff layer over its chain"
+                                                 : "running source, Full snapshot");
   if (target != ForkTarget::kRunning) return Status::Ok();
   auto fork = c.store.Load(name);
   Status restored = fork.ok() ? RestoreInstance(c, *fork, restore) : fork.status();
@@ -172,6 +221,9 @@ Status RecoverFork(Context& c, const JournalEntry& e) {
     std::error_code ec;
     std::filesystem::remove_all(c.store.StagingDir(e.instance), ec);
     if (!blob.empty()) ::unlink(c.store.BlobPath(blob).c_str());
+  } else {
+    // Committed: finish the tail.
+    UFFD_RETURN_IF_ERROR(RebaseSource(c, e));
   }
   // A source paused for the snapshot must not stay paused.
   if (source_paused) {

@@ -26,8 +26,34 @@ Result<MemorySource> ParseMemorySource(const std::string& s) {
   return Status::InvalidArgument("unknown memory source \"" + s + "\"");
 }
 
-// The fields of schema 1 (InstanceMetadata::FromJson checked the version).
-Status ReadMetadata(const json& j, InstanceMetadata* m) {
+// A blob id becomes a path under DATA/blobs/: a plain file name only.
+Status ValidateBlobId(const std::string& id, const std::string& field) {
+  bool ok = !id.empty() && id.size() <= 128 && id[0] != '.';
+  for (char c : id) {
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.');
+  }
+  if (!ok) return Status::InvalidArgument(field + " names blob \"" + id + "\", which is not a plain file name");
+  return Status::Ok();
+}
+
+// A chain of blob ids: schema 2's array `chain_field`, or schema 1's single
+// `blob_field` as a chain of one. Absent in both: empty.
+Status ReadChain(const JsonFields& fields, int version, const char* chain_field, const char* blob_field,
+                 LayerChain* out) {
+  if (version == 1) {
+    std::string blob;
+    UFFD_RETURN_IF_ERROR(fields.ReadOptional(blob_field, &blob));
+    *out = blob.empty() ? LayerChain() : LayerChain{blob};
+  } else {
+    UFFD_RETURN_IF_ERROR(fields.ReadOptional(chain_field, out));
+  }
+  for (const auto& id : *out) UFFD_RETURN_IF_ERROR(ValidateBlobId(id, chain_field));
+  return Status::Ok();
+}
+
+// The fields of schema `version` (1 or 2; InstanceMetadata::FromJson
+// checked it). The two differ only in how memory is named.
+Status ReadMetadata(const json& j, int version, InstanceMetadata* m) {
   JsonFields fields(j);
   UFFD_RETURN_IF_ERROR(fields.Read("name", &m->name));
   std::string state;
@@ -46,7 +72,8 @@ Status ReadMetadata(const json& j, InstanceMetadata* m) {
     JsonFields s(*snapshot, "snapshot");
     SnapshotRecord record;
     UFFD_RETURN_IF_ERROR(s.Read("state_file", &record.state_file));
-    UFFD_RETURN_IF_ERROR(s.Read("memory_blob", &record.memory_blob));
+    UFFD_RETURN_IF_ERROR(ReadChain(s, version, "memory_layers", "memory_blob", &record.memory_layers));
+    if (record.memory_layers.empty()) return Status::InvalidArgument("the snapshot names no memory");
     UFFD_RETURN_IF_ERROR(s.Read("owns_memory", &record.owns_memory));
     m->snapshot = record;
   }
@@ -64,7 +91,7 @@ Status ReadMetadata(const json& j, InstanceMetadata* m) {
     if (!parsed_source.ok()) return parsed_source.status();
     r.memory_source = *parsed_source;
     UFFD_RETURN_IF_ERROR(v.ReadOptional("pager_session", &r.pager_session));
-    UFFD_RETURN_IF_ERROR(v.ReadOptional("backing_blob", &r.backing_blob));
+    UFFD_RETURN_IF_ERROR(ReadChain(v, version, "backing_layers", "backing_blob", &r.backing_layers));
     m->vmm = r;
   }
   return Status::Ok();
@@ -92,7 +119,7 @@ json InstanceMetadata::ToJson() const {
             {"needs_full_snapshot", needs_full_snapshot}};
   if (snapshot) {
     j["snapshot"] = {{"state_file", snapshot->state_file},
-                     {"memory_blob", snapshot->memory_blob},
+                     {"memory_layers", snapshot->memory_layers},
                      {"owns_memory", snapshot->owns_memory}};
   }
   if (vmm) {
@@ -101,7 +128,7 @@ json InstanceMetadata::ToJson() const {
                 {"api_socket", vmm->api_socket},
                 {"memory_source", MemorySourceName(vmm->memory_source)},
                 {"pager_session", vmm->pager_session},
-                {"backing_blob", vmm->backing_blob}};
+                {"backing_layers", vmm->backing_layers}};
   }
   return j;
 }
@@ -109,12 +136,12 @@ json InstanceMetadata::ToJson() const {
 Result<InstanceMetadata> InstanceMetadata::FromJson(const json& j) {
   int version = 0;
   if (Status st = JsonFields(j).Read("schema_version", &version); !st.ok()) return st.WithContext("instance metadata");
-  if (version != kMetadataSchemaVersion) {
-    return Status::InvalidArgument("instance metadata schema " + std::to_string(version) + " (this snapctl reads " +
-                                   std::to_string(kMetadataSchemaVersion) + ")");
+  if (version != 1 && version != kMetadataSchemaVersion) {
+    return Status::InvalidArgument("instance metadata schema " + std::to_string(version) +
+                                   " (this snapctl reads 1 to " + std::to_string(kMetadataSchemaVersion) + ")");
   }
   InstanceMetadata m;
-  if (Status st = ReadMetadata(j, &m); !st.ok()) return st.WithContext("instance metadata");
+  if (Status st = ReadMetadata(j, version, &m); !st.ok()) return st.WithContext("instance metadata");
   return m;
 }
 

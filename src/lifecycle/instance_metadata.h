@@ -1,12 +1,18 @@
 // InstanceMetadata: what the lifecycle knows about one instance, stored as
-// DATA/instances/NAME/instance.json (schema_version 1).
+// DATA/instances/NAME/instance.json (schema_version 2; schema 1 is still
+// read).
 //
-// Memory is described by the snapshot, not by the instance: `memory_blob`
-// names the file (DATA/blobs/ID) that holds the snapshot's memory bytes, and
-// `owns_memory` says whether this instance created it (and so may write a
-// Diff into it when no one else reads it). A fork that has not materialized
-// records its source's blob id directly, so a chain of such forks resolves
-// to the real owner of the bytes without walking anything.
+// Memory is described by the snapshot, not by the instance: `memory_layers`
+// names the files (DATA/blobs/ID), base first, whose layered bytes are the
+// snapshot's memory. The base is a whole memory file; each layer above it is
+// a Diff snapshot: a sparse file of the same size whose data extents are the
+// pages that changed, so a page's bytes come from the topmost layer whose
+// data holds it. A chain of one is a plain memory file (schema 1's
+// `memory_blob`). `owns_memory` says whether this instance created the top
+// layer (and so may write a Diff into it when no one else reads it). A fork
+// that has not materialized records its source's chain directly, so a chain
+// of such forks resolves to the real owners of the bytes without walking
+// anything; forks share every layer they name and never write one.
 #pragma once
 
 #include <sys/types.h>
@@ -14,6 +20,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -22,12 +29,17 @@
 
 namespace uffdpager::lifecycle {
 
-inline constexpr int kMetadataSchemaVersion = 1;
+inline constexpr int kMetadataSchemaVersion = 2;
+
+// Blob ids, base first. Never empty where it names memory.
+using LayerChain = std::vector<std::string>;
 
 struct SnapshotRecord {
-  std::string state_file;   // name inside the instance's snapshot/ folder
-  std::string memory_blob;  // id of DATA/blobs/ID
-  bool owns_memory = false;
+  std::string state_file;    // name inside the instance's snapshot/ folder
+  LayerChain memory_layers;  // ids of DATA/blobs/ID, base first
+  bool owns_memory = false;  // this instance created the top layer
+
+  const std::string& top() const { return memory_layers.back(); }
 };
 
 // How the live VMM got its memory.
@@ -39,7 +51,11 @@ struct VmmRecord {
   std::string api_socket;
   MemorySource memory_source = MemorySource::kBoot;
   std::string pager_session;  // set for kUffd
-  std::string backing_blob;   // the blob the VMM's memory came from (kFile, kUffd)
+  // The chain the VMM's memory came from (kFile: one blob, mapped; kUffd:
+  // served by the pager session). After a fork of the running VMM wrote a
+  // layer of what it had changed, that layer is on top: the VMM's dirty log
+  // then counts from there. Empty for kBoot.
+  LayerChain backing_layers;
 };
 
 struct InstanceMetadata {
@@ -50,14 +66,24 @@ struct InstanceMetadata {
   std::string forked_from;
   std::optional<SnapshotRecord> snapshot;
   std::optional<VmmRecord> vmm;  // while Running/Paused
-  // The next restore goes through a pager session over memory_blob; cleared
+  // The next restore goes through a pager session over memory_layers; cleared
   // only after one succeeded.
   bool one_shot_uffd = false;
   // The VMM's dirty log is no base for a Diff (fresh boot, or a Full
   // snapshot taken for a fork reset it): the next standby writes Full.
   bool needs_full_snapshot = true;
 
+  // The number of layers of the snapshot's memory (0: no snapshot).
+  size_t ChainDepth() const { return snapshot ? snapshot->memory_layers.size() : 0; }
+  // The live VMM's memory is served by a pager session.
+  bool ServedByPager() const { return vmm && vmm->memory_source == MemorySource::kUffd; }
+  // The next restore must go through the pager: a fork's first restore
+  // (one-shot UFFD), or a chain of layers, which no file mapping can be.
+  bool RestoreNeedsPager() const { return one_shot_uffd || ChainDepth() > 1; }
+
   nlohmann::json ToJson() const;
+  // Reads schema 2, and schema 1 (`memory_blob`, `backing_blob`: a chain of
+  // one). Every blob id must be a plain file name.
   static Result<InstanceMetadata> FromJson(const nlohmann::json& j);
 };
 

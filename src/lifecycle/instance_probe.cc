@@ -9,11 +9,18 @@
 
 namespace uffdpager::lifecycle {
 
+nlohmann::json StatusDetails(const InstanceMetadata& m) {
+  nlohmann::json j = m.ToJson();
+  j["chain_depth"] = m.ChainDepth();
+  j["depends_on_pager"] = m.ServedByPager() || m.RestoreNeedsPager();
+  return j;
+}
+
 InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m) {
   InstanceStatus s;
   s.name = m.name;
   s.state = m.state;
-  s.details = m.ToJson();
+  s.details = StatusDetails(m);
   auto unknown = [&](std::string reason) {
     s.state = InstanceState::kUnknown;
     s.reason = std::move(reason);

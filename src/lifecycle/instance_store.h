@@ -40,6 +40,12 @@ class InstanceStore {
   std::string VmmLogPath(const std::string& name) const { return InstanceDir(name) + "/vmm.log"; }
   std::string StagingDir(const std::string& name) const { return data_dir_ + "/instances/.staging-" + name; }
   std::string BlobPath(const std::string& id) const { return data_dir_ + "/blobs/" + id; }
+  // The path of each layer of `chain`, in order.
+  std::vector<std::string> BlobPaths(const LayerChain& chain) const {
+    std::vector<std::string> out;
+    for (const auto& id : chain) out.push_back(BlobPath(id));
+    return out;
+  }
   std::string JournalDir() const { return data_dir_ + "/journal"; }
 
   // A fresh blob id; the blob does not exist yet.

@@ -79,7 +79,8 @@ Result<T> OnlyInstancesAreNotFound(Result<T> r) {
 }
 
 // The instances that need the pager: those whose live VM it serves and,
-// with `pending_forks`, the forks whose first restore it must serve.
+// with `pending_forks`, those whose next restore it must serve (a fork's
+// first, or any of a chain of layers).
 // Unreadable metadata counts as needing it: nothing is assumed unused.
 std::vector<std::string> PagerDependents(const InstanceStore& store, bool pending_forks) {
   std::vector<std::string> out;
@@ -87,7 +88,7 @@ std::vector<std::string> PagerDependents(const InstanceStore& store, bool pendin
   if (!names.ok()) return {"(the instance list: " + names.status().ToString() + ")"};
   for (const auto& name : *names) {
     auto m = store.Load(name);
-    if (!m.ok() || (m->vmm && m->vmm->memory_source == MemorySource::kUffd) || (pending_forks && m->one_shot_uffd)) {
+    if (!m.ok() || m->ServedByPager() || (pending_forks && m->RestoreNeedsPager())) {
       out.push_back(name);
     }
   }
@@ -131,7 +132,7 @@ InstanceStatus UnusableStatus(Context& c, const std::string& name, const Status&
   s.reason = why.ToString();
   // The metadata may be fine (the journal record is what is broken).
   auto m = c.store.Load(name);
-  s.details = m.ok() ? m->ToJson() : nlohmann::json::object();
+  s.details = m.ok() ? StatusDetails(*m) : nlohmann::json::object();
   return s;
 }
 

@@ -11,8 +11,8 @@ namespace uffdpager::lifecycle {
 namespace {
 
 void AddBlobsOf(const InstanceMetadata& m, std::set<std::string>* out) {
-  if (m.snapshot) out->insert(m.snapshot->memory_blob);
-  if (m.vmm && !m.vmm->backing_blob.empty()) out->insert(m.vmm->backing_blob);
+  if (m.snapshot) out->insert(m.snapshot->memory_layers.begin(), m.snapshot->memory_layers.end());
+  if (m.vmm) out->insert(m.vmm->backing_layers.begin(), m.vmm->backing_layers.end());
 }
 
 }  // namespace
@@ -50,11 +50,11 @@ Result<std::set<std::string>> MemoryOwnership::Readers(const std::string& blob, 
 }
 
 Result<bool> MemoryOwnership::MayWriteInPlace(const InstanceMetadata& m) const {
-  if (!m.snapshot || !m.snapshot->owns_memory) return false;
-  if (!m.vmm || m.vmm->memory_source != MemorySource::kFile || m.vmm->backing_blob != m.snapshot->memory_blob) {
+  if (!m.snapshot || !m.snapshot->owns_memory || m.snapshot->memory_layers.size() != 1) return false;
+  if (!m.vmm || m.vmm->memory_source != MemorySource::kFile || m.vmm->backing_layers != m.snapshot->memory_layers) {
     return false;
   }
-  auto readers = Readers(m.snapshot->memory_blob, m.name);
+  auto readers = Readers(m.snapshot->top(), m.name);
   if (!readers.ok()) return readers.status();
   return readers->empty();
 }

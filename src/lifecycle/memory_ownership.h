@@ -1,8 +1,9 @@
 // MemoryOwnership: who may read and who may write each memory blob.
 //
 // There is no reference count stored anywhere: a blob is referenced by every
-// instance whose metadata names it (as its snapshot's memory or as the
-// backing of its live VMM), and by every operation in the journal. Counting
+// instance whose metadata names it (as any layer of its snapshot's memory or
+// of the chain its live VMM was restored from), and by every operation in
+// the journal. Counting
 // from the metadata each time means a crash can never leave a count wrong:
 // after recovery, a blob no one names is garbage, and a blob someone names is
 // never removed — deleting a source whose forks still read its bytes keeps
@@ -26,8 +27,9 @@ class MemoryOwnership {
   // including every instance whose metadata cannot be read.
   Result<std::set<std::string>> Readers(const std::string& blob, const std::string& except) const;
   // May `metadata`'s instance write a Diff into its snapshot's blob? Only if
-  // it created the blob, its VMM was restored from that very file, and no
-  // other instance (nor a pager session of another) reads it.
+  // its snapshot is one blob (no layers) that it created, its VMM mapped
+  // that very file, and no other instance (nor a pager session of another)
+  // reads it.
   Result<bool> MayWriteInPlace(const InstanceMetadata& metadata) const;
   // Removes blobs that nothing references, keeping `also_live`.
   Status CollectGarbage(const std::set<std::string>& also_live) const;

@@ -96,14 +96,24 @@ Status PagerLink::StopIfStartedHere() {
   return Status::Ok();
 }
 
-Result<CreatedSession> PagerLink::OpenSession(const std::string& instance, const std::string& backing_path) {
+Result<CreatedSession> PagerLink::OpenSession(const std::string& instance, const std::vector<std::string>& layers) {
+  if (layers.empty() || layers.size() > kMaxPagerLayers) {
+    return Status::InvalidArgument("a pager session serves 1 to " + std::to_string(kMaxPagerLayers) + " layers, not " +
+                                   std::to_string(layers.size()));
+  }
   UFFD_RETURN_IF_ERROR(EnsureRunning());
   CreateSessionRequest request;
   request.session_id = instance;
   request.instance_id = instance;
-  request.backing_memory_path = backing_path;
-  // Forks of one snapshot share one cache key: the pager reads each page once.
-  request.cache_key = backing_path;
+  if (layers.size() == 1) {
+    request.backing_memory_path = layers.front();
+    // Forks of one snapshot share one cache key: the pager reads each page once.
+    request.cache_key = layers.front();
+  } else {
+    // The pager keys its cache by each layer itself, so forks over a shared
+    // lower layer share its pages.
+    request.backing_layers = layers;
+  }
   request.kill_client_on_failure = true;
   request.socket_uid = config_.vmm_uid;
   request.expected_uid = config_.vmm_uid;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "common/process_identity.h"
 #include "uffdpager/lifecycle.h"
@@ -21,12 +22,13 @@ class PagerLink {
   // (and records that this directory started it) if it does not answer.
   // kUnavailable when it cannot be started.
   Status EnsureRunning();
-  // A session serving `backing_path` to the instance's next VMM (session id =
-  // instance name; a live session of that id is replaced). The VMM is
+  // A session serving the memory of `layers` (paths, base first; one is a
+  // plain memory file) to the instance's next VMM (session id = instance
+  // name; a live session of that id is replaced). The VMM is
   // killed by the pager if a fault cannot be served, so it never hangs. With
   // the config's vmm_uid/vmm_gid the session socket is theirs and only a VMM
   // of vmm_uid is accepted (a jailed Firecracker).
-  Result<CreatedSession> OpenSession(const std::string& instance, const std::string& backing_path);
+  Result<CreatedSession> OpenSession(const std::string& instance, const std::vector<std::string>& layers);
   // Idempotent; a pager that is not running has no session to close.
   Status CloseSession(const std::string& session_id);
   // Empty when the session serves its VM; otherwise why the VM cannot be

@@ -5,9 +5,11 @@
 // session exists before PUT /snapshot/load, since the VMM connects to it
 // during the load. The flag is cleared in the same metadata write that
 // records the running VMM, so only a successful restore clears it; a failed
-// one closes the session and leaves the instance exactly as it was. Every
-// other restore maps the blob with Firecracker's File backend (MAP_PRIVATE:
-// the file is read, never written, by running the VM).
+// one closes the session and leaves the instance exactly as it was. A
+// snapshot whose memory is a chain of layers is always restored through a
+// pager session over the chain (`backing_layers`): no file mapping can stack
+// layers. Every other restore maps the blob with Firecracker's File backend
+// (MAP_PRIVATE: the file is read, never written, by running the VM).
 #include <spdlog/spdlog.h>
 
 #include "common/json_fields.h"
@@ -37,8 +39,8 @@ Status RestoreInstance(Context& c, InstanceMetadata m, const RestoreOptions& opt
                             "instances are restored");
   }
   if (!m.snapshot) return Status::Conflict("instance " + m.name + " has no snapshot to restore");
-  const bool uffd = m.one_shot_uffd;
-  const std::string blob_path = c.store.BlobPath(m.snapshot->memory_blob);
+  const bool uffd = m.RestoreNeedsPager();
+  const LayerChain& layers = m.snapshot->memory_layers;
   const std::string state_path = c.store.StateFilePath(m.name, m.snapshot->state_file);
 
   JournalEntry e{"restore", m.name, {{"uffd", uffd}}};
@@ -46,14 +48,16 @@ Status RestoreInstance(Context& c, InstanceMetadata m, const RestoreOptions& opt
   VmmRecord vmm;
   vmm.api_socket = c.store.ApiSocketPath(m.name);
   vmm.memory_source = uffd ? MemorySource::kUffd : MemorySource::kFile;
-  vmm.backing_blob = m.snapshot->memory_blob;
-  std::string backend_path = blob_path;
+  vmm.backing_layers = layers;
+  std::string backend_path = c.store.BlobPath(m.snapshot->top());
   if (uffd) {
-    c.Step("opening a pager session for " + m.name);
-    auto session = c.pager.OpenSession(m.name, blob_path);
+    c.Step("opening a pager session for " + m.name + " over " + std::to_string(layers.size()) + " layer" +
+           (layers.size() == 1 ? "" : "s"));
+    auto session = c.pager.OpenSession(m.name, c.store.BlobPaths(layers));
     if (!session.ok()) {
       (void)c.journal.Finish(m.name);
-      return session.status().WithContext("one-shot UFFD restore of " + m.name);
+      return session.status().WithContext((m.one_shot_uffd ? "one-shot UFFD restore of " : "layered restore of ") +
+                                          m.name);
     }
     vmm.pager_session = session->session_id;
     backend_path = session->uffd_socket_path;
@@ -90,8 +94,8 @@ Status RestoreInstance(Context& c, InstanceMetadata m, const RestoreOptions& opt
   m.needs_full_snapshot = false;  // the dirty log starts at this load
   if (Status st = c.store.Save(m); !st.ok()) return fail(st);
   CrashPoint("restore.after_commit");
-  spdlog::info("restored {} ({} backend over blob {})", m.name, uffd ? "one-shot Uffd" : "File",
-               m.snapshot->memory_blob);
+  spdlog::info("restored {} ({} backend over {} layer(s), top {})", m.name, uffd ? "Uffd" : "File", layers.size(),
+               m.snapshot->top());
   return c.journal.Finish(m.name);
 }
 

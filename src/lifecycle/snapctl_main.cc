@@ -30,8 +30,8 @@ constexpr uint64_t kMinPagerCacheBytes = 0;  // the pager's own bound: 0 keeps n
 constexpr uint64_t kMaxPagerCacheBytes = 1ULL << 50;
 
 void PrintStatuses(const std::vector<InstanceStatus>& statuses) {
-  std::cout << fmt::format("{:<24} {:<8} {:<16} {:>8} {:<20} {}\n", "NAME", "STATE", "MEMORY", "MiB", "FORKED_FROM",
-                           "REASON");
+  std::cout << fmt::format("{:<24} {:<8} {:<16} {:>6} {:<5} {:>8} {:<20} {}\n", "NAME", "STATE", "MEMORY", "LAYERS",
+                           "PAGER", "MiB", "FORKED_FROM", "REASON");
   for (const auto& s : statuses) {
     const auto& d = s.details;
     std::string memory = "-";
@@ -39,8 +39,10 @@ void PrintStatuses(const std::vector<InstanceStatus>& statuses) {
       memory = d["snapshot"].value("owns_memory", false) ? "owned" : "shared";
       if (d.value("one_shot_uffd", false)) memory += "+uffd";
     }
-    std::cout << fmt::format("{:<24} {:<8} {:<16} {:>8} {:<20} {}\n", s.name, InstanceStateName(s.state), memory,
-                             d.value("mem_size_mib", uint64_t{0}), d.value("forked_from", ""), s.reason);
+    std::cout << fmt::format("{:<24} {:<8} {:<16} {:>6} {:<5} {:>8} {:<20} {}\n", s.name, InstanceStateName(s.state),
+                             memory, d.value("chain_depth", uint64_t{0}),
+                             d.value("depends_on_pager", false) ? "yes" : "no", d.value("mem_size_mib", uint64_t{0}),
+                             d.value("forked_from", ""), s.reason);
   }
 }
 
@@ -61,6 +63,8 @@ std::string Summary(const InstanceStatus& s) {
     out += ", memory shared with " + d.value("forked_from", std::string("its source")) +
            " (its first restore goes through the pager)";
   }
+  uint64_t depth = d.value("chain_depth", uint64_t{0});
+  if (depth > 1) out += fmt::format(", memory in {} layers (restored through the pager)", depth);
   return out;
 }
 
@@ -198,7 +202,7 @@ struct InitFlags {
   DataDirConfig defaults;  // of a new one
   std::string backend, vmm_binary, pager_binary, pager_version_key;
   std::vector<std::string> vmm_args;
-  uint64_t pager_cache_bytes = 0, vmm_uid = 0, vmm_gid = 0;
+  uint64_t pager_cache_bytes = 0, vmm_uid = 0, vmm_gid = 0, max_layers = 0;
   bool no_vmm_args_set = false, no_pager_autostart_set = false, pager_autostart_set = false, no_vmm_uid_set = false;
   CLI::Option* backend_flag = nullptr;
   CLI::Option* vmm_binary_flag = nullptr;
@@ -212,6 +216,7 @@ struct InitFlags {
   CLI::Option* vmm_uid_flag = nullptr;
   CLI::Option* vmm_gid_flag = nullptr;
   CLI::Option* no_vmm_uid = nullptr;
+  CLI::Option* max_layers_flag = nullptr;
 
   InitFlags() {
     defaults.vmm_binary = UFFDPAGER_DEFAULT_VMM_BIN;
@@ -244,6 +249,7 @@ struct InitFlags {
     if (vmm_uid_flag->count() > 0) settings.vmm_uid = std::optional<uint32_t>(static_cast<uint32_t>(vmm_uid));
     if (vmm_gid_flag->count() > 0) settings.vmm_gid = std::optional<uint32_t>(static_cast<uint32_t>(vmm_gid));
     if (no_vmm_uid->count() > 0) settings.vmm_uid = settings.vmm_gid = std::optional<uint32_t>();
+    if (max_layers_flag->count() > 0) settings.max_layers = static_cast<uint32_t>(max_layers);
     return settings;
   }
 };
@@ -280,6 +286,12 @@ void DeclareInitFlags(CLI::App* init, InitFlags* f) {
       init->add_option("--vmm-gid", f->vmm_gid, "gid the (jailed) VMM runs as: pager session sockets are given to it")
           ->check(IntegerIn(0, kMaxId));
   f->no_vmm_uid = init->add_flag("--no-vmm-uid", f->no_vmm_uid_set, "forget --vmm-uid and --vmm-gid");
+  f->max_layers_flag =
+      init->add_option("--max-layers", f->max_layers,
+                       "longest chain of memory layers (uffd backend): a standby or a fork of a running instance "
+                       "writes only the changed pages as a new layer until then, and a merged memory file after "
+                       "(default 8; 1 never layers)")
+          ->check(IntegerIn(1, kMaxPagerLayers));
 }
 
 void PrintConfigured(const DataDirConfigured& configured, const GlobalFlags& flags) {

@@ -42,6 +42,25 @@ Status CopyRange(int in, int out, uint64_t offset, uint64_t len, const std::stri
   return Status::Ok();
 }
 
+// Copies the data extents of `in` (SEEK_DATA/SEEK_HOLE) below `size` to the
+// same offsets of `out`, leaving the rest of `out` as it is. Returns the
+// bytes copied.
+Result<uint64_t> CopyDataExtents(int in, int out, uint64_t size, const std::string& what) {
+  uint64_t copied = 0;
+  for (uint64_t at = 0; at < size;) {
+    off_t data = ::lseek(in, static_cast<off_t>(at), SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;  // only a hole is left
+    if (data < 0) return Status::FromErrno(errno, "SEEK_DATA in " + what);
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0) return Status::FromErrno(errno, "SEEK_HOLE in " + what);
+    uint64_t len = static_cast<uint64_t>(hole - data);
+    UFFD_RETURN_IF_ERROR(CopyRange(in, out, static_cast<uint64_t>(data), len, what));
+    copied += len;
+    at = static_cast<uint64_t>(hole);
+  }
+  return copied;
+}
+
 }  // namespace
 
 Result<CopyReport> CopyFileCheaply(const std::string& from, const std::string& to) {
@@ -62,19 +81,38 @@ Result<CopyReport> CopyFileCheaply(const std::string& from, const std::string& t
     // No reflink here (EOPNOTSUPP, EXDEV, EINVAL): copy the data extents;
     // the holes stay holes.
     if (::ftruncate(out.get(), st.st_size) < 0) return fail(Status::FromErrno(errno, "size " + to));
-    uint64_t size = static_cast<uint64_t>(st.st_size);
-    for (uint64_t at = 0; at < size;) {
-      off_t data = ::lseek(in.get(), static_cast<off_t>(at), SEEK_DATA);
-      if (data < 0 && errno == ENXIO) break;  // only a hole is left
-      if (data < 0) return fail(Status::FromErrno(errno, "SEEK_DATA in " + from));
-      off_t hole = ::lseek(in.get(), data, SEEK_HOLE);
-      if (hole < 0) return fail(Status::FromErrno(errno, "SEEK_HOLE in " + from));
-      uint64_t len = static_cast<uint64_t>(hole - data);
-      Status copied = CopyRange(in.get(), out.get(), static_cast<uint64_t>(data), len, from);
-      if (!copied.ok()) return fail(copied);
-      report.bytes_copied += len;
-      at = static_cast<uint64_t>(hole);
+    auto copied = CopyDataExtents(in.get(), out.get(), static_cast<uint64_t>(st.st_size), from);
+    if (!copied.ok()) return fail(copied.status());
+    report.bytes_copied = *copied;
+  }
+  if (::fsync(out.get()) < 0) return fail(Status::FromErrno(errno, "fsync " + to));
+  return report;
+}
+
+Result<CopyReport> MergeLayers(const std::vector<std::string>& layers, const std::string& to) {
+  if (layers.empty()) return Status::InvalidArgument("no layers to merge into " + to);
+  auto report = CopyFileCheaply(layers.front(), to);
+  if (!report.ok() || layers.size() == 1) return report;
+  auto fail = [&](Status st) {
+    ::unlink(to.c_str());
+    return st;
+  };
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!out) return fail(Status::FromErrno(errno, "open " + to));
+  struct stat base {};
+  if (::fstat(out.get(), &base) < 0) return fail(Status::FromErrno(errno, "stat " + to));
+  for (size_t i = 1; i < layers.size(); ++i) {
+    UniqueFd in(::open(layers[i].c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) return fail(Status::FromErrno(errno, "open " + layers[i]));
+    struct stat st {};
+    if (::fstat(in.get(), &st) < 0) return fail(Status::FromErrno(errno, "stat " + layers[i]));
+    if (st.st_size != base.st_size) {
+      return fail(Status::InvalidArgument("layer " + layers[i] + " has " + std::to_string(st.st_size) +
+                                          " bytes, its base " + layers.front() + " " + std::to_string(base.st_size)));
     }
+    auto copied = CopyDataExtents(in.get(), out.get(), static_cast<uint64_t>(st.st_size), layers[i]);
+    if (!copied.ok()) return fail(copied.status());
+    report->bytes_copied += *copied;
   }
   if (::fsync(out.get()) < 0) return fail(Status::FromErrno(errno, "fsync " + to));
   return report;

@@ -1,20 +1,28 @@
 // Standby: snapshot a live instance into memory it owns, then stop its VMM.
 //
-// Where the memory goes decides whether anyone else can be hurt:
-//  - In place (a Diff into the instance's own blob) only when it created
-//    that blob, its VMM maps exactly that file, and no other instance or
-//    pager session reads it (MemoryOwnership::MayWriteInPlace).
-//  - Otherwise into a new blob. A Diff holds only the pages dirtied since
-//    the load, so the new blob starts as a cheap copy (reflink, else sparse
-//    copy) of the bytes the VMM was restored from — for a UFFD-restored
-//    fork, its source's blob — and the Diff is merged into it. The source's
-//    blob is only read.
+// Where the memory goes decides whether anyone else can be hurt, and what
+// the standby costs:
+//  - In place (a Diff into the instance's own blob) only when its snapshot
+//    is that one blob, it created it, its VMM maps exactly that file, and no
+//    other instance or pager session reads it
+//    (MemoryOwnership::MayWriteInPlace).
+//  - Otherwise, with the uffd backend, a new layer: the Diff (only the pages
+//    dirtied since the chain the VMM's memory came from) goes into a new,
+//    empty blob, which stays sparse, and the snapshot's memory is that chain
+//    plus the new blob (MayAddLayer). Its cost is what the VM changed; no
+//    byte of the chain below is read or written. Such a snapshot is
+//    restored through the pager.
+//  - Where a layer may not be added (the file backend, or the chain is at
+//    the data directory's max_layers), a merged base: the new blob starts as
+//    the chain's bytes merged (a reflink or sparse copy of the base, the
+//    layers over it) and the Diff is merged into it; a chain of one again.
 //  - A Full snapshot (fresh boot, or the dirty log was reset by a Full
-//    snapshot taken for a fork) always goes into a new blob.
-// The commit is one metadata write naming the new state file and blob. Only
-// then is the VMM stopped and its pager session closed, so a crash before it
-// leaves a live VM and the previous snapshot untouched (except after an
-// interrupted in-place Diff, whose blob is then no longer trusted).
+//    snapshot taken for a fork) always goes into a new blob, a chain of one.
+// The commit is one metadata write naming the new state file and chain.
+// Only then is the VMM stopped and its pager session closed, so a crash
+// before it leaves a live VM and the previous snapshot untouched (except
+// after an interrupted in-place Diff, whose blob is then no longer trusted);
+// a new blob nobody names is collected.
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -25,6 +33,11 @@
 #include "lifecycle/snapshot_copy.h"
 
 namespace uffdpager::lifecycle {
+
+bool MayAddLayer(const Context& c, const InstanceMetadata& m) {
+  return c.config.backend == MemoryBackend::kUffd && !m.needs_full_snapshot && m.vmm &&
+         !m.vmm->backing_layers.empty() && m.vmm->backing_layers.size() < c.config.max_layers;
+}
 
 Status StandbyInstance(Context& c, InstanceMetadata m) {
   if ((m.state != InstanceState::kRunning && m.state != InstanceState::kPaused) || !m.vmm) {
@@ -38,13 +51,20 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
   auto in_place = m.needs_full_snapshot ? Result<bool>(false) : c.memory.MayWriteInPlace(m);
   if (!in_place.ok()) return in_place.status();
   const SnapshotKind kind = m.needs_full_snapshot ? SnapshotKind::kFull : SnapshotKind::kDiff;
-  const std::string blob = *in_place ? m.snapshot->memory_blob : c.store.NewBlobId();
+  const bool layered = !*in_place && MayAddLayer(c, m);
+  const std::string blob = *in_place ? m.snapshot->top() : c.store.NewBlobId();
+  LayerChain chain = {blob};
+  if (layered) {
+    chain = vmm.backing_layers;
+    chain.push_back(blob);
+  }
   const std::string state_file = InstanceStore::NewStateFileName();
   const bool was_running = m.state == InstanceState::kRunning;
 
   JournalEntry e{"standby",
                  m.name,
                  {{"in_place", *in_place},
+                  {"layered", layered},
                   {"blob", blob},
                   {"state_file", state_file},
                   {"was_running", was_running},
@@ -71,12 +91,14 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
     if (Status st = driver.Pause(); !st.ok()) return undo(st, false);
   }
   CrashPoint("standby.after_pause");
-  if (!*in_place && kind == SnapshotKind::kDiff) {
-    c.Step("copying the memory " + m.name + " was restored from");
-    auto copied = CopyFileCheaply(c.store.BlobPath(vmm.backing_blob), c.store.BlobPath(blob));
+  if (!*in_place && !layered && kind == SnapshotKind::kDiff) {
+    c.Step("merging the " + std::to_string(vmm.backing_layers.size()) + " layer(s) " + m.name +
+           " was restored from into a new memory file");
+    auto copied = MergeLayers(c.store.BlobPaths(vmm.backing_layers), c.store.BlobPath(blob));
     if (!copied.ok()) return undo(copied.status(), false);
-    spdlog::info("standby {}: new memory blob {} ({}, {} bytes copied) from {}", m.name, blob,
-                 copied->reflinked ? "reflink" : "sparse copy", copied->bytes_copied, vmm.backing_blob);
+    spdlog::info("standby {}: new memory blob {} ({}, {} bytes copied) from {} layer(s) topped by {}", m.name, blob,
+                 copied->reflinked ? "reflink" : "sparse copy", copied->bytes_copied, vmm.backing_layers.size(),
+                 vmm.backing_layers.back());
   }
   CrashPoint("standby.after_copy");
   c.Step(std::string("writing a ") + (kind == SnapshotKind::kDiff ? "Diff" : "Full") + " snapshot of " + m.name + " (" +
@@ -88,7 +110,7 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
   CrashPoint("standby.after_snapshot");
 
   const std::string old_state_file = m.snapshot ? m.snapshot->state_file : "";
-  m.snapshot = SnapshotRecord{state_file, blob, true};
+  m.snapshot = SnapshotRecord{state_file, chain, true};
   m.vmm.reset();
   m.state = InstanceState::kStandby;
   m.one_shot_uffd = false;
@@ -103,8 +125,9 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
   if (!old_state_file.empty() && old_state_file != state_file) {
     ::unlink(c.store.StateFilePath(m.name, old_state_file).c_str());
   }
-  spdlog::info("standby {}: {} snapshot into {} blob {}", m.name, kind == SnapshotKind::kDiff ? "Diff" : "Full",
-               *in_place ? "its own" : "new", blob);
+  spdlog::info("standby {}: {} snapshot into {} blob {} (a chain of {})", m.name,
+               kind == SnapshotKind::kDiff ? "Diff" : "Full",
+               *in_place ? "its own" : (layered ? "a new layer," : "new"), blob, chain.size());
   UFFD_RETURN_IF_ERROR(ended);
   return c.journal.Finish(m.name);
 }
