@@ -1,10 +1,12 @@
 // The whole chain, through snapctl, real tinyvmm guests and the real pager:
 // a source runs and writes its markers, goes to standby, is forked to
 // Running without copying memory (the pager serves the restore), is deleted
-// while the fork runs; the fork goes to standby (now owning its memory),
-// is restored from its own file, is forked while running, and both go
-// through standby and restore again before everything is deleted. Every
-// snapshot is checked exactly against the guest model.
+// while the fork runs; the fork goes to standby (a layer of what it changed
+// over the source's bytes, which stay), is restored through the pager over
+// that chain, is forked while running (one more layer, shared by both), and
+// both go through standby and restore again — each adding its own layer over
+// the shared ones — before everything is deleted. Every snapshot is checked
+// exactly against the guest model.
 #include <set>
 
 #include "lifecycle_fixture.h"
@@ -29,7 +31,7 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
   Ok({"fork", "src", "f1", "--state", "running"});
   EXPECT_EQ(Blobs(), std::set<std::string>{source_blob}) << "a uffd fork must not copy memory";
   json f1 = Metadata("f1");
-  EXPECT_EQ(f1["snapshot"]["memory_blob"], source_blob);
+  EXPECT_EQ(Chain("f1"), std::vector<std::string>{source_blob});
   EXPECT_EQ(f1["snapshot"]["owns_memory"], false);
   EXPECT_EQ(f1["one_shot_uffd"], false) << "cleared by the successful restore";
   EXPECT_EQ(f1["vmm"]["memory_source"], "uffd");
@@ -56,30 +58,42 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
   WaitForSteps("f1", s1.step + Steps(600));
   EXPECT_EQ(Show("f1").state, InstanceState::kRunning);
 
-  // Fork standby: it now owns its memory; the source's blob is untouched
-  // and, with no one naming it any more, removed.
+  // Fork standby: a layer of what it changed over the source's bytes, which
+  // are untouched and stay, named by the fork's chain.
   Ok({"standby", "f1"});
   json f1s = Metadata("f1");
-  EXPECT_NE(f1s["snapshot"]["memory_blob"], source_blob);
+  const std::vector<std::string> f1_chain = Chain("f1");
+  ASSERT_EQ(f1_chain.size(), 2u);
+  EXPECT_EQ(f1_chain[0], source_blob);
   EXPECT_EQ(f1s["snapshot"]["owns_memory"], true);
-  EXPECT_FALSE(fs::exists(BlobPath(source_blob)));
+  ASSERT_TRUE(fs::exists(BlobPath(source_blob)));
+  EXPECT_EQ(Digest(BlobPath(source_blob)), source_digest);
+  EXPECT_LT(AllocatedBytes(BlobPath(f1_chain[1])), (32u << 20) / 8) << "the layer holds only what f1 changed";
+  EXPECT_EQ(Show("f1").details["chain_depth"], 2);
+  EXPECT_EQ(Show("f1").details["depends_on_pager"], true);
   KeptSnapshot f1a = Keep("f1", "f1a");
   ExpectExact(s1, f1a);
   EXPECT_EQ(GenerationIn(f1a.mem), GenerationIn(s1.mem) + 1);
   auto closed = Pager().GetSession("f1");
   EXPECT_TRUE(!closed.ok() || closed->value("state", "") == "closed") << "the session ends with the standby";
 
-  // Fork restore: file-backed from its own memory from here on.
+  // Fork restore: a chain is served by the pager, over both layers.
   Ok({"restore", "f1"});
-  EXPECT_EQ(Metadata("f1")["vmm"]["memory_source"], "file");
+  EXPECT_EQ(Metadata("f1")["vmm"]["memory_source"], "uffd");
+  EXPECT_EQ(Metadata("f1")["vmm"]["backing_layers"], f1_chain);
   WaitForSteps("f1", f1a.step + Steps(300));
 
-  // A fork of the running fork: Full snapshot into memory the new fork owns.
+  // A fork of the running fork: a Diff layer of what f1 changed since its
+  // restore, shared by both; f1 now counts its changes from there.
   Ok({"fork", "f1", "f2", "--state", "running"});
   json f2 = Metadata("f2");
-  EXPECT_EQ(f2["snapshot"]["owns_memory"], true);
-  EXPECT_NE(f2["snapshot"]["memory_blob"], f1s["snapshot"]["memory_blob"]);
-  EXPECT_EQ(Metadata("f1")["needs_full_snapshot"], true) << "the Full snapshot reset f1's dirty log";
+  const std::vector<std::string> f2_chain = Chain("f2");
+  ASSERT_EQ(f2_chain.size(), 3u);
+  EXPECT_EQ(std::vector<std::string>(f2_chain.begin(), f2_chain.begin() + 2), f1_chain);
+  EXPECT_EQ(f2["snapshot"]["owns_memory"], false) << "the layer is f1's base too";
+  EXPECT_EQ(Metadata("f1")["needs_full_snapshot"], false) << "f1 is rebased onto the new layer";
+  EXPECT_EQ(Metadata("f1")["vmm"]["backing_layers"], f2_chain);
+  EXPECT_LT(AllocatedBytes(BlobPath(f2_chain[2])), (32u << 20) / 8);
   KeptSnapshot f2a = Keep("f2", "f2a");
   ExpectExact(f1a, f2a);
   EXPECT_EQ(Show("f1").state, InstanceState::kRunning) << "the source of a running fork is resumed";
@@ -91,8 +105,14 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
   WaitForSteps("f2", f2a.step + Steps(700));
   Ok({"standby", "f1"});
   Ok({"standby", "f2"});
+  // Each its own layer over the three they share.
+  ASSERT_EQ(Chain("f1").size(), 4u);
+  ASSERT_EQ(Chain("f2").size(), 4u);
+  EXPECT_EQ(std::vector<std::string>(Chain("f1").begin(), Chain("f1").begin() + 3), f2_chain);
+  EXPECT_EQ(std::vector<std::string>(Chain("f2").begin(), Chain("f2").begin() + 3), f2_chain);
+  EXPECT_NE(Chain("f1")[3], Chain("f2")[3]);
   KeptSnapshot f1b = Keep("f1", "f1b"), f2b = Keep("f2", "f2b");
-  ExpectExact(f1a, f1b);
+  ExpectExact(f2a, f1b);
   ExpectExact(f2a, f2b);
   EXPECT_NE(f1b.step, f2b.step);
   EXPECT_NE(Digest(f1b.mem), Digest(f2b.mem));
@@ -106,9 +126,13 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
   Ok({"standby", "f2"});
   ExpectExact(f1b, Keep("f1", "f1c"));
   ExpectExact(f2b, Keep("f2", "f2c"));
+  EXPECT_EQ(Chain("f1").size(), 5u);
   ExpectConsistentDataDir();
 
+  // Deleting one keeps every layer the other names.
   Ok({"delete", "f1"});
+  ExpectConsistentDataDir();
+  ExpectExact(f2b, Keep("f2", "f2d"));
   Ok({"delete", "f2"});
   EXPECT_TRUE(fs::is_empty(data_ + "/instances"));
   EXPECT_TRUE(Blobs().empty());
@@ -117,9 +141,11 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
 
 // Restoring the source (file-backed) and taking its standby again while an
 // unmaterialized fork names its blob never changes a byte of that blob: the
-// source's new snapshot goes into a new blob. The fork then restores through
+// source's new snapshot goes into a new blob — with --max-layers 1 a merged
+// copy, so the next standby goes in place. The fork then restores through
 // the pager from the original bytes, exactly.
 TEST_F(LifecycleChainTest, ResnapshottingTheSourceNeverTouchesItsForks) {
+  Ok({"init", "--max-layers", "1"});
   Ok({"create", "src", "--vcpus", "2", "--mem-mib", "32"});
   WaitForSteps("src", Steps(300));
   Ok({"standby", "src"});
@@ -136,6 +162,7 @@ TEST_F(LifecycleChainTest, ResnapshottingTheSourceNeverTouchesItsForks) {
   WaitForSteps("src", s1.step + Steps(400));
   Ok({"standby", "src"});
   EXPECT_NE(BlobOf("src"), blob) << "a blob forks read is never written";
+  EXPECT_EQ(Chain("src").size(), 1u) << "with --max-layers 1 a merged copy";
   EXPECT_EQ(Digest(BlobPath(blob)), digest);
   ExpectExact(s1, Keep("src", "s2"));
   // Once more, in place this time (src's new blob is its own alone).
@@ -171,12 +198,14 @@ TEST_F(LifecycleChainTest, FileBackendForksOwnACopy) {
   KeptSnapshot s1 = Keep("src", "s1");
   Ok({"fork", "src", "f1", "--state", "running"});
   json f1 = Metadata("f1");
-  EXPECT_NE(f1["snapshot"]["memory_blob"], BlobOf("src"));
+  ASSERT_EQ(Chain("f1").size(), 1u) << "the file backend never layers";
+  EXPECT_NE(BlobOf("f1"), BlobOf("src"));
   EXPECT_EQ(f1["snapshot"]["owns_memory"], true);
   EXPECT_EQ(f1["vmm"]["memory_source"], "file");
-  EXPECT_EQ(Digest(BlobPath(f1["snapshot"]["memory_blob"])), Digest(s1.mem));
+  EXPECT_EQ(Digest(BlobPath(BlobOf("f1"))), Digest(s1.mem));
   WaitForSteps("f1", s1.step + Steps(300));
   Ok({"standby", "f1"});
+  EXPECT_EQ(Chain("f1").size(), 1u);
   ExpectExact(s1, Keep("f1", "f1a"));
   ExpectConsistentDataDir();
 }

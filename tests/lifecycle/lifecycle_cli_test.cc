@@ -104,9 +104,17 @@ TEST_F(LifecycleCliTest, TheBackendAndPagerStayWhileForksDependOnThePager) {
   }
   json config = json::parse(std::ifstream(data_ + "/config.json"), nullptr, false);
   EXPECT_EQ(config["backend"], "uffd");
-  // Once restored and put to standby the fork owns its memory: free to switch.
   Ok({"restore", "f1"});
   EXPECT_EQ(Snap({"init", "--backend", "file"}).exit_code, cli::kExitConflict) << "f1's VM is the pager's";
+  // Its standby is a layer over src's bytes: a chain only the pager restores.
+  Ok({"standby", "f1"});
+  ToolRun layered = Snap({"init", "--backend", "file"});
+  EXPECT_EQ(layered.exit_code, cli::kExitConflict) << layered.err;
+  EXPECT_NE(layered.err.find("f1 depend(s) on the pager"), std::string::npos) << layered.err;
+  // Without layers the standby merges them into memory the fork owns: free
+  // to switch.
+  Ok({"init", "--max-layers", "1"});
+  Ok({"restore", "f1"});
   Ok({"standby", "f1"});
   ToolRun switched = Snap({"init", "--backend", "file"});
   EXPECT_EQ(switched.exit_code, 0) << switched.err;

@@ -46,6 +46,43 @@ class LifecycleCrashTest : public LifecycleTest {
     Ok({"standby", "src"});
     return Keep("src", "s1");
   }
+
+  // Forks src to Running once per crash point of a standby, crashes the
+  // fork's standby there, and checks the outcome; a committed standby leaves
+  // a chain of `depth`.
+  void StandbyOfAForkInterrupted(size_t depth) {
+    KeptSnapshot s1 = MakeSource();
+    const std::string source_digest = Digest(BlobPath(BlobOf("src")));
+    const std::vector<std::string> points = {"standby.after_pause", "standby.after_copy", "standby.after_snapshot",
+                                             "standby.after_commit"};
+    for (size_t i = 0; i < points.size(); ++i) {
+      SCOPED_TRACE(points[i]);
+      std::string name = "c" + std::to_string(i);
+      Ok({"fork", "src", name, "--state", "running"});
+      WaitForSteps(name, s1.step + Steps(150));
+      Crash({"standby", name}, points[i]);
+      if (points[i] == "standby.after_commit") {
+        EXPECT_EQ(Show(name).state, InstanceState::kStandby);
+        EXPECT_EQ(LiveVmms(name), 0) << "the VMM of a committed standby is stopped by recovery";
+        EXPECT_NE(SessionState(name), "serving");
+      } else {
+        // Undone: the VM is alive and running again, still on the pager.
+        InstanceStatus s = Show(name);
+        EXPECT_EQ(s.state, InstanceState::kRunning) << s.reason;
+        EXPECT_EQ(SessionState(name), "serving");
+        json g = Guest(name);
+        uint32_t before = g["vcpus"][0]["step"].get<uint32_t>();
+        WaitForSteps(name, before + Steps(50));
+        Ok({"standby", name});
+      }
+      // After an undone attempt the dirty log was cleared: a Full snapshot.
+      EXPECT_EQ(Chain(name).size(), points[i] == "standby.after_commit" ? depth : 1u);
+      EXPECT_EQ(Digest(BlobPath(BlobOf("src"))), source_digest) << "the source's bytes never change";
+      ExpectExact(s1, Keep(name, name));
+      Ok({"delete", name});
+    }
+    ExpectConsistentDataDir();
+  }
 };
 
 TEST_F(LifecycleCrashTest, ForkAndOneShotRestoreInterruptedAtEveryStep) {
@@ -82,36 +119,14 @@ TEST_F(LifecycleCrashTest, ForkAndOneShotRestoreInterruptedAtEveryStep) {
   ExpectConsistentDataDir();
 }
 
-TEST_F(LifecycleCrashTest, StandbyOfAUffdForkInterruptedAtEveryStep) {
-  KeptSnapshot s1 = MakeSource();
-  const std::string source_digest = Digest(BlobPath(BlobOf("src")));
-  const std::vector<std::string> points = {"standby.after_pause", "standby.after_copy", "standby.after_snapshot",
-                                           "standby.after_commit"};
-  for (size_t i = 0; i < points.size(); ++i) {
-    SCOPED_TRACE(points[i]);
-    std::string name = "c" + std::to_string(i);
-    Ok({"fork", "src", name, "--state", "running"});
-    WaitForSteps(name, s1.step + Steps(150));
-    Crash({"standby", name}, points[i]);
-    if (points[i] == "standby.after_commit") {
-      EXPECT_EQ(Show(name).state, InstanceState::kStandby);
-      EXPECT_EQ(LiveVmms(name), 0) << "the VMM of a committed standby is stopped by recovery";
-      EXPECT_NE(SessionState(name), "serving");
-    } else {
-      // Undone: the VM is alive and running again, still on the pager.
-      InstanceStatus s = Show(name);
-      EXPECT_EQ(s.state, InstanceState::kRunning) << s.reason;
-      EXPECT_EQ(SessionState(name), "serving");
-      json g = Guest(name);
-      uint32_t before = g["vcpus"][0]["step"].get<uint32_t>();
-      WaitForSteps(name, before + Steps(50));
-      Ok({"standby", name});
-    }
-    EXPECT_EQ(Digest(BlobPath(BlobOf("src"))), source_digest) << "the source's bytes never change";
-    ExpectExact(s1, Keep(name, name));
-    Ok({"delete", name});
-  }
-  ExpectConsistentDataDir();
+// The standby of a pager-restored fork writes a new layer over its source's
+// blob (with --max-layers 1, a merged copy of it): interrupted at any step,
+// it is undone or finished, and the source's bytes never change.
+TEST_F(LifecycleCrashTest, StandbyOfAUffdForkInterruptedAtEveryStep) { StandbyOfAForkInterrupted(2); }
+
+TEST_F(LifecycleCrashTest, MergingStandbyOfAUffdForkInterruptedAtEveryStep) {
+  Ok({"init", "--max-layers", "1"});
+  StandbyOfAForkInterrupted(1);
 }
 
 TEST_F(LifecycleCrashTest, InPlaceStandbyInterruptedIsNotTrusted) {
@@ -134,23 +149,51 @@ TEST_F(LifecycleCrashTest, InPlaceStandbyInterruptedIsNotTrusted) {
   ExpectConsistentDataDir();
 }
 
-TEST_F(LifecycleCrashTest, ForkOfARunningInstanceInterrupted) {
+// A fork of a running instance writes a Diff layer of what it changed and
+// rebases the source onto the fork's chain. Interrupted before the commit,
+// the fork is gone (its layer collected) and the source runs on, its next
+// standby a Full one (the Diff cleared its dirty log); interrupted after,
+// recovery finishes the rebase. Either way every snapshot stays exact.
+TEST_F(LifecycleCrashTest, ForkOfARunningInstanceInterruptedAtEveryStep) {
   KeptSnapshot s1 = MakeSource();
   Ok({"restore", "src"});
-  for (const std::string point : {"fork.after_pause_source", "fork.after_snapshot", "fork.before_commit"}) {
-    SCOPED_TRACE(point);
-    Crash({"fork", "src", "f", "--state", "standby"}, point);
-    EXPECT_FALSE(HasInstance("f"));
+  const std::vector<std::string> points = {"fork.after_pause_source", "fork.before_resume_source",
+                                           "fork.after_snapshot",     "fork.before_commit",
+                                           "fork.after_commit",       "fork.after_rebase_source"};
+  for (size_t i = 0; i < points.size(); ++i) {
+    SCOPED_TRACE(points[i]);
+    const std::string name = "f" + std::to_string(i);
+    const std::vector<std::string> base = Metadata("src")["vmm"]["backing_layers"].get<std::vector<std::string>>();
+    Crash({"fork", "src", name, "--state", "standby"}, points[i]);
     // The source, paused for the snapshot, runs again.
-    EXPECT_EQ(Show("src").state, InstanceState::kRunning);
+    EXPECT_EQ(Show("src").state, InstanceState::kRunning) << Show("src").reason;
+    json src = Metadata("src");
+    if (points[i] == "fork.after_commit" || points[i] == "fork.after_rebase_source") {
+      ASSERT_TRUE(HasInstance(name));
+      EXPECT_EQ(Chain(name).size(), base.size() + 1);
+      EXPECT_EQ(src["vmm"]["backing_layers"].get<std::vector<std::string>>(), Chain(name))
+          << "recovery finished the rebase";
+      EXPECT_EQ(src["needs_full_snapshot"], false);
+      ExpectExact(s1, Keep(name, name));
+    } else {
+      EXPECT_FALSE(HasInstance(name));
+      EXPECT_EQ(src["vmm"]["backing_layers"].get<std::vector<std::string>>(), base);
+      EXPECT_EQ(src["needs_full_snapshot"], true) << "the Diff read and cleared the dirty log";
+    }
     uint32_t before = Guest("src")["vcpus"][0]["step"].get<uint32_t>();
     WaitForSteps("src", before + Steps(50));
+    // The source's next snapshot is exact whichever way it went (a Full
+    // blob, or a layer over the fork's chain).
+    Ok({"standby", "src"});
+    ExpectExact(s1, Keep("src", "r" + std::to_string(i)));
+    Ok({"restore", "src"});
+    ExpectConsistentDataDir();
   }
-  Ok({"fork", "src", "f", "--state", "standby"});
-  KeptSnapshot f = Keep("f", "f");
-  ExpectExact(s1, f);
-  Ok({"standby", "src"});  // Full: the fork's snapshot reset its dirty log
-  ExpectExact(s1, Keep("src", "s2"));
+  // A committed fork restores and runs from its layers.
+  Ok({"restore", "f5"});
+  WaitForSteps("f5", s1.step + Steps(100));
+  Ok({"standby", "f5"});
+  ExpectExact(s1, Keep("f5", "f5b"));
   ExpectConsistentDataDir();
 }
 

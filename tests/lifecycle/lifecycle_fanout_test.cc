@@ -75,7 +75,8 @@ TEST_F(LifecycleFanOutTest, EightForksRestoreAtOnceThroughOnePager) {
   std::cout << "fan-out: pager read " << read << " bytes of a " << file_bytes << "-byte memory file; served " << served
             << " bytes to " << kForks << " forks\n";
 
-  // Each fork's memory, materialized at standby, is exactly its own guest.
+  // Each fork's memory at standby (its own layer over the shared source) is
+  // exactly its own guest.
   for (int i = 0; i < kForks; ++i) {
     if (i % 2 == 1) WaitForSteps(forks[i], s1.step + Steps(500));  // apart from their siblings
     Ok({"standby", forks[i]});
@@ -85,7 +86,7 @@ TEST_F(LifecycleFanOutTest, EightForksRestoreAtOnceThroughOnePager) {
     ExpectExact(s1, Keep(f, f));
     owned.insert(BlobOf(f));
   }
-  EXPECT_EQ(owned.size(), static_cast<size_t>(kForks)) << "each fork owns its own memory now";
+  EXPECT_EQ(owned.size(), static_cast<size_t>(kForks)) << "each fork owns its own top layer now";
   ExpectConsistentDataDir();
 }
 

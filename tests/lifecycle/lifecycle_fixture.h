@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -146,7 +147,24 @@ class LifecycleTest : public ::testing::Test {
     std::ifstream in(data_ + "/instances/" + name + "/instance.json");
     return json::parse(in, nullptr, false);
   }
-  std::string BlobOf(const std::string& name) { return Metadata(name)["snapshot"].value("memory_blob", ""); }
+  // The blob ids of the instance's snapshot memory, base first.
+  std::vector<std::string> Chain(const std::string& name) {
+    json m = Metadata(name);
+    if (!m.contains("snapshot")) return {};
+    return m["snapshot"]["memory_layers"].get<std::vector<std::string>>();
+  }
+  // The top layer of the instance's snapshot memory (its only blob when the
+  // chain is one).
+  std::string BlobOf(const std::string& name) {
+    auto chain = Chain(name);
+    return chain.empty() ? "" : chain.back();
+  }
+  // Bytes the file really occupies on disk (st_blocks), not its size.
+  uint64_t AllocatedBytes(const std::string& path) {
+    struct stat st {};
+    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  }
   std::string BlobPath(const std::string& blob) { return data_ + "/blobs/" + blob; }
   std::set<std::string> Blobs() {
     std::set<std::string> out;
@@ -167,13 +185,20 @@ class LifecycleTest : public ::testing::Test {
       json m = Metadata(n);
       ASSERT_TRUE(m.is_object()) << n << " has no readable metadata";
       if (m.contains("snapshot")) {
-        named.insert(m["snapshot"]["memory_blob"].get<std::string>());
-        EXPECT_TRUE(fs::exists(BlobPath(m["snapshot"]["memory_blob"].get<std::string>())));
+        auto chain = m["snapshot"]["memory_layers"].get<std::vector<std::string>>();
+        EXPECT_FALSE(chain.empty()) << n;
+        for (const auto& blob : chain) {
+          named.insert(blob);
+          EXPECT_TRUE(fs::exists(BlobPath(blob))) << n << " names a missing layer " << blob;
+        }
         EXPECT_TRUE(
             fs::exists(data_ + "/instances/" + n + "/snapshot/" + m["snapshot"]["state_file"].get<std::string>()));
       }
-      if (m.contains("vmm") && !m["vmm"].value("backing_blob", "").empty()) {
-        named.insert(m["vmm"]["backing_blob"].get<std::string>());
+      if (m.contains("vmm")) {
+        for (const auto& blob : m["vmm"]["backing_layers"].get<std::vector<std::string>>()) {
+          named.insert(blob);
+          EXPECT_TRUE(fs::exists(BlobPath(blob))) << n << "'s VMM names a missing layer " << blob;
+        }
       }
     }
     EXPECT_EQ(Blobs(), named) << "blobs on disk vs blobs named by metadata";
@@ -223,11 +248,36 @@ class LifecycleTest : public ::testing::Test {
     }
     fs::copy_file(data_ + "/instances/" + name + "/snapshot/" + m["snapshot"]["state_file"].get<std::string>(),
                   k.state);
-    fs::copy_file(BlobPath(m["snapshot"]["memory_blob"].get<std::string>()), k.mem);
+    FlattenChain(m["snapshot"]["memory_layers"].get<std::vector<std::string>>(), k.mem);
     auto s = vmm::ReadSnapshotStateFile(k.state);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     if (s.ok() && !s->vcpus.empty()) k.step = s->vcpus[0].progress.step;
     return k;
+  }
+
+  // Writes into `out` the memory a chain of layers holds, read the way the
+  // pager reads it: each page from the topmost layer whose data (SEEK_DATA)
+  // holds it, zeros where none does. The test's own reading, independent of
+  // the lifecycle's merge.
+  void FlattenChain(const std::vector<std::string>& chain, const std::string& out) {
+    ASSERT_FALSE(chain.empty());
+    const uint64_t size = fs::file_size(BlobPath(chain.front()));
+    std::string bytes(size, '\0');
+    for (const auto& blob : chain) {
+      ASSERT_EQ(fs::file_size(BlobPath(blob)), size) << "every layer has the base's size: " << blob;
+      int fd = ::open(BlobPath(blob).c_str(), O_RDONLY | O_CLOEXEC);
+      ASSERT_GE(fd, 0) << BlobPath(blob);
+      for (off_t at = 0; static_cast<uint64_t>(at) < size;) {
+        off_t data = ::lseek(fd, at, SEEK_DATA);
+        if (data < 0) break;  // ENXIO: only a hole is left
+        off_t hole = ::lseek(fd, data, SEEK_HOLE);
+        ASSERT_GT(hole, data);
+        ASSERT_EQ(::pread(fd, bytes.data() + data, static_cast<size_t>(hole - data), data), hole - data);
+        at = hole;
+      }
+      ::close(fd);
+    }
+    std::ofstream(out, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
 
   // `to` is exactly what the guest model computes from `from`: every vCPU's
