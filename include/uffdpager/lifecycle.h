@@ -163,11 +163,15 @@ class Lifecycle {
   // or refuses the machine configuration), nothing is left of it.
   Status Create(const std::string& name, const BootConfig& boot);
   // Snapshot a Running/Paused instance into memory it owns, stop its VMM.
+  // With the uffd backend that is a new layer of only the pages the VM
+  // changed over the chain its memory came from (DataDirConfig::max_layers).
   Status Standby(const std::string& name);
-  // Start a VMM from the instance's snapshot (Standby or Stopped).
+  // Start a VMM from the instance's snapshot (Standby or Stopped); a chain
+  // of layers is restored through the pager.
   Status Restore(const std::string& name, const RestoreOptions& options = {});
   // A new instance from `source`: from its standby snapshot without copying
-  // memory (uffd backend), or from a running source by snapshotting it.
+  // memory (uffd backend), or from a running source by snapshotting it (a
+  // Diff of what it changed, which the source then counts its changes from).
   // With kRunning the fork is then restored with `restore`; if that fails
   // the fork is removed again, so the command can simply be repeated.
   Status Fork(const std::string& source, const std::string& name, ForkTarget target,

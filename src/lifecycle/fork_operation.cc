@@ -11,18 +11,20 @@
 // filesystem has them).
 //
 // From a running source: the source is paused, its memory is written, and
-// it is resumed. With the uffd backend, while the source's dirty log counts
-// from the chain its memory came from and the chain has room
-// (MayAddLayer), that is a Diff into a new blob: only what the source
-// changed, never a page pulled through the pager. The fork's chain is the
-// source's plus the new layer, and once the fork is committed the source's
-// VMM is rebased onto that same chain (its dirty log, which the Diff read
-// and cleared, now counts from there), so its next standby adds a layer on
-// top. Otherwise a Full snapshot goes into a new blob the fork owns, safe
-// whatever the source's memory is. Either snapshot resets the source's
-// dirty log, so the source's next standby must be Full until the rebase is
-// recorded; that is recorded before the snapshot is taken, and a crash
-// between the commit and the rebase is finished by recovery.
+// it is resumed. While the source's dirty log counts from the chain its
+// memory came from (InstanceMetadata::HasDiffBase), that is a Diff — only
+// what the source changed, never a page pulled through the pager — into a
+// new blob: a new layer over that chain with the uffd backend while the
+// chain has room (MayAddLayer), else a merged copy of the chain (made
+// before the pause). The fork's chain is the source's plus the new layer,
+// or the merged blob alone, and once the fork is committed the source's VMM
+// is rebased onto that same chain (its dirty log, which the Diff read and
+// cleared, now counts from there), so its next standby goes on top. A
+// source without such a base (a fresh boot, or a log already reset) gets a
+// Full snapshot into a new blob the fork owns. Either snapshot resets the
+// source's dirty log, so the source's next standby must be Full until the
+// rebase is recorded; that is recorded before the snapshot is taken, and a
+// crash between the commit and the rebase is finished by recovery.
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -82,11 +84,16 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
   const std::string blob = c.store.NewBlobId();
   const std::string state_file = InstanceStore::NewStateFileName();
   const bool was_running = source.state == InstanceState::kRunning;
+  // A Diff whenever the source's dirty log counts from a known chain: into
+  // a new layer over it while there is room, else over a merged copy of it.
+  const bool diff = source.HasDiffBase();
   const bool layered = MayAddLayer(c, source);
   LayerChain chain = {blob};
   if (layered) {
     chain = source.vmm->backing_layers;
     chain.push_back(blob);
+  }
+  if (diff) {
     // What the source is rebased onto once the fork is committed.
     e.data["source_chain"] = chain;
     e.data["source_vmm"] = JournalProcess(source.vmm->process);
@@ -97,6 +104,14 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
   std::error_code ec;
   std::filesystem::create_directories(staging + "/snapshot", ec);
   if (ec) return Status::FromErrno(ec.value(), "create " + staging);
+  if (diff && !layered) {
+    // The chain's bytes never change: merged before the pause, so the
+    // source is paused only for the Diff.
+    c.Step("merging the " + std::to_string(source.vmm->backing_layers.size()) + " layer(s) under " + source.name);
+    auto merged = MergeLayers(c.store.BlobPaths(source.vmm->backing_layers), c.store.BlobPath(blob));
+    if (!merged.ok()) return merged.status();
+    CrashPoint("fork.after_merge");
+  }
   if (!source.needs_full_snapshot) {
     source.needs_full_snapshot = true;
     UFFD_RETURN_IF_ERROR(c.store.Save(source));
@@ -107,10 +122,9 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
     UFFD_RETURN_IF_ERROR(driver.Pause());
   }
   CrashPoint("fork.after_pause_source");
-  const SnapshotKind kind = layered ? SnapshotKind::kDiff : SnapshotKind::kFull;
-  c.Step(layered ? "writing a Diff snapshot of " + source.name + " over its " + std::to_string(chain.size() - 1) +
-                       " layer(s)"
-                 : "writing a Full snapshot of " + source.name + " (" + std::to_string(source.mem_size_mib) + " MiB)");
+  const SnapshotKind kind = diff ? SnapshotKind::kDiff : SnapshotKind::kFull;
+  c.Step(std::string(diff ? "writing a Diff snapshot of " : "writing a Full snapshot of ") + source.name + " (" +
+         std::to_string(source.mem_size_mib) + " MiB)");
   Status snap = driver.CreateSnapshot(kind, staging + "/snapshot/" + state_file, c.store.BlobPath(blob));
   if (snap.ok()) CrashPoint("fork.before_resume_source");
   if (was_running) c.Step("resuming " + source.name);
@@ -119,13 +133,13 @@ Status ForkFromRunning(Context& c, InstanceMetadata source, const std::string& n
   UFFD_RETURN_IF_ERROR(resumed);
   CrashPoint("fork.after_snapshot");
   InstanceMetadata f = NewFork(source, name, target);
-  // A layer is the source's too (its VMM is rebased onto it): only a Full
-  // blob is the fork's own.
-  f.snapshot = SnapshotRecord{state_file, chain, !layered};
+  // After a Diff the new blob is the source's base too (it is rebased onto
+  // it): only a Full blob is the fork's own.
+  f.snapshot = SnapshotRecord{state_file, chain, !diff};
   return c.store.SaveInto(staging, f);
 }
 
-// After a committed fork that wrote a layer of its running source: the
+// After a committed fork that wrote a Diff of its running source: the
 // source's VMM now counts its dirty log from the fork's chain. Only the VMM
 // that took the snapshot is rebased (the journal names it); any other (the
 // source was stopped, or restored anew) keeps what its metadata says.
@@ -133,7 +147,7 @@ Status RebaseSource(Context& c, const JournalEntry& e) {
   JsonFields data(e.data, "data");
   LayerChain chain;
   UFFD_RETURN_IF_ERROR(data.ReadOptional("source_chain", &chain));
-  if (chain.empty()) return Status::Ok();  // a Full snapshot: nothing to rebase
+  if (chain.empty()) return Status::Ok();  // a Full snapshot: nothing to rebase onto
   std::string source_name;
   UFFD_RETURN_IF_ERROR(data.Read("source", &source_name));
   auto vmm = JournaledProcess(e, "source_vmm");

@@ -75,6 +75,9 @@ struct InstanceMetadata {
 
   // The number of layers of the snapshot's memory (0: no snapshot).
   size_t ChainDepth() const { return snapshot ? snapshot->memory_layers.size() : 0; }
+  // A Diff of the live VMM is correct over the chain its memory came from:
+  // its dirty log counts every change since that chain.
+  bool HasDiffBase() const { return !needs_full_snapshot && vmm && !vmm->backing_layers.empty(); }
   // The live VMM's memory is served by a pager session.
   bool ServedByPager() const { return vmm && vmm->memory_source == MemorySource::kUffd; }
   // The next restore must go through the pager: a fork's first restore

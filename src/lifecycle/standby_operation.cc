@@ -35,8 +35,8 @@
 namespace uffdpager::lifecycle {
 
 bool MayAddLayer(const Context& c, const InstanceMetadata& m) {
-  return c.config.backend == MemoryBackend::kUffd && !m.needs_full_snapshot && m.vmm &&
-         !m.vmm->backing_layers.empty() && m.vmm->backing_layers.size() < c.config.max_layers;
+  return c.config.backend == MemoryBackend::kUffd && m.HasDiffBase() &&
+         m.vmm->backing_layers.size() < c.config.max_layers;
 }
 
 Status StandbyInstance(Context& c, InstanceMetadata m) {
