@@ -197,6 +197,32 @@ TEST_F(LifecycleCrashTest, ForkOfARunningInstanceInterruptedAtEveryStep) {
   ExpectConsistentDataDir();
 }
 
+// At the layer bound (here --max-layers 1) a fork of a running instance
+// writes its Diff over a merged copy of the source's chain, made before the
+// pause. Interrupted after the merge, the copy is collected; completed, the
+// fork and the rebased source both stay exact.
+TEST_F(LifecycleCrashTest, MergingForkOfARunningInstanceInterrupted) {
+  Ok({"init", "--max-layers", "1"});
+  KeptSnapshot s1 = MakeSource();
+  Ok({"restore", "src"});
+  const std::set<std::string> before = Blobs();
+  Crash({"fork", "src", "f", "--state", "standby"}, "fork.after_merge");
+  EXPECT_FALSE(HasInstance("f"));
+  EXPECT_EQ(Blobs(), before) << "the merged copy is collected";
+  EXPECT_EQ(Show("src").state, InstanceState::kRunning);
+  Ok({"fork", "src", "f", "--state", "standby"});
+  ASSERT_EQ(Chain("f").size(), 1u);
+  EXPECT_EQ(Metadata("src")["vmm"]["backing_layers"].get<std::vector<std::string>>(), Chain("f"));
+  EXPECT_EQ(Metadata("f")["snapshot"]["owns_memory"], false) << "the source is based on it too";
+  ExpectExact(s1, Keep("f", "f"));
+  WaitForSteps("src", Keep("f", "f0").step + Steps(100));
+  Ok({"standby", "src"});
+  EXPECT_EQ(Chain("src").size(), 1u);
+  EXPECT_NE(BlobOf("src"), BlobOf("f")) << "never written into the fork's blob";
+  ExpectExact(s1, Keep("src", "s2"));
+  ExpectConsistentDataDir();
+}
+
 TEST_F(LifecycleCrashTest, EagerForkInterruptedLeavesNoCopy) {
   Init("file");
   KeptSnapshot s1 = MakeSource();

@@ -54,7 +54,8 @@ namespace fs = std::filesystem;
 struct KeptSnapshot {
   std::string state;
   std::string mem;
-  uint32_t step = 0;  // vCPU 0's step in it
+  uint32_t step = 0;          // vCPU 0's step in it
+  uint64_t steps_of_all = 0;  // the steps of every vCPU, summed
 };
 
 class LifecycleTest : public ::testing::Test {
@@ -159,6 +160,21 @@ class LifecycleTest : public ::testing::Test {
     auto chain = Chain(name);
     return chain.empty() ? "" : chain.back();
   }
+  // A layer written between two snapshots holds no more pages than the
+  // guest could have touched in between: one walked page per step of each
+  // vCPU, plus the reserved pages (code, parameters, status, page tables,
+  // the generation the VMM writes at a load) and a little slack. A copy of
+  // the memory (or a layer of every page served) is far above that.
+  void ExpectLayerHoldsOnlyTouchedPages(const std::string& blob, const KeptSnapshot& from, const KeptSnapshot& to) {
+    const uint64_t steps = to.steps_of_all - from.steps_of_all;
+    const uint64_t bound = (steps + 2 * vmm::kReservedPages) * 4096;
+    const uint64_t allocated = AllocatedBytes(BlobPath(blob));
+    EXPECT_LE(allocated, bound) << "layer " << blob << " after " << steps << " guest steps";
+    EXPECT_LT(allocated, fs::file_size(BlobPath(blob))) << "a layer is sparse";
+    std::cout << "layer " << blob << ": " << allocated << " bytes allocated of " << fs::file_size(BlobPath(blob))
+              << " after " << steps << " guest steps\n";
+  }
+
   // Bytes the file really occupies on disk (st_blocks), not its size.
   uint64_t AllocatedBytes(const std::string& path) {
     struct stat st {};
@@ -252,6 +268,9 @@ class LifecycleTest : public ::testing::Test {
     auto s = vmm::ReadSnapshotStateFile(k.state);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     if (s.ok() && !s->vcpus.empty()) k.step = s->vcpus[0].progress.step;
+    if (s.ok()) {
+      for (const auto& v : s->vcpus) k.steps_of_all += v.progress.step;
+    }
     return k;
   }
 
