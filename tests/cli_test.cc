@@ -246,6 +246,24 @@ TEST_F(CliTest, SnapctlInitChangesOnlyTheSettingsGiven) {
   // --json after the command: the config as JSON.
   ToolRun shown = Run({SNAPCTL_BIN, "init", "--json"});
   EXPECT_EQ(json::parse(shown.out, nullptr, false), config) << shown.out;
+
+  // The layer bound: 8 unless given, 1 to the pager's 16.
+  EXPECT_EQ(config["max_layers"], 8);
+  ToolRun layers = Run({SNAPCTL_BIN, "init", "--max-layers", "3"});
+  EXPECT_EQ(layers.out, "reconfigured " + data() + ": max_layers\n") << layers.err;
+  EXPECT_EQ(ReadJson(data() + "/config.json")["max_layers"], 3);
+  for (const char* bad : {"0", "17"}) {
+    ToolRun refused = Run({SNAPCTL_BIN, "init", "--max-layers", bad});
+    EXPECT_EQ(refused.exit_code, cli::kExitUsage) << bad;
+    EXPECT_NE(refused.err.find("--max-layers"), std::string::npos) << refused.err;
+  }
+  EXPECT_EQ(ReadJson(data() + "/config.json")["max_layers"], 3);
+  json edited = ReadJson(data() + "/config.json");
+  edited["max_layers"] = 0;
+  std::ofstream(data() + "/config.json") << edited.dump();
+  ToolRun unreadable = Run({SNAPCTL_BIN, "list"});
+  EXPECT_EQ(unreadable.exit_code, cli::kExitNotInitialized);
+  EXPECT_NE(unreadable.err.find("max_layers"), std::string::npos) << unreadable.err;
 }
 
 // One data directory and one version key for every tool, from the
