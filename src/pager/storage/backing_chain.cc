@@ -9,16 +9,17 @@ namespace uffdpager {
 
 Result<std::shared_ptr<const BackingChain>> BackingChain::Create(std::vector<std::shared_ptr<BackingFile>> layers) {
   if (layers.size() > kMaxLayers) {
-    return Status::InvalidArgument(fmt::format("a chain of {} layers is deeper than the {} a session may have (layer "
-                                               "{}, {}, is one too many); merge it into a new base first",
-                                               layers.size(), kMaxLayers, kMaxLayers, layers[kMaxLayers]->path()));
+    return Status::InvalidArgument(
+        fmt::format("a chain of {} layers is deeper than the {} a session may have (layer "
+                    "{}, {}, is one too many); merge it into a new base first",
+                    layers.size(), kMaxLayers, kMaxLayers, layers[kMaxLayers]->path()));
   }
   for (size_t i = 1; i < layers.size(); ++i) {
     if (layers[i]->size() != layers[0]->size()) {
-      return Status::InvalidArgument(fmt::format("layer {} ({}) is {} bytes, but the base ({}) is {}: every layer of a "
-                                                 "chain is the whole memory",
-                                                 i, layers[i]->path(), layers[i]->size(), layers[0]->path(),
-                                                 layers[0]->size()));
+      return Status::InvalidArgument(
+          fmt::format("layer {} ({}) is {} bytes, but the base ({}) is {}: every layer of a "
+                      "chain is the whole memory",
+                      i, layers[i]->path(), layers[i]->size(), layers[0]->path(), layers[0]->size()));
     }
   }
   std::shared_ptr<BackingChain> chain(new BackingChain(std::move(layers)));
