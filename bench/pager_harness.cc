@@ -58,6 +58,13 @@ std::vector<PagerFlavor> RestoreFlavors(const std::vector<std::string>& only) {
   return all;
 }
 
+Result<PagerFlavor> DefaultFlavor() {
+  for (PagerFlavor& flavor : RestoreFlavors({"pager_default"})) {
+    if (flavor.name == "pager_default") return flavor;
+  }
+  return Status::NotFound("no pager_default flavor in this benchmark");
+}
+
 // Every page on demand: no record, no replay (the reference).
 PagerFlavor OnDemandFlavor() {
   return {"pager_on_demand", {"--no-prefetch", "--fault-around-max-pages", "0"}, "--no-prefetch"};
@@ -106,11 +113,16 @@ Result<std::unique_ptr<BenchPager>> BenchPager::Launch(const PagerSetup& setup, 
   return std::unique_ptr<BenchPager>(new BenchPager(std::move(*process), options.data_dir));
 }
 
-Result<std::string> BenchPager::CreateSession(const std::string& session_id, const std::string& snapshot) const {
+Result<std::string> BenchPager::CreateSession(const std::string& session_id, const std::string& snapshot,
+                                              const std::vector<std::string>& layers) const {
   CreateSessionRequest request;
   request.session_id = session_id;
   request.instance_id = session_id;
-  request.backing_memory_path = snapshot;
+  if (layers.empty()) {
+    request.backing_memory_path = snapshot;
+  } else {
+    request.backing_layers = layers;
+  }
   request.cache_key = kCacheKey;
   auto created = client().CreateSession(request);
   if (!created.ok()) return created.status();

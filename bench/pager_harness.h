@@ -36,6 +36,9 @@ std::vector<PagerFlavor> RestoreFlavors(const std::vector<std::string>& only = {
 // The on-demand flavor (no fault-around, no prefetch): the reference.
 PagerFlavor OnDemandFlavor();
 
+// What a user gets without flags (pager_default).
+Result<PagerFlavor> DefaultFlavor();
+
 // `uffd-pager --help` (bounded: the pager prints it and exits).
 Result<std::string> PagerHelpText(const std::string& binary);
 
@@ -76,8 +79,10 @@ class BenchPager {
   const std::string& data_dir() const { return data_dir_; }
 
   // POST /sessions for `snapshot` under a fixed cache key (so every restore
-  // of the snapshot shares the pager's cache).
-  Result<std::string> CreateSession(const std::string& session_id, const std::string& snapshot) const;
+  // of the snapshot shares the pager's cache); with `layers`, for that chain
+  // instead (base first), whose bytes are the snapshot's.
+  Result<std::string> CreateSession(const std::string& session_id, const std::string& snapshot,
+                                    const std::vector<std::string>& layers = {}) const;
 
   // What a VMM does on PUT /snapshot/load with the Uffd backend: lay out
   // `bytes` of guest memory in two regions (as Firecracker does once memory

@@ -53,6 +53,19 @@ void PrintRestore(const json& r) {
   }
 }
 
+void PrintLayers(const json& r) {
+  fmt::print("\n== Layers: a chain of {} ({}% of the pages per Diff layer) against one file of its bytes; {} ==\n",
+             r["chain_depth"].get<unsigned>(), r["layer_percent"].get<unsigned>(), WorkingSetLine(r));
+  fmt::print("{:<28} {:>10} {:>9} {:>8} {:>12} {:>9}\n", "variant", "median ms", "read MiB", "read/WS", "vs one file",
+             "cache MiB");
+  for (const json& v : r["variants"]) {
+    if (PrintIfSkipped(v)) continue;
+    fmt::print("{:<28} {:>10.1f} {:>9} {:>8} {:>12} {:>9}\n", v["name"].get<std::string>(), Num(v, "median_ms"),
+               ReadCell(v), RatioCell(v, "read_per_working_set"), RatioCell(v, "ratio_vs_one_file"),
+               CountCell(v, "median_cache_mib"));
+  }
+}
+
 void PrintCold(const json& c) {
   const json& device = c["readahead_device"];
   fmt::print(
@@ -148,6 +161,7 @@ void PrintTables(const json& results) {
   if (results.contains("concurrent")) PrintConcurrent(results["concurrent"]);
   if (results.contains("cold")) PrintCold(results["cold"]);
   if (results.contains("tinyvmm")) PrintTinyVmm(results["tinyvmm"]);
+  if (results.contains("layers")) PrintLayers(results["layers"]);
   for (const json& note : results.value("notes", json::array())) fmt::print("note: {}\n", note.get<std::string>());
   std::fflush(stdout);
 }

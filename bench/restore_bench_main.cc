@@ -34,7 +34,7 @@ using nlohmann::json;
 
 namespace {
 
-const std::set<std::string> kSections = {"restore", "latency", "completion", "concurrent", "cold", "tinyvmm"};
+const std::set<std::string> kSections = {"restore", "latency", "completion", "concurrent", "cold", "tinyvmm", "layers"};
 
 // The tinyvmm built next to this benchmark, when the build has the VMM.
 #ifdef RESTORE_BENCH_TINYVMM_BIN
@@ -308,6 +308,11 @@ int main(int argc, char** argv) {
       if (!r.ok()) return Fail(r.status(), "tinyvmm restores");
       results["tinyvmm"] = *r;
     }
+  }
+  if (wanted.count("layers")) {
+    auto r = RunLayeredRestore(config, realistic);
+    if (!r.ok()) return Fail(r.status(), "layered restores");
+    results["layers"] = *r;
   }
   results["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 

@@ -72,7 +72,7 @@ Result<RestoreSample> TimePagerRestore(const BenchConfig& config, const BenchPag
                                        const std::string& session_id, const WorkingSet& set) {
   RestoreSample sample;
   auto read_before = StorageReadBytes(pager.pid());
-  auto socket = pager.CreateSession(session_id, config.snapshot_path);
+  auto socket = pager.CreateSession(session_id, config.snapshot_path, config.snapshot_layers);
   if (!socket.ok()) return socket.status();
   std::unique_ptr<RestoredGuest> guest;
   {

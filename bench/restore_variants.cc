@@ -298,13 +298,6 @@ Result<ConcurrentRound> RestoreAtOnce(const BenchConfig& config, const BenchPage
   return round;
 }
 
-Result<PagerFlavor> DefaultFlavor() {
-  for (PagerFlavor& flavor : RestoreFlavors({"pager_default"})) {
-    if (flavor.name == "pager_default") return flavor;
-  }
-  return Status::NotFound("no pager_default flavor to restore a recorded snapshot with");
-}
-
 }  // namespace
 
 Result<json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& set) {

@@ -16,6 +16,9 @@ namespace uffdpager::bench {
 
 struct BenchConfig {
   std::string snapshot_path;
+  // Non-empty: pager restores serve this chain (base first) instead, whose
+  // bytes are snapshot_path's (what every sample is verified against).
+  std::vector<std::string> snapshot_layers;
   uint64_t memory_bytes = 0;
   unsigned runs = 5;
   unsigned vcpu_threads = 4;
@@ -44,5 +47,11 @@ Result<nlohmann::json> RunCompletionThroughput(const BenchConfig& config);
 // 4. `concurrent_vms` client processes restoring one snapshot through one
 // pager at once: total time, disk reads per working set, pager memory.
 Result<nlohmann::json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& set);
+
+// 5. A chain against one file of the same bytes (layered_restore.cc): the
+// snapshot with kChainDepth - 1 Diff layers on top, through the default
+// pager, with the files in the page cache (the pager's cache cold, then
+// warm) and with nothing cached (storage cold).
+Result<nlohmann::json> RunLayeredRestore(const BenchConfig& config, const WorkingSet& set);
 
 }  // namespace uffdpager::bench

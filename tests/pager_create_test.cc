@@ -117,6 +117,44 @@ nlohmann::json Body(const std::string& id, const std::string& path) {
   return {{"session_id", id}, {"instance_id", "vm-" + id}, {"backing_memory_path", path}};
 }
 
+nlohmann::json LayersBody(const std::string& id, const std::vector<std::string>& layers) {
+  return {{"session_id", id}, {"instance_id", "vm-" + id}, {"backing_layers", layers}};
+}
+
+TEST_F(PagerCreateTest, AChainThatCannotBeServedIsRefusedNamingItsLayerAndTheLiveSessionServesOn) {
+  StartPagerWithRoot();
+  StartVm("vm");
+  const std::string fifo = dir_ / "snaps/fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  const std::string small = dir_ / "snaps/small";
+  WriteTestSnapshot(small, kSnapshotBytes - 4096, 33);
+  WriteTestSnapshot(dir_ / "outside/mem", kSnapshotBytes, 34);
+
+  ExpectRefused(LayersBody("vm", {snap_, small}), 400,
+                "layer 1 (" + small + ") is " + std::to_string(kSnapshotBytes - 4096) + " bytes");
+  ExpectVmStillServed("vm");
+  ExpectRefused(LayersBody("vm", {snap_, snap_, dir_ / "snaps/missing"}), 400, "layer 2 of \"backing_layers\"");
+  ExpectVmStillServed("vm");
+  ExpectRefused(LayersBody("vm", {snap_, dir_ / "outside/mem"}), 403, "not beneath an allowed backing root");
+  ExpectVmStillServed("vm");
+  ExpectRefused(LayersBody("vm", std::vector<std::string>(17, snap_)), 400, "more than the 16 a session may have");
+  ExpectVmStillServed("vm");
+  ExpectRefused(LayersBody("vm", {snap_, "relative/layer"}), 400, "\"backing_layers[1]\" must be an absolute path");
+  ExpectVmStillServed("vm");
+  HttpResponse r = PostNamingFifo(LayersBody("vm", {snap_, fifo}), fifo);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find(fifo + " is not a regular file (it is a FIFO)"), std::string::npos) << r.body;
+  ExpectVmStillServed("vm");
+  nlohmann::json both = LayersBody("vm", {snap_});
+  both["backing_memory_path"] = snap_;
+  ExpectRefused(both, 400, "not more: a session serves one memory");
+  ExpectVmStillServed("vm");
+  nlohmann::json not_a_path = LayersBody("vm", {snap_});
+  not_a_path["backing_layers"].push_back(7);
+  ExpectRefused(not_a_path, 400, "backing_layers");
+  ExpectVmStillServed("vm");
+}
+
 TEST_F(PagerCreateTest, ARefusedCreateLeavesTheLiveSessionOfThatIdServing) {
   StartPagerWithRoot();
   StartVm("vm");

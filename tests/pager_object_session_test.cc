@@ -170,7 +170,8 @@ TEST_F(PagerObjectSessionTest, PathAndUrlTogetherOrNeitherAreRefused) {
   auto both = pager_->client().CreateSession(req);
   ASSERT_FALSE(both.ok());
   EXPECT_NE(both.status().message().find("HTTP 400"), std::string::npos) << both.status().ToString();
-  EXPECT_NE(both.status().message().find("not both"), std::string::npos) << both.status().ToString();
+  EXPECT_NE(both.status().message().find("not more: a session serves one memory"), std::string::npos)
+      << both.status().ToString();
   req.backing_memory_path.clear();
   req.backing_memory_url.clear();
   auto neither = pager_->client().CreateSession(req);

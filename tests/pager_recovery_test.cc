@@ -14,6 +14,7 @@
 #include "support/child_vmm.h"
 #include "support/fd_store_supervisor.h"
 #include "support/pager_fixture.h"
+#include "support/test_layers.h"
 #include "support/vcpu_walkers.h"
 
 namespace uffdpager::testing::recovery_test {
@@ -206,6 +207,66 @@ TEST_F(PagerUnderSupervisorTest, ABackingFileReplacedDuringTheCrashIsNeverServed
   EXPECT_EQ((*stats)["failed_sessions"], 1);
   EXPECT_TRUE(client_->CloseSession("s").ok());
   EXPECT_TRUE(std::filesystem::is_empty(root() + "/live"));
+}
+
+TEST_F(PagerUnderSupervisorTest, AChainSessionIsServedOnAfterACrashUnlessALayerWasReplaced) {
+  if (!FileSystemReportsHoles(dir_.path())) GTEST_SKIP() << dir_.path() << " does not report holes (SEEK_DATA)";
+  StartSupervised();
+  constexpr uint64_t kBytes = 12 * kMiB;
+  const std::string base = MakeSnapshot("base", kBytes, 51);
+  std::vector<uint8_t> image = ReadFileBytes(base);
+  std::vector<uint64_t> lower, upper;
+  for (uint64_t off = 0; off < kBytes; off += 4096) {
+    if (off % (5 * 4096) == 0) lower.push_back(off);
+    if (off % (7 * 4096) == 0) upper.push_back(off);
+  }
+  const std::vector<std::string> layers = {base, dir_ / "diff-1", dir_ / "diff-2"};
+  ASSERT_TRUE(WriteTestLayer(layers[1], kBytes, lower, 52, &image));
+  ASSERT_TRUE(WriteTestLayer(layers[2], kBytes, upper, 53, &image));
+  const std::string expected = dir_ / "expected";
+  std::ofstream(expected, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
+  auto serve = [&](const std::string& id) -> std::unique_ptr<VmmStandIn> {
+    CreateSessionRequest req;
+    req.session_id = id;
+    req.instance_id = "vm-" + id;
+    req.backing_layers = layers;
+    auto created = client_->CreateSession(req);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    if (!created.ok()) return nullptr;
+    auto vm = VmmStandIn::Restore(created->uffd_socket_path, kRegions);
+    EXPECT_TRUE(vm.ok()) << vm.status().ToString();
+    return vm.ok() ? std::move(*vm) : nullptr;
+  };
+  auto vm = serve("c");
+  ASSERT_NE(vm, nullptr);
+  for (uint64_t off = 0; off < kBytes / 2; off += 4096)
+    (void)*reinterpret_cast<volatile const uint8_t*>(vm->memory.AtFileOffset(off));
+  ASSERT_TRUE(WaitFor([&] { return StoredWithSuffix(".uffd") == 1 && StoredWithSuffix(".listen") == 0; },
+                      std::chrono::seconds(10)));
+  ASSERT_NE(RecordText("c").find("diff-2"), std::string::npos) << "the record names the chain: " << RecordText("c");
+
+  ASSERT_TRUE(supervisor_->KillAndRestart(SIGKILL).ok());
+  ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
+  auto s = SessionOf("c");
+  EXPECT_EQ(s["state"], "serving") << s.dump();
+  EXPECT_EQ(s["backing_layers"], nlohmann::json(layers));
+  TouchAllPages(vm->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile(vm->memory, expected));
+
+  // A layer replaced (another inode at its path) while the pager was down:
+  // serving it would give the VM other bytes.
+  std::vector<uint8_t> scratch(kBytes);
+  ASSERT_TRUE(WriteTestLayer(dir_ / "other", kBytes, upper, 54, &scratch));
+  auto vm2 = serve("d");
+  ASSERT_NE(vm2, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return StoredWithSuffix(".uffd") == 2; }, std::chrono::seconds(10)));
+  ASSERT_EQ(::rename((dir_ / "other").c_str(), layers[2].c_str()), 0);
+  ASSERT_TRUE(supervisor_->KillAndRestart(SIGKILL).ok());
+  ASSERT_TRUE(supervisor_->WaitReady(std::chrono::seconds(20))) << supervisor_->Log();
+  s = SessionOf("d");
+  EXPECT_EQ(s["state"], "failed") << s.dump();
+  EXPECT_NE(s.value("reason", "").find("is not the chain the session began with"), std::string::npos) << s.dump();
+  EXPECT_EQ(SessionOf("c")["state"], "failed") << "c reads the replaced layer too";
 }
 
 TEST_F(PagerRecoveryTest, WithoutAnFdStoreARestartReportsWhatItLostAndKeepsWaitingSessions) {

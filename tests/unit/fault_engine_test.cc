@@ -296,18 +296,16 @@ class FaultEngineTest : public ::testing::Test {
 
   // An engine as a session makes one, woken through the fixture's eventfd.
   std::unique_ptr<FaultEngine> MakeEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing,
-                                          PageCache* cache, uint64_t name_space, CounterSink sink,
+                                          PageCache* cache, const CacheKey& key, CounterSink sink,
                                           FaultEngineOptions options = {}) {
     if (!wake_fd_) wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    auto engine = FaultEngine::Create(uffd, std::move(layout), std::move(backing), cache, name_space, sink, options,
-                                      wake_fd_.get());
+    auto engine = FaultEngine::Create(uffd, std::move(layout), BackingChain::Single(std::move(backing)), cache, key,
+                                      sink, options, wake_fd_.get());
     EXPECT_TRUE(engine.ok()) << engine.status().ToString();
     return engine.ok() ? std::move(*engine) : nullptr;
   }
 
-  static uint64_t Namespace(PageCache& cache, const BackingFile& backing) {
-    return cache.InternNamespace(CacheKey("test-key", backing.identity().ToString()));
-  }
+  static CacheKey TestKey(const BackingFile& backing) { return CacheKey("test-key", backing.identity().ToString()); }
 
   UniqueFd wake_fd_;
   std::unique_ptr<testing::HugePageReservation> huge_pages_;  // outlives the memory
@@ -328,8 +326,8 @@ TEST_F(FaultEngineTest, DemandFaultsInstallExactlyTheFileBytesInTwoRegions) {
   ASSERT_NE(backing, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  auto engine_owner = MakeEngine(&vm->uffd, Layout(mappings, file.size()), backing, &cache, Namespace(cache, *backing),
-                                 counters.sink());
+  auto engine_owner =
+      MakeEngine(&vm->uffd, Layout(mappings, file.size()), backing, &cache, TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -367,7 +365,7 @@ TEST_F(FaultEngineTest, HolesOfASparseFileComeBackAsZerosWithoutAnyRead) {
   PageCache cache(64 << 20);
   Counters counters;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink());
+                                 TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -397,7 +395,7 @@ TEST_F(FaultEngineTest, APageRemovedByMadviseReadsAsZerosNeverAsSnapshotBytesAga
   PageCache cache(64 << 20);
   Counters counters;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink());
+                                 TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -438,7 +436,7 @@ TEST_F(FaultEngineTest, ADuplicateFaultOnAnInstalledPageIsAnsweredWithAWakeNotAS
   PageCache cache(64 << 20);
   Counters counters;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink());
+                                 TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -475,8 +473,8 @@ TEST_F(FaultEngineTest, AFaultOutsideEveryRegionIsReportedAndOthersAreStillServe
   ASSERT_NE(backing, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  auto engine_owner = MakeEngine(&vm->uffd, Layout(mappings, file.size()), backing, &cache, Namespace(cache, *backing),
-                                 counters.sink());
+  auto engine_owner =
+      MakeEngine(&vm->uffd, Layout(mappings, file.size()), backing, &cache, TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -517,7 +515,7 @@ TEST_F(FaultEngineTest, CompletionInstallsEveryMissingPageAndTheMemoryReadsTheFi
   PageCache cache(64 << 20);
   Counters counters;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink());
+                                 TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -586,7 +584,7 @@ TEST_F(FaultEngineTest, CompletionCountsAPageInstalledBehindItsBackAsPresent) {
   PageCache cache(64 << 20);
   Counters counters;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink());
+                                 TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
   std::vector<uint8_t> marker(kPage, 0xAB);
@@ -622,7 +620,7 @@ TEST_F(FaultEngineTest, FaultAroundInstallsTheFollowingPagesOfAForwardWalkInOneR
   FaultEngineOptions options;
   options.fault_around_max_pages = 8;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink(), options);
+                                 TestKey(*backing), counters.sink(), options);
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -654,7 +652,7 @@ TEST_F(FaultEngineTest, FaultAroundAddsNothingToRandomAccess) {
   FaultEngineOptions options;
   options.fault_around_max_pages = 8;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink(), options);
+                                 TestKey(*backing), counters.sink(), options);
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -678,8 +676,8 @@ TEST_F(FaultEngineTest, APrefetchPlanInstallsItsPagesWithoutFaults) {
   ASSERT_NE(backing, nullptr);
   PageCache cache(64 << 20);
   Counters counters;
-  auto engine_owner = MakeEngine(&vm->uffd, Layout(mappings, file.size()), backing, &cache, Namespace(cache, *backing),
-                                 counters.sink());
+  auto engine_owner =
+      MakeEngine(&vm->uffd, Layout(mappings, file.size()), backing, &cache, TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 
@@ -727,7 +725,7 @@ TEST_F(FaultEngineTest, ASecondSessionOfTheSameFileIsServedFromTheCache) {
     TestVm* vm = NewVm({16});
     ASSERT_NE(vm, nullptr);
     auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                   Namespace(cache, *backing), CounterSink(session, &global));
+                                   TestKey(*backing), CounterSink(session, &global));
     ASSERT_NE(engine_owner, nullptr);
     FaultEngine& engine = *engine_owner;
     std::vector<const uint8_t*> addrs;
@@ -778,7 +776,7 @@ void FaultEngineTest::ServeTwoHugePages(long spare) {
   PageCache cache(64 << 20);
   Counters counters;
   auto engine_owner = MakeEngine(&vm->uffd, Layout(vm->memory.Mappings(), file.size()), backing, &cache,
-                                 Namespace(cache, *backing), counters.sink());
+                                 TestKey(*backing), counters.sink());
   ASSERT_NE(engine_owner, nullptr);
   FaultEngine& engine = *engine_owner;
 

@@ -52,8 +52,9 @@ struct TestLoader {
   UniqueFd wake{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
   std::unique_ptr<PageLoader> loader;
 
-  TestLoader(std::shared_ptr<BackingFile> backing, PageCache* cache, uint64_t name_space) {
-    auto made = PageLoader::Create(std::move(backing), cache, name_space,
+  TestLoader(std::shared_ptr<BackingFile> backing, PageCache* cache) {
+    const CacheKey key("test-key", backing->IdentityText());
+    auto made = PageLoader::Create(BackingChain::Single(std::move(backing)), cache, key,
                                    CounterSink(&session, &pager, nullptr, &latencies), wake.get());
     EXPECT_TRUE(made.ok()) << made.status().ToString();
     if (made.ok()) loader = std::move(*made);
@@ -131,7 +132,7 @@ TEST_F(PageLoaderTest, MissesAreReadOneRangeAtATimeAndHitsComeFromMemory) {
   PageCache cache(1 << 20, 4);
   Cache(cache, 10);
   Cache(cache, 11);
-  TestLoader t(backing_, &cache, 1);
+  TestLoader t(backing_, &cache);
   LoadedRun run = t.Load(Run(0, 64));
   ASSERT_TRUE(run.status.ok()) << run.status.ToString();
   EXPECT_TRUE(RunHoldsFile(file_, 0, run, 64));
@@ -151,7 +152,7 @@ TEST_F(PageLoaderTest, MissesAreReadOneRangeAtATimeAndHitsComeFromMemory) {
 TEST_F(PageLoaderTest, AOnePageRunTheCacheHasIsItsPageWithoutACopy) {
   PageCache cache(1 << 20, 4);
   Cache(cache, 7);
-  TestLoader t(backing_, &cache, 1);
+  TestLoader t(backing_, &cache);
   LoadedRun run = t.Load(Run(7, 1));
   EXPECT_TRUE(RunHoldsFile(file_, 7, run, 1));
   EXPECT_EQ(t.reads(), 0u);
@@ -162,7 +163,7 @@ TEST_F(PageLoaderTest, AOnePageRunTheCacheHasIsItsPageWithoutACopy) {
 
 TEST_F(PageLoaderTest, WithZeroPagesCopiedZerosAreKeptAndFlaggedAsData) {
   PageCache cache(1 << 20, 4, ZeroPageMode::kCopy);
-  TestLoader t(backing_, &cache, 1);
+  TestLoader t(backing_, &cache);
   for (int pass = 0; pass < 2; ++pass) {  // read, then from memory
     LoadedRun run = t.Load(Run(0, 64));
     ASSERT_EQ(run.valid_pages, 64u);
@@ -180,7 +181,7 @@ TEST_F(PageLoaderTest, WithZeroPagesCopiedZerosAreKeptAndFlaggedAsData) {
 TEST_F(PageLoaderTest, CompletionRunsUseTheCacheButDoNotFillIt) {
   PageCache cache(1 << 20, 4);
   Cache(cache, 5);
-  TestLoader t(backing_, &cache, 1);
+  TestLoader t(backing_, &cache);
   LoadedRun run = t.Load(Run(0, 32, LoadPurpose::kCompletion));
   EXPECT_TRUE(RunHoldsFile(file_, 0, run, 32));
   EXPECT_EQ(t.Get(t.session.cache_hits), 1u);
@@ -193,7 +194,7 @@ TEST_F(PageLoaderTest, BackgroundRunsCountAgainstTheBoundUntilReleasedEvenWhenTh
   // plan, staging thousands of runs before installing any.
   PageCache cache(1 << 20, 4);
   for (uint64_t p = 0; p < 64; ++p) Cache(cache, p);
-  TestLoader t(backing_, &cache, 1);
+  TestLoader t(backing_, &cache);
   std::vector<uint64_t> ids;
   while (t.loader->CanStart(LoadPurpose::kPrefetch, kPage) && ids.size() < 64) {
     ids.push_back(t.loader->Start(Run(ids.size(), 1, LoadPurpose::kPrefetch)));
@@ -212,7 +213,7 @@ TEST_F(PageLoaderTest, AFailedReadKeepsTheValidPrefixAndGivesUpItsClaims) {
   // file is cut at page 20 after it was opened: the second read fails.
   Cache(cache, 8);
   ASSERT_EQ(::truncate(file_.path.c_str(), 20 * kPage), 0);
-  TestLoader t(backing_, &cache, 1);
+  TestLoader t(backing_, &cache);
   LoadedRun run = t.Load(Run(0, 32));
   EXPECT_FALSE(run.status.ok());
   EXPECT_NE(run.status.message().find("truncated"), std::string::npos) << run.status.ToString();
@@ -238,7 +239,7 @@ TEST_F(PageLoaderTest, ConcurrentRunsOfManyLoadersReadEachPageOnce) {
   // Four sessions' runs overlapping on pages [0, 94) in different places...
   for (uint64_t t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      TestLoader loader(backing_, &cache, 1);
+      TestLoader loader(backing_, &cache);
       uint64_t first = t * 10;
       LoadedRun run = loader.Load(Run(first, 64));
       if (!run.status.ok() || !RunHoldsFile(file_, first, run, 64)) wrong++;

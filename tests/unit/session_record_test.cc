@@ -66,6 +66,25 @@ TEST(SessionRecordTest, AnObjectSessionKeepsItsUrlAndPinnedEtag) {
   EXPECT_NE(unpinned.status().message().find("backing_etag"), std::string::npos);
 }
 
+TEST(SessionRecordTest, AChainSessionKeepsItsLayersInOrder) {
+  SessionCheckpoint in = FullRecord();
+  in.spec.backing_path.clear();
+  in.spec.backing_layers = {"/snapshots/base.mem", "/snapshots/diff-1.mem", "/snapshots/diff-2.mem"};
+  auto out = ParseSessionRecord(nlohmann::json::parse(SessionRecordJson(in).dump()));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->spec.backing_layers, in.spec.backing_layers);
+  EXPECT_TRUE(out->spec.backing_path.empty());
+  // A record's layers obey the rules of a create: none relative, no
+  // control character, the field named.
+  for (const std::string& bad : {std::string("relative/diff.mem"), std::string("/snapshots/diff\n[info] forged")}) {
+    nlohmann::json j = SessionRecordJson(in);
+    j["backing_layers"][1] = bad;
+    auto refused = ParseSessionRecord(j);
+    ASSERT_FALSE(refused.ok()) << bad << " was accepted";
+    EXPECT_NE(refused.status().message().find("backing_layers[1]"), std::string::npos) << refused.status().ToString();
+  }
+}
+
 TEST(SessionRecordTest, OptionalSecurityFieldsStayUnset) {
   SessionCheckpoint in = FullRecord();
   in.spec.socket_ownership = {};

@@ -23,7 +23,7 @@ Result<std::shared_ptr<Session>> SessionContinuity::ResumeChecked(DetachedSessio
   auto backing = OpenSessionBacking(env, &spec);
   if (!backing.ok()) return backing.status().WithContext("reopen the backing memory");
   if ((*backing)->IdentityText() != checkpoint.backing_identity) {
-    const char* kind = spec.backing_url.empty() ? "file" : "object";
+    const char* kind = !spec.backing_layers.empty() ? "chain" : spec.backing_url.empty() ? "file" : "object";
     return Status::Conflict(
         fmt::format("the backing {} {} is not the {} the session began with (identity {} then, {} now); serving it "
                     "would give the VM other bytes",

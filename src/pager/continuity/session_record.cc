@@ -23,6 +23,7 @@ Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
   // Records of older pagers have no URL: a file session.
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_url", &r.spec.backing_url));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_etag", &r.spec.backing_etag));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_layers", &r.spec.backing_layers));
   if (!r.spec.backing_url.empty() && r.spec.backing_etag.empty()) {
     return Status::InvalidArgument("a session with \"backing_memory_url\" has no \"backing_etag\"");
   }
@@ -105,6 +106,7 @@ nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
     j["backing_memory_url"] = c.spec.backing_url;
     j["backing_etag"] = c.spec.backing_etag;
   }
+  if (!c.spec.backing_layers.empty()) j["backing_layers"] = c.spec.backing_layers;
   if (c.spec.socket_ownership.uid) j["socket_uid"] = *c.spec.socket_ownership.uid;
   if (c.spec.socket_ownership.gid) j["socket_gid"] = *c.spec.socket_ownership.gid;
   if (c.spec.expected_peer.uid) j["expected_uid"] = *c.spec.expected_peer.uid;

@@ -81,9 +81,10 @@ Status ReadSessionSpec(const Json& body, SessionSpec* spec) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("instance_id", &spec->instance_id));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_path", &spec->backing_path));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_memory_url", &spec->backing_url));
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_layers", &spec->backing_layers));
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("cache_key", &spec->cache_key));
   if (spec->instance_id.empty()) return Status::InvalidArgument("\"instance_id\" is required");
-  // Which memory, exactly one of path and URL: CheckSessionSpec.
+  // Which memory, exactly one of path, URL and layers: CheckSessionSpec.
   if (spec->id.empty()) spec->id = spec->instance_id;
   if (spec->cache_key.empty()) spec->cache_key = spec->BackingName();
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("kill_client_on_failure", &spec->kill_client_on_failure));

@@ -18,24 +18,18 @@ namespace uffdpager {
 using Clock = std::chrono::steady_clock;
 
 Result<std::unique_ptr<FaultEngine>> FaultEngine::Create(Userfaultfd* uffd, MemoryLayout layout,
-                                                         std::shared_ptr<BackingFile> backing, PageCache* cache,
-                                                         uint64_t cache_namespace, CounterSink counters,
+                                                         std::shared_ptr<const BackingChain> backing, PageCache* cache,
+                                                         const CacheKey& chain_key, CounterSink counters,
                                                          FaultEngineOptions options, int wake_fd) {
-  std::unique_ptr<FaultEngine> engine(new FaultEngine(uffd, std::move(layout), backing, counters, options));
-  auto loader = PageLoader::Create(std::move(backing), cache, cache_namespace, counters, wake_fd);
+  std::unique_ptr<FaultEngine> engine(new FaultEngine(uffd, std::move(layout), counters, options));
+  auto loader = PageLoader::Create(std::move(backing), cache, chain_key, counters, wake_fd);
   if (!loader.ok()) return loader.status();
   engine->loader_ = std::move(*loader);
   return engine;
 }
 
-FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing,
-                         CounterSink counters, FaultEngineOptions options)
-    : uffd_(uffd),
-      layout_(std::move(layout)),
-      backing_(std::move(backing)),
-      counters_(counters),
-      options_(options),
-      presence_(layout_.regions()) {}
+FaultEngine::FaultEngine(Userfaultfd* uffd, MemoryLayout layout, CounterSink counters, FaultEngineOptions options)
+    : uffd_(uffd), layout_(std::move(layout)), counters_(counters), options_(options), presence_(layout_.regions()) {}
 
 FaultEngine::~FaultEngine() = default;
 

@@ -39,7 +39,7 @@
 #include "pager/serving/page_loader.h"
 #include "pager/serving/page_presence.h"
 #include "pager/serving/removed_ranges.h"
-#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_chain.h"
 #include "pager/storage/compact_working_set.h"
 #include "pager/storage/page_cache.h"
 
@@ -83,11 +83,13 @@ class FaultEngine {
   // huge pages), and waking it forever would only spin. The fault fails.
   static constexpr uint32_t kMaxRefaults = 8;
 
-  // `wake_fd` is the session's eventfd, written when another session ends a
-  // load this one waits for. REQUIRES: every pointer outlives the engine.
+  // Serves `backing`, its pages cached as PageLoader::Create says with
+  // `chain_key`. `wake_fd` is the session's eventfd, written when another
+  // session ends a load this one waits for. REQUIRES: every pointer outlives
+  // the engine.
   static Result<std::unique_ptr<FaultEngine>> Create(Userfaultfd* uffd, MemoryLayout layout,
-                                                     std::shared_ptr<BackingFile> backing, PageCache* cache,
-                                                     uint64_t cache_namespace, CounterSink counters,
+                                                     std::shared_ptr<const BackingChain> backing, PageCache* cache,
+                                                     const CacheKey& chain_key, CounterSink counters,
                                                      FaultEngineOptions options, int wake_fd);
   ~FaultEngine();
 
@@ -179,8 +181,7 @@ class FaultEngine {
     uint64_t installed = 0;  // pages it put in so far
   };
 
-  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, std::shared_ptr<BackingFile> backing, CounterSink counters,
-              FaultEngineOptions options);
+  FaultEngine(Userfaultfd* uffd, MemoryLayout layout, CounterSink counters, FaultEngineOptions options);
 
   // Reads queued events until none is left; returns how many were read.
   size_t ReadEvents(ServeReport* report);
@@ -242,7 +243,6 @@ class FaultEngine {
 
   Userfaultfd* uffd_;
   MemoryLayout layout_;
-  std::shared_ptr<BackingFile> backing_;
   CounterSink counters_;
   FaultEngineOptions options_;
   std::unique_ptr<PageLoader> loader_;

@@ -35,10 +35,10 @@ class PageLoader::Waker final : public LoadWaiter {
   std::atomic<bool> ended_{false};
 };
 
-Result<std::unique_ptr<PageLoader>> PageLoader::Create(std::shared_ptr<BackingFile> backing, PageCache* cache,
-                                                       uint64_t cache_namespace, const CounterSink& counters,
+Result<std::unique_ptr<PageLoader>> PageLoader::Create(std::shared_ptr<const BackingChain> backing, PageCache* cache,
+                                                       const CacheKey& chain_key, const CounterSink& counters,
                                                        int wake_fd) {
-  std::unique_ptr<PageLoader> loader(new PageLoader(std::move(backing), cache, cache_namespace, counters));
+  std::unique_ptr<PageLoader> loader(new PageLoader(std::move(backing), cache, chain_key, counters));
   auto reader = UringReader::Create(kQueueDepth);
   if (!reader.ok()) return reader.status().WithContext("the session's reader");
   loader->reader_ = std::move(*reader);
@@ -48,9 +48,21 @@ Result<std::unique_ptr<PageLoader>> PageLoader::Create(std::shared_ptr<BackingFi
   return loader;
 }
 
-PageLoader::PageLoader(std::shared_ptr<BackingFile> backing, PageCache* cache, uint64_t cache_namespace,
+PageLoader::PageLoader(std::shared_ptr<const BackingChain> backing, PageCache* cache, const CacheKey& chain_key,
                        const CounterSink& counters)
-    : backing_(std::move(backing)), cache_(cache), namespace_(cache_namespace), counters_(counters) {}
+    : backing_(std::move(backing)),
+      cache_(cache),
+      chain_namespace_(cache->InternNamespace(chain_key)),
+      counters_(counters) {
+  // A single file keeps the session's key (its caller's name for it); each
+  // layer of a deeper chain is named by itself, whichever chain reads it.
+  for (size_t i = 0; i < backing_->depth(); ++i) {
+    const BackingFile& layer = backing_->layer(i);
+    layer_namespaces_.push_back(backing_->depth() == 1
+                                    ? chain_namespace_
+                                    : cache->InternNamespace(CacheKey(layer.path(), layer.IdentityText())));
+  }
+}
 
 PageLoader::~PageLoader() {
   // Reads still in flight write into our buffers: wait for them (the
@@ -65,11 +77,16 @@ PageLoader::~PageLoader() {
   }
 }
 
+PageKey PageLoader::KeyAt(uint64_t file_offset, uint64_t page_size) const {
+  const size_t layer = backing_->PageLayer(file_offset, page_size);
+  return PageKey{layer == BackingChain::kMixedLayers ? chain_namespace_ : layer_namespaces_[layer], file_offset,
+                 page_size};
+}
+
 PageKey PageLoader::KeyOf(const Run& run, uint64_t page) const {
   const uint64_t ps = run.request.page_size;
-  const uint64_t offset =
-      run.request.page_offsets != nullptr ? run.request.page_offsets[page] : run.request.file_offset + page * ps;
-  return PageKey{namespace_, offset, ps};
+  return KeyAt(
+      run.request.page_offsets != nullptr ? run.request.page_offsets[page] : run.request.file_offset + page * ps, ps);
 }
 
 bool PageLoader::CanStart(LoadPurpose purpose, uint64_t bytes) const {
@@ -210,14 +227,15 @@ void PageLoader::ReadPages(uint64_t id, Run& run, uint64_t first, uint64_t end) 
     MarkBad(run, first, present);
     return;
   }
-  // Holes are zeros without a read; each piece of data is one read.
+  // What no layer holds is zeros without a read; each piece of data is one
+  // read of the layer that holds it.
   uint64_t pos = offset;
   uint8_t* out = run.bytes + first * ps;
-  backing_->ForEachDataPiece(offset, length, [&](uint64_t start, uint64_t stop) {
+  backing_->ForEachDataPiece(offset, length, [&](uint64_t start, uint64_t stop, size_t layer) {
     std::memset(out + (pos - offset), 0, start - pos);
     const uint64_t tag = next_op_++;
     ops_.emplace(tag, ReadOp{id, (start - run.request.file_offset) / ps, start, stop - start, out + (start - offset),
-                             Clock::time_point{}, backing_->fd()});
+                             Clock::time_point{}, backing_->layer(layer).fd(), layer});
     queued_ops_.push_back(tag);
     ++run.reads;
     pos = stop;
@@ -263,8 +281,9 @@ void PageLoader::Complete(const UringReader::Completion& completion) {
                 completion.bytes);
   if (!completion.status.ok()) {
     MarkBad(run, op.first_page,
-            completion.status.WithContext(fmt::format("read {} bytes at offset {} of {}", op.length, op.offset,
-                                                      from_backing ? backing_->path() : "the compact working set")));
+            completion.status.WithContext(
+                fmt::format("read {} bytes at offset {} of {}", op.length, op.offset,
+                            from_backing ? backing_->layer(op.layer).path() : "the compact working set")));
   }
   if (run.reads == 0) PublishClaims(run);
 }

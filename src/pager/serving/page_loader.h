@@ -3,8 +3,10 @@
 // consecutive pages of the memory) comes from the shared page cache where it
 // can, from another session's read in flight (single flight: the cache
 // hands out one claim per page, and the others wait for it), and otherwise
-// from reads of the backing file through the session's UringReader, many in
-// flight at once. Demand runs are started at once; background runs
+// from reads of the backing chain's layers through the session's
+// UringReader, many in flight at once. Pages are cached per layer of the
+// chain (BackingChain::PageLayer), so chains that share a layer share its
+// cached pages. Demand runs are started at once; background runs
 // (prefetch, completion) only while CanStart says there is room, so a demand
 // fault never queues behind them.
 //
@@ -23,7 +25,8 @@
 #include "common/memory_mapping.h"
 #include "common/unique_fd.h"
 #include "pager/metrics/counter_sink.h"
-#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_chain.h"
+#include "pager/storage/cache_key.h"
 #include "pager/storage/page_cache.h"
 #include "pager/storage/uring_reader.h"
 
@@ -78,10 +81,14 @@ class PageLoader {
   // Bytes of background runs in flight at once (their staging buffers).
   static constexpr uint64_t kMaxBackgroundBytes = 8ULL << 20;
 
-  // `wake_fd` is written to when another session ends a load this one waits
-  // for; the session polls it. REQUIRES: every pointer outlives the loader.
-  static Result<std::unique_ptr<PageLoader>> Create(std::shared_ptr<BackingFile> backing, PageCache* cache,
-                                                    uint64_t cache_namespace, const CounterSink& counters, int wake_fd);
+  // Loads pages of `backing`, caching them under `chain_key` (the session's
+  // CacheKey) where they come from more than one layer or the chain is one
+  // file, else under each layer's own key (its path and identity). `wake_fd`
+  // is written to when another session ends a load this one waits for; the
+  // session polls it. REQUIRES: every pointer outlives the loader.
+  static Result<std::unique_ptr<PageLoader>> Create(std::shared_ptr<const BackingChain> backing, PageCache* cache,
+                                                    const CacheKey& chain_key, const CounterSink& counters,
+                                                    int wake_fd);
   ~PageLoader();
 
   // Readable when reads completed; poll it with the session's other fds.
@@ -98,7 +105,7 @@ class PageLoader {
   // Whether the shared cache holds the page at `file_offset` of the backing
   // file, or some session is loading it: a run of it would not read it.
   bool CachedOrLoading(uint64_t file_offset, uint64_t page_size) const {
-    return cache_->CachedOrLoading(PageKey{namespace_, file_offset, page_size});
+    return cache_->CachedOrLoading(KeyAt(file_offset, page_size));
   }
   // Reaps reads, takes what other sessions' loads gave, ends runs.
   void Poll();
@@ -138,13 +145,17 @@ class PageLoader {
     uint8_t* out = nullptr;
     std::chrono::steady_clock::time_point submitted;
     int fd = -1;
+    size_t layer = 0;  // of the chain, for a read of it
   };
   class Waker;
 
   static constexpr uint64_t kSmallRunBytes = 64 << 10;
 
-  PageLoader(std::shared_ptr<BackingFile> backing, PageCache* cache, uint64_t cache_namespace,
+  PageLoader(std::shared_ptr<const BackingChain> backing, PageCache* cache, const CacheKey& chain_key,
              const CounterSink& counters);
+  // The cache's key of the page at `file_offset`: in the namespace of the
+  // layer it comes from, or the chain's own.
+  PageKey KeyAt(uint64_t file_offset, uint64_t page_size) const;
   PageKey KeyOf(const Run& run, uint64_t page) const;
   Status AllocateBuffer(Run& run);
   // Reads pages [first, end) of `run` (holes filled with zeros).
@@ -161,9 +172,10 @@ class PageLoader {
   void CollectWaited(uint64_t id, Run& run);
   void FinishIfDone(uint64_t id, Run& run);
 
-  const std::shared_ptr<BackingFile> backing_;
+  const std::shared_ptr<const BackingChain> backing_;
   PageCache* const cache_;
-  const uint64_t namespace_;
+  std::vector<uint64_t> layer_namespaces_;  // by layer
+  uint64_t chain_namespace_ = 0;            // pages of more than one layer
   const CounterSink counters_;
   std::unique_ptr<UringReader> reader_;
   std::shared_ptr<Waker> waker_;

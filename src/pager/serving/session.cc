@@ -53,7 +53,7 @@ const char* SessionStateName(SessionState state) {
 // ---- How a session begins -------------------------------------------------
 
 Session::Session(SessionSpec spec, std::string socket_path, uint64_t incarnation, std::string origin,
-                 const SessionEnvironment& env, std::shared_ptr<BackingFile> backing)
+                 const SessionEnvironment& env, std::shared_ptr<const BackingChain> backing)
     : spec_(std::move(spec)),
       socket_path_(std::move(socket_path)),
       incarnation_(incarnation),
@@ -92,7 +92,7 @@ void Session::StartThread() {
   });
 }
 
-Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::shared_ptr<BackingFile> backing,
+Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::shared_ptr<const BackingChain> backing,
                                                 std::string socket_path, const SessionEnvironment& env) {
   std::shared_ptr<Session> session(new Session(std::move(spec), std::move(socket_path), NextSessionIncarnation(),
                                                "created", env, std::move(backing)));
@@ -115,7 +115,7 @@ Result<std::shared_ptr<Session>> Session::Start(SessionSpec spec, std::shared_pt
   return session;
 }
 
-Result<std::shared_ptr<Session>> Session::Resume(DetachedSession detached, std::shared_ptr<BackingFile> backing,
+Result<std::shared_ptr<Session>> Session::Resume(DetachedSession detached, std::shared_ptr<const BackingChain> backing,
                                                  std::string origin, const SessionEnvironment& env) {
   const SessionCheckpoint& checkpoint = detached.checkpoint;
   std::shared_ptr<Session> session(new Session(checkpoint.spec, checkpoint.socket_path, checkpoint.incarnation,
@@ -226,8 +226,8 @@ Status Session::BeginServing(std::vector<GuestRegionMapping> regions, UniqueFd u
     MutexLock lock(&mu_);
     wake_fd = wake_fd_.get();
   }
-  auto engine = FaultEngine::Create(&uffd_, std::move(*layout), backing_, env_.cache,
-                                    env_.cache->InternNamespace(cache_key_), Sink(), env_.engine_options, wake_fd);
+  auto engine = FaultEngine::Create(&uffd_, std::move(*layout), backing_, env_.cache, cache_key_, Sink(),
+                                    env_.engine_options, wake_fd);
   if (!engine.ok()) return engine.status();
   engine_ = std::move(*engine);
   return Status::Ok();
@@ -908,6 +908,7 @@ nlohmann::json Session::Describe() const {
     j["backing_memory_url"] = spec_.backing_url;
     j["backing_etag"] = spec_.backing_etag;
   }
+  if (!spec_.backing_layers.empty()) j["backing_layers"] = spec_.backing_layers;
   if (!reason_.empty()) j["reason"] = reason_;
   if (!warning_.empty()) j["warning"] = warning_;
   if (spec_.expected_peer.uid) j["expected_uid"] = *spec_.expected_peer.uid;

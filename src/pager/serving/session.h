@@ -57,7 +57,7 @@
 #include "pager/serving/session_keeper.h"
 #include "pager/serving/session_spec.h"
 #include "pager/serving/vmm_acceptor.h"
-#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_chain.h"
 #include "pager/storage/cache_key.h"
 #include "pager/storage/compact_working_set.h"
 #include "pager/storage/object_tier.h"
@@ -117,7 +117,7 @@ class Session {
   // checkpoint, starts the thread.
   // REQUIRES: `backing` is the file spec.backing_path names, opened through
   // env.backing_policy (the registry opens it before it replaces anything).
-  static Result<std::shared_ptr<Session>> Start(SessionSpec spec, std::shared_ptr<BackingFile> backing,
+  static Result<std::shared_ptr<Session>> Start(SessionSpec spec, std::shared_ptr<const BackingChain> backing,
                                                 std::string socket_path, const SessionEnvironment& env);
   // Serves on a session another pager process served, from its checkpoint
   // and fds: a waiting one listens again (on its parked listener, where
@@ -127,7 +127,7 @@ class Session {
   // identity); a serving checkpoint comes with its userfaultfd. On error
   // nothing of the checkpoint is forgotten or removed (it may still be
   // another process's).
-  static Result<std::shared_ptr<Session>> Resume(DetachedSession detached, std::shared_ptr<BackingFile> backing,
+  static Result<std::shared_ptr<Session>> Resume(DetachedSession detached, std::shared_ptr<const BackingChain> backing,
                                                  std::string origin, const SessionEnvironment& env);
   // A session that cannot be served: kept as Failed with `why`, so the loss
   // is visible (and its VMM, reached through `client_pidfd`, killed when the
@@ -194,7 +194,7 @@ class Session {
   };
 
   Session(SessionSpec spec, std::string socket_path, uint64_t incarnation, std::string origin,
-          const SessionEnvironment& env, std::shared_ptr<BackingFile> backing);
+          const SessionEnvironment& env, std::shared_ptr<const BackingChain> backing);
 
   Status CreateWakeFds() EXCLUDES(mu_);
   Status Listen();
@@ -270,7 +270,7 @@ class Session {
   FaultCounters counters_;                                   // relaxed atomics
 
   // The serving state: the session thread's while it runs (see above).
-  std::shared_ptr<BackingFile> backing_;  // null for a Failed session, and once released
+  std::shared_ptr<const BackingChain> backing_;  // null for a Failed session, and once released
   UniqueFd listener_;
   UniqueFd connection_;
   Userfaultfd uffd_;

@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "pager/serving/session.h"
-#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_chain.h"
 #include "uffdpager/status.h"
 
 namespace uffdpager {
@@ -17,6 +17,6 @@ namespace uffdpager {
 // is then written into spec->backing_etag). A URL on a pager without an
 // object store is kInvalidArgument saying why it has none.
 // REQUIRES: CheckSessionSpec(*spec) is OK.
-Result<std::shared_ptr<BackingFile>> OpenSessionBacking(const SessionEnvironment& env, SessionSpec* spec);
+Result<std::shared_ptr<const BackingChain>> OpenSessionBacking(const SessionEnvironment& env, SessionSpec* spec);
 
 }  // namespace uffdpager

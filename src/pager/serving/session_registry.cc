@@ -53,6 +53,26 @@ Status CheckPathLength(const char* field, const std::string& path) {
   return Status::Ok();
 }
 
+// A local path a session may open: absolute, and short enough for the kernel.
+Status CheckBackingPath(const std::string& field, const std::string& path) {
+  UFFD_RETURN_IF_ERROR(CheckNoControlCharacter(field.c_str(), path));
+  if (path.empty() || path[0] != '/') return Status::InvalidArgument("\"" + field + "\" must be an absolute path");
+  return CheckPathLength(field.c_str(), path);
+}
+
+Status CheckBackingLayers(const std::vector<std::string>& layers) {
+  if (layers.size() > BackingChain::kMaxLayers) {
+    return Status::InvalidArgument(fmt::format(
+        "\"backing_layers\" has {} layers, more than the {} a session may have (layer {}, {}, is one too many); "
+        "merge the chain into a new base first",
+        layers.size(), BackingChain::kMaxLayers, BackingChain::kMaxLayers, layers[BackingChain::kMaxLayers]));
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    UFFD_RETURN_IF_ERROR(CheckBackingPath(fmt::format("backing_layers[{}]", i), layers[i]));
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool IsValidSessionId(const std::string& id) {
@@ -81,22 +101,23 @@ Status CheckSessionSpec(const SessionSpec& spec) {
         "\"instance_id\" when no session id is given)",
         shown));
   }
-  if (!spec.backing_path.empty() && !spec.backing_url.empty()) {
+  const int sources = !spec.backing_path.empty() + !spec.backing_url.empty() + !spec.backing_layers.empty();
+  if (sources > 1) {
     return Status::InvalidArgument(
-        "give one of \"backing_memory_path\" and \"backing_memory_url\", not both: a session serves one memory");
+        "give one of \"backing_memory_path\", \"backing_memory_url\" and \"backing_layers\", not more: a session "
+        "serves one memory");
   }
   if (!spec.backing_url.empty()) {
     auto url = ParseObjectUrl(spec.backing_url);
     if (!url.ok()) return url.status().WithContext("\"backing_memory_url\"");
     return Status::Ok();
   }
+  if (!spec.backing_layers.empty()) return CheckBackingLayers(spec.backing_layers);
   if (spec.backing_path.empty()) {
-    return Status::InvalidArgument("one of \"backing_memory_path\" and \"backing_memory_url\" is required");
+    return Status::InvalidArgument(
+        "one of \"backing_memory_path\", \"backing_memory_url\" and \"backing_layers\" is required");
   }
-  if (spec.backing_path[0] != '/') {
-    return Status::InvalidArgument("\"backing_memory_path\" must be an absolute path");
-  }
-  return CheckPathLength("backing_memory_path", spec.backing_path);
+  return CheckBackingPath("backing_memory_path", spec.backing_path);
 }
 
 SessionRegistry::SessionRegistry(std::string sessions_dir, SessionEnvironment env)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "pager/access/peer_check.h"
 #include "pager/access/socket_permissions.h"
@@ -17,6 +18,9 @@ struct SessionSpec {
   std::string backing_path;
   std::string backing_url;
   std::string backing_etag;
+  // Or a chain of local files, base first (BackingChain): each page from the
+  // topmost layer whose data holds it.
+  std::vector<std::string> backing_layers;
   // The caller's name for the snapshot (default: the backing path or URL); with the
   // identity of the bytes it becomes the session's CacheKey.
   std::string cache_key;
@@ -26,8 +30,12 @@ struct SessionSpec {
   // Which process must be on the other end; anyone else is turned away.
   ExpectedPeer expected_peer;
 
-  // The path or the URL: for log lines and messages.
-  const std::string& BackingName() const { return backing_url.empty() ? backing_path : backing_url; }
+  // The path, the URL or the top layer: for log lines and messages, and the
+  // default cache key.
+  const std::string& BackingName() const {
+    if (!backing_layers.empty()) return backing_layers.back();
+    return backing_url.empty() ? backing_path : backing_url;
+  }
 };
 
 }  // namespace uffdpager

@@ -121,9 +121,10 @@ void BackingFile::MapExtents() {
 }
 
 bool BackingFile::IsHole(uint64_t offset, uint64_t length) const {
-  bool hole = true;
-  ForEachDataPiece(offset, length, [&hole](uint64_t, uint64_t) { hole = false; });
-  return hole;
+  // The first extent ending after `offset`: a hole if it begins at or past the range's end.
+  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
+                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  return it == data_extents_.end() || it->first >= offset + length;
 }
 
 Status BackingFile::TruncatedError(uint64_t offset, uint64_t length) const {
@@ -144,22 +145,6 @@ Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) cons
     if (n == 0) return TruncatedError(offset + done, length);
     done += static_cast<size_t>(n);
   }
-  return Status::Ok();
-}
-
-Status BackingFile::ReadRange(uint64_t offset, void* buffer, size_t length, uint64_t* bytes_read) const {
-  auto* out = static_cast<uint8_t*>(buffer);
-  uint64_t pos = offset;  // everything before it is filled
-  Status status;
-  ForEachDataPiece(offset, length, [&](uint64_t start, uint64_t end) {
-    if (!status.ok()) return;
-    std::memset(out + (pos - offset), 0, start - pos);  // a hole: zeros, nothing to read
-    status = ReadExact(start, out + (start - offset), end - start);
-    if (status.ok()) *bytes_read += end - start;
-    pos = end;
-  });
-  if (!status.ok()) return status;
-  std::memset(out + (pos - offset), 0, offset + length - pos);
   return Status::Ok();
 }
 

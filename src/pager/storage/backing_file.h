@@ -9,7 +9,6 @@
 
 #include <sys/types.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -78,19 +77,14 @@ class BackingFile {
   // truncated under us) is an error, never a partly filled page.
   Status ReadExact(uint64_t offset, void* buffer, size_t length) const;
 
-  // Fills `buffer` with [offset, offset+length): holes are zero-filled without
-  // a read, data is read with one pread per extent piece. Adds the bytes it
-  // really read to *bytes_read. A short read is an error, as in ReadExact.
-  Status ReadRange(uint64_t offset, void* buffer, size_t length, uint64_t* bytes_read) const;
-
   // True if [offset, offset+length) lies wholly in a hole of a sparse file:
   // such a page is zeros and needs no read.
   bool IsHole(uint64_t offset, uint64_t length) const;
 
-  // Calls fn(start, end) for each piece of [offset, offset+length) that holds
-  // data (is not a hole), in order.
-  template <typename Fn>
-  void ForEachDataPiece(uint64_t offset, uint64_t length, Fn&& fn) const;
+  // The file's data, sorted and disjoint [start, end) ranges: what is not in
+  // them is a hole (zeros in a file read alone; "look below" in a layer of a
+  // chain). A file filled on demand is all data.
+  const std::vector<std::pair<uint64_t, uint64_t>>& data_extents() const { return data_extents_; }
 
   // Whether a later version of a file's size cut [offset, offset+length): for
   // errors that find the file shorter than at open.
@@ -115,16 +109,5 @@ class BackingFile {
   std::string identity_text_;                                // filled files only
   std::shared_ptr<RangeFiller> filler_;                      // null: a plain file
 };
-
-template <typename Fn>
-void BackingFile::ForEachDataPiece(uint64_t offset, uint64_t length, Fn&& fn) const {
-  const uint64_t end = offset + length;
-  // The first extent ending after `offset`; extents are sorted and disjoint.
-  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
-                             [](uint64_t off, const auto& extent) { return off < extent.second; });
-  for (; it != data_extents_.end() && it->first < end; ++it) {
-    fn(std::max(it->first, offset), std::min(it->second, end));
-  }
-}
 
 }  // namespace uffdpager

@@ -51,7 +51,7 @@ bool CompactWorkingSet::BlockIntact(size_t b, const uint8_t* bytes) const {
 }
 
 Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t record_hash, uint64_t page_size,
-                                const std::vector<uint64_t>& offsets, const BackingFile& backing, uint64_t* bytes) {
+                                const std::vector<uint64_t>& offsets, const BackingChain& backing, uint64_t* bytes) {
   const uint64_t count = offsets.size();
   const uint64_t blocks = (count + kBlockPages - 1) / kBlockPages;
   const uint64_t header_bytes =

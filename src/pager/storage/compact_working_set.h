@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
-#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_chain.h"
 #include "pager/storage/cache_key.h"
 #include "uffdpager/status.h"
 
@@ -39,7 +39,7 @@ class CompactWorkingSet {
   // pages of `backing` at `offsets`, in that order. *bytes is the file's
   // size. A failure (a full disk) leaves no file behind.
   static Status Write(const std::string& path, const CacheKey& key, uint64_t record_hash, uint64_t page_size,
-                      const std::vector<uint64_t>& offsets, const BackingFile& backing, uint64_t* bytes);
+                      const std::vector<uint64_t>& offsets, const BackingChain& backing, uint64_t* bytes);
 
   // Opens `path` and checks its header. kNotFound if there is none;
   // kInvalidArgument, saying why, if it is not this key's, not made from

@@ -37,7 +37,7 @@ WorkingSetWriter::~WorkingSetWriter() {
 }
 
 void WorkingSetWriter::Enqueue(const CacheKey& key, uint64_t page_size, std::vector<uint64_t> first_touch,
-                               std::shared_ptr<const BackingFile> backing) {
+                               std::shared_ptr<const BackingChain> backing) {
   if (!enabled()) return;
   {
     MutexLock lock(&mu_);

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "common/mutex.h"
-#include "pager/storage/backing_file.h"
+#include "pager/storage/backing_chain.h"
 #include "pager/storage/cache_key.h"
 #include "pager/storage/working_set_store.h"
 
@@ -37,7 +37,7 @@ class WorkingSetWriter {
   // saved), with the pages of `backing`. A job queued for the same key is
   // replaced.
   void Enqueue(const CacheKey& key, uint64_t page_size, std::vector<uint64_t> first_touch,
-               std::shared_ptr<const BackingFile> backing) EXCLUDES(mu_);
+               std::shared_ptr<const BackingChain> backing) EXCLUDES(mu_);
   // Blocks until nothing is queued or being written (tests).
   void WaitIdle() EXCLUDES(mu_);
 
@@ -52,7 +52,7 @@ class WorkingSetWriter {
     CacheKey key;
     uint64_t page_size = 0;
     std::vector<uint64_t> first_touch;
-    std::shared_ptr<const BackingFile> backing;
+    std::shared_ptr<const BackingChain> backing;
   };
 
   void Run() EXCLUDES(mu_);
