@@ -89,7 +89,7 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
   json f2 = Metadata("f2");
   const std::vector<std::string> f2_chain = Chain("f2");
   ASSERT_EQ(f2_chain.size(), 3u);
-  EXPECT_EQ(std::vector<std::string>(f2_chain.begin(), f2_chain.begin() + 2), f1_chain);
+  EXPECT_EQ(Prefix(f2_chain, 2), f1_chain);
   EXPECT_EQ(f2["snapshot"]["owns_memory"], false) << "the layer is f1's base too";
   EXPECT_EQ(Metadata("f1")["needs_full_snapshot"], false) << "f1 is rebased onto the new layer";
   EXPECT_EQ(Metadata("f1")["vmm"]["backing_layers"], f2_chain);
@@ -108,8 +108,8 @@ TEST_F(LifecycleChainTest, ForkChainStaysExactAndIsolated) {
   // Each its own layer over the three they share.
   ASSERT_EQ(Chain("f1").size(), 4u);
   ASSERT_EQ(Chain("f2").size(), 4u);
-  EXPECT_EQ(std::vector<std::string>(Chain("f1").begin(), Chain("f1").begin() + 3), f2_chain);
-  EXPECT_EQ(std::vector<std::string>(Chain("f2").begin(), Chain("f2").begin() + 3), f2_chain);
+  EXPECT_EQ(Prefix(Chain("f1"), 3), f2_chain);
+  EXPECT_EQ(Prefix(Chain("f2"), 3), f2_chain);
   EXPECT_NE(Chain("f1")[3], Chain("f2")[3]);
   KeptSnapshot f1b = Keep("f1", "f1b"), f2b = Keep("f2", "f2b");
   ExpectExact(f2a, f1b);

@@ -175,6 +175,12 @@ class LifecycleTest : public ::testing::Test {
               << " after " << steps << " guest steps\n";
   }
 
+  // The first `n` layers of `chain`.
+  static std::vector<std::string> Prefix(const std::vector<std::string>& chain, size_t n) {
+    return std::vector<std::string>(chain.begin(),
+                                    chain.begin() + static_cast<std::ptrdiff_t>(std::min(n, chain.size())));
+  }
+
   // Bytes the file really occupies on disk (st_blocks), not its size.
   uint64_t AllocatedBytes(const std::string& path) {
     struct stat st {};

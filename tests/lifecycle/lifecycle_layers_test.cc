@@ -32,11 +32,6 @@ class LifecycleLayersTest : public LifecycleTest {
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? (*s)["counters"].value("faults", uint64_t{0}) : 0;
   }
-
-  static std::vector<std::string> Prefix(const std::vector<std::string>& chain, size_t n) {
-    return std::vector<std::string>(chain.begin(),
-                                    chain.begin() + static_cast<std::ptrdiff_t>(std::min(n, chain.size())));
-  }
 };
 
 // Hot-pool cycles: each generation is a fork of the previous one's standby,
