@@ -205,7 +205,7 @@ Status ForkInstance(Context& c, const std::string& source_name, const std::strin
   UFFD_RETURN_IF_ERROR(c.journal.Finish(name));
   spdlog::info("forked {} from {} ({})", name, source_name,
                !live                             ? "standby snapshot"
-               : e.data.contains("source_chain") ? "running source, a Diff layer over its chain"
+               : e.data.contains("source_chain") ? "running source, Diff snapshot"
                                                  : "running source, Full snapshot");
   if (target != ForkTarget::kRunning) return Status::Ok();
   auto fork = c.store.Load(name);
