@@ -52,8 +52,7 @@ Result<ChainFiles> WriteChain(const BenchConfig& config) {
   files.layers.push_back(config.snapshot_path);
   files.merged = config.snapshot_path + ".merged";
   std::error_code ec;
-  std::filesystem::copy_file(config.snapshot_path, files.merged, std::filesystem::copy_options::overwrite_existing,
-                             ec);
+  std::filesystem::copy_file(config.snapshot_path, files.merged, std::filesystem::copy_options::overwrite_existing, ec);
   if (ec) return Status::Error(ErrorCode::kIoError, "copy the snapshot to " + files.merged + ": " + ec.message());
   UniqueFd merged(::open(files.merged.c_str(), O_WRONLY | O_CLOEXEC));
   if (!merged) return Status::FromErrno(errno, "open " + files.merged);
