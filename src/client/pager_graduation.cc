@@ -17,7 +17,8 @@ std::string NameOf(const GraduationCandidate& c) { return c.version_key + "/" + 
 
 std::vector<GraduationCandidate> GraduationOrder(std::vector<GraduationCandidate> candidates, int64_t now_unix,
                                                  std::chrono::seconds soak_age) {
-  std::erase_if(candidates, [&](const GraduationCandidate& c) { return now_unix - c.created_at_unix < soak_age.count(); });
+  std::erase_if(candidates,
+                [&](const GraduationCandidate& c) { return now_unix - c.created_at_unix < soak_age.count(); });
   std::sort(candidates.begin(), candidates.end(), [](const GraduationCandidate& a, const GraduationCandidate& b) {
     if (a.outdated != b.outdated) return a.outdated;
     if (a.created_at_unix != b.created_at_unix) return a.created_at_unix < b.created_at_unix;
