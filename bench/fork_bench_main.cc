@@ -6,8 +6,12 @@
 // session and a Uffd load; for file a copy of the memory file and a File
 // load) and the time to the guest's first progress after the fork started.
 // The uffd fork time must not grow with memory size (2 GiB / 64 MiB ≤ 1.5).
+// Then the hot-pool cycle on a fork that ran a while: a fork of it while it
+// runs, and its standby, timed, with the bytes the standby wrote; with
+// layered snapshots both cost what the fork changed, not its memory.
 // docs/benchmarks.md has the command and the numbers.
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,8 +84,61 @@ struct Row {
 
 Status Check(const Status& st, const std::string& what) { return st.ok() ? st : st.WithContext(what); }
 
-// One source of `mem_mib`, then N forks with each backend.
-Result<std::vector<Row>> BenchSize(const std::string& work, uint64_t mem_mib, int forks, const DataDirConfig& base) {
+// Steps a fork runs before its cycle: each writes a page now and then.
+constexpr int64_t kCycleSteps = 3000;
+
+// The cycle on a running, pager-restored fork.
+struct CycleSample {
+  uint64_t mem_mib = 0;
+  double fork_running_ms = 0;
+  double standby_ms = 0;
+  uint64_t standby_written_bytes = 0;  // disk the standby's snapshot took
+  json ToJson() const {
+    return {{"mem_mib", mem_mib},
+            {"fork_running_ms", fork_running_ms},
+            {"standby_ms", standby_ms},
+            {"standby_written_mib", standby_written_bytes / double(1 << 20)},
+            {"standby_written_per_memory", standby_written_bytes / double(mem_mib << 20)}};
+  }
+};
+
+// Disk the blobs of a data directory take (allocated blocks: a sparse layer
+// counts what it holds).
+uint64_t BlobBytes(const std::string& data) {
+  uint64_t bytes = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(data + "/blobs", ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) bytes += uint64_t(st.st_blocks) * 512;
+  }
+  return bytes;
+}
+
+Result<CycleSample> RunCycle(Lifecycle& life, const std::string& data, const std::string& name, uint64_t mem_mib) {
+  const std::string api = data + "/instances/" + name + "/api.sock";
+  const int64_t start = GuestStep(api);
+  if (!WaitFor([&] { return GuestStep(api) >= start + kCycleSteps; }, std::chrono::seconds(120))) {
+    return Status::Timeout(name + " did not run " + std::to_string(kCycleSteps) + " steps");
+  }
+  CycleSample sample{mem_mib};
+  auto t0 = Clock::now();
+  UFFD_RETURN_IF_ERROR(Check(life.Fork(name, name + "-ff", ForkTarget::kRunning), "fork the running " + name));
+  sample.fork_running_ms = Ms(Clock::now() - t0);
+  UFFD_RETURN_IF_ERROR(Check(life.Delete(name + "-ff"), "delete " + name + "-ff"));
+  const uint64_t before = BlobBytes(data);
+  t0 = Clock::now();
+  UFFD_RETURN_IF_ERROR(Check(life.Standby(name), "standby " + name));
+  sample.standby_ms = Ms(Clock::now() - t0);
+  const uint64_t after = BlobBytes(data);
+  sample.standby_written_bytes = after > before ? after - before : 0;
+  return sample;
+}
+
+// One source of `mem_mib`, then N forks with each backend, then the cycle
+// on the first uffd fork.
+Result<std::vector<Row>> BenchSize(const std::string& work, uint64_t mem_mib, int forks, const DataDirConfig& base,
+                                   CycleSample* cycle) {
   std::string data = work + "/size-" + std::to_string(mem_mib);
   UFFD_RETURN_IF_ERROR(Lifecycle::InitDataDir(data, base));
   auto uffd = Lifecycle::Open({data, "", MemoryBackend::kUffd});
@@ -116,6 +173,11 @@ Result<std::vector<Row>> BenchSize(const std::string& work, uint64_t mem_mib, in
       if (!moved) return Status::Timeout(name + " made no progress");
       row.samples.push_back({Ms(t1 - t0), Ms(t2 - t0)});
       names.push_back(name);
+    }
+    if (life == uffd->get()) {
+      auto sample = RunCycle(*life, data, names.front(), mem_mib);
+      if (!sample.ok()) return sample.status();
+      *cycle = *sample;
     }
     for (const auto& n : names) UFFD_RETURN_IF_ERROR(Check(life->Delete(n), "delete " + n));
     rows.push_back(row);
@@ -175,10 +237,13 @@ int main(int argc, char** argv) {
     fs::create_directories(work_dir);
   }
   json results = json::array();
+  json cycles = json::array();
+  std::vector<CycleSample> cycle_samples;
   std::map<std::pair<std::string, uint64_t>, double> median_fork;
   int exit_code = 0;
   for (uint64_t size : sizes) {
-    auto rows = BenchSize(work_dir, size, forks, config);
+    CycleSample cycle;
+    auto rows = BenchSize(work_dir, size, forks, config, &cycle);
     StopPager(work_dir + "/size-" + std::to_string(size));
     while (::waitpid(-1, nullptr, WNOHANG) > 0) {
     }
@@ -195,9 +260,25 @@ int main(int argc, char** argv) {
                                size, r.backend, j["fork_ms_median"].get<double>(),
                                j["first_progress_ms_median"].get<double>(), forks);
     }
+    cycles.push_back(cycle.ToJson());
+    cycle_samples.push_back(cycle);
+    std::cout << fmt::format(
+        "{:>6} MiB  cycle: fork of the running fork {:8.1f} ms; its standby {:8.1f} ms writing {:.1f} MiB ({:.3f}x "
+        "its memory)\n",
+        size, cycle.fork_running_ms, cycle.standby_ms, cycle.standby_written_bytes / double(1 << 20),
+        cycle.standby_written_bytes / double(size << 20));
     fs::remove_all(work_dir + "/size-" + std::to_string(size));
   }
-  json out = {{"forks", forks}, {"results", results}};
+  json out = {{"forks", forks}, {"results", results}, {"cycle", cycles}};
+  if (exit_code == 0 && cycle_samples.size() > 1) {
+    const CycleSample& lo = cycle_samples.front();
+    const CycleSample& hi = cycle_samples.back();
+    out["cycle_fork_running_ratio_largest_to_smallest"] = hi.fork_running_ms / lo.fork_running_ms;
+    out["cycle_standby_ratio_largest_to_smallest"] = hi.standby_ms / lo.standby_ms;
+    std::cout << fmt::format("cycle {} MiB / {} MiB: fork of a running fork {:.2f}, standby {:.2f} (flat: <= 1.5)\n",
+                             hi.mem_mib, lo.mem_mib, hi.fork_running_ms / lo.fork_running_ms,
+                             hi.standby_ms / lo.standby_ms);
+  }
   if (exit_code == 0 && sizes.size() > 1) {
     double lo = median_fork[{"uffd", sizes.front()}], hi = median_fork[{"uffd", sizes.back()}];
     double ratio = lo > 0 ? hi / lo : 0;

@@ -7,8 +7,9 @@
 # restore_bench: restore time and bytes read from storage per variant, by
 # working set (restore section), by working set and readahead (cold section),
 # each cold variant's time against file_cold, per-fault latency, the tinyvmm
-# restores. fork_bench: fork time and time to first progress against memory
-# size, per backend.
+# restores, a chain against one file (layers section). fork_bench: fork time
+# and time to first progress against memory size, per backend; the hot-pool
+# cycle (fork of a running fork, its standby, the bytes it wrote).
 #
 # Run by hand, not in CI. Needs Debian's python3-matplotlib, which installs
 # for /usr/bin/python3 (hence the interpreter above, not `env python3`).
@@ -190,6 +191,36 @@ def plot_fork(result, out_dir, stem):
     save(fig, out_dir, stem, "fork")
 
 
+def plot_layers(result, out_dir, stem):
+    entry = result["layers"]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(variants(entry)) + 1.5))
+    bars_by_variant(ax, [entry], [f'{entry["working_set"]} ({entry["distinct_mib"]:.0f} MiB)'], "ms",
+                    f'A chain of {entry["chain_depth"]} against one file of its bytes (median, range of runs)', "ms")
+    save(fig, out_dir, stem, "layers-time")
+
+
+def plot_fork_cycle(result, out_dir, stem):
+    rows = sorted(result["cycle"], key=lambda r: r["mem_mib"])
+    sizes = [r["mem_mib"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in [("fork_running_ms", "fork of a running fork"), ("standby_ms", "standby of a fork")]:
+        axes[0].plot(sizes, [r[key] for r in rows], marker="o", label=label)
+    axes[1].plot(sizes, [r["standby_written_mib"] for r in rows], marker="o", label="written by its standby")
+    axes[1].plot(sizes, sizes, linestyle="--", color="gray", label="its memory")
+    for ax, unit in [(axes[0], "ms"), (axes[1], "MiB")]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([str(m) for m in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("guest memory (MiB)")
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("fork_bench: the hot-pool cycle on a running fork", fontsize=10)
+    axes[1].set_title("bytes a standby writes", fontsize=10)
+    save(fig, out_dir, stem, "fork-cycle")
+
+
 def main():
     parser = argparse.ArgumentParser(description="SVG plots of restore_bench and fork_bench JSON output")
     parser.add_argument("inputs", nargs="+", help="restore_bench or fork_bench --json-out files")
@@ -202,13 +233,15 @@ def main():
         stem = os.path.splitext(os.path.basename(path))[0]
         if result.get("benchmark") == "restore_bench":
             plots = {"restore": plot_restore, "cold": plot_cold, "fault_latency": plot_latency,
-                     "tinyvmm": plot_tinyvmm}
+                     "tinyvmm": plot_tinyvmm, "layers": plot_layers}
             found = [key for key in plots if key in result]
             for key in found:
                 plots[key](result, args.out_dir, stem)
         elif isinstance(result.get("results"), list) and all("backend" in r for r in result["results"]):
             found = ["fork"]
             plot_fork(result, args.out_dir, stem)
+            if result.get("cycle"):
+                plot_fork_cycle(result, args.out_dir, stem)
         else:
             sys.exit(f"{path}: neither restore_bench nor fork_bench output")
         if not found:

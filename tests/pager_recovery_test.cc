@@ -71,9 +71,7 @@ class PagerUnderSupervisorTest : public PagerFixture {
   }
   std::string root() { return dir_.path() + "/uffd/v1"; }
   std::string Create(const std::string& id, const std::string& backing) {
-    CreateSessionRequest req;
-    req.session_id = id;
-    req.instance_id = "vm-" + id;
+    CreateSessionRequest req = SessionRequest(id);
     req.backing_memory_path = backing;
     auto created = client_->CreateSession(req);
     EXPECT_TRUE(created.ok()) << created.status().ToString();
@@ -226,9 +224,7 @@ TEST_F(PagerUnderSupervisorTest, AChainSessionIsServedOnAfterACrashUnlessALayerW
   const std::string expected = dir_ / "expected";
   std::ofstream(expected, std::ios::binary).write(reinterpret_cast<const char*>(image.data()), image.size());
   auto serve = [&](const std::string& id) -> std::unique_ptr<VmmStandIn> {
-    CreateSessionRequest req;
-    req.session_id = id;
-    req.instance_id = "vm-" + id;
+    CreateSessionRequest req = SessionRequest(id);
     req.backing_layers = layers;
     auto created = client_->CreateSession(req);
     EXPECT_TRUE(created.ok()) << created.status().ToString();

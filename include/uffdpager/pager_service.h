@@ -24,6 +24,13 @@
 
 namespace uffdpager {
 
+// A pager of some version that answered.
+struct RunningPager {
+  std::string version_key;  // its directory under DATA/uffd/
+  PagerClient client;
+  bool own = false;  // this service's version
+};
+
 struct PagerServiceOptions {
   std::string data_dir = "/var/lib/uffd-pager";
   // This client's version: 1-128 characters of [A-Za-z0-9._-], not starting
@@ -65,6 +72,12 @@ class PagerService {
   // take /drain, is an error (kUnavailable naming each, and those drained
   // nonetheless), reported after every other version has been drained.
   Result<std::vector<std::string>> DrainOtherVersions() const;
+
+  // Every pager under DATA/uffd/ that answers GET /health, this version's
+  // included (`own`), sorted by version key. A version directory without a
+  // listener is skipped; one whose pager accepts but does not answer is
+  // appended to *failures ("KEY: why"; "; " between them) and skipped.
+  Result<std::vector<RunningPager>> RunningPagers(std::string* failures) const;
 
   const PagerServiceOptions& options() const { return options_; }
   const std::string& control_socket_path() const { return client_.control_socket_path(); }

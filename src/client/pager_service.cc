@@ -137,43 +137,55 @@ Result<PagerClient> PagerService::EnsureRunning() const {
                          " ms, although " + shown + " succeeded (last: " + last.ToString() + ")");
 }
 
-Result<std::vector<std::string>> PagerService::DrainOtherVersions() const {
+Result<std::vector<RunningPager>> PagerService::RunningPagers(std::string* failures) const {
   const fs::path uffd_dir = fs::path(options_.data_dir) / "uffd";
-  const fs::path own_dir = uffd_dir / options_.version_key;
-  std::vector<std::string> drained;
-  std::string failures;
+  const fs::path own_dir_path = uffd_dir / options_.version_key;
+  std::vector<RunningPager> running;
   std::error_code ec;
   fs::directory_iterator it(uffd_dir, ec);
   if (ec) {
-    if (ec == std::errc::no_such_file_or_directory) return drained;  // no pager ever ran here
+    if (ec == std::errc::no_such_file_or_directory) return running;  // no pager ever ran here
     return Status::FromErrno(ec.value(), "list " + uffd_dir.string());
   }
   for (; it != fs::directory_iterator(); it.increment(ec)) {
     if (ec) return Status::FromErrno(ec.value(), "list " + uffd_dir.string());
     const std::string key = it->path().filename().string();
     std::error_code entry_ec;
-    if (key == options_.version_key || !IsValidVersionKey(key) || !it->is_directory(entry_ec)) continue;
-    // Never our own pager, even under another name (a symlinked directory).
-    if (fs::equivalent(it->path(), own_dir, entry_ec)) continue;
-    PagerClient other(PagerClient::ControlSocketPath(options_.data_dir, key));
-    auto health = other.Health(kProbeTimeout);
+    if (!IsValidVersionKey(key) || !it->is_directory(entry_ec)) continue;
+    // Our own pager, under its name or another (a symlinked directory).
+    const bool own_dir = key == options_.version_key || fs::equivalent(it->path(), own_dir_path, entry_ec);
+    PagerClient client(PagerClient::ControlSocketPath(options_.data_dir, key));
+    auto health = client.Health(kProbeTimeout);
     if (!health.ok()) {
-      // No socket, or one nobody listens on (its pager died): nothing to
-      // drain. A pager that accepts but does not answer is worth telling.
-      if (health.status().code() != ErrorCode::kUnavailable) {
-        failures += (failures.empty() ? "" : "; ") + key + ": " + health.status().ToString();
+      // No socket, or one nobody listens on (its pager died): nothing runs
+      // there. Another version's pager that accepts but does not answer is
+      // worth telling.
+      if (health.status().code() != ErrorCode::kUnavailable && !own_dir) {
+        *failures += (failures->empty() ? "" : "; ") + key + ": " + health.status().ToString();
       }
       continue;
     }
-    if (health->version == options_.version_key) continue;  // ours, by another path
-    Status st = other.Drain();
+    running.push_back({key, std::move(client), own_dir || health->version == options_.version_key});
+  }
+  std::sort(running.begin(), running.end(),
+            [](const RunningPager& a, const RunningPager& b) { return a.version_key < b.version_key; });
+  return running;
+}
+
+Result<std::vector<std::string>> PagerService::DrainOtherVersions() const {
+  std::string failures;
+  auto running = RunningPagers(&failures);
+  if (!running.ok()) return running.status();
+  std::vector<std::string> drained;
+  for (const RunningPager& pager : *running) {
+    if (pager.own) continue;
+    Status st = pager.client.Drain();
     if (!st.ok()) {
-      failures += (failures.empty() ? "" : "; ") + key + ": " + st.ToString();
+      failures += (failures.empty() ? "" : "; ") + pager.version_key + ": " + st.ToString();
       continue;
     }
-    drained.push_back(key);
+    drained.push_back(pager.version_key);
   }
-  std::sort(drained.begin(), drained.end());
   if (!failures.empty()) {
     std::string done;
     for (const auto& key : drained) done += (done.empty() ? "" : ", ") + key;

@@ -2,12 +2,14 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <thread>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include "common/cli.h"
 #include "common/json_fields.h"
 #include "uffdpager/pager_client.h"
+#include "uffdpager/pager_graduation.h"
 #include "uffdpager/pager_service.h"
 
 namespace {
@@ -324,6 +326,85 @@ void AddDrainOthersCommand(CommandLine& command_line, const GlobalFlags& flags) 
   });
 }
 
+struct GraduateFlags {
+  uint64_t soak_seconds = 600;
+  uint64_t max_concurrent = 2;
+  uint64_t retry_seconds = 60;
+  uint64_t max_per_pass = 0;
+  uint64_t passes = 1;
+  uint64_t interval_seconds = 10;
+};
+
+Json GraduationJson(const uffdpager::GraduationReport& r) {
+  return Json{{"graduated", r.graduated},     {"failed", r.failed},     {"soaking", r.soaking},
+              {"backing_off", r.backing_off}, {"deferred", r.deferred}, {"still_served", r.still_served}};
+}
+
+std::string GraduationLine(const uffdpager::GraduationReport& r) {
+  std::string served;
+  for (const auto& [version, count] : r.still_served) {
+    served += fmt::format("{}{} on {}", served.empty() ? "" : ", ", count, version);
+  }
+  return fmt::format("graduated {} session(s){}; {} soaking, {} backing off, {} deferred; still on a pager: {}",
+                     r.graduated.size(),
+                     r.graduated.empty() ? "" : " (" + fmt::format("{}", fmt::join(r.graduated, ", ")) + ")", r.soaking,
+                     r.backing_off, r.deferred, served.empty() ? "none" : served);
+}
+
+void AddGraduateCommand(CommandLine& command_line, const GlobalFlags& flags) {
+  auto* graduate = command_line.AddCommand(
+      "graduate",
+      "complete the serving sessions of every pager version older than the soak age, outdated versions first, so "
+      "their VMs no longer depend on a pager",
+      {"pagerctl --version-key v2 graduate --soak-seconds 600 --max-concurrent 2",
+       "pagerctl --version-key v2 graduate --passes 0 --interval-seconds 30   # until stopped"});
+  auto f = std::make_shared<GraduateFlags>();
+  graduate->add_option("--soak-seconds", f->soak_seconds, "leave sessions younger than this on their pager")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 365ULL * 24 * 3600));
+  graduate->add_option("--max-concurrent", f->max_concurrent, "completions in flight at once")
+      ->capture_default_str()
+      ->check(IntegerIn(1, 64));
+  graduate->add_option("--retry-seconds", f->retry_seconds, "after a failed completion, wait this long to retry it")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 24 * 3600));
+  graduate->add_option("--max-per-pass", f->max_per_pass, "graduate at most this many per pass (0: no bound)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 1000000));
+  graduate->add_option("--passes", f->passes, "passes to run (0: until stopped)")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 1000000));
+  graduate->add_option("--interval-seconds", f->interval_seconds, "between passes")
+      ->capture_default_str()
+      ->check(IntegerIn(1, 24 * 3600));
+  command_line.SetAction(graduate, [&command_line, &flags, f] {
+    uffdpager::GraduationOptions options;
+    options.data_dir = flags.data_dir;
+    options.version_key = flags.version_key;
+    options.soak_age = std::chrono::seconds(f->soak_seconds);
+    options.max_concurrent = static_cast<unsigned>(f->max_concurrent);
+    options.retry_backoff = std::chrono::seconds(f->retry_seconds);
+    options.max_per_pass = f->max_per_pass;
+    auto graduation = uffdpager::PagerGraduation::Create(options);
+    if (!graduation.ok()) return command_line.Fail(graduation.status());
+    bool any_failed = false;
+    for (uint64_t pass = 0; f->passes == 0 || pass < f->passes; ++pass) {
+      if (pass > 0) std::this_thread::sleep_for(std::chrono::seconds(f->interval_seconds));
+      auto report = graduation->RunPass();
+      if (!report.ok()) return command_line.Fail(report.status());
+      if (flags.json) {
+        PrintJson(GraduationJson(*report));
+      } else {
+        uffdpager::cli::PrintResult(GraduationLine(*report));
+      }
+      for (const auto& failure : report->failed) std::cerr << "pagerctl: graduate: " << failure << "\n";
+      any_failed = !report->failed.empty();
+    }
+    // The last pass decides: a failure is retried by a later pass.
+    return any_failed ? uffdpager::cli::kExitFailed : uffdpager::cli::kExitOk;
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -340,6 +421,7 @@ int main(int argc, char** argv) {
   AddDrainCommand(command_line, flags);
   AddEnsureCommand(command_line, flags);
   AddDrainOthersCommand(command_line, flags);
+  AddGraduateCommand(command_line, flags);
   if (auto done = command_line.Parse(argc, argv)) return *done;
   return command_line.RunCommand();
 }
