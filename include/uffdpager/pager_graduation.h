@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "uffdpager/pager_service.h"
 #include "uffdpager/status.h"
 
 namespace uffdpager {
@@ -80,9 +81,11 @@ class PagerGraduation {
   Result<GraduationReport> RunPass();
 
  private:
-  explicit PagerGraduation(GraduationOptions options) : options_(std::move(options)) {}
+  PagerGraduation(GraduationOptions options, PagerService service)
+      : options_(std::move(options)), service_(std::move(service)) {}
 
   GraduationOptions options_;
+  PagerService service_;  // finds the running versions
   // "VERSION/ID" -> when its last completion failed.
   std::map<std::string, std::chrono::steady_clock::time_point> failed_at_;
 };

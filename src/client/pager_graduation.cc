@@ -5,7 +5,6 @@
 #include <thread>
 
 #include "uffdpager/pager_client.h"
-#include "uffdpager/pager_service.h"
 
 namespace uffdpager {
 
@@ -33,15 +32,13 @@ Result<PagerGraduation> PagerGraduation::Create(GraduationOptions options) {
   // The service checks the version key as every client of the pager does.
   auto service = PagerService::Create({.data_dir = options.data_dir, .version_key = options.version_key});
   if (!service.ok()) return service.status();
-  return PagerGraduation(std::move(options));
+  return PagerGraduation(std::move(options), std::move(*service));
 }
 
 Result<GraduationReport> PagerGraduation::RunPass() {
-  auto service = PagerService::Create({.data_dir = options_.data_dir, .version_key = options_.version_key});
-  if (!service.ok()) return service.status();
   GraduationReport report;
   std::string failures;
-  auto running = service->RunningPagers(&failures);
+  auto running = service_.RunningPagers(&failures);
   if (!running.ok()) return running.status().WithContext("find the pagers to graduate sessions from");
   if (!failures.empty()) report.failed.push_back(failures);
 
