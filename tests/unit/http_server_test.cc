@@ -102,9 +102,12 @@ TEST_F(HttpServerTest, ATricklingRequestIsAnswered408AndClosedAtItsDeadline) {
     ++handled;
     return HttpResponse{200, "{}"};
   });
+  // The server starts the deadline when it accepts, which may be before
+  // Connect() returns: start the clock before connecting so `took` never
+  // undercounts it.
+  const auto start = Clock::now();
   UniqueFd conn = Connect();
   const std::string request = "GET /slow HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(200, 'a');
-  const auto start = Clock::now();
   std::string answer;
   // One byte every 50 ms, never finishing the headers, until the server
   // answers and closes.
