@@ -6,9 +6,10 @@
 // session and a Uffd load; for file a copy of the memory file and a File
 // load) and the time to the guest's first progress after the fork started.
 // The uffd fork time must not grow with memory size (2 GiB / 64 MiB ≤ 1.5).
-// Then the hot-pool cycle on a fork that ran a while: a fork of it while it
-// runs, and its standby, timed, with the bytes the standby wrote; with
-// layered snapshots both cost what the fork changed, not its memory.
+// Then the hot-pool cycle on a fork that changed 5% of its memory: a fork of
+// it while it runs, and (after another 5%) its standby, timed, with the
+// bytes each wrote; with layered snapshots both cost what the fork changed,
+// not its memory.
 // docs/benchmarks.md has the command and the numbers.
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -84,18 +86,32 @@ struct Row {
 
 Status Check(const Status& st, const std::string& what) { return st.ok() ? st : st.WithContext(what); }
 
-// Steps a fork runs before its cycle: each writes a page now and then.
-constexpr int64_t kCycleSteps = 3000;
+// The hot-pool cycle changes this fraction of a fork's memory before each
+// of its two steps. The guest writes every page it reads (the bench sets
+// --guest-write-every=1) and reads uniformly random pages, so N steps over
+// P pages touch P * (1 - e^(-N/P)) distinct pages: N = -ln(1 - f) * P.
+constexpr double kCycleDirtyFraction = 0.05;
+
+int64_t CycleSteps(uint64_t mem_mib) {
+  const double pages = double(mem_mib << 20) / 4096;
+  return static_cast<int64_t>(-std::log(1 - kCycleDirtyFraction) * pages) + 1;
+}
 
 // The cycle on a running, pager-restored fork.
 struct CycleSample {
   uint64_t mem_mib = 0;
+  int64_t steps = 0;  // guest steps before each step of the cycle
   double fork_running_ms = 0;
+  uint64_t fork_written_bytes = 0;  // disk the fork's Diff took
   double standby_ms = 0;
   uint64_t standby_written_bytes = 0;  // disk the standby's snapshot took
   json ToJson() const {
     return {{"mem_mib", mem_mib},
+            {"dirty_fraction_target", kCycleDirtyFraction},
+            {"steps", steps},
             {"fork_running_ms", fork_running_ms},
+            {"fork_written_mib", fork_written_bytes / double(1 << 20)},
+            {"fork_written_per_memory", fork_written_bytes / double(mem_mib << 20)},
             {"standby_ms", standby_ms},
             {"standby_written_mib", standby_written_bytes / double(1 << 20)},
             {"standby_written_per_memory", standby_written_bytes / double(mem_mib << 20)}};
@@ -115,23 +131,45 @@ uint64_t BlobBytes(const std::string& data) {
   return bytes;
 }
 
+// Lets the guest of `api` run `steps` more steps.
+Status RunSteps(const std::string& name, const std::string& api, int64_t steps) {
+  const int64_t start = GuestStep(api);
+  if (!WaitFor([&] { return GuestStep(api) >= start + steps; }, std::chrono::seconds(300))) {
+    return Status::Timeout(name + " did not run " + std::to_string(steps) + " steps");
+  }
+  return Status::Ok();
+}
+
+// Runs `op` and returns its time, and the disk the blobs grew by in *written.
+template <typename Op>
+Result<double> TimedWrite(const std::string& data, uint64_t* written, Op&& op) {
+  const uint64_t before = BlobBytes(data);
+  auto t0 = Clock::now();
+  UFFD_RETURN_IF_ERROR(op());
+  const double ms = Ms(Clock::now() - t0);
+  const uint64_t after = BlobBytes(data);
+  *written = after > before ? after - before : 0;
+  return ms;
+}
+
+// The cycle: the fork changes 5% of its memory, is forked while it runs (a
+// Diff of what it changed, and the new fork restored), changes another 5%,
+// and goes to standby (a Diff again).
 Result<CycleSample> RunCycle(Lifecycle& life, const std::string& data, const std::string& name, uint64_t mem_mib) {
   const std::string api = data + "/instances/" + name + "/api.sock";
-  const int64_t start = GuestStep(api);
-  if (!WaitFor([&] { return GuestStep(api) >= start + kCycleSteps; }, std::chrono::seconds(120))) {
-    return Status::Timeout(name + " did not run " + std::to_string(kCycleSteps) + " steps");
-  }
-  CycleSample sample{mem_mib};
-  auto t0 = Clock::now();
-  UFFD_RETURN_IF_ERROR(Check(life.Fork(name, name + "-ff", ForkTarget::kRunning), "fork the running " + name));
-  sample.fork_running_ms = Ms(Clock::now() - t0);
+  CycleSample sample{mem_mib, CycleSteps(mem_mib)};
+  UFFD_RETURN_IF_ERROR(RunSteps(name, api, sample.steps));
+  auto fork_ms = TimedWrite(data, &sample.fork_written_bytes, [&] {
+    return Check(life.Fork(name, name + "-ff", ForkTarget::kRunning), "fork the running " + name);
+  });
+  if (!fork_ms.ok()) return fork_ms.status();
+  sample.fork_running_ms = *fork_ms;
   UFFD_RETURN_IF_ERROR(Check(life.Delete(name + "-ff"), "delete " + name + "-ff"));
-  const uint64_t before = BlobBytes(data);
-  t0 = Clock::now();
-  UFFD_RETURN_IF_ERROR(Check(life.Standby(name), "standby " + name));
-  sample.standby_ms = Ms(Clock::now() - t0);
-  const uint64_t after = BlobBytes(data);
-  sample.standby_written_bytes = after > before ? after - before : 0;
+  UFFD_RETURN_IF_ERROR(RunSteps(name, api, sample.steps));
+  auto standby_ms =
+      TimedWrite(data, &sample.standby_written_bytes, [&] { return Check(life.Standby(name), "standby " + name); });
+  if (!standby_ms.ok()) return standby_ms.status();
+  sample.standby_ms = *standby_ms;
   return sample;
 }
 
@@ -206,6 +244,8 @@ int main(int argc, char** argv) {
   config.vmm_binary = FORK_BENCH_VMM_BIN;
   config.pager_binary = FORK_BENCH_PAGER_BIN;
   config.pager_cache_bytes = 4ULL << 30;
+  // Every page the guest reads it writes: the cycle dirties what it asks for.
+  config.vmm_args = {"--guest-write-every=1"};
   app.add_option("--sizes-mib", sizes, "source memory sizes")->delimiter(',')->capture_default_str();
   app.add_option("--forks", forks, "forks per size and backend")->capture_default_str();
   app.add_option("--work-dir", work_dir, "where the data directories go (default: a new /tmp/fork-bench.*)");
@@ -263,9 +303,9 @@ int main(int argc, char** argv) {
     cycles.push_back(cycle.ToJson());
     cycle_samples.push_back(cycle);
     std::cout << fmt::format(
-        "{:>6} MiB  cycle: fork of the running fork {:8.1f} ms; its standby {:8.1f} ms writing {:.1f} MiB ({:.3f}x "
-        "its memory)\n",
-        size, cycle.fork_running_ms, cycle.standby_ms, cycle.standby_written_bytes / double(1 << 20),
+        "{:>6} MiB  cycle ({} steps each): fork of the running fork {:8.1f} ms writing {:.3f}x its memory; its "
+        "standby {:8.1f} ms writing {:.3f}x\n",
+        size, cycle.steps, cycle.fork_running_ms, cycle.fork_written_bytes / double(size << 20), cycle.standby_ms,
         cycle.standby_written_bytes / double(size << 20));
     fs::remove_all(work_dir + "/size-" + std::to_string(size));
   }

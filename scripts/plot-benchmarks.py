@@ -205,8 +205,14 @@ def plot_fork_cycle(result, out_dir, stem):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for key, label in [("fork_running_ms", "fork of a running fork"), ("standby_ms", "standby of a fork")]:
         axes[0].plot(sizes, [r[key] for r in rows], marker="o", label=label)
+    if all("fork_written_mib" in r for r in rows):
+        axes[1].plot(sizes, [r["fork_written_mib"] for r in rows], marker="o", label="written by the fork")
     axes[1].plot(sizes, [r["standby_written_mib"] for r in rows], marker="o", label="written by its standby")
     axes[1].plot(sizes, sizes, linestyle="--", color="gray", label="its memory")
+    if rows and "dirty_fraction_target" in rows[0]:
+        fraction = rows[0]["dirty_fraction_target"]
+        axes[1].plot(sizes, [fraction * m for m in sizes], linestyle=":", color="gray",
+                     label=f"{fraction:.0%} of its memory (what it changed)")
     for ax, unit in [(axes[0], "ms"), (axes[1], "MiB")]:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes)
@@ -217,7 +223,7 @@ def plot_fork_cycle(result, out_dir, stem):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].set_title("fork_bench: the hot-pool cycle on a running fork", fontsize=10)
-    axes[1].set_title("bytes a standby writes", fontsize=10)
+    axes[1].set_title("bytes each step writes", fontsize=10)
     save(fig, out_dir, stem, "fork-cycle")
 
 
