@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -15,10 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include "common/layer_page_map.h"
 #include "common/object_store_client.h"
 #include "support/child_vmm.h"
 #include "support/pager_fixture.h"
 #include "support/tcp_relay.h"
+#include "support/test_layers.h"
 #include "support/test_rgw.h"
 
 namespace uffdpager::testing::object_session_test {
@@ -125,6 +128,54 @@ class PagerObjectSessionTest : public PagerFixture {
     ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
     vmm_ = std::move(*vmm);
     ASSERT_TRUE(vmm_->Verify(0).ok());
+  }
+
+  // Uploads `bytes` as `key`; its ETag.
+  std::string PutBytes(const std::string& key, const std::vector<uint8_t>& bytes) {
+    auto put = store_->Put(ObjectUrl{bucket_, key},
+                           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    EXPECT_TRUE(put.ok()) << put.status().ToString();
+    return put.ok() ? put->etag : "";
+  }
+
+  // A Diff layer of `size` bytes holding the pages at `offsets` (the rest
+  // zeros), written over *image, uploaded whole as `key` (object storage
+  // keeps no holes) with a page map naming those pages beside it unless
+  // `map_etag` says to bind the map to another version ("" binds it to the
+  // upload).
+  void PutObjectLayer(const std::string& key, uint64_t size, const std::vector<uint64_t>& offsets, uint64_t seed,
+                      std::vector<uint8_t>* image, const std::string& map_etag = "") {
+    std::string local = key + ".local";
+    std::replace(local.begin(), local.end(), '/', '_');
+    local = dir_.path() + "/" + local;
+    ASSERT_TRUE(WriteTestLayer(local, size, offsets, seed, image));
+    const std::string etag = PutBytes(key, ReadFileBytes(local));
+    LayerPageMap map;
+    map.layer_etag = map_etag.empty() ? etag : map_etag;
+    map.layer_size = size;
+    for (uint64_t offset : offsets) {
+      if (!map.extents.empty() && map.extents.back().second == offset) {
+        map.extents.back().second += kLayerPage;
+      } else {
+        map.extents.emplace_back(offset, offset + kLayerPage);
+      }
+    }
+    const std::string text = map.Encode();
+    PutBytes(key + ".pagemap", std::vector<uint8_t>(text.begin(), text.end()));
+  }
+
+  // `image` as a local file, for MatchesSnapshotFile.
+  std::string WriteImage(const std::string& name, const std::vector<uint8_t>& image) {
+    const std::string path = dir_.path() + "/" + name;
+    std::ofstream(path, std::ios::binary)
+        .write(reinterpret_cast<const char*>(image.data()), static_cast<std::streamsize>(image.size()));
+    return path;
+  }
+
+  Result<CreatedSession> CreateChainSession(const std::string& id, const std::vector<std::string>& layers) {
+    CreateSessionRequest req = SessionRequest(id);
+    req.backing_layers = layers;
+    return pager_->client().CreateSession(req);
   }
 
   TestRgw rgw_;
@@ -459,6 +510,133 @@ TEST_F(PagerObjectSessionTest, AHandOverKeepsServingThePinnedVersion) {
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap)) << new_pager->Log();
   EXPECT_EQ(SessionState(*new_pager, "a"), "serving");
   EXPECT_TRUE(new_pager->client().CloseSession("a").ok());
+}
+
+// A chain whose base and top are objects and whose middle is a local file:
+// each page from the topmost layer holding it, the top's page map deciding
+// which of its uploaded bytes (zeros elsewhere) are data. The store is asked
+// only for the top's chunks its map names.
+TEST_F(PagerObjectSessionTest, AChainOfObjectAndFileLayersIsServedByteExactAsItsPageMapsSay) {
+  constexpr uint64_t kSize = 8 * kMiB;
+  std::string base = PutSnapshot("chain/base", kSize, 11);
+  std::vector<uint8_t> image = ReadFileBytes(base);
+  // The middle: a local sparse Diff layer over the whole range.
+  const std::string middle = dir_.path() + "/middle.mem";
+  std::vector<uint64_t> middle_pages;
+  for (uint64_t off = 3 * kLayerPage; off < kSize; off += 37 * kLayerPage) middle_pages.push_back(off);
+  ASSERT_TRUE(WriteTestLayer(middle, kSize, middle_pages, 12, &image));
+  // The top: pages in the first two 1 MiB chunks only, a run and single
+  // pages, some of them zeros (a dirtied page of zeros is data).
+  std::vector<uint64_t> top_pages;
+  for (uint64_t p = 0; p < 16; ++p) top_pages.push_back(p * kLayerPage);
+  for (uint64_t p = 20; p < 512; p += 9) top_pages.push_back(p * kLayerPage);
+  PutObjectLayer("chain/top", kSize, top_pages, 13, &image);
+  const std::string expected = WriteImage("expected.mem", image);
+  StartPagerWithStore();
+
+  auto created = CreateChainSession("c", {Url("chain/base"), middle, Url("chain/top")});
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchAllPages((*vm)->memory, 4);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, expected)) << pager_->Log();
+
+  auto s = Session("c");
+  EXPECT_EQ(s["state"], "serving");
+  ASSERT_EQ(s["backing_layer_etags"].size(), 3u) << s.dump();
+  EXPECT_FALSE(s["backing_layer_etags"][0].get<std::string>().empty());
+  EXPECT_EQ(s["backing_layer_etags"][1], "") << "a file has no ETag";
+  EXPECT_FALSE(s["backing_layer_etags"][2].get<std::string>().empty());
+  // The base whole (every chunk holds pages no layer above covers), and of
+  // the top only the two chunks its map names.
+  EXPECT_EQ(Stat("object_store_bytes"), kSize + 2 * kMiB);
+  EXPECT_EQ(Stat("object_store_errors"), 0u);
+}
+
+// The same top without its page map would serve its zeros over every page
+// below; a map bound to another version of the layer is refused before
+// anything is served, naming the map, and so is one that is not a page map.
+// A live session of the same id keeps serving.
+TEST_F(PagerObjectSessionTest, APageMapThatDoesNotDescribeItsLayerIsRefusedNamingIt) {
+  constexpr uint64_t kSize = 4 * kMiB;
+  std::string base = PutSnapshot("base", kSize, 14);
+  std::vector<uint8_t> image = ReadFileBytes(base);
+  PutObjectLayer("good", kSize, {0, 5 * kLayerPage}, 15, &image);
+  std::vector<uint8_t> ignored = image;
+  PutObjectLayer("stale", kSize, {kLayerPage}, 16, &ignored, "\"0000000000000000\"");
+  PutBytes("garbled", std::vector<uint8_t>(kSize, 0));
+  const std::string garbage = "{\"format\": \"something else\"}";
+  PutBytes("garbled.pagemap", std::vector<uint8_t>(garbage.begin(), garbage.end()));
+  const std::string expected = WriteImage("expected.mem", image);
+  StartPagerWithStore();
+  auto live = CreateChainSession("s", {Url("base"), Url("good")});
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  auto vm = VmmStandIn::Restore(live->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+
+  for (const std::string& top : {std::string("stale"), std::string("garbled")}) {
+    SCOPED_TRACE(top);
+    for (const std::string& id : {std::string("s"), std::string("other")}) {
+      auto refused = CreateChainSession(id, {Url("base"), Url(top)});
+      ASSERT_FALSE(refused.ok());
+      if (id == "other") {
+        EXPECT_NE(refused.status().message().find("HTTP 400"), std::string::npos) << refused.status().ToString();
+        EXPECT_NE(refused.status().message().find("page map " + Url(top) + ".pagemap"), std::string::npos)
+            << refused.status().ToString();
+        EXPECT_NE(refused.status().message().find("layer 1"), std::string::npos) << refused.status().ToString();
+      }
+    }
+    EXPECT_NE(pager_->Log().find(top == "stale" ? "write the page map again" : "\"format\" is \"something else\""),
+              std::string::npos);
+  }
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, expected)) << pager_->Log();
+  EXPECT_EQ(SessionState("s"), "serving");
+}
+
+TEST_F(PagerObjectSessionTest, AnObjectLayerOnAPagerWithoutAStoreIsRefusedNamingTheLayer) {
+  std::string base = MakeSnapshot("base.mem", 4 * kMiB, 17);
+  StartPagerWithStore({{"AWS_ENDPOINT_URL", std::nullopt}});
+  auto refused = CreateChainSession("s", {base, Url("top")});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("HTTP 400"), std::string::npos) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("\"backing_layers[1]\" cannot be served here"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("AWS_ENDPOINT_URL"), std::string::npos) << refused.status().ToString();
+  auto bad_url = CreateChainSession("s", {base, "s3://No_Such_Bucket/top"});
+  ASSERT_FALSE(bad_url.ok());
+  EXPECT_NE(bad_url.status().message().find("HTTP 400"), std::string::npos) << bad_url.status().ToString();
+  EXPECT_NE(bad_url.status().message().find("backing_layers[1]"), std::string::npos) << bad_url.status().ToString();
+}
+
+// A hand-over reopens each object layer at the version it was serving.
+TEST_F(PagerObjectSessionTest, AHandOverKeepsEveryObjectLayerAtItsPinnedVersion) {
+  constexpr uint64_t kSize = 4 * kMiB;
+  std::string base = PutSnapshot("hbase", kSize, 18);
+  std::vector<uint8_t> image = ReadFileBytes(base);
+  PutObjectLayer("htop", kSize, {0, 2 * kLayerPage, 700 * kLayerPage}, 19, &image);
+  const std::string expected = WriteImage("expected.mem", image);
+  auto old_pager = StartPagerProcess({.version_key = "v1"});
+  ASSERT_TRUE(old_pager);
+  CreateSessionRequest req = SessionRequest("a");
+  req.backing_layers = {Url("hbase"), Url("htop")};
+  auto created = old_pager->client().CreateSession(req);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  TouchPages((*vm)->memory, {0, 1, 2, 3});
+  const nlohmann::json etags = Session(*old_pager, "a")["backing_layer_etags"];
+  ASSERT_EQ(etags.size(), 2u);
+
+  auto new_pager = StartPagerProcess({.version_key = "v2", .extra_args = {"--take-over", "v1"}});
+  ASSERT_TRUE(new_pager);
+  EXPECT_TRUE(old_pager->WaitForExit(std::chrono::seconds(20))) << old_pager->Log();
+  auto s = Session(*new_pager, "a");
+  EXPECT_EQ(s["origin"], "taken over from version v1") << s.dump();
+  EXPECT_EQ(s["backing_layer_etags"], etags);
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, expected)) << new_pager->Log();
+  EXPECT_EQ(SessionState(*new_pager, "a"), "serving");
 }
 
 }  // namespace

@@ -200,7 +200,8 @@ void AddCreateCommand(CommandLine& command_line, const GlobalFlags& flags) {
                          "snapshot memory object, s3://BUCKET/KEY (the pager's store: its AWS_* environment)");
   auto* backing_layer = create->add_option(
       "--backing-layer", req.backing_layers,
-      "a layer of a chain, base first (repeat it: each page comes from the topmost layer that holds it)");
+      "a layer of a chain, base first: a path or an s3://BUCKET/KEY object (repeat it: each page comes from the "
+      "topmost layer that holds it)");
   backing->excludes(backing_url);
   backing->excludes(backing_layer);
   backing_url->excludes(backing_layer);

@@ -46,6 +46,8 @@ Status ValidateBucketName(std::string_view bucket) {
   return Status::Ok();
 }
 
+bool IsObjectUrl(std::string_view text) { return text.substr(0, kScheme.size()) == kScheme; }
+
 Result<ObjectUrl> ParseObjectUrl(std::string_view url) {
   if (url.substr(0, kScheme.size()) != kScheme) {
     return Status::InvalidArgument("object URL \"" + std::string(url) + "\" must start with s3://");

@@ -29,6 +29,11 @@ struct ObjectUrl {
   bool operator==(const ObjectUrl&) const = default;
 };
 
+// True if `text` is meant as an object URL (it starts with "s3://");
+// ParseObjectUrl says whether it is a valid one. Where a field takes a path
+// or a URL, this tells which.
+bool IsObjectUrl(std::string_view text);
+
 // Parses "s3://BUCKET/KEY". kInvalidArgument, naming the part at fault, for
 // another scheme, a bad bucket name, or a missing or bad key.
 Result<ObjectUrl> ParseObjectUrl(std::string_view url);

@@ -85,6 +85,32 @@ TEST(SessionRecordTest, AChainSessionKeepsItsLayersInOrder) {
   }
 }
 
+TEST(SessionRecordTest, AChainKeepsTheVersionOfEachObjectLayer) {
+  SessionCheckpoint in = FullRecord();
+  in.spec.backing_path.clear();
+  in.spec.backing_layers = {"s3://snapshots/base", "/snapshots/diff-1.mem", "s3://snapshots/diff-2"};
+  in.spec.backing_layer_etags = {"\"e-base\"", "", "\"e-diff-2\""};
+  auto out = ParseSessionRecord(nlohmann::json::parse(SessionRecordJson(in).dump()));
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  EXPECT_EQ(out->spec.backing_layers, in.spec.backing_layers);
+  EXPECT_EQ(out->spec.backing_layer_etags, in.spec.backing_layer_etags);
+  // An object layer without the version it was bound to could serve another
+  // one after a restart: refused, naming the layer.
+  nlohmann::json j = SessionRecordJson(in);
+  j["backing_layer_etags"][2] = "";
+  auto unpinned = ParseSessionRecord(j);
+  ASSERT_FALSE(unpinned.ok());
+  EXPECT_NE(unpinned.status().message().find("layer 2 (s3://snapshots/diff-2) has no pinned ETag"), std::string::npos)
+      << unpinned.status().ToString();
+  j.erase("backing_layer_etags");
+  EXPECT_FALSE(ParseSessionRecord(j).ok());
+  j["backing_layer_etags"] = {"\"e-base\""};
+  auto short_list = ParseSessionRecord(j);
+  ASSERT_FALSE(short_list.ok());
+  EXPECT_NE(short_list.status().message().find("1 entries for 3 layers"), std::string::npos)
+      << short_list.status().ToString();
+}
+
 TEST(SessionRecordTest, OptionalSecurityFieldsStayUnset) {
   SessionCheckpoint in = FullRecord();
   in.spec.socket_ownership = {};

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "common/json_fields.h"
+#include "common/object_url.h"
 #include "pager/serving/session_registry.h"
 
 namespace uffdpager {
@@ -26,6 +27,18 @@ Result<SessionCheckpoint> ParseRecord(const nlohmann::json& j) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_layers", &r.spec.backing_layers));
   if (!r.spec.backing_url.empty() && r.spec.backing_etag.empty()) {
     return Status::InvalidArgument("a session with \"backing_memory_url\" has no \"backing_etag\"");
+  }
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("backing_layer_etags", &r.spec.backing_layer_etags));
+  if (!r.spec.backing_layer_etags.empty() && r.spec.backing_layer_etags.size() != r.spec.backing_layers.size()) {
+    return Status::InvalidArgument(fmt::format("\"backing_layer_etags\" has {} entries for {} layers",
+                                               r.spec.backing_layer_etags.size(), r.spec.backing_layers.size()));
+  }
+  for (size_t i = 0; i < r.spec.backing_layers.size(); ++i) {
+    // A restart must serve the version it served, never the current one.
+    if (IsObjectUrl(r.spec.backing_layers[i]) &&
+        (i >= r.spec.backing_layer_etags.size() || r.spec.backing_layer_etags[i].empty())) {
+      return Status::InvalidArgument(fmt::format("layer {} ({}) has no pinned ETag", i, r.spec.backing_layers[i]));
+    }
   }
   UFFD_RETURN_IF_ERROR(fields.Read("cache_key", &r.spec.cache_key));
   UFFD_RETURN_IF_ERROR(fields.Read("kill_client_on_failure", &r.spec.kill_client_on_failure));
@@ -102,11 +115,7 @@ nlohmann::json SessionRecordJson(const SessionCheckpoint& c) {
       {"client_pid", c.client_pid},
       {"client_start_time", c.client_start_time},
   };
-  if (!c.spec.backing_url.empty()) {
-    j["backing_memory_url"] = c.spec.backing_url;
-    j["backing_etag"] = c.spec.backing_etag;
-  }
-  if (!c.spec.backing_layers.empty()) j["backing_layers"] = c.spec.backing_layers;
+  AddBackingFields(c.spec, &j);
   if (c.spec.socket_ownership.uid) j["socket_uid"] = *c.spec.socket_ownership.uid;
   if (c.spec.socket_ownership.gid) j["socket_gid"] = *c.spec.socket_ownership.gid;
   if (c.spec.expected_peer.uid) j["expected_uid"] = *c.spec.expected_peer.uid;

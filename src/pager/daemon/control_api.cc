@@ -1,10 +1,13 @@
 #include "pager/daemon/control_api.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "common/json_fields.h"
+#include "common/object_url.h"
 #include "common/url_path.h"
 #include "common/version.h"
 #include "pager/metrics/metrics_page.h"
@@ -216,8 +219,14 @@ HttpResponse ControlApi::CreateSession(const std::string& body_text) {
     // backing roots, a file the pager may not read, a socket owner the pager
     // may not give (not root). Whatever the refusal, a live session of the
     // same id was not touched (SessionRegistry::Create).
-    int status = spec.backing_url.empty() ? (st.code() == ErrorCode::kNotFound ? 400 : HttpStatusFor(st))
-                                          : HttpStatusForObjectStore(st);
+    // A store that fails is a bad gateway, wherever the object is named.
+    const bool objects =
+        !spec.backing_url.empty() || std::any_of(spec.backing_layers.begin(), spec.backing_layers.end(),
+                                                 [](const std::string& layer) { return IsObjectUrl(layer); });
+    int status = !spec.backing_url.empty()           ? HttpStatusForObjectStore(st)
+                 : st.code() == ErrorCode::kNotFound ? 400
+                 : objects                           ? HttpStatusForObjectStore(st)
+                                                     : HttpStatusFor(st);
     spdlog::warn("create session {} refused: {}", ForLog(spec.id), st.ToString());
     return ErrorResponse(status, st.ToString());
   }

@@ -904,11 +904,7 @@ nlohmann::json Session::Describe() const {
       {"origin", origin_},
       {"incarnation", incarnation_},
   };
-  if (!spec_.backing_url.empty()) {
-    j["backing_memory_url"] = spec_.backing_url;
-    j["backing_etag"] = spec_.backing_etag;
-  }
-  if (!spec_.backing_layers.empty()) j["backing_layers"] = spec_.backing_layers;
+  AddBackingFields(spec_, &j);
   if (!reason_.empty()) j["reason"] = reason_;
   if (!warning_.empty()) j["warning"] = warning_;
   if (spec_.expected_peer.uid) j["expected_uid"] = *spec_.expected_peer.uid;

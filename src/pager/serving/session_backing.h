@@ -14,8 +14,10 @@ namespace uffdpager {
 
 // Opens spec->backing_path, or spec->backing_url at the version
 // spec->backing_etag names (empty: the object's current version, whose ETag
-// is then written into spec->backing_etag). A URL on a pager without an
-// object store is kInvalidArgument saying why it has none.
+// is then written into spec->backing_etag), or the chain
+// spec->backing_layers, each object among them at the version
+// spec->backing_layer_etags names in the same way. A URL on a pager without
+// an object store is kInvalidArgument saying why it has none.
 // REQUIRES: CheckSessionSpec(*spec) is OK.
 Result<std::shared_ptr<const BackingChain>> OpenSessionBacking(const SessionEnvironment& env, SessionSpec* spec);
 

@@ -68,7 +68,14 @@ Status CheckBackingLayers(const std::vector<std::string>& layers) {
         layers.size(), BackingChain::kMaxLayers, BackingChain::kMaxLayers, layers[BackingChain::kMaxLayers]));
   }
   for (size_t i = 0; i < layers.size(); ++i) {
-    UFFD_RETURN_IF_ERROR(CheckBackingPath(fmt::format("backing_layers[{}]", i), layers[i]));
+    const std::string field = fmt::format("backing_layers[{}]", i);
+    if (IsObjectUrl(layers[i])) {
+      UFFD_RETURN_IF_ERROR(CheckNoControlCharacter(field.c_str(), layers[i]));
+      auto url = ParseObjectUrl(layers[i]);
+      if (!url.ok()) return url.status().WithContext("\"" + field + "\"");
+      continue;
+    }
+    UFFD_RETURN_IF_ERROR(CheckBackingPath(field, layers[i]));
   }
   return Status::Ok();
 }

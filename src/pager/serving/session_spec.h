@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "pager/access/peer_check.h"
 #include "pager/access/socket_permissions.h"
 
@@ -18,9 +20,14 @@ struct SessionSpec {
   std::string backing_path;
   std::string backing_url;
   std::string backing_etag;
-  // Or a chain of local files, base first (BackingChain): each page from the
-  // topmost layer whose data holds it.
+  // Or a chain of layers, base first (BackingChain): each page from the
+  // topmost layer whose data holds it. A layer is a local file's absolute
+  // path or an object's "s3://BUCKET/KEY" (whose page map, if it has one,
+  // says which of its bytes are data: LayerPageMap).
   std::vector<std::string> backing_layers;
+  // The version the pager pinned at create of each layer that is an object
+  // ("" for a file); empty until the layers were opened once.
+  std::vector<std::string> backing_layer_etags;
   // The caller's name for the snapshot (default: the backing path or URL); with the
   // identity of the bytes it becomes the session's CacheKey.
   std::string cache_key;
@@ -37,5 +44,11 @@ struct SessionSpec {
     return backing_url.empty() ? backing_path : backing_url;
   }
 };
+
+// Adds to `j` the fields that say which memory `spec` serves, as GET
+// /sessions/ID and the session record both show them: the URL and its
+// pinned ETag, or the layers and the pinned ETags of those that are objects.
+// (The path is written by each, under its own rules.)
+void AddBackingFields(const SessionSpec& spec, nlohmann::json* j);
 
 }  // namespace uffdpager

@@ -89,17 +89,22 @@ Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path, 
   return file;
 }
 
-Result<std::shared_ptr<BackingFile>> BackingFile::OpenFilled(const std::string& local_path, std::string name,
-                                                             std::string identity,
-                                                             std::shared_ptr<RangeFiller> filler) {
+Result<std::shared_ptr<BackingFile>> BackingFile::OpenFilled(
+    const std::string& local_path, std::string name, std::string identity, std::shared_ptr<RangeFiller> filler,
+    std::optional<std::vector<std::pair<uint64_t, uint64_t>>> data_extents) {
   auto file = Open(local_path);
   if (!file.ok()) return file.status();
   BackingFile& f = **file;
   f.path_ = std::move(name);
   f.identity_text_ = std::move(identity);
   f.filler_ = std::move(filler);
-  // Unfetched chunks are holes of the local file but not zeros.
-  f.data_extents_.assign({{0, f.identity_.size}});
+  // Unfetched chunks are holes of the local file but not zeros: only a page
+  // map tells where the data is.
+  if (data_extents) {
+    f.data_extents_ = std::move(*data_extents);
+  } else {
+    f.data_extents_.assign({{0, f.identity_.size}});
+  }
   return file;
 }
 

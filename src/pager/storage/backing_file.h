@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,9 +60,12 @@ class BackingFile {
   // A file filled on demand: the local file at `local_path` (its size is the
   // snapshot's), read only after `filler` made a range present. `name` is
   // what path() and every error name (the object's URL); `identity` names
-  // the bytes for every tier that keeps them (IdentityText).
-  static Result<std::shared_ptr<BackingFile>> OpenFilled(const std::string& local_path, std::string name,
-                                                         std::string identity, std::shared_ptr<RangeFiller> filler);
+  // the bytes for every tier that keeps them (IdentityText). Its data is
+  // `data_extents` where given (a layer's page map: sorted, disjoint, within
+  // the size), else the whole file.
+  static Result<std::shared_ptr<BackingFile>> OpenFilled(
+      const std::string& local_path, std::string name, std::string identity, std::shared_ptr<RangeFiller> filler,
+      std::optional<std::vector<std::pair<uint64_t, uint64_t>>> data_extents = std::nullopt);
 
   // What the bytes are, for cache keys and session records: the file's
   // identity, or a filled file's own.
@@ -83,7 +87,8 @@ class BackingFile {
 
   // The file's data, sorted and disjoint [start, end) ranges: what is not in
   // them is a hole (zeros in a file read alone; "look below" in a layer of a
-  // chain). A file filled on demand is all data.
+  // chain). A file filled on demand is all data unless a page map said
+  // otherwise.
   const std::vector<std::pair<uint64_t, uint64_t>>& data_extents() const { return data_extents_; }
 
   // Whether a later version of a file's size cut [offset, offset+length): for

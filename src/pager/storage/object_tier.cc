@@ -59,12 +59,53 @@ Result<ObjectTier::Opened> ObjectTier::Open(const ObjectUrl& url, const std::str
                                         url.ToString(), info->etag, pinned_etag));
   }
   if (info->size == 0) return Status::InvalidArgument(url.ToString() + " is empty: no memory to serve");
+  auto page_map = ReadPageMap(url, *info);
+  if (!page_map.ok()) return page_map.status();
   ObjectVersion object{url, info->etag, info->size};
   auto store = StoreFor(object);
   if (!store.ok()) return store.status();
-  auto file = BackingFile::OpenFilled((*store)->data_path(), url.ToString(), object.ToString(), *store);
+  // The map decides which bytes are served (its holes are zeros), so two
+  // maps of one version are two different memories to the cache.
+  std::string identity = object.ToString();
+  std::optional<std::vector<std::pair<uint64_t, uint64_t>>> extents;
+  if (*page_map) {
+    identity += " page map " + (*page_map)->etag;
+    extents = std::move((*page_map)->map.extents);
+  }
+  auto file =
+      BackingFile::OpenFilled((*store)->data_path(), url.ToString(), std::move(identity), *store, std::move(extents));
   if (!file.ok()) return file.status();
   return Opened{std::move(*file), info->etag};
+}
+
+Result<std::optional<ObjectTier::PageMapVersion>> ObjectTier::ReadPageMap(const ObjectUrl& layer,
+                                                                          const ObjectInfo& layer_info) {
+  const ObjectUrl location = LayerPageMap::LocationOf(layer);
+  auto info = client_.Head(location);
+  if (!info.ok()) {
+    if (info.status().code() == ErrorCode::kNotFound) return std::optional<PageMapVersion>();  // none: all data
+    head_errors_.fetch_add(1, std::memory_order_relaxed);
+    return info.status();
+  }
+  auto refused = [&](const std::string& why) {
+    return Status::InvalidArgument(fmt::format("page map {} of {}: {}", location.ToString(), layer.ToString(), why));
+  };
+  if (info->size == 0 || info->size > LayerPageMap::kMaxEncodedBytes) {
+    return refused(
+        fmt::format("it is {} bytes; a page map is 1 to {} bytes", info->size, LayerPageMap::kMaxEncodedBytes));
+  }
+  std::string text(info->size, '\0');
+  UFFD_RETURN_IF_ERROR(
+      client_.GetRange(location, 0, text.size(), info->etag, reinterpret_cast<std::byte*>(text.data())));
+  auto map = LayerPageMap::Parse(text);
+  if (!map.ok()) return refused(map.status().message());
+  if (map->layer_etag != layer_info.etag || map->layer_size != layer_info.size) {
+    return refused(fmt::format(
+        "it describes the version with ETag {} and {} bytes; the object has ETag {} and {} bytes (write the page map "
+        "again after uploading the layer)",
+        map->layer_etag, map->layer_size, layer_info.etag, layer_info.size));
+  }
+  return std::optional<PageMapVersion>(PageMapVersion{std::move(*map), info->etag});
 }
 
 Result<std::shared_ptr<ObjectChunkStore>> ObjectTier::StoreFor(const ObjectVersion& object) {

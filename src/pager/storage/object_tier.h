@@ -14,8 +14,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "common/layer_page_map.h"
 #include "common/mutex.h"
 #include "common/object_range_fetcher.h"
 #include "common/object_store_client.h"
@@ -83,7 +85,11 @@ class ObjectTier {
   };
   // The object's current version (or, with a non-empty `pinned_etag`, that
   // version, kConflict if the object is another now) as a BackingFile.
-  // Errors as object_exchange.h classifies them, naming the object.
+  // Where the object has a page map beside it (LayerPageMap) the file's data
+  // is what the map names, and its identity includes the map's version; a
+  // map written for another version of the object, or one that cannot be
+  // read, is kInvalidArgument naming it. Errors as object_exchange.h
+  // classifies them, naming the object.
   Result<Opened> Open(const ObjectUrl& url, const std::string& pinned_etag) EXCLUDES(mu_);
 
   ObjectTierStats Stats() const;
@@ -95,6 +101,14 @@ class ObjectTier {
   // Removes unused versions (files of earlier processes included) until the
   // directory is within max_bytes_ or only versions in use are left.
   void Trim() EXCLUDES(mu_);
+  // A page map and the ETag of its own version.
+  struct PageMapVersion {
+    LayerPageMap map;
+    std::string etag;
+  };
+  // The page map beside `layer` (none if there is no such object), checked
+  // against the layer's version.
+  Result<std::optional<PageMapVersion>> ReadPageMap(const ObjectUrl& layer, const ObjectInfo& layer_info);
   // The chunk store of `object`, made on first use.
   Result<std::shared_ptr<ObjectChunkStore>> StoreFor(const ObjectVersion& object) EXCLUDES(mu_);
 
