@@ -66,6 +66,7 @@ std::string Summary(const InstanceStatus& s) {
   }
   uint64_t depth = d.value("chain_depth", uint64_t{0});
   if (depth > 1) out += fmt::format(", memory in {} layers (restored through the pager)", depth);
+  if (d.contains("compaction")) out += ", being compacted";
   return out;
 }
 

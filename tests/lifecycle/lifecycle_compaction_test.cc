@@ -128,6 +128,8 @@ TEST_F(LifecycleCompactionTest, AnInstanceThatMovedOnDuringTheMergeIsLeftAlone) 
   ASSERT_EQ(records.size(), 1u);
   const std::string base = records[0];
   ASSERT_TRUE(fs::exists(BlobPath(base)));
+  EXPECT_EQ(Show("h").details["compaction"]["blob"], base) << "show reports the compaction in flight";
+  EXPECT_EQ(Show("h").details["compaction"]["merged"], true);
 
   // Other commands run, each collecting unreferenced blobs after it.
   Ok({"list"});
@@ -142,6 +144,7 @@ TEST_F(LifecycleCompactionTest, AnInstanceThatMovedOnDuringTheMergeIsLeftAlone) 
   ASSERT_TRUE(compactor->WaitForExit(300s, &status));
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "see " << dir_ << "/snapctl.log";
   EXPECT_EQ(Chain("h"), std::vector<std::string>{base}) << "h was still on the merged chain";
+  EXPECT_FALSE(Show("h").details.contains("compaction"));
   EXPECT_EQ(Prefix(Chain("f"), 3), merged) << "f had moved on: left as it is";
   EXPECT_EQ(Chain("f").size(), 4u);
   ExpectConsistentDataDir();
