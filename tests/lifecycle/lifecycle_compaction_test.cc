@@ -187,6 +187,42 @@ TEST_F(LifecycleCompactionTest, ACompactorKilledAtAnyStepLeavesAConsistentDataDi
   ExpectExact(s, RunAWhile("src", s, "src-restored"));
 }
 
+// A background compactor that dies after its merge (it inherits the
+// standby's crash point) leaves its record; the next command, any command,
+// sees that the compactor is gone and finishes the commit.
+TEST_F(LifecycleCompactionTest, TheNextCommandFinishesWhatADeadBackgroundCompactorMerged) {
+  Ok({"init", "--compact-depth", "1"});
+  KeptSnapshot s = MakeSource("src");
+  Ok({"fork", "src", "f", "--state", "running"});
+  WaitForSteps("f", s.step + Steps(100));
+  ASSERT_EQ(Snapctl({"standby", "f"}, "compact.after_merge"), 0) << "the standby itself has no such step";
+  const std::vector<std::string> chain = Chain("f");
+  ASSERT_EQ(chain.size(), 2u);
+  KeptSnapshot before = Keep("f", "f");  // the record keeps the layers until a commit
+  std::string record;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto records = CompactionRecords();
+        if (records.size() != 1) return false;
+        json r = json::parse(ReadText(data_ + "/compactions/" + records[0] + ".json"), nullptr, false);
+        if (!r.is_object() || !r.value("merged", false)) return false;
+        auto compactor = IdentifyProcess(r["compactor"]["pid"].get<pid_t>());
+        record = records[0];
+        return !compactor.ok() || !compactor->IsAlive() ||
+               compactor->start_time != r["compactor"]["start_time"].get<uint64_t>();
+      },
+      300s, 50ms))
+      << "no merged record of a dead compactor; see " << data_ << "/compactions/compact.log";
+  EXPECT_EQ(Chain("f"), chain) << "nothing is committed until a command runs";
+
+  Ok({"list"});
+  EXPECT_EQ(Chain("f"), std::vector<std::string>{record});
+  EXPECT_FALSE(fs::exists(BlobPath(chain[1]))) << "f's layer, named by nothing now, went";
+  EXPECT_EQ(Digest(Keep("f", "f-compacted").mem), Digest(before.mem)) << "the same bytes, byte for byte";
+  ExpectConsistentDataDir();
+  ExpectExact(before, RunAWhile("f", before, "f-restored"));
+}
+
 // --compact-depth above --max-layers could never take effect: refused,
 // saying why, and config.json stays as it was; lowering --max-layers below
 // the compact depth brings the depth down with it.
