@@ -145,7 +145,7 @@ TEST_F(CliTest, EveryToolHasVersionAndHelpWithExamplesAndExitCodes) {
        {"", "health", "stats", "sessions", "show", "create", "close", "complete", "drain", "ensure", "drain-others"}},
       {SNAPCTL_BIN,
        {"", "init", "create", "standby", "restore", "fork", "pause", "resume", "stop", "delete", "list", "show",
-        "recover"}},
+        "recover", "compact"}},
   };
   for (const auto& [tool, subcommands] : commands) {
     const std::string name = tool.substr(tool.rfind('/') + 1);
@@ -247,11 +247,14 @@ TEST_F(CliTest, SnapctlInitChangesOnlyTheSettingsGiven) {
   ToolRun shown = Run({SNAPCTL_BIN, "init", "--json"});
   EXPECT_EQ(json::parse(shown.out, nullptr, false), config) << shown.out;
 
-  // The layer bound: 8 unless given, 1 to the pager's 16.
+  // The layer bound: 8 unless given, 1 to the pager's 16; the compact
+  // depth (4 unless given) follows it down.
   EXPECT_EQ(config["max_layers"], 8);
+  EXPECT_EQ(config["compact_depth"], 4);
   ToolRun layers = Run({SNAPCTL_BIN, "init", "--max-layers", "3"});
-  EXPECT_EQ(layers.out, "reconfigured " + data() + ": max_layers\n") << layers.err;
+  EXPECT_EQ(layers.out, "reconfigured " + data() + ": compact_depth, max_layers\n") << layers.err;
   EXPECT_EQ(ReadJson(data() + "/config.json")["max_layers"], 3);
+  EXPECT_EQ(ReadJson(data() + "/config.json")["compact_depth"], 3);
   for (const char* bad : {"0", "17"}) {
     ToolRun refused = Run({SNAPCTL_BIN, "init", "--max-layers", bad});
     EXPECT_EQ(refused.exit_code, cli::kExitUsage) << bad;

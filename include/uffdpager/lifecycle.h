@@ -66,7 +66,15 @@ struct DataDirConfig {
   // grow past this gets a merged memory file instead (a chain of one, which
   // costs a copy of the whole memory). 1: never layer.
   uint32_t max_layers = 8;
+  // A snapshot whose chain is deeper than this is merged into a new base in
+  // the background after the standby or fork that made it (snapctl
+  // compact): restores, standbys and forks go on meanwhile, and no byte any
+  // instance reads changes. 0: never in the background. At most
+  // max_layers, which stays the hard bound (a synchronous merge).
+  uint32_t compact_depth = 4;
 
+  // The rules between fields: compact_depth at most max_layers.
+  Status Check() const;
   nlohmann::json ToJson() const;
   static Result<DataDirConfig> FromJson(const nlohmann::json& j);
 };
@@ -84,6 +92,9 @@ struct DataDirSettings {
   std::optional<std::optional<uint32_t>> vmm_uid;  // set to nullopt: no uid any more
   std::optional<std::optional<uint32_t>> vmm_gid;
   std::optional<uint32_t> max_layers;
+  // Unset: the current compact_depth stays, except that it follows
+  // max_layers down when that is set below it.
+  std::optional<uint32_t> compact_depth;
 
   // Every field set from `config`.
   static DataDirSettings Everything(const DataDirConfig& config);
@@ -132,6 +143,13 @@ struct InstanceStatus {
   nlohmann::json ToJson() const;
 };
 
+// What Lifecycle::Compact did with one chain.
+struct CompactedChain {
+  std::vector<std::string> layers;     // the chain merged, base first
+  std::string blob;                    // the new base
+  std::vector<std::string> instances;  // now on `blob` alone; empty: all moved on meanwhile, blob dropped
+};
+
 struct LifecycleOptions {
   std::string data_dir;
   // Overrides of DATA/config.json for this process (empty: the config's).
@@ -140,6 +158,11 @@ struct LifecycleOptions {
   // Told each step of an operation as it begins ("pausing src", "writing
   // the snapshot"), from the calling thread; may be empty.
   std::function<void(const std::string& step)> progress;
+  // The command that compacts this data directory in the background (snapctl
+  // passes itself: `snapctl --data-dir DATA compact`), started detached after
+  // a standby or fork leaves a chain deeper than compact_depth, its output
+  // appended to DATA/compactions/compact.log. Empty: only Compact() does.
+  std::vector<std::string> background_compactor;
 };
 
 class Lifecycle {
@@ -185,6 +208,13 @@ class Lifecycle {
   Result<InstanceStatus> Show(const std::string& name);
   // Only the recovery every call does first (snapctl recover).
   Status Recover();
+  // Merges the snapshot chains of `names` (none: of every instance whose
+  // chain is deeper than compact_depth) into new bases, each chain once for
+  // all instances on it. The lock is held to plan and to commit, not while
+  // merging, so other commands run meanwhile; an instance whose chain
+  // changed by then is left as it is. A chain of one, or one another live
+  // compaction is merging, is skipped.
+  Result<std::vector<CompactedChain>> Compact(const std::vector<std::string>& names);
 
   const DataDirConfig& config() const;
 

@@ -1,5 +1,6 @@
 // DataDirConfig and the lifecycle's enums, as they are spelled in JSON and on
 // the command line.
+#include <algorithm>
 #include <cctype>
 
 #include "common/json_fields.h"
@@ -32,7 +33,11 @@ Status ReadConfig(const nlohmann::json& j, DataDirConfig* c) {
   UFFD_RETURN_IF_ERROR(fields.ReadOptional("max_layers", &c->max_layers, kMaxPagerLayers));
   if (c->max_layers == 0)
     return Status::InvalidArgument("\"max_layers\" must be from 1 to " + std::to_string(kMaxPagerLayers));
-  return Status::Ok();
+  // A config written before compact_depth existed gets the default, within
+  // its max_layers.
+  c->compact_depth = std::min(c->compact_depth, c->max_layers);
+  UFFD_RETURN_IF_ERROR(fields.ReadOptional("compact_depth", &c->compact_depth, kMaxPagerLayers));
+  return c->Check();
 }
 
 }  // namespace
@@ -74,6 +79,16 @@ Result<ForkTarget> ParseForkTarget(const std::string& name) {
   return Status::InvalidArgument("fork target must be running, standby or stopped, not \"" + name + "\"");
 }
 
+Status DataDirConfig::Check() const {
+  if (compact_depth > max_layers) {
+    return Status::InvalidArgument("compact depth " + std::to_string(compact_depth) + " is above max layers " +
+                                   std::to_string(max_layers) +
+                                   ": a chain never grows past max layers, so it would never be compacted in the "
+                                   "background (0 says that; or raise max layers)");
+  }
+  return Status::Ok();
+}
+
 nlohmann::json DataDirConfig::ToJson() const {
   nlohmann::json j = {{"schema_version", kConfigSchemaVersion},
                       {"backend", MemoryBackendName(backend)},
@@ -83,7 +98,8 @@ nlohmann::json DataDirConfig::ToJson() const {
                       {"pager_version_key", pager_version_key},
                       {"pager_autostart", pager_autostart},
                       {"pager_cache_bytes", pager_cache_bytes},
-                      {"max_layers", max_layers}};
+                      {"max_layers", max_layers},
+                      {"compact_depth", compact_depth}};
   if (vmm_uid) j["vmm_uid"] = *vmm_uid;
   if (vmm_gid) j["vmm_gid"] = *vmm_gid;
   return j;
@@ -101,6 +117,7 @@ DataDirSettings DataDirSettings::Everything(const DataDirConfig& config) {
   s.vmm_uid = config.vmm_uid;
   s.vmm_gid = config.vmm_gid;
   s.max_layers = config.max_layers;
+  s.compact_depth = config.compact_depth;
   return s;
 }
 
@@ -115,6 +132,11 @@ DataDirConfig DataDirSettings::AppliedTo(DataDirConfig config) const {
   if (vmm_uid) config.vmm_uid = *vmm_uid;
   if (vmm_gid) config.vmm_gid = *vmm_gid;
   if (max_layers) config.max_layers = *max_layers;
+  if (compact_depth) {
+    config.compact_depth = *compact_depth;
+  } else {
+    config.compact_depth = std::min(config.compact_depth, config.max_layers);
+  }
   return config;
 }
 

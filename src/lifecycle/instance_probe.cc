@@ -21,6 +21,14 @@ InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m) {
   s.name = m.name;
   s.state = m.state;
   s.details = StatusDetails(m);
+  // A compaction in flight over the snapshot's chain: it moves the instance
+  // onto `blob` when it commits, if the chain is still the same then.
+  if (auto pending = c.compactions.Pending(); pending.ok() && m.snapshot) {
+    for (const auto& r : pending->records) {
+      if (r.chain != m.snapshot->memory_layers) continue;
+      s.details["compaction"] = {{"blob", r.blob}, {"merged", r.merged}, {"compactor_pid", r.compactor.pid}};
+    }
+  }
   auto unknown = [&](std::string reason) {
     s.state = InstanceState::kUnknown;
     s.reason = std::move(reason);

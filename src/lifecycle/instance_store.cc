@@ -38,7 +38,7 @@ Result<InstanceMetadata> ParseMetadata(const std::string& path, const std::strin
 }  // namespace
 
 Status InstanceStore::Prepare() const {
-  for (const char* sub : {"instances", "blobs", "journal", "trash"}) {
+  for (const char* sub : {"instances", "blobs", "journal", "compactions", "trash"}) {
     std::error_code ec;
     fs::create_directories(data_dir_ + "/" + sub, ec);
     if (ec) return Status::FromErrno(ec.value(), "create " + data_dir_ + "/" + sub);

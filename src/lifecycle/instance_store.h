@@ -9,6 +9,8 @@
 //   DATA/instances/.staging-NAME/ a fork being built; renamed into place
 //   DATA/blobs/ID                 memory files; live while metadata names them
 //   DATA/journal/NAME.json        the operation in flight on NAME
+//   DATA/compactions/BLOB.json    a compaction in flight (CompactionRecords)
+//   DATA/compactions/compact.log  the output of background compactions
 //   DATA/trash/                   instance folders being deleted
 //   DATA/uffd/VERSION/            the pager's own files
 #pragma once
@@ -47,6 +49,8 @@ class InstanceStore {
     return out;
   }
   std::string JournalDir() const { return data_dir_ + "/journal"; }
+  std::string CompactionsDir() const { return data_dir_ + "/compactions"; }
+  std::string CompactionLogPath() const { return CompactionsDir() + "/compact.log"; }
 
   // A fresh blob id; the blob does not exist yet.
   std::string NewBlobId() const;

@@ -1,6 +1,7 @@
 // Lifecycle: each public call is one command: take the data directory's
 // lock, replay the journal (finish or undo what a crashed command left),
 // run the operation, then drop memory blobs nothing references any more.
+// A compaction is two such commands with the merge between them.
 #include "uffdpager/lifecycle.h"
 
 #include <spdlog/spdlog.h>
@@ -10,6 +11,7 @@
 
 #include "common/durable_file.h"
 #include "common/version.h"
+#include "lifecycle/crash_point.h"
 #include "lifecycle/data_dir_lock.h"
 #include "lifecycle/operations.h"
 
@@ -62,6 +64,7 @@ Status RecoverAll(Context& c) {
   }
   for (const auto& [name, why] : c.unusable) spdlog::warn("{}", why.ToString());
   c.store.SweepLeftovers(c.UnusableNames());
+  RecoverCompactions(c);
   CollectGarbage(c);
   return Status::Ok();
 }
@@ -155,6 +158,7 @@ Result<DataDirConfigured> Lifecycle::Configure(const std::string& data_dir, cons
   out.config = settings.AppliedTo(before);
   if (out.config.pager_version_key.empty()) out.config.pager_version_key = kVersion;
   if (out.config.vmm_binary.empty()) return Status::InvalidArgument("a VMM binary is required (--vmm-binary)");
+  UFFD_RETURN_IF_ERROR(out.config.Check());
   if (!ValidateInstanceName(out.config.pager_version_key).ok()) {
     return Status::InvalidArgument("pager version key \"" + out.config.pager_version_key +
                                    "\": use 1-64 of [A-Za-z0-9._-], no leading dot");
@@ -200,6 +204,7 @@ Result<std::unique_ptr<Lifecycle>> Lifecycle::Open(const LifecycleOptions& optio
   if (options.backend) config.backend = *options.backend;
   auto context = std::make_unique<Context>(dir, config);
   context->progress = options.progress;
+  context->background_compactor = options.background_compactor;
   UFFD_RETURN_IF_ERROR(context->store.Prepare());
   return std::unique_ptr<Lifecycle>(new Lifecycle(std::move(context)));
 }
@@ -221,10 +226,12 @@ Status Lifecycle::Create(const std::string& name, const BootConfig& boot) {
 }
 
 Status Lifecycle::Standby(const std::string& name) {
-  return RunCommand(*context_, [&] {
+  Status done = RunCommand(*context_, [&] {
     auto m = context_->Load(name);
     return m.ok() ? StandbyInstance(*context_, *m) : m.status();
   });
+  if (done.ok()) StartBackgroundCompaction(*context_, name);
+  return done;
 }
 
 Status Lifecycle::Restore(const std::string& name, const RestoreOptions& options) {
@@ -236,11 +243,13 @@ Status Lifecycle::Restore(const std::string& name, const RestoreOptions& options
 
 Status Lifecycle::Fork(const std::string& source, const std::string& name, ForkTarget target,
                        const RestoreOptions& restore) {
-  return RunCommand(*context_, [&]() -> Status {
+  Status done = RunCommand(*context_, [&]() -> Status {
     UFFD_RETURN_IF_ERROR(context_->Usable(source));
     UFFD_RETURN_IF_ERROR(context_->Usable(name));
     return ForkInstance(*context_, source, name, target, restore);
   });
+  if (done.ok()) StartBackgroundCompaction(*context_, name);
+  return done;
 }
 
 Status Lifecycle::Pause(const std::string& name) {
@@ -280,6 +289,37 @@ Status Lifecycle::Delete(const std::string& name) {
     // command removes the rest.
     return context_->store.Remove(name);
   });
+}
+
+Result<std::vector<CompactedChain>> Lifecycle::Compact(const std::vector<std::string>& names) {
+  Context& c = *context_;
+  auto planned = RunCommand(c, [&] { return PlanCompactions(c, names); });
+  if (!planned.ok()) return planned.status();
+  if (planned->empty()) return std::vector<CompactedChain>();
+  CrashPoint("compact.after_record");
+  HoldPoint("compact.after_record");
+  // Unlocked: every other command may run meanwhile.
+  Status failed;
+  for (auto& record : *planned) {
+    Status merged = MergeCompaction(c, record);
+    if (!merged.ok()) spdlog::warn("{}", merged.ToString());
+    if (failed.ok()) failed = merged;
+  }
+  CrashPoint("compact.after_merge");
+  HoldPoint("compact.after_merge");
+  auto committed = RunCommand(c, [&]() -> Result<std::vector<CompactedChain>> {
+    std::vector<CompactedChain> out;
+    for (const auto& record : *planned) {
+      auto moved = CommitCompaction(c, record);
+      if (!moved.ok()) return moved.status().WithContext("compact into " + record.blob);
+      CrashPoint("compact.after_commit");
+      UFFD_RETURN_IF_ERROR(c.compactions.Finish(record.blob));
+      if (record.merged) out.push_back({record.chain, record.blob, *moved});
+    }
+    return out;
+  });
+  if (committed.ok() && !failed.ok()) return failed;
+  return committed;
 }
 
 Result<std::vector<InstanceStatus>> Lifecycle::List() {

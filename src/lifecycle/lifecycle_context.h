@@ -6,7 +6,9 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
+#include "lifecycle/compaction_records.h"
 #include "lifecycle/firecracker_driver.h"
 #include "lifecycle/instance_store.h"
 #include "lifecycle/lifecycle_journal.h"
@@ -18,15 +20,23 @@ namespace uffdpager {
 
 struct Lifecycle::Context {
   Context(std::string dir, DataDirConfig cfg)
-      : data_dir(dir), config(cfg), store(dir), journal(store.JournalDir()), memory(store), pager(dir, cfg) {}
+      : data_dir(dir),
+        config(cfg),
+        store(dir),
+        journal(store.JournalDir()),
+        compactions(store.CompactionsDir()),
+        memory(store, compactions),
+        pager(dir, cfg) {}
 
   std::string data_dir;
   DataDirConfig config;
   lifecycle::InstanceStore store;
   lifecycle::LifecycleJournal journal;
-  lifecycle::MemoryOwnership memory;
+  lifecycle::CompactionRecords compactions;
+  lifecycle::MemoryOwnership memory;  // reads store and compactions
   lifecycle::PagerLink pager;
   std::function<void(const std::string&)> progress;  // LifecycleOptions::progress
+  std::vector<std::string> background_compactor;     // LifecycleOptions::background_compactor
   // Instances this command leaves as they are, and why: their journal
   // record could not be read, or their recovery failed. Filled by the
   // recovery every command begins with; one such instance never stops a

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
@@ -26,6 +27,15 @@ Result<std::set<std::string>> MemoryOwnership::ReferencedBlobs() const {
     // An unreadable metadata file might name any blob: keep them all.
     if (!m.ok()) return m.status().WithContext("cannot tell which blobs are in use");
     AddBlobsOf(*m, &out);
+  }
+  auto pending = compactions_.Pending();
+  if (!pending.ok()) return pending.status();
+  if (!pending->unreadable.empty()) {
+    return pending->unreadable.begin()->second.WithContext("cannot tell which blobs are in use");
+  }
+  for (const auto& r : pending->records) {
+    out.insert(r.chain.begin(), r.chain.end());
+    out.insert(r.blob);
   }
   return out;
 }
@@ -56,7 +66,21 @@ Result<bool> MemoryOwnership::MayWriteInPlace(const InstanceMetadata& m) const {
   }
   auto readers = Readers(m.snapshot->top(), m.name);
   if (!readers.ok()) return readers.status();
-  return readers->empty();
+  if (!readers->empty()) return false;
+  // A compaction merges only chains of two or more layers, and a blob
+  // written in place is a chain of one: they meet only where the blob is
+  // also a layer of a deeper chain, whose instances then read it and were
+  // refused above. Checked here too, so that no change to either rule can
+  // let a merge read bytes that change under it.
+  auto pending = compactions_.Pending();
+  if (!pending.ok()) return pending.status();
+  if (!pending->unreadable.empty()) return false;
+  for (const auto& r : pending->records) {
+    if (r.blob == m.snapshot->top() || std::find(r.chain.begin(), r.chain.end(), m.snapshot->top()) != r.chain.end()) {
+      return false;
+    }
+  }
+  return true;
 }
 
 Status MemoryOwnership::CollectGarbage(const std::set<std::string>& also_live) const {

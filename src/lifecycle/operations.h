@@ -27,6 +27,24 @@ Status CreateInstance(Context& c, const std::string& name, const BootConfig& boo
 Status RecoverCreate(Context& c, const JournalEntry& e);
 // pause_operation.cc: Running <-> Paused
 Status SetPaused(Context& c, InstanceMetadata m, bool paused);
+// compact_operation.cc: a chain merged into a new base, in three steps
+// (plan and commit under the lock, the merge without it).
+// REQUIRES the lock: the chains of `names` (none: every chain deeper than
+// compact_depth) not being compacted already, each with its record written.
+Result<std::vector<CompactionRecord>> PlanCompactions(Context& c, const std::vector<std::string>& names);
+// Without the lock: merges the chain into the record's blob, then records
+// it merged.
+Status MergeCompaction(Context& c, CompactionRecord& record);
+// REQUIRES the lock: moves every usable instance whose snapshot is still
+// exactly the record's chain onto its blob, if merged; returns their names.
+// The record stays (the caller finishes it).
+Result<std::vector<std::string>> CommitCompaction(Context& c, const CompactionRecord& record);
+// REQUIRES the lock (the recovery): the records whose compactor is gone are
+// finished if merged, else dropped with their blob.
+void RecoverCompactions(Context& c);
+// After a command, without the lock: starts the background compactor if
+// `name`'s chain is deeper than compact_depth.
+void StartBackgroundCompaction(const Context& c, const std::string& name);
 // instance_probe.cc
 InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m);
 // The metadata as list/show report it, plus "chain_depth" (the layers of

@@ -1,5 +1,6 @@
 // snapctl: the snapshot lifecycle of microVM instances over a data
 // directory (see include/uffdpager/lifecycle.h and the README).
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -65,6 +66,7 @@ std::string Summary(const InstanceStatus& s) {
   }
   uint64_t depth = d.value("chain_depth", uint64_t{0});
   if (depth > 1) out += fmt::format(", memory in {} layers (restored through the pager)", depth);
+  if (d.contains("compaction")) out += ", being compacted";
   return out;
 }
 
@@ -138,12 +140,24 @@ class CommandOutput {
 
 using LifecycleAction = std::function<int(Lifecycle&, CommandOutput&)>;
 
+// This very snapctl as the background compactor of the data directory
+// (LifecycleOptions::background_compactor); none if it cannot tell its own
+// path.
+std::vector<std::string> BackgroundCompactor(const GlobalFlags& flags) {
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  const std::string dir = std::filesystem::absolute(flags.data_dir, ec).string();
+  if (self.empty() || dir.empty()) return {};
+  return {self, "--data-dir", dir, "--log-level", "info", "compact"};
+}
+
 // Opens the lifecycle of the data directory the global flags name, its steps
 // shown as progress, and returns `action`'s exit code on it.
 int WithLifecycle(const cli::CommandLine& command_line, const GlobalFlags& flags, const LifecycleAction& action) {
   CommandOutput out(command_line);
   LifecycleOptions options{flags.data_dir, flags.vmm_override, std::nullopt};
   options.progress = [&out](const std::string& step) { out.progress().Step(step); };
+  options.background_compactor = BackgroundCompactor(flags);
   auto life = Lifecycle::Open(options);
   if (!life.ok()) {
     // No config.json, or one this snapctl cannot read.
@@ -202,7 +216,7 @@ struct InitFlags {
   DataDirConfig defaults;  // of a new one
   std::string backend, vmm_binary, pager_binary, pager_version_key;
   std::vector<std::string> vmm_args;
-  uint64_t pager_cache_bytes = 0, vmm_uid = 0, vmm_gid = 0, max_layers = 0;
+  uint64_t pager_cache_bytes = 0, vmm_uid = 0, vmm_gid = 0, max_layers = 0, compact_depth = 0;
   bool no_vmm_args_set = false, no_pager_autostart_set = false, pager_autostart_set = false, no_vmm_uid_set = false;
   CLI::Option* backend_flag = nullptr;
   CLI::Option* vmm_binary_flag = nullptr;
@@ -217,6 +231,7 @@ struct InitFlags {
   CLI::Option* vmm_gid_flag = nullptr;
   CLI::Option* no_vmm_uid = nullptr;
   CLI::Option* max_layers_flag = nullptr;
+  CLI::Option* compact_depth_flag = nullptr;
 
   InitFlags() {
     defaults.vmm_binary = UFFDPAGER_DEFAULT_VMM_BIN;
@@ -250,6 +265,7 @@ struct InitFlags {
     if (vmm_gid_flag->count() > 0) settings.vmm_gid = std::optional<uint32_t>(static_cast<uint32_t>(vmm_gid));
     if (no_vmm_uid->count() > 0) settings.vmm_uid = settings.vmm_gid = std::optional<uint32_t>();
     if (max_layers_flag->count() > 0) settings.max_layers = static_cast<uint32_t>(max_layers);
+    if (compact_depth_flag->count() > 0) settings.compact_depth = static_cast<uint32_t>(compact_depth);
     return settings;
   }
 };
@@ -292,6 +308,12 @@ void DeclareInitFlags(CLI::App* init, InitFlags* f) {
                        "writes only the changed pages as a new layer until then, and a merged memory file after "
                        "(default 8; 1 never layers)")
           ->check(IntegerIn(1, kMaxPagerLayers));
+  f->compact_depth_flag =
+      init->add_option("--compact-depth", f->compact_depth,
+                       "a chain deeper than this is merged into a new base in the background after the standby or "
+                       "fork that made it (snapctl compact); at most --max-layers (default 4, or --max-layers if "
+                       "that is lower; 0 never in the background)")
+          ->check(IntegerIn(0, kMaxPagerLayers));
 }
 
 void PrintConfigured(const DataDirConfigured& configured, const GlobalFlags& flags) {
@@ -513,10 +535,48 @@ void AddRecoverCommand(cli::CommandLine& command_line, const GlobalFlags& flags)
   });
 }
 
+void AddCompactCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* compact = command_line.AddCommand(
+      "compact",
+      "merge snapshot chains into new bases while other commands go on (what snapctl starts in the background "
+      "when a chain grows deeper than --compact-depth; its output goes to DATA/compactions/compact.log)",
+      {"snapctl compact   # every chain deeper than the compact depth", "snapctl compact vm1 vm2"});
+  auto names = std::make_shared<std::vector<std::string>>();
+  compact->add_option("name", *names,
+                      "instances whose chains to merge, whatever their depth (default: every chain "
+                      "deeper than the data directory's compact depth)");
+  command_line.SetAction(compact, [&command_line, &flags, names] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      auto compacted = l.Compact(*names);
+      if (!compacted.ok()) return out.Fail(compacted.status());
+      out.Done();
+      if (flags.json) {
+        nlohmann::json json = nlohmann::json::array();
+        for (const auto& c : *compacted) {
+          json.push_back({{"layers", c.layers}, {"blob", c.blob}, {"instances", c.instances}});
+        }
+        std::cout << json.dump(2) << "\n";
+        return cli::kExitOk;
+      }
+      if (compacted->empty()) cli::PrintResult("compacted nothing: no chain to merge");
+      for (const auto& c : *compacted) {
+        std::string instances;
+        for (const auto& n : c.instances) instances += (instances.empty() ? "" : ", ") + n;
+        cli::PrintResult(instances.empty()
+                             ? fmt::format("compacted nothing: every instance on the {} layers topped by {} moved on",
+                                           c.layers.size(), c.layers.back())
+                             : fmt::format("compacted {} layers into {} for {}", c.layers.size(), c.blob, instances));
+      }
+      return cli::kExitOk;
+    });
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::CommandLine command_line("snapctl", "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs");
+  cli::CommandLine command_line(
+      "snapctl", "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs, and compact their snapshots");
   GlobalFlags flags;
   AddGlobalFlags(command_line, &flags);
   AddInitCommand(command_line, flags);  // in the order of --help
@@ -531,6 +591,7 @@ int main(int argc, char** argv) {
   AddListCommand(command_line, flags);
   AddShowCommand(command_line, flags);
   AddRecoverCommand(command_line, flags);
+  AddCompactCommand(command_line, flags);
   if (auto done = command_line.Parse(argc, argv)) return *done;
   ConfigureLogging("snapctl", flags.log_level);
   return command_line.RunCommand();

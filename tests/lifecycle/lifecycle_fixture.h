@@ -105,22 +105,40 @@ class LifecycleTest : public ::testing::Test {
     }
   }
 
+  // No background compaction (--compact-depth 0): each test's chains stay
+  // as its commands leave them; the compaction tests turn it on.
   void Init(const std::string& backend) {
-    ASSERT_EQ(
-        Snapctl({"init", "--backend", backend, "--vmm-arg=--mem-hole-start-mib", "--vmm-arg=16",
-                 "--vmm-arg=--mem-hole-size-mib", "--vmm-arg=16", "--pager-cache-bytes", std::to_string(256u << 20)}),
-        0);
+    ASSERT_EQ(Snapctl({"init", "--backend", backend, "--vmm-arg=--mem-hole-start-mib", "--vmm-arg=16",
+                       "--vmm-arg=--mem-hole-size-mib", "--vmm-arg=16", "--pager-cache-bytes",
+                       std::to_string(256u << 20), "--compact-depth", "0"}),
+              0);
+  }
+
+  // snapctl's command line over the test's data directory, with `env`
+  // ("NAME=VALUE") set for this command alone.
+  std::vector<std::string> SnapctlArgv(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                                       const std::string& extra_flag = "") {
+    std::vector<std::string> argv;
+    if (!env.empty()) argv.push_back("/usr/bin/env");
+    argv.insert(argv.end(), env.begin(), env.end());
+    argv.insert(argv.end(), {SNAPCTL_BIN, "--data-dir", data_, "--log-level", "info"});
+    if (!extra_flag.empty()) argv.push_back(extra_flag);
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  // Starts snapctl and returns without waiting for it.
+  Result<ChildProcess> StartSnapctl(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                                    const std::string& extra_flag = "") {
+    return ChildProcess::Spawn(SnapctlArgv(args, env, extra_flag), dir_ + "/snapctl.log");
   }
 
   // Runs snapctl; returns its exit status (-1 if it did not exit normally).
   // `crash_at` arms UFFDPAGER_LIFECYCLE_CRASH_AT for this command only.
   int Snapctl(std::vector<std::string> args, const std::string& crash_at = "", const std::string& extra_flag = "") {
-    std::vector<std::string> argv;
-    if (!crash_at.empty()) argv = {"/usr/bin/env", "UFFDPAGER_LIFECYCLE_CRASH_AT=" + crash_at};
-    argv.insert(argv.end(), {SNAPCTL_BIN, "--data-dir", data_, "--log-level", "info"});
-    if (!extra_flag.empty()) argv.push_back(extra_flag);
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto p = ChildProcess::Spawn(argv, dir_ + "/snapctl.log");
+    std::vector<std::string> env;
+    if (!crash_at.empty()) env.push_back("UFFDPAGER_LIFECYCLE_CRASH_AT=" + crash_at);
+    auto p = StartSnapctl(args, env, extra_flag);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     if (!p.ok()) return -1;
     int status = 0;
@@ -195,10 +213,20 @@ class LifecycleTest : public ::testing::Test {
   }
   bool HasInstance(const std::string& name) { return fs::exists(data_ + "/instances/" + name + "/instance.json"); }
 
-  // Nothing half-done is left: no journal record, no staging folder, no
-  // trash, and every blob is named by some instance.
+  // The compaction records in flight (DATA/compactions/BLOB.json).
+  std::vector<std::string> CompactionRecords() {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(data_ + "/compactions")) {
+      if (e.path().extension() == ".json") out.push_back(e.path().stem().string());
+    }
+    return out;
+  }
+
+  // Nothing half-done is left: no journal record, no compaction record, no
+  // staging folder, no trash, and every blob is named by some instance.
   void ExpectConsistentDataDir() {
     EXPECT_TRUE(fs::is_empty(data_ + "/journal")) << "journal records left";
+    EXPECT_TRUE(CompactionRecords().empty()) << "compaction records left";
     EXPECT_TRUE(fs::is_empty(data_ + "/trash"));
     std::set<std::string> named;
     for (const auto& e : fs::directory_iterator(data_ + "/instances")) {
