@@ -1,5 +1,7 @@
 #include "pager_harness.h"
 
+#include "common/object_url.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -118,10 +120,12 @@ Result<std::string> BenchPager::CreateSession(const std::string& session_id, con
   CreateSessionRequest request;
   request.session_id = session_id;
   request.instance_id = session_id;
-  if (layers.empty()) {
-    request.backing_memory_path = snapshot;
-  } else {
+  if (!layers.empty()) {
     request.backing_layers = layers;
+  } else if (IsObjectUrl(snapshot)) {
+    request.backing_memory_url = snapshot;
+  } else {
+    request.backing_memory_path = snapshot;
   }
   request.cache_key = kCacheKey;
   auto created = client().CreateSession(request);

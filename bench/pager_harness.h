@@ -78,9 +78,10 @@ class BenchPager {
   pid_t pid() const { return process_->pid(); }
   const std::string& data_dir() const { return data_dir_; }
 
-  // POST /sessions for `snapshot` under a fixed cache key (so every restore
-  // of the snapshot shares the pager's cache); with `layers`, for that chain
-  // instead (base first), whose bytes are the snapshot's.
+  // POST /sessions for `snapshot` (a path, or an "s3://" object) under a
+  // fixed cache key (so every restore of the snapshot shares the pager's
+  // cache); with `layers`, for that chain instead (base first), whose bytes
+  // are the snapshot's.
   Result<std::string> CreateSession(const std::string& session_id, const std::string& snapshot,
                                     const std::vector<std::string>& layers = {}) const;
 

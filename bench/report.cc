@@ -66,6 +66,21 @@ void PrintLayers(const json& r) {
   }
 }
 
+void PrintStore(const json& r) {
+  fmt::print("\n== Store: restores from {} ({}), 0/5/20 ms added per request; {} ==\n", r["object"].get<std::string>(),
+             r["flavor"].get<std::string>(), WorkingSetLine(r));
+  fmt::print("{:<28} {:>10} {:>9} {:>8} {:>10} {:>9} {:>13}\n", "variant", "median ms", "read MiB", "read/WS",
+             "store MiB", "store/WS", "vs file cold");
+  for (const json& v : r["variants"]) {
+    if (PrintIfSkipped(v)) continue;
+    const std::string store =
+        v.contains("median_store_mib") ? fmt::format("{:.1f}", Num(v, "median_store_mib")) : std::string("-");
+    fmt::print("{:<28} {:>10.1f} {:>9} {:>8} {:>10} {:>9} {:>13}\n", v["name"].get<std::string>(), Num(v, "median_ms"),
+               ReadCell(v), RatioCell(v, "read_per_working_set"), store, RatioCell(v, "store_per_working_set"),
+               RatioCell(v, "ratio_vs_file_cold"));
+  }
+}
+
 void PrintCold(const json& c) {
   const json& device = c["readahead_device"];
   fmt::print(
@@ -162,6 +177,7 @@ void PrintTables(const json& results) {
   if (results.contains("cold")) PrintCold(results["cold"]);
   if (results.contains("tinyvmm")) PrintTinyVmm(results["tinyvmm"]);
   if (results.contains("layers")) PrintLayers(results["layers"]);
+  if (results.contains("store")) PrintStore(results["store"]);
   for (const json& note : results.value("notes", json::array())) fmt::print("note: {}\n", note.get<std::string>());
   std::fflush(stdout);
 }

@@ -34,7 +34,8 @@ using nlohmann::json;
 
 namespace {
 
-const std::set<std::string> kSections = {"restore", "latency", "completion", "concurrent", "cold", "tinyvmm", "layers"};
+const std::set<std::string> kSections = {"restore", "latency", "completion", "concurrent",
+                                         "cold",    "tinyvmm", "layers",     "store"};
 
 // The tinyvmm built next to this benchmark, when the build has the VMM.
 #ifdef RESTORE_BENCH_TINYVMM_BIN
@@ -313,6 +314,16 @@ int main(int argc, char** argv) {
     auto r = RunLayeredRestore(config, realistic);
     if (!r.ok()) return Fail(r.status(), "layered restores");
     results["layers"] = *r;
+  }
+  if (wanted.count("store")) {
+    std::string store_skipped;
+    auto r = RunStoreRestore(config, realistic, &store_skipped);
+    if (!r.ok()) return Fail(r.status(), "restores from the object store");
+    if (store_skipped.empty()) {
+      results["store"] = *r;
+    } else {
+      results["notes"].push_back("store section skipped: " + store_skipped);
+    }
   }
   results["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 

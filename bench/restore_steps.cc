@@ -72,7 +72,8 @@ Result<RestoreSample> TimePagerRestore(const BenchConfig& config, const BenchPag
                                        const std::string& session_id, const WorkingSet& set) {
   RestoreSample sample;
   auto read_before = StorageReadBytes(pager.pid());
-  auto socket = pager.CreateSession(session_id, config.snapshot_path, config.snapshot_layers);
+  auto socket = pager.CreateSession(
+      session_id, config.snapshot_url.empty() ? config.snapshot_path : config.snapshot_url, config.snapshot_layers);
   if (!socket.ok()) return socket.status();
   std::unique_ptr<RestoredGuest> guest;
   {
@@ -92,6 +93,7 @@ Result<RestoreSample> TimePagerRestore(const BenchConfig& config, const BenchPag
   auto stats = pager.client().Stats();
   if (!stats.ok()) return stats.status().WithContext("pager stats");
   sample.cache_bytes = uint64_t(stats->value("cache_bytes", 0.0));
+  if (!config.snapshot_url.empty()) sample.store_bytes = uint64_t(stats->value("object_store_bytes", 0.0));
   return sample;
 }
 
@@ -139,6 +141,7 @@ void Series::Add(const RestoreSample& sample) {
     prefetch_pages.push_back(sample.counters.value("prefetch_pages", 0.0));
     cache_mib.push_back(double(*sample.cache_bytes) / double(kMiB));
   }
+  if (sample.store_bytes) store_mib.push_back(double(*sample.store_bytes) / double(kMiB));
 }
 
 json Series::ToJson(uint64_t working_set_bytes) const {
@@ -159,6 +162,10 @@ json Series::ToJson(uint64_t working_set_bytes) const {
     j["median_fault_around_pages"] = Median(fault_around_pages);
     j["median_prefetch_pages"] = Median(prefetch_pages);
     j["median_cache_mib"] = Median(cache_mib);
+  }
+  if (!store_mib.empty() && store_mib.size() == ms.size()) {
+    j["median_store_mib"] = Median(store_mib);
+    j["store_per_working_set"] = Median(store_mib) * double(kMiB) / double(working_set_bytes);
   }
   return j;
 }

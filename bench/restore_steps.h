@@ -29,6 +29,9 @@ struct RestoreSample {
   std::optional<uint64_t> read_bytes;
   nlohmann::json counters;              // pager restores: the session's counters
   std::optional<uint64_t> cache_bytes;  // pager restores: its cache afterwards
+  // Pager restores: bytes the pager fetched from the object store since it
+  // started (the benchmarks start a fresh pager per object restore).
+  std::optional<uint64_t> store_bytes;
 };
 
 // File backend: what Firecracker's `File` restore does, open + private mmap,
@@ -74,6 +77,7 @@ struct Series {
   // Pager restores: the session's counters (faults served, pages installed
   // by fault-around and by prefetch) and the pager's cache afterwards (MiB).
   std::vector<double> faults, fault_around_pages, prefetch_pages, cache_mib;
+  std::vector<double> store_mib;  // object restores: fetched from the store
   std::string skipped;
 
   void Add(const RestoreSample& sample);

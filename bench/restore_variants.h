@@ -19,6 +19,9 @@ struct BenchConfig {
   // Non-empty: pager restores serve this chain (base first) instead, whose
   // bytes are snapshot_path's (what every sample is verified against).
   std::vector<std::string> snapshot_layers;
+  // Non-empty: pager restores serve this object ("s3://BUCKET/KEY") instead,
+  // whose bytes are snapshot_path's.
+  std::string snapshot_url;
   uint64_t memory_bytes = 0;
   unsigned runs = 5;
   unsigned vcpu_threads = 4;
@@ -53,5 +56,14 @@ Result<nlohmann::json> RunConcurrentRestores(const BenchConfig& config, const Wo
 // pager, with the files in the page cache (the pager's cache cold, then
 // warm) and with nothing cached (storage cold).
 Result<nlohmann::json> RunLayeredRestore(const BenchConfig& config, const WorkingSet& set);
+
+// 6. Restores from an object in S3-compatible storage (store_restore.cc)
+// against the File backend on the local copy with a cold page cache, with
+// 0, 5 and 20 ms added to each request between pager and store: a fresh pager
+// on a host that never saw the snapshot, and a restarted one whose disk tier
+// and recorded working set are there. The store is the one the AWS_*
+// environment names; without AWS_ENDPOINT_URL `skipped` says so and the
+// result is null.
+Result<nlohmann::json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, std::string* skipped);
 
 }  // namespace uffdpager::bench

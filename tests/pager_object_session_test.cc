@@ -18,6 +18,7 @@
 
 #include "common/layer_page_map.h"
 #include "common/object_store_client.h"
+#include "pager/storage/object_chunk_store.h"
 #include "support/child_vmm.h"
 #include "support/pager_fixture.h"
 #include "support/tcp_relay.h"
@@ -57,6 +58,12 @@ class ScopedEnvironment {
  private:
   std::map<std::string, std::optional<std::string>> saved_;
 };
+
+// The objects of the outage tests, and a page in them that the first
+// restore steps leave unfetched: past the chunks read ahead with chunk 0.
+constexpr uint64_t kRelayedObjectBytes = 16 * kMiB;
+constexpr uint64_t kUnfetchedOffset = 12 * kMiB;
+static_assert(kUnfetchedOffset >= (1 + ObjectChunkStore::kReadaheadChunks) * ObjectChunkStore::kChunkBytes);
 
 class PagerObjectSessionTest : public PagerFixture {
  protected:
@@ -111,11 +118,11 @@ class PagerObjectSessionTest : public PagerFixture {
     return pager_->client().CreateSession(req);
   }
 
-  // Session "s" on an 8 MiB object (kill_client_on_failure) through a pager
+  // Session "s" on a 16 MiB object (kill_client_on_failure) through a pager
   // that reaches the store through relay_ and retries `retries` times, and
   // vmm_ restoring it, its first chunk already served.
   void StartRestoreBehindRelay(int retries, uint64_t seed) {
-    snapshot_ = PutSnapshot("mem", 8 * kMiB, seed);
+    snapshot_ = PutSnapshot("mem", kRelayedObjectBytes, seed);
     auto relay = TcpRelay::Start(rgw_.Port());
     ASSERT_TRUE(relay.ok()) << relay.status().ToString();
     relay_ = std::move(*relay);
@@ -124,7 +131,8 @@ class PagerObjectSessionTest : public PagerFixture {
     ASSERT_TRUE(pager_);
     auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
     ASSERT_TRUE(created.ok()) << created.status().ToString();
-    auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snapshot_});
+    auto vmm =
+        ChildVmm::Start(created->uffd_socket_path, {.regions = {kRelayedObjectBytes}, .snapshot_path = snapshot_});
     ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
     vmm_ = std::move(*vmm);
     ASSERT_TRUE(vmm_->Verify(0).ok());
@@ -291,18 +299,18 @@ TEST_F(PagerObjectSessionTest, AnUnreachableStoreIsABadGateway) {
 }
 
 TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServesTheNewBytes) {
-  std::string snap = PutSnapshot("mem", 8 * kMiB, 5);
+  std::string snap = PutSnapshot("mem", 16 * kMiB, 5);
   StartPagerWithStore();
   auto created = CreateUrlSession("s", Url("mem"), /*kill_client_on_failure=*/true);
   ASSERT_TRUE(created.ok()) << created.status().ToString();
-  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {8 * kMiB}, .snapshot_path = snap});
+  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {16 * kMiB}, .snapshot_path = snap});
   ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
   // Pages of the first chunk are served from the version the session pinned.
   ASSERT_TRUE((*vmm)->Verify(0).ok());
   ASSERT_TRUE((*vmm)->Verify(64 * 1024).ok());
 
   // Same key, same size, other bytes.
-  std::string other = MakeSnapshot("other", 8 * kMiB, 6);
+  std::string other = MakeSnapshot("other", 16 * kMiB, 6);
   auto bytes = ReadFileBytes(other);
   ASSERT_TRUE(
       store_
@@ -312,7 +320,7 @@ TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServe
   // A page of a chunk not fetched yet: the store refuses the pinned ETag.
   // Verify would report a page that differs from the first version; the
   // session fails instead and the VMM is killed.
-  Status touched = (*vmm)->Verify(5 * kMiB);
+  Status touched = (*vmm)->Verify(kUnfetchedOffset);
   EXPECT_FALSE(touched.ok());
   int wait_status = 0;
   ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(10), &wait_status));
@@ -323,8 +331,9 @@ TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServe
   EXPECT_NE(reason.find(Url("mem")), std::string::npos) << reason;
   EXPECT_NE(reason.find("changed"), std::string::npos) << reason;
   EXPECT_EQ(Stat("failed_sessions"), 1u);
-  // Only the first chunk's bytes ever came from the store.
-  EXPECT_EQ(Stat("object_store_bytes"), 1 * kMiB);
+  // Only the first chunk's bytes, and those read ahead with it, ever came
+  // from the store.
+  EXPECT_EQ(Stat("object_store_bytes"), (1 + ObjectChunkStore::kReadaheadChunks) * kMiB);
 }
 
 // The store goes away mid-restore and comes back within the retry budget:
@@ -340,16 +349,16 @@ TEST_F(PagerObjectSessionTest, AStoreBackWithinTheRetryBudgetOnlyDelaysTheRestor
   relay->Cut();
   const uint64_t retries_before = Stat("object_store_retries");
   // A page of a chunk not fetched yet: its fault waits on the store.
-  ASSERT_TRUE(vmm->StartVerify(5 * kMiB).ok());
+  ASSERT_TRUE(vmm->StartVerify(kUnfetchedOffset).ok());
   ASSERT_TRUE(WaitFor([&] { return Stat("object_store_retries") > retries_before; }, std::chrono::seconds(30)))
       << "the pager never retried while the store was away";
   Status mended = relay->Mend();
   ASSERT_TRUE(mended.ok()) << mended.ToString();
 
   // The waiting touch is answered (byte-exact), then the rest of the memory.
-  Status touched = vmm->AwaitVerify(5 * kMiB, std::chrono::seconds(60));
+  Status touched = vmm->AwaitVerify(kUnfetchedOffset, std::chrono::seconds(60));
   EXPECT_TRUE(touched.ok()) << touched.ToString();
-  for (uint64_t offset = 0; offset < 8 * kMiB; offset += 256 * 1024) {
+  for (uint64_t offset = 0; offset < kRelayedObjectBytes; offset += 256 * 1024) {
     Status page = vmm->Verify(offset);
     ASSERT_TRUE(page.ok()) << offset << ": " << page.ToString();
   }
@@ -367,7 +376,7 @@ TEST_F(PagerObjectSessionTest, AStoreGonePastTheRetryBudgetFailsTheSessionLoudly
   ChildVmm* vmm = vmm_.get();
 
   relay->Cut();
-  EXPECT_FALSE(vmm->Verify(5 * kMiB, std::chrono::seconds(60)).ok());
+  EXPECT_FALSE(vmm->Verify(kUnfetchedOffset, std::chrono::seconds(60)).ok());
   int wait_status = 0;
   ASSERT_TRUE(vmm->WaitForExit(std::chrono::seconds(30), &wait_status));
   EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;

@@ -59,7 +59,7 @@ void Abort(int fd) {
 
 }  // namespace
 
-TcpRelay::TcpRelay(UniqueFd listener, uint16_t port, uint16_t target_port, std::chrono::milliseconds delay)
+TcpRelay::TcpRelay(UniqueFd listener, uint16_t port, uint16_t target_port, std::chrono::microseconds delay)
     : listener_(std::move(listener)), port_(port), target_port_(target_port), delay_(delay) {}
 
 Result<UniqueFd> TcpRelay::Listen(uint16_t port) {
@@ -75,7 +75,7 @@ Result<UniqueFd> TcpRelay::Listen(uint16_t port) {
   return fd;
 }
 
-Result<std::unique_ptr<TcpRelay>> TcpRelay::Start(uint16_t target_port, std::chrono::milliseconds delay) {
+Result<std::unique_ptr<TcpRelay>> TcpRelay::Start(uint16_t target_port, std::chrono::microseconds delay) {
   auto fd = Listen(0);
   if (!fd.ok()) return fd.status();
   sockaddr_in addr{};

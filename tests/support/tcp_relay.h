@@ -24,7 +24,7 @@ class TcpRelay {
   // Listens on 127.0.0.1 (a port the kernel picks) and relays to
   // 127.0.0.1:target_port.
   static Result<std::unique_ptr<TcpRelay>> Start(uint16_t target_port,
-                                                 std::chrono::milliseconds delay = std::chrono::milliseconds(0));
+                                                 std::chrono::microseconds delay = std::chrono::microseconds(0));
   ~TcpRelay();
   TcpRelay(const TcpRelay&) = delete;
   TcpRelay& operator=(const TcpRelay&) = delete;
@@ -42,7 +42,7 @@ class TcpRelay {
   uint64_t connections_accepted() const { return accepted_.load(); }
 
  private:
-  TcpRelay(UniqueFd listener, uint16_t port, uint16_t target_port, std::chrono::milliseconds delay);
+  TcpRelay(UniqueFd listener, uint16_t port, uint16_t target_port, std::chrono::microseconds delay);
   // A listening socket on 127.0.0.1:port (0: the kernel picks).
   static Result<UniqueFd> Listen(uint16_t port);
   void Run();
@@ -50,7 +50,7 @@ class TcpRelay {
   UniqueFd listener_;  // the relay thread's once started
   const uint16_t port_;
   const uint16_t target_port_;
-  const std::chrono::milliseconds delay_;
+  const std::chrono::microseconds delay_;
   UniqueFd wake_;  // eventfd: Cut and the destructor wake the loop
   std::atomic<bool> cut_{false};
   std::atomic<bool> cut_done_{false};

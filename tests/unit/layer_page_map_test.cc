@@ -43,7 +43,8 @@ TEST(LayerPageMapTest, MalformedMapsAreRefusedSayingWhy) {
     EXPECT_NE(r.status().message().find(why), std::string::npos) << r.status().ToString();
   };
   refused("{not json", "not JSON");
-  refused(R"({"format":"other","version":1,"layer_etag":"e","layer_size":8192,"extents":[]})", "\"format\" is \"other\"");
+  refused(R"({"format":"other","version":1,"layer_etag":"e","layer_size":8192,"extents":[]})",
+          "\"format\" is \"other\"");
   refused(R"({"format":"uffdpager-layer-page-map","version":2,"layer_etag":"e","layer_size":8192,"extents":[]})",
           "version 2");
   refused(R"({"format":"uffdpager-layer-page-map","version":1,"layer_size":8192,"extents":[]})", "layer_etag");
@@ -51,11 +52,11 @@ TEST(LayerPageMapTest, MalformedMapsAreRefusedSayingWhy) {
           "\"layer_etag\" is empty");
   const std::string head = R"({"format":"uffdpager-layer-page-map","version":1,"layer_etag":"e","layer_size":8192,)";
   refused(head + R"("extents":[[0]]})", "extent 0 is not a [start, end] pair");
-  refused(head + R"("extents":[[4096,4096]]})", "extent 0 [4096, 4096)");                  // empty
-  refused(head + R"("extents":[[0,12288]]})", "past the layer's 8192 bytes");                // past the end
-  refused(head + R"("extents":[[4096,8192],[0,4096]]})", "extent 1 [0, 4096)");             // unsorted
-  refused(head + R"("extents":[[0,8192],[4096,8192]]})", "overlaps");                      // overlapping
-  refused(head + R"("extents":[[0,-1]]})", "extents[0][1]");                               // not a byte offset
+  refused(head + R"("extents":[[4096,4096]]})", "extent 0 [4096, 4096)");        // empty
+  refused(head + R"("extents":[[0,12288]]})", "past the layer's 8192 bytes");    // past the end
+  refused(head + R"("extents":[[4096,8192],[0,4096]]})", "extent 1 [0, 4096)");  // unsorted
+  refused(head + R"("extents":[[0,8192],[4096,8192]]})", "overlaps");            // overlapping
+  refused(head + R"("extents":[[0,-1]]})", "extents[0][1]");                     // not a byte offset
 }
 
 }  // namespace

@@ -28,15 +28,22 @@ std::byte ByteAt(uint64_t offset) { return static_cast<std::byte>((offset * 131 
 // enough that concurrent callers overlap.
 struct FakeStore {
   std::atomic<int> fetched{0};
+  std::atomic<int> calls{0};  // rounds of parallel fetches
   std::atomic<bool> changed{false};
+  std::atomic<int64_t> failing_offset{-1};  // a chunk whose fetch fails (a 503)
 
   ChunkFetch Fetch() {
     return [this](std::span<const RangeRequest> requests) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      calls.fetch_add(1);
       std::vector<Status> out;
       for (const auto& r : requests) {
         if (changed.load()) {
           out.push_back(Status::Conflict("HTTP 412 PreconditionFailed"));
+          continue;
+        }
+        if (static_cast<int64_t>(r.offset) == failing_offset.load()) {
+          out.push_back(Status::Unavailable("HTTP 503 SlowDown"));
           continue;
         }
         fetched.fetch_add(1);
@@ -136,6 +143,39 @@ TEST_F(ObjectChunkStoreTest, AChangedObjectFailsEveryLaterRead) {
   EXPECT_NE(failed.message().find("s3://bucket/key"), std::string::npos) << failed.ToString();
   // Even a chunk that is present: the session must not go on.
   EXPECT_EQ(chunks->EnsureRange(0, 10).code(), ErrorCode::kConflict);
+}
+
+// A fetch brings the chunks after the demanded one along, in the same round,
+// up to the caller's readahead end and kReadaheadChunks; never a chunk that
+// is present, and a failed one only leaves that chunk for later.
+TEST_F(ObjectChunkStoreTest, AFetchReadsAheadWithinTheCallersBound) {
+  static_assert(ObjectChunkStore::kReadaheadChunks >= 3, "the test reads 3 chunks ahead");
+  FakeStore store;
+  auto chunks = Open(&store);
+  ASSERT_NE(chunks, nullptr);
+  // No readahead end: the demanded chunk alone.
+  ASSERT_TRUE(chunks->EnsureRange(kChunk + 10, 10).ok());
+  EXPECT_EQ(store.fetched.load(), 1);
+  // Up to the end of chunk 4: chunk 0 demanded, 2..4 ahead (1 is present).
+  store.failing_offset = 3 * kChunk;
+  ASSERT_TRUE(chunks->EnsureRange(100, 10, 5 * kChunk).ok()) << "a failed readahead is not the caller's error";
+  EXPECT_EQ(store.calls.load(), 2);
+  EXPECT_EQ(store.fetched.load(), 1 + 3);  // 0, 2 and 4; 3 failed
+  EXPECT_TRUE(FileMatches(0, kChunk));
+  EXPECT_TRUE(FileMatches(2 * kChunk, kChunk));
+  EXPECT_TRUE(FileMatches(4 * kChunk, kChunk));
+  // Present chunks need no trip, and nothing is read ahead without one.
+  ASSERT_TRUE(chunks->EnsureRange(4 * kChunk, 10, object_.size).ok());
+  EXPECT_EQ(store.calls.load(), 2);
+  // The chunk whose readahead failed is fetched when it is needed.
+  store.failing_offset = -1;
+  ASSERT_TRUE(chunks->EnsureRange(3 * kChunk, 10).ok());
+  EXPECT_TRUE(FileMatches(3 * kChunk, kChunk));
+  // A demanded chunk that fails is the caller's error.
+  store.failing_offset = 5 * kChunk;
+  Status failed = chunks->EnsureRange(5 * kChunk, 10, object_.size);
+  EXPECT_EQ(failed.code(), ErrorCode::kUnavailable) << failed.ToString();
+  EXPECT_NE(failed.message().find("fetch chunk 5"), std::string::npos) << failed.ToString();
 }
 
 }  // namespace

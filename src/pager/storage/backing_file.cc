@@ -125,6 +125,16 @@ void BackingFile::MapExtents() {
   }
 }
 
+Status BackingFile::EnsureRange(uint64_t offset, uint64_t length) const {
+  if (!filler_ || length == 0) return Status::Ok();
+  const uint64_t end = offset + length;
+  // The extent holding the range's last byte, if any.
+  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), end - 1,
+                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  const uint64_t readahead_end = it != data_extents_.end() && it->first < end ? std::max(it->second, end) : end;
+  return filler_->EnsureRange(offset, length, readahead_end);
+}
+
 bool BackingFile::IsHole(uint64_t offset, uint64_t length) const {
   // The first extent ending after `offset`: a hole if it begins at or past the range's end.
   auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,

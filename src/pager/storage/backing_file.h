@@ -38,7 +38,12 @@ struct FileIdentity {
 class RangeFiller {
  public:
   virtual ~RangeFiller() = default;
-  virtual Status EnsureRange(uint64_t offset, uint64_t length) = 0;
+  // Makes [offset, offset+length) present. What lies up to `readahead_end`
+  // (at least offset+length) may be made present with it, in the same round
+  // trips to wherever the bytes come from; failing to is not this call's
+  // error.
+  virtual Status EnsureRange(uint64_t offset, uint64_t length, uint64_t readahead_end) = 0;
+  Status EnsureRange(uint64_t offset, uint64_t length) { return EnsureRange(offset, length, offset + length); }
 };
 
 class BackingFile {
@@ -73,9 +78,9 @@ class BackingFile {
 
   // Makes [offset, offset+length) present before a read that does not go
   // through ReadExact (the session's io_uring). OK at once for a plain file.
-  Status EnsureRange(uint64_t offset, uint64_t length) const {
-    return filler_ ? filler_->EnsureRange(offset, length) : Status::Ok();
-  }
+  // The filler may read ahead up to the end of the data extent the range
+  // ends in (never across a hole: a page map's holes are not this layer's).
+  Status EnsureRange(uint64_t offset, uint64_t length) const;
 
   // Reads exactly `length` bytes at `offset` (made present first); a short read (the file was
   // truncated under us) is an error, never a partly filled page.

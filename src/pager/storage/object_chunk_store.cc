@@ -102,17 +102,21 @@ uint64_t ObjectChunkStore::ChunkLength(uint64_t chunk) const {
   return std::min(kChunkBytes, object_.size - chunk * kChunkBytes);
 }
 
-Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length) {
+Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length, uint64_t readahead_end) {
   if (length == 0 || offset >= object_.size) return Status::Ok();  // the read itself reports a range past the end
   const uint64_t first = offset / kChunkBytes;
   const uint64_t last = std::min(offset + length - 1, object_.size - 1) / kChunkBytes;
+  const uint64_t readahead_last =
+      std::min({last + kReadaheadChunks, (std::min(readahead_end, object_.size) - 1) / kChunkBytes, chunk_count_ - 1});
   bool counted = false;
   while (true) {
     std::vector<Claim> claims;
+    size_t demanded = 0;  // claims[0, demanded) are of [first, last]; the rest read ahead
     bool others_busy = false;
     {
       MutexLock lock(&mu_);
       if (!broken_.ok()) return broken_;
+      bool fetching = false;
       for (uint64_t c = first; c <= last; ++c) {
         switch (state_[c]) {
           case ChunkState::kPresent:
@@ -121,21 +125,32 @@ Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length) {
           case ChunkState::kBusy: others_busy = true; break;
           case ChunkState::kAbsent:
           case ChunkState::kRecorded:
+            fetching = fetching || state_[c] == ChunkState::kAbsent;
             claims.push_back({c, state_[c] == ChunkState::kRecorded});
             state_[c] = ChunkState::kBusy;
             break;
         }
+      }
+      demanded = claims.size();
+      // Only a trip to the store is worth company.
+      for (uint64_t c = last + 1; fetching && c <= readahead_last; ++c) {
+        if (state_[c] != ChunkState::kAbsent) continue;
+        claims.push_back({c, false});
+        state_[c] = ChunkState::kBusy;
       }
     }
     counted = true;
     if (claims.empty() && !others_busy) return Status::Ok();
     Status filled;
     if (!claims.empty()) {
-      std::vector<bool> present;
-      filled = Fill(claims, &present);
+      std::vector<Status> outcomes = Fill(claims);
       MutexLock lock(&mu_);
       for (size_t i = 0; i < claims.size(); ++i) {
-        state_[claims[i].chunk] = present[i] ? ChunkState::kPresent : ChunkState::kAbsent;
+        state_[claims[i].chunk] = outcomes[i].ok() ? ChunkState::kPresent : ChunkState::kAbsent;
+        // A conflict is final wherever it shows; any other failure counts
+        // only for a chunk the caller needs.
+        const bool counts = i < demanded || outcomes[i].code() == ErrorCode::kConflict;
+        if (counts && (filled.ok() || outcomes[i].code() == ErrorCode::kConflict)) filled = outcomes[i];
       }
       if (filled.code() == ErrorCode::kConflict && broken_.ok()) broken_ = filled;
       changed_.SignalAll();
@@ -164,8 +179,8 @@ bool ObjectChunkStore::ChunkIntact(uint64_t chunk, uint64_t hash) const {
   return XXH3_64bits(bytes.data(), bytes.size()) == hash;
 }
 
-Status ObjectChunkStore::Fill(const std::vector<Claim>& claims, std::vector<bool>* present) {
-  present->assign(claims.size(), false);
+std::vector<Status> ObjectChunkStore::Fill(const std::vector<Claim>& claims) {
+  std::vector<Status> outcomes(claims.size());
   std::vector<size_t> to_fetch;  // indexes into claims
   for (size_t i = 0; i < claims.size(); ++i) {
     if (claims[i].recorded) {
@@ -175,7 +190,6 @@ Status ObjectChunkStore::Fill(const std::vector<Claim>& claims, std::vector<bool
         hash = recorded_hash_[claims[i].chunk];
       }
       if (ChunkIntact(claims[i].chunk, hash)) {
-        (*present)[i] = true;
         counters_->chunks_reused.fetch_add(1, std::memory_order_relaxed);
         counters_->chunk_hits.fetch_add(1, std::memory_order_relaxed);
         continue;
@@ -186,7 +200,7 @@ Status ObjectChunkStore::Fill(const std::vector<Claim>& claims, std::vector<bool
     }
     to_fetch.push_back(i);
   }
-  if (to_fetch.empty()) return Status::Ok();
+  if (to_fetch.empty()) return outcomes;
   std::vector<std::vector<std::byte>> buffers(to_fetch.size());
   std::vector<RangeRequest> requests(to_fetch.size());
   for (size_t j = 0; j < to_fetch.size(); ++j) {
@@ -196,15 +210,11 @@ Status ObjectChunkStore::Fill(const std::vector<Claim>& claims, std::vector<bool
   }
   counters_->chunk_misses.fetch_add(to_fetch.size(), std::memory_order_relaxed);
   std::vector<Status> fetched = fetch_(requests);
-  Status first_error;
   for (size_t j = 0; j < to_fetch.size(); ++j) {
     const uint64_t chunk = claims[to_fetch[j]].chunk;
     Status st = j < fetched.size() ? fetched[j] : Status::Internal("the fetcher gave no outcome");
     if (st.ok()) st = WriteChunk(chunk, buffers[j].data());
-    if (st.ok()) {
-      (*present)[to_fetch[j]] = true;
-      continue;
-    }
+    if (st.ok()) continue;
     counters_->fetch_errors.fetch_add(1, std::memory_order_relaxed);
     if (st.code() == ErrorCode::kConflict) {
       st = st.WithContext(fmt::format(
@@ -214,10 +224,9 @@ Status ObjectChunkStore::Fill(const std::vector<Claim>& claims, std::vector<bool
     } else {
       st = st.WithContext(fmt::format("fetch chunk {} of {}", chunk, object_.url.ToString()));
     }
-    // A conflict wins over any other error: it is final.
-    if (first_error.ok() || st.code() == ErrorCode::kConflict) first_error = st;
+    outcomes[to_fetch[j]] = st;
   }
-  return first_error;
+  return outcomes;
 }
 
 Status ObjectChunkStore::WriteChunk(uint64_t chunk, const std::byte* bytes) {

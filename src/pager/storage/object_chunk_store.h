@@ -65,6 +65,12 @@ using ChunkFetch = std::function<std::vector<Status>(std::span<const RangeReques
 class ObjectChunkStore : public RangeFiller {
  public:
   static constexpr uint64_t kChunkBytes = 1ULL << 20;
+  // Chunks fetched with a demanded one, in the same round of parallel GETs,
+  // where the caller allows (its readahead_end) and they are absent: a
+  // store's round trip, not its bandwidth, is what a restore waits on, so
+  // fetching one chunk at a time made each vCPU's walk through memory pay
+  // one round trip per MiB.
+  static constexpr uint64_t kReadaheadChunks = 7;
 
   // Opens (or creates) PREFIX.mem and PREFIX.chunks for `object`. A sidecar
   // of another object version (or a damaged one) is started afresh.
@@ -74,8 +80,13 @@ class ObjectChunkStore : public RangeFiller {
                                                         ChunkFetch fetch, ObjectTierCounters* counters,
                                                         std::function<void()> grew = {});
 
-  // Makes every chunk that [offset, offset+length) touches present.
-  Status EnsureRange(uint64_t offset, uint64_t length) override EXCLUDES(mu_);
+  // Makes every chunk that [offset, offset+length) touches present; when it
+  // has to fetch one, up to kReadaheadChunks absent chunks after them that
+  // lie before `readahead_end` are fetched with it. A failed readahead fetch
+  // leaves that chunk absent (the next call that needs it tries again),
+  // except a conflict, which breaks the store as any does.
+  using RangeFiller::EnsureRange;
+  Status EnsureRange(uint64_t offset, uint64_t length, uint64_t readahead_end) override EXCLUDES(mu_);
 
   const ObjectVersion& object() const { return object_; }
   const std::string& data_path() const { return data_path_; }
@@ -99,8 +110,9 @@ class ObjectChunkStore : public RangeFiller {
   uint64_t ChunkLength(uint64_t chunk) const;
   // Whether a chunk of [first, last] is being checked or fetched.
   bool AnyBusy(uint64_t first, uint64_t last) const REQUIRES(mu_);
-  // Checks or fetches the claimed chunks; returns which are present now.
-  Status Fill(const std::vector<Claim>& claims, std::vector<bool>* present) EXCLUDES(mu_);
+  // Checks or fetches the claimed chunks; one outcome per claim (OK: present
+  // now).
+  std::vector<Status> Fill(const std::vector<Claim>& claims) EXCLUDES(mu_);
   // Whether the chunk's bytes on disk still have `hash`.
   bool ChunkIntact(uint64_t chunk, uint64_t hash) const;
   Status WriteChunk(uint64_t chunk, const std::byte* bytes) EXCLUDES(mu_);
