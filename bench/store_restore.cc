@@ -20,10 +20,10 @@
 
 #include <fmt/format.h>
 
+#include "cold_restore.h"
 #include "common/object_store_client.h"
 #include "common/object_store_config.h"
 #include "common/unique_fd.h"
-#include "cold_restore.h"
 #include "report.h"
 #include "restore_steps.h"
 #include "restore_variants.h"
@@ -80,8 +80,9 @@ std::string VariantName(int delay_ms, const char* condition) {
 
 Result<json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, std::string* skipped) {
   if (std::getenv("AWS_ENDPOINT_URL") == nullptr) {
-    *skipped = "AWS_ENDPOINT_URL is not set (start a store: scripts/ceph-rgw.sh start DIR, then eval \"$(scripts/"
-               "ceph-rgw.sh env DIR)\")";
+    *skipped =
+        "AWS_ENDPOINT_URL is not set (start a store: scripts/ceph-rgw.sh start DIR, then eval \"$(scripts/"
+        "ceph-rgw.sh env DIR)\")";
     return json();
   }
   auto store_config = LoadObjectStoreConfig();

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "pager/storage/positional_io.h"
+
 namespace uffdpager {
 
 std::string FileIdentity::ToString() const {
@@ -149,17 +151,9 @@ Status BackingFile::TruncatedError(uint64_t offset, uint64_t length) const {
 
 Status BackingFile::ReadExact(uint64_t offset, void* buffer, size_t length) const {
   UFFD_RETURN_IF_ERROR(EnsureRange(offset, length));
-  auto* out = static_cast<uint8_t*>(buffer);
-  size_t done = 0;
-  while (done < length) {
-    ssize_t n = ::pread(fd_.get(), out + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(errno, fmt::format("read {} bytes at offset {} of {}", length, offset, path_));
-    }
-    if (n == 0) return TruncatedError(offset + done, length);
-    done += static_cast<size_t>(n);
-  }
+  auto done = PreadUpTo(fd_.get(), buffer, length, offset, path_);
+  if (!done.ok()) return done.status();
+  if (*done < length) return TruncatedError(offset + *done, length);
   return Status::Ok();
 }
 

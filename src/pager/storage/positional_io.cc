@@ -22,7 +22,7 @@ Status PwriteAll(int fd, const void* data, uint64_t length, uint64_t offset, con
   return Status::Ok();
 }
 
-Status PreadAll(int fd, void* data, uint64_t length, uint64_t offset, const std::string& what) {
+Result<uint64_t> PreadUpTo(int fd, void* data, uint64_t length, uint64_t offset, const std::string& what) {
   auto* p = static_cast<uint8_t*>(data);
   uint64_t done = 0;
   while (done < length) {
@@ -31,9 +31,16 @@ Status PreadAll(int fd, void* data, uint64_t length, uint64_t offset, const std:
       if (errno == EINTR) continue;
       return Status::FromErrno(errno, fmt::format("read {} bytes at offset {} of {}", length, offset, what));
     }
-    if (n == 0) return Status::InvalidArgument(fmt::format("{} ends before byte {}", what, offset + length));
+    if (n == 0) break;
     done += static_cast<uint64_t>(n);
   }
+  return done;
+}
+
+Status PreadAll(int fd, void* data, uint64_t length, uint64_t offset, const std::string& what) {
+  auto done = PreadUpTo(fd, data, length, offset, what);
+  if (!done.ok()) return done.status();
+  if (*done < length) return Status::InvalidArgument(fmt::format("{} ends before byte {}", what, offset + length));
   return Status::Ok();
 }
 

@@ -13,6 +13,10 @@ namespace uffdpager {
 // Writes `length` bytes at `offset`; errors name `what` (the file).
 Status PwriteAll(int fd, const void* data, uint64_t length, uint64_t offset, const std::string& what);
 
+// Reads `length` bytes at `offset`, or fewer where the file ends first: the
+// count read.
+Result<uint64_t> PreadUpTo(int fd, void* data, uint64_t length, uint64_t offset, const std::string& what);
+
 // Reads exactly `length` bytes at `offset`. The file ending first is
 // kInvalidArgument "`what` ends before byte N" (a file shorter than the
 // caller's own header says).
