@@ -31,12 +31,6 @@ class LifecycleCliTest : public LifecycleTest {
     return RunTool(argv);
   }
 
-  void MakeStandbySource() {
-    Ok({"create", "src", "--vcpus", "1", "--mem-mib", "32"});
-    WaitForSteps("src", Steps(100));
-    Ok({"standby", "src"});
-  }
-
   json LoadReport(const std::string& name) {
     auto r = HttpClient(ApiSocket(name)).Send("GET", "/tinyvmm/load", "", 5s);
     return r.ok() && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
@@ -63,7 +57,7 @@ TEST_F(LifecycleCliTest, FailedCreateOrForkLeavesNothingAndTheRetryWorks) {
   ASSERT_EQ(Snapctl({"recover"}), 0);
   EXPECT_FALSE(HasInstance("vm1"));
   ExpectConsistentDataDir();
-  MakeStandbySource();
+  MakeStandbySource("src");
 
   // The pager cannot be started: the fork fails before anything is made.
   // (init changes only the pager binary: the VMM arguments stay.)
@@ -94,7 +88,7 @@ TEST_F(LifecycleCliTest, FailedCreateOrForkLeavesNothingAndTheRetryWorks) {
 }
 
 TEST_F(LifecycleCliTest, TheBackendAndPagerStayWhileForksDependOnThePager) {
-  MakeStandbySource();
+  MakeStandbySource("src");
   Ok({"fork", "src", "f1", "--state", "standby"});  // its first restore must go through the pager
   for (const auto& change :
        std::vector<std::vector<std::string>>{{"init", "--backend", "file"}, {"init", "--pager-version-key", "other"}}) {
@@ -159,7 +153,7 @@ TEST_F(LifecycleCliTest, PauseResumeAndTheResultOfEachCommand) {
 // session accepts.
 TEST_F(LifecycleCliTest, ForkRestoresCarryDeviceOverridesAndTheVmmUid) {
   Ok({"init", "--vmm-uid", std::to_string(::getuid()), "--vmm-gid", std::to_string(::getgid())});
-  MakeStandbySource();
+  MakeStandbySource("src");
   Ok({"fork", "src", "f1", "--network-override", "eth0=tap-f1", "--network-override", "eth1=tap-f1b",
       "--vsock-override", dir_ + "/f1.vsock"});
   json load = LoadReport("f1");
@@ -188,7 +182,7 @@ TEST_F(LifecycleCliTest, ForkRestoresCarryDeviceOverridesAndTheVmmUid) {
 }
 
 TEST_F(LifecycleCliTest, AnAutoStartedPagerStopsOnceNothingUsesIt) {
-  MakeStandbySource();
+  MakeStandbySource("src");
   Ok({"fork", "src", "f1"});
   ProcessIdentity pager = PagerIdentity();
   ASSERT_NE(pager.pid, 0);

@@ -19,13 +19,6 @@ namespace {
 
 class LifecycleCompactionTest : public LifecycleTest {
  protected:
-  KeptSnapshot MakeSource(const std::string& name) {
-    Ok({"create", name, "--vcpus", "1", "--mem-mib", "32"});
-    WaitForSteps(name, Steps(300));
-    Ok({"standby", name});
-    return Keep(name, name);
-  }
-
   // Restores `name`, lets its guest run `steps` more steps, puts it to
   // standby, and keeps that snapshot as `label`.
   KeptSnapshot RunAWhile(const std::string& name, const KeptSnapshot& from, const std::string& label,
@@ -68,7 +61,7 @@ class LifecycleCompactionTest : public LifecycleTest {
 // a fork that shares the lower layers keeps them and stays exact.
 TEST_F(LifecycleCompactionTest, ADeepChainIsCompactedInTheBackground) {
   Ok({"init", "--compact-depth", "2"});
-  KeptSnapshot s = MakeSource("src");
+  KeptSnapshot s = MakeStandbySource("src");
   KeptSnapshot f2 = ForkAndRun("src", "f", s);
   const std::vector<std::string> shared = Chain("f");
   ASSERT_EQ(shared.size(), 2u);
@@ -111,7 +104,7 @@ TEST_F(LifecycleCompactionTest, ADeepChainIsCompactedInTheBackground) {
 // new blob, and the commit moves only the instances still on the merged
 // chain: h is moved, f, put to standby on top of it meanwhile, is not.
 TEST_F(LifecycleCompactionTest, AnInstanceThatMovedOnDuringTheMergeIsLeftAlone) {
-  KeptSnapshot s = MakeSource("src");
+  KeptSnapshot s = MakeStandbySource("src");
   KeptSnapshot f2 = ForkAndRun("src", "f", s);
   KeptSnapshot f3 = RunAWhile("f", f2, "f3");
   const std::vector<std::string> merged = Chain("f");
@@ -159,7 +152,7 @@ TEST_F(LifecycleCompactionTest, AnInstanceThatMovedOnDuringTheMergeIsLeftAlone) 
 // unmerged blob dropped, a merged one committed), and every instance
 // restores exactly.
 TEST_F(LifecycleCompactionTest, ACompactorKilledAtAnyStepLeavesAConsistentDataDir) {
-  KeptSnapshot s = MakeSource("src");
+  KeptSnapshot s = MakeStandbySource("src");
   const std::vector<std::pair<std::string, bool>> points = {
       {"compact.after_record", false}, {"compact.after_merge", true}, {"compact.after_commit", true}};
   for (size_t i = 0; i < points.size(); ++i) {
@@ -192,7 +185,7 @@ TEST_F(LifecycleCompactionTest, ACompactorKilledAtAnyStepLeavesAConsistentDataDi
 // sees that the compactor is gone and finishes the commit.
 TEST_F(LifecycleCompactionTest, TheNextCommandFinishesWhatADeadBackgroundCompactorMerged) {
   Ok({"init", "--compact-depth", "1"});
-  KeptSnapshot s = MakeSource("src");
+  KeptSnapshot s = MakeStandbySource("src");
   Ok({"fork", "src", "f", "--state", "running"});
   WaitForSteps("f", s.step + Steps(100));
   ASSERT_EQ(Snapctl({"standby", "f"}, "compact.after_merge"), 0) << "the standby itself has no such step";

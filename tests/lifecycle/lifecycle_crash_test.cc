@@ -40,18 +40,11 @@ class LifecycleCrashTest : public LifecycleTest {
     ExpectConsistentDataDir();
   }
 
-  KeptSnapshot MakeSource(int vcpus = 1) {
-    Ok({"create", "src", "--vcpus", std::to_string(vcpus), "--mem-mib", "32"});
-    WaitForSteps("src", Steps(300));
-    Ok({"standby", "src"});
-    return Keep("src", "s1");
-  }
-
   // Forks src to Running once per crash point of a standby, crashes the
   // fork's standby there, and checks the outcome; a committed standby leaves
   // a chain of `depth`.
   void StandbyOfAForkInterrupted(size_t depth) {
-    KeptSnapshot s1 = MakeSource();
+    KeptSnapshot s1 = MakeStandbySource("src", "s1");
     const std::string source_digest = Digest(BlobPath(BlobOf("src")));
     const std::vector<std::string> points = {"standby.after_pause", "standby.after_copy", "standby.after_snapshot",
                                              "standby.after_commit"};
@@ -86,7 +79,7 @@ class LifecycleCrashTest : public LifecycleTest {
 };
 
 TEST_F(LifecycleCrashTest, ForkAndOneShotRestoreInterruptedAtEveryStep) {
-  KeptSnapshot s1 = MakeSource();
+  KeptSnapshot s1 = MakeStandbySource("src", "s1");
   const std::vector<std::string> points = {"fork.after_copy_dir",   "fork.before_commit",   "fork.after_commit",
                                            "restore.after_session", "restore.after_launch", "restore.after_load",
                                            "restore.after_commit"};
@@ -130,7 +123,7 @@ TEST_F(LifecycleCrashTest, MergingStandbyOfAUffdForkInterruptedAtEveryStep) {
 }
 
 TEST_F(LifecycleCrashTest, InPlaceStandbyInterruptedIsNotTrusted) {
-  KeptSnapshot s1 = MakeSource();
+  KeptSnapshot s1 = MakeStandbySource("src", "s1");
   Ok({"restore", "src"});
   WaitForSteps("src", s1.step + Steps(200));
   const std::string own = BlobOf("src");
@@ -155,7 +148,7 @@ TEST_F(LifecycleCrashTest, InPlaceStandbyInterruptedIsNotTrusted) {
 // standby a Full one (the Diff cleared its dirty log); interrupted after,
 // recovery finishes the rebase. Either way every snapshot stays exact.
 TEST_F(LifecycleCrashTest, ForkOfARunningInstanceInterruptedAtEveryStep) {
-  KeptSnapshot s1 = MakeSource();
+  KeptSnapshot s1 = MakeStandbySource("src", "s1");
   Ok({"restore", "src"});
   const std::vector<std::string> points = {"fork.after_pause_source", "fork.before_resume_source",
                                            "fork.after_snapshot",     "fork.before_commit",
@@ -203,7 +196,7 @@ TEST_F(LifecycleCrashTest, ForkOfARunningInstanceInterruptedAtEveryStep) {
 // fork and the rebased source both stay exact.
 TEST_F(LifecycleCrashTest, MergingForkOfARunningInstanceInterrupted) {
   Ok({"init", "--max-layers", "1"});
-  KeptSnapshot s1 = MakeSource();
+  KeptSnapshot s1 = MakeStandbySource("src", "s1");
   Ok({"restore", "src"});
   const std::set<std::string> before = Blobs();
   Crash({"fork", "src", "f", "--state", "standby"}, "fork.after_merge");
@@ -225,7 +218,7 @@ TEST_F(LifecycleCrashTest, MergingForkOfARunningInstanceInterrupted) {
 
 TEST_F(LifecycleCrashTest, EagerForkInterruptedLeavesNoCopy) {
   Init("file");
-  KeptSnapshot s1 = MakeSource();
+  KeptSnapshot s1 = MakeStandbySource("src", "s1");
   std::set<std::string> before = Blobs();
   Crash({"fork", "src", "f", "--state", "running"}, "fork.after_copy_memory");
   EXPECT_FALSE(HasInstance("f"));

@@ -288,6 +288,15 @@ class LifecycleTest : public ::testing::Test {
     ASSERT_TRUE(ok) << name << " did not reach step " << steps << ": " << Guest(name).dump();
   }
 
+  // Boots `name` (32 MiB), lets its guest run, puts it to standby, and keeps
+  // that snapshot as `label` (default: the name): the source most tests fork.
+  KeptSnapshot MakeStandbySource(const std::string& name, const std::string& label = "", int vcpus = 1) {
+    Ok({"create", name, "--vcpus", std::to_string(vcpus), "--mem-mib", "32"});
+    WaitForSteps(name, Steps(300));
+    Ok({"standby", name});
+    return Keep(name, label.empty() ? name : label);
+  }
+
   // Copies the instance's current snapshot out of the data directory.
   KeptSnapshot Keep(const std::string& name, const std::string& label) {
     json m = Metadata(name);

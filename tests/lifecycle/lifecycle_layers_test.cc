@@ -19,13 +19,6 @@ constexpr uint64_t kGuestBytes = 32ull << 20;
 
 class LifecycleLayersTest : public LifecycleTest {
  protected:
-  KeptSnapshot MakeSource(const std::string& name) {
-    Ok({"create", name, "--vcpus", "1", "--mem-mib", "32"});
-    WaitForSteps(name, Steps(300));
-    Ok({"standby", name});
-    return Keep(name, name);
-  }
-
   // The pager's count of page-fault events of one session.
   uint64_t SessionFaults(const std::string& session) {
     auto s = Pager().GetSession(session);
@@ -42,7 +35,7 @@ class LifecycleLayersTest : public LifecycleTest {
 // generations keeps exactly the layers the newest still names.
 TEST_F(LifecycleLayersTest, ForkStandbyCyclesGrowAChainUpToTheBound) {
   Ok({"init", "--max-layers", "3"});
-  KeptSnapshot kept = MakeSource("g0");
+  KeptSnapshot kept = MakeStandbySource("g0");
   EXPECT_EQ(Chain("g0").size(), 1u);
   EXPECT_EQ(Show("g0").details["depends_on_pager"], false);
   std::string prev = "g0";
@@ -102,7 +95,7 @@ TEST_F(LifecycleLayersTest, ForkStandbyCyclesGrowAChainUpToTheBound) {
 // pager session for it, the layer is small, the source is rebased onto the
 // fork's chain (its next standby goes on top of it), and both stay exact.
 TEST_F(LifecycleLayersTest, ForkOfARunningInstanceWritesOnlyWhatChanged) {
-  KeptSnapshot s1 = MakeSource("src");
+  KeptSnapshot s1 = MakeStandbySource("src");
   const std::string base = BlobOf("src");
   Ok({"fork", "src", "f", "--state", "running"});
   WaitForSteps("f", s1.step + Steps(200));
@@ -158,7 +151,7 @@ TEST_F(LifecycleLayersTest, ForkOfARunningInstanceWritesOnlyWhatChanged) {
 // the page the VMM wrote at the load, against 32 MiB of memory. Restored
 // over that chain, run and put to standby again, it is exact.
 TEST_F(LifecycleLayersTest, AStandbyOfAForkThatChangedLittleWritesLittle) {
-  KeptSnapshot s1 = MakeSource("src");
+  KeptSnapshot s1 = MakeStandbySource("src");
   Ok({"fork", "src", "f", "--state", "running", "--paused"});
   Ok({"standby", "f"});
   const std::vector<std::string> chain = Chain("f");
@@ -183,7 +176,7 @@ TEST_F(LifecycleLayersTest, AStandbyOfAForkThatChangedLittleWritesLittle) {
 // layers over that file too, and the source's next standby then goes on
 // top, never in place into the file the fork reads.
 TEST_F(LifecycleLayersTest, ForkOfAFileRestoredInstanceLayersOverItsFile) {
-  KeptSnapshot s1 = MakeSource("src");
+  KeptSnapshot s1 = MakeStandbySource("src");
   const std::string own = BlobOf("src");
   const std::string digest = Digest(BlobPath(own));
   Ok({"restore", "src"});
