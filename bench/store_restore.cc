@@ -8,7 +8,11 @@
 //                           working set needs comes from the store;
 //   store_<N>ms_recorded    a fresh pager on the data directory the first one
 //                           left: its disk tier (the chunks it fetched) and
-//                           what it recorded, with the page cache cold.
+//                           what it recorded, with the page cache cold;
+//   store_<N>ms_never_seen_no_readahead
+//                           never_seen with --object-readahead-chunks 0: one
+//                           chunk per round trip, what readahead is measured
+//                           against.
 // Each sample has its time, its bytes read from local storage and its bytes
 // fetched from the store; every restore verifies its page sample against the
 // local copy. The object is uploaded once per run of the benchmark.
@@ -91,6 +95,9 @@ Result<json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, s
   if (!port.ok()) return port.status();
   auto flavor = DefaultFlavor();
   if (!flavor.ok()) return flavor.status();
+  PagerFlavor no_readahead = *flavor;
+  no_readahead.name += "_no_readahead";
+  no_readahead.extra_args.insert(no_readahead.extra_args.end(), {"--object-readahead-chunks", "0"});
 
   // The snapshot's bytes as one object.
   ObjectStoreClient client(*store_config);
@@ -109,6 +116,7 @@ Result<json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, s
   for (int delay : kDelaysMs) {
     series.push_back({VariantName(delay, "never_seen")});
     series.push_back({VariantName(delay, "recorded")});
+    series.push_back({VariantName(delay, "never_seen_no_readahead")});
   }
   for (unsigned run = 0; run < config.runs; ++run) {
     UFFD_RETURN_IF_ERROR(MakeStorageCold(config, {}, 0));
@@ -129,6 +137,9 @@ Result<json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, s
       auto recorded = ColdPagerRestore(from_store, *flavor, tag, PagerDataDir::kKeep, id + "-rec", set);
       if (!recorded.ok()) return recorded.status();
       FindSeries(series, VariantName(delay, "recorded")).Add(*recorded);
+      auto one_by_one = ColdPagerRestore(from_store, no_readahead, tag + "-1", PagerDataDir::kFresh, id + "-one", set);
+      if (!one_by_one.ok()) return one_by_one.status();
+      FindSeries(series, VariantName(delay, "never_seen_no_readahead")).Add(*one_by_one);
     }
     Progress(fmt::format("store {} run {}/{} done", set.name, run + 1, config.runs));
   }

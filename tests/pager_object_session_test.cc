@@ -63,7 +63,7 @@ class ScopedEnvironment {
 // restore steps leave unfetched: past the chunks read ahead with chunk 0.
 constexpr uint64_t kRelayedObjectBytes = 16 * kMiB;
 constexpr uint64_t kUnfetchedOffset = 12 * kMiB;
-static_assert(kUnfetchedOffset >= (1 + ObjectChunkStore::kReadaheadChunks) * ObjectChunkStore::kChunkBytes);
+static_assert(kUnfetchedOffset >= (1 + ObjectChunkStore::kDefaultReadaheadChunks) * ObjectChunkStore::kChunkBytes);
 
 class PagerObjectSessionTest : public PagerFixture {
  protected:
@@ -333,7 +333,7 @@ TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServe
   EXPECT_EQ(Stat("failed_sessions"), 1u);
   // Only the first chunk's bytes, and those read ahead with it, ever came
   // from the store.
-  EXPECT_EQ(Stat("object_store_bytes"), (1 + ObjectChunkStore::kReadaheadChunks) * kMiB);
+  EXPECT_EQ(Stat("object_store_bytes"), (1 + ObjectChunkStore::kDefaultReadaheadChunks) * kMiB);
 }
 
 // The store goes away mid-restore and comes back within the retry budget:

@@ -146,10 +146,10 @@ TEST_F(ObjectChunkStoreTest, AChangedObjectFailsEveryLaterRead) {
 }
 
 // A fetch brings the chunks after the demanded one along, in the same round,
-// up to the caller's readahead end and kReadaheadChunks; never a chunk that
+// up to the caller's readahead end and its readahead; never a chunk that
 // is present, and a failed one only leaves that chunk for later.
 TEST_F(ObjectChunkStoreTest, AFetchReadsAheadWithinTheCallersBound) {
-  static_assert(ObjectChunkStore::kReadaheadChunks >= 3, "the test reads 3 chunks ahead");
+  static_assert(ObjectChunkStore::kDefaultReadaheadChunks >= 3, "the test reads 3 chunks ahead");
   FakeStore store;
   auto chunks = Open(&store);
   ASSERT_NE(chunks, nullptr);
@@ -176,6 +176,19 @@ TEST_F(ObjectChunkStoreTest, AFetchReadsAheadWithinTheCallersBound) {
   Status failed = chunks->EnsureRange(5 * kChunk, 10, object_.size);
   EXPECT_EQ(failed.code(), ErrorCode::kUnavailable) << failed.ToString();
   EXPECT_NE(failed.message().find("fetch chunk 5"), std::string::npos) << failed.ToString();
+}
+
+TEST_F(ObjectChunkStoreTest, ReadaheadIsBoundedByTheStoresSetting) {
+  FakeStore store;
+  for (uint64_t readahead : {uint64_t{0}, uint64_t{2}}) {
+    SCOPED_TRACE(readahead);
+    testing::TempDir dir;
+    auto chunks = ObjectChunkStore::Open(object_, dir / "obj", store.Fetch(), &counters_, {}, readahead);
+    ASSERT_TRUE(chunks.ok()) << chunks.status().ToString();
+    const int before = store.fetched.load();
+    ASSERT_TRUE((*chunks)->EnsureRange(0, 10, object_.size).ok());
+    EXPECT_EQ(store.fetched.load() - before, static_cast<int>(1 + readahead));
+  }
 }
 
 }  // namespace

@@ -68,6 +68,11 @@ void AddFlags(uffdpager::cli::CommandLine& command_line, CommandLine& cl) {
                  "removed, least recently written first); 0: none")
       ->capture_default_str()
       ->check(IntegerIn(0, uint64_t{1} << 50));
+  app.add_option("--object-readahead-chunks", options.object_readahead_chunks,
+                 "1 MiB chunks of an object fetched ahead with a demanded one, in the same round of parallel GETs "
+                 "(never across a hole of its page map); 0: none")
+      ->capture_default_str()
+      ->check(IntegerIn(0, 63));
   app.add_option("--object-store-retries", options.object_store_retries,
                  "how often a failed request to the object store (timeout, refused or reset connection, 5xx) is "
                  "tried again, with backoff from 50 ms doubling to 2 s, before the sessions that need it fail")

@@ -121,7 +121,8 @@ void PagerDaemon::StartObjectTier() {
   auto config = LoadObjectStoreConfig();
   if (config.ok()) config->retry.max_attempts = options_.object_store_retries + 1;
   Result<std::unique_ptr<ObjectTier>> tier =
-      config.ok() ? ObjectTier::Start(root_dir_ + "/object-cache", *config, options_.object_cache_max_bytes)
+      config.ok() ? ObjectTier::Start(root_dir_ + "/object-cache", *config, options_.object_cache_max_bytes,
+                                      options_.object_readahead_chunks)
                   : Result<std::unique_ptr<ObjectTier>>(config.status());
   if (!tier.ok()) {
     object_tier_absent_ = "the pager's object store is not usable: " + tier.status().ToString();

@@ -56,6 +56,8 @@ struct PagerOptions {
   uint64_t working_set_disk_bytes = 8ULL << 30;
   // Bound of the object disk tier (DATA/uffd/VERSION/object-cache/); 0: none.
   uint64_t object_cache_max_bytes = 0;
+  // Chunks an object fetch reads ahead (ObjectChunkStore).
+  uint64_t object_readahead_chunks = 7;
   // How often a failed request to the object store (timeout, refused or
   // reset connection, 5xx) is tried again, with backoff from 50 ms doubling
   // to 2 s. A vCPU waits on its chunk meanwhile, and a session fails only

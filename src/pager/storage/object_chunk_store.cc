@@ -54,10 +54,12 @@ ObjectChunkStore::ObjectChunkStore(ObjectVersion object, std::string data_path, 
 
 Result<std::shared_ptr<ObjectChunkStore>> ObjectChunkStore::Open(ObjectVersion object, const std::string& prefix,
                                                                  ChunkFetch fetch, ObjectTierCounters* counters,
-                                                                 std::function<void()> grew) {
+                                                                 std::function<void()> grew,
+                                                                 uint64_t readahead_chunks) {
   std::shared_ptr<ObjectChunkStore> store(
       new ObjectChunkStore(std::move(object), prefix + ".mem", std::move(fetch), counters));
   store->grew_ = std::move(grew);
+  store->readahead_chunks_ = std::min(readahead_chunks, kMaxReadaheadChunks);
   store->data_fd_.reset(::open(store->data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!store->data_fd_) return Status::FromErrno(errno, "open the object's local copy " + store->data_path_);
   UFFD_RETURN_IF_ERROR(store->LoadSidecar(prefix + ".chunks"));
@@ -107,7 +109,7 @@ Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length, uint64_t 
   const uint64_t first = offset / kChunkBytes;
   const uint64_t last = std::min(offset + length - 1, object_.size - 1) / kChunkBytes;
   const uint64_t readahead_last =
-      std::min({last + kReadaheadChunks, (std::min(readahead_end, object_.size) - 1) / kChunkBytes, chunk_count_ - 1});
+      std::min({last + readahead_chunks_, (std::min(readahead_end, object_.size) - 1) / kChunkBytes, chunk_count_ - 1});
   bool counted = false;
   while (true) {
     std::vector<Claim> claims;

@@ -69,19 +69,22 @@ class ObjectChunkStore : public RangeFiller {
   // where the caller allows (its readahead_end) and they are absent: a
   // store's round trip, not its bandwidth, is what a restore waits on, so
   // fetching one chunk at a time made each vCPU's walk through memory pay
-  // one round trip per MiB.
-  static constexpr uint64_t kReadaheadChunks = 7;
+  // one round trip per MiB. (uffd-pager --object-readahead-chunks.)
+  static constexpr uint64_t kDefaultReadaheadChunks = 7;
+  static constexpr uint64_t kMaxReadaheadChunks = 63;
 
   // Opens (or creates) PREFIX.mem and PREFIX.chunks for `object`. A sidecar
   // of another object version (or a damaged one) is started afresh.
   // `grew` (may be empty) is called, with no lock held, after chunks were
-  // written. REQUIRES: `counters` outlives the store.
+  // written. A fetch reads up to `readahead_chunks` chunks ahead (at most
+  // kMaxReadaheadChunks). REQUIRES: `counters` outlives the store.
   static Result<std::shared_ptr<ObjectChunkStore>> Open(ObjectVersion object, const std::string& prefix,
                                                         ChunkFetch fetch, ObjectTierCounters* counters,
-                                                        std::function<void()> grew = {});
+                                                        std::function<void()> grew = {},
+                                                        uint64_t readahead_chunks = kDefaultReadaheadChunks);
 
   // Makes every chunk that [offset, offset+length) touches present; when it
-  // has to fetch one, up to kReadaheadChunks absent chunks after them that
+  // has to fetch one, up to readahead_chunks absent chunks after them that
   // lie before `readahead_end` are fetched with it. A failed readahead fetch
   // leaves that chunk absent (the next call that needs it tries again),
   // except a conflict, which breaks the store as any does.
@@ -121,7 +124,8 @@ class ObjectChunkStore : public RangeFiller {
   const std::string data_path_;
   const ChunkFetch fetch_;
   ObjectTierCounters* const counters_;
-  std::function<void()> grew_;  // set at Open
+  std::function<void()> grew_;     // set at Open
+  uint64_t readahead_chunks_ = 0;  // set at Open
   const uint64_t chunk_count_;
   UniqueFd data_fd_;     // read-write; written only by a chunk's claimant
   UniqueFd sidecar_fd_;  // O_APPEND

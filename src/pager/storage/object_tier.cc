@@ -27,22 +27,23 @@ std::string FilePrefix(const std::string& dir, const ObjectVersion& object) {
 }  // namespace
 
 Result<std::unique_ptr<ObjectTier>> ObjectTier::Start(std::string cache_dir, ObjectStoreConfig config,
-                                                      uint64_t max_bytes) {
+                                                      uint64_t max_bytes, uint64_t readahead_chunks) {
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
   if (ec) return Status::Error(ErrorCode::kIoError, "create " + cache_dir + ": " + ec.message());
   auto fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxInFlight});
   if (!fetcher.ok()) return fetcher.status().WithContext("the object store's fetcher");
   std::unique_ptr<ObjectTier> tier(
-      new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher), max_bytes));
+      new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher), max_bytes, readahead_chunks));
   tier->Trim();  // what earlier processes left, to the bound of this one
   return tier;
 }
 
 ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
-                       uint64_t max_bytes)
+                       uint64_t max_bytes, uint64_t readahead_chunks)
     : cache_dir_(std::move(cache_dir)),
       max_bytes_(max_bytes),
+      readahead_chunks_(readahead_chunks),
       client_(std::move(config)),
       fetcher_(std::move(fetcher)) {}
 
@@ -116,7 +117,7 @@ Result<std::shared_ptr<ObjectChunkStore>> ObjectTier::StoreFor(const ObjectVersi
   auto store = ObjectChunkStore::Open(
       object, FilePrefix(cache_dir_, object),
       [fetcher](std::span<const RangeRequest> requests) { return fetcher->FetchAll(requests); }, &counters_,
-      [this] { Trim(); });
+      [this] { Trim(); }, readahead_chunks_);
   if (!store.ok()) return store.status();
   stores_.emplace(key, *store);
   return store;

@@ -75,8 +75,10 @@ class ObjectTier {
   // object versions no session uses, least recently written first. Versions
   // in use are never removed (a read of a chunk it made present must not
   // find a hole), so the bound is exceeded while they need more.
-  static Result<std::unique_ptr<ObjectTier>> Start(std::string cache_dir, ObjectStoreConfig config,
-                                                   uint64_t max_bytes = 0);
+  // A fetch reads up to `readahead_chunks` chunks ahead (ObjectChunkStore).
+  static Result<std::unique_ptr<ObjectTier>> Start(
+      std::string cache_dir, ObjectStoreConfig config, uint64_t max_bytes = 0,
+      uint64_t readahead_chunks = ObjectChunkStore::kDefaultReadaheadChunks);
   ~ObjectTier();
 
   struct Opened {
@@ -97,7 +99,7 @@ class ObjectTier {
 
  private:
   ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
-             uint64_t max_bytes);
+             uint64_t max_bytes, uint64_t readahead_chunks);
   // Removes unused versions (files of earlier processes included) until the
   // directory is within max_bytes_ or only versions in use are left.
   void Trim() EXCLUDES(mu_);
@@ -114,6 +116,7 @@ class ObjectTier {
 
   const std::string cache_dir_;
   const uint64_t max_bytes_;
+  const uint64_t readahead_chunks_;
   ObjectStoreClient client_;
   std::unique_ptr<ObjectRangeFetcher> fetcher_;
   ObjectTierCounters counters_;
