@@ -10,6 +10,7 @@
 #include "common/cli.h"
 #include "common/durable_file.h"
 #include "common/logging.h"
+#include "common/object_url.h"
 #include "uffdpager/lifecycle.h"
 
 #ifndef UFFDPAGER_DEFAULT_VMM_BIN
@@ -66,6 +67,13 @@ std::string Summary(const InstanceStatus& s) {
   }
   uint64_t depth = d.value("chain_depth", uint64_t{0});
   if (depth > 1) out += fmt::format(", memory in {} layers (restored through the pager)", depth);
+  if (d.contains("snapshot") && d["snapshot"].is_object()) {
+    uint64_t remote = 0;
+    for (const auto& layer : d["snapshot"].value("memory_layers", nlohmann::json::array())) {
+      if (layer.is_string() && IsObjectUrl(layer.get<std::string>())) ++remote;
+    }
+    if (remote > 0) out += fmt::format(", {} layer{} in object storage", remote, remote == 1 ? "" : "s");
+  }
   if (d.contains("compaction")) out += ", being compacted";
   return out;
 }

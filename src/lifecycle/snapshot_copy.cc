@@ -12,6 +12,7 @@
 
 #include "common/durable_file.h"
 #include "common/file_extents.h"
+#include "common/object_url.h"
 #include "common/unique_fd.h"
 
 namespace uffdpager::lifecycle {
@@ -86,6 +87,11 @@ Result<CopyReport> CopyFileCheaply(const std::string& from, const std::string& t
 
 Result<CopyReport> MergeLayers(const std::vector<std::string>& layers, const std::string& to) {
   if (layers.empty()) return Status::InvalidArgument("no layers to merge into " + to);
+  for (const auto& layer : layers) {
+    if (IsObjectUrl(layer)) {
+      return Status::Conflict("layer " + layer + " is in object storage: a chain with such a layer is not merged here");
+    }
+  }
   auto report = CopyFileCheaply(layers.front(), to);
   if (!report.ok() || layers.size() == 1) return report;
   auto fail = [&](Status st) {
