@@ -580,11 +580,65 @@ void AddCompactCommand(cli::CommandLine& command_line, const GlobalFlags& flags)
   });
 }
 
+void AddPublishCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* publish = command_line.AddCommand(
+      "publish",
+      "upload a Standby or Stopped instance's snapshot to object storage for another host to import (the store "
+      "from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; layers already in the bucket "
+      "are not sent again)",
+      {"snapctl publish vm1 s3://snapshots/pool-a   # writes s3://snapshots/pool-a/vm1.json last"});
+  auto name = AddInstanceArgument(publish);
+  auto destination = std::make_shared<std::string>();
+  publish->add_option("destination", *destination, "s3://BUCKET/PREFIX: where the objects go")->required();
+  command_line.SetAction(publish, [&command_line, &flags, name, destination] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      auto published = l.Publish(*name, *destination);
+      if (!published.ok()) return out.Fail(published.status());
+      out.Done();
+      if (flags.json) {
+        std::cout << nlohmann::json{{"name", *name},
+                                    {"manifest", published->manifest_url},
+                                    {"layers", published->layers},
+                                    {"layers_uploaded", published->layers_uploaded},
+                                    {"layers_reused", published->layers_reused},
+                                    {"layer_bytes_uploaded", published->layer_bytes_uploaded}}
+                         .dump(2)
+                  << "\n";
+      } else {
+        cli::PrintResult(fmt::format("published {} as {}: {} layer(s) uploaded ({} bytes), {} already there", *name,
+                                     published->manifest_url, published->layers_uploaded,
+                                     published->layer_bytes_uploaded, published->layers_reused));
+      }
+      return cli::kExitOk;
+    });
+  });
+}
+
+void AddImportCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* import = command_line.AddCommand(
+      "import",
+      "a new Standby instance from a published snapshot: only its state file is downloaded, its memory is paged "
+      "from the store by the pager on restore (the store from the AWS_* environment, which the pager snapctl "
+      "starts inherits)",
+      {"snapctl import vm7 s3://snapshots/pool-a/vm1.json && snapctl restore vm7"});
+  auto name = std::make_shared<std::string>();
+  auto manifest = std::make_shared<std::string>();
+  import->add_option("name", *name, "the new instance's name")->required();
+  import->add_option("manifest", *manifest, "s3://BUCKET/PREFIX/SOURCE.json, as publish printed it")->required();
+  command_line.SetAction(import, [&command_line, &flags, name, manifest] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      return ShowInstance(l, out, l.Import(*name, *manifest), *name, flags.json, "imported " + *manifest + " as");
+    });
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   cli::CommandLine command_line(
-      "snapctl", "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs, and compact their snapshots");
+      "snapctl",
+      "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs, compact their snapshots, and "
+      "publish and import them through object storage");
   GlobalFlags flags;
   AddGlobalFlags(command_line, &flags);
   AddInitCommand(command_line, flags);  // in the order of --help
@@ -600,6 +654,8 @@ int main(int argc, char** argv) {
   AddShowCommand(command_line, flags);
   AddRecoverCommand(command_line, flags);
   AddCompactCommand(command_line, flags);
+  AddPublishCommand(command_line, flags);
+  AddImportCommand(command_line, flags);
   if (auto done = command_line.Parse(argc, argv)) return *done;
   ConfigureLogging("snapctl", flags.log_level);
   return command_line.RunCommand();
