@@ -583,9 +583,8 @@ void AddCompactCommand(cli::CommandLine& command_line, const GlobalFlags& flags)
 void AddPublishCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
   auto* publish = command_line.AddCommand(
       "publish",
-      "upload a Standby or Stopped instance's snapshot to object storage for another host to import (the store "
-      "from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; layers already in the bucket "
-      "are not sent again)",
+      "upload a Standby or Stopped instance's snapshot to a bucket for another host to import (the store from "
+      "the AWS_* environment; layers already there are not sent again)",
       {"snapctl publish vm1 s3://snapshots/pool-a   # writes s3://snapshots/pool-a/vm1.json last"});
   auto name = AddInstanceArgument(publish);
   auto destination = std::make_shared<std::string>();
@@ -617,9 +616,8 @@ void AddPublishCommand(cli::CommandLine& command_line, const GlobalFlags& flags)
 void AddImportCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
   auto* import = command_line.AddCommand(
       "import",
-      "a new Standby instance from a published snapshot: only its state file is downloaded, its memory is paged "
-      "from the store by the pager on restore (the store from the AWS_* environment, which the pager snapctl "
-      "starts inherits)",
+      "a new Standby instance from a published snapshot's manifest: only the state file is downloaded; the "
+      "pager pages the memory from the bucket (the store from the AWS_* environment, which it inherits)",
       {"snapctl import vm7 s3://snapshots/pool-a/vm1.json && snapctl restore vm7"});
   auto name = std::make_shared<std::string>();
   auto manifest = std::make_shared<std::string>();
