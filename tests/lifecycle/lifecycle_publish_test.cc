@@ -67,6 +67,15 @@ class LifecyclePublishTest : public LifecycleTest {
     LifecycleTest::TearDown();
   }
 
+  // The top layer of `name` on `host`.
+  std::string BlobOfOn(const std::string& host, const std::string& name) {
+    const std::string here = data_;
+    On(host);
+    std::string blob = BlobOf(name);
+    On(here);
+    return blob;
+  }
+
   // The data directory the next commands work on.
   void On(const std::string& host) { data_ = host; }
 
@@ -150,6 +159,8 @@ TEST_F(LifecyclePublishTest, SnapshotMovesToAnotherHostAndStaysExact) {
   Ok({"standby", "src"});
   KeptSnapshot a1 = Keep("src", "a1");
   const std::string base = BlobOf("src");
+  EXPECT_EQ(Snapctl({"publish", "src", "s3://Not_A_Bucket/pool"}), 1) << LogTail();
+  EXPECT_NE(LogTail().find("Not_A_Bucket"), std::string::npos) << LogTail();
   Ok({"publish", "src", Url("pool")});
   const std::string base_url = Url("pool/" + base);
   EXPECT_EQ(ReadObject(base_url), *ReadWholeFile(BlobPath(base))) << "the base is uploaded byte for byte";
@@ -250,7 +261,8 @@ TEST_F(LifecyclePublishTest, SnapshotMovesToAnotherHostAndStaysExact) {
 }
 
 // An import killed at each of its steps leaves, after recovery, either no
-// instance or the whole one, and a data directory with nothing half done.
+// instance or the whole one, and a data directory with nothing half done;
+// the imported chain is never merged locally.
 TEST_F(LifecyclePublishTest, InterruptedImportIsRolledBackOrComplete) {
   Ok({"create", "src", "--vcpus", "1", "--mem-mib", "32"});
   WaitForSteps("src", Steps(100));
@@ -269,6 +281,15 @@ TEST_F(LifecyclePublishTest, InterruptedImportIsRolledBackOrComplete) {
   Ok({"recover"});
   EXPECT_EQ(Show("dst").state, InstanceState::kStandby);
   ExpectConsistentDataDir();
+
+  // A chain over an object layer is never merged here: with no room for a
+  // layer, the standby is refused naming the limit, and the VM runs on.
+  Ok({"init", "--max-layers", "1"});
+  Ok({"restore", "dst"});
+  EXPECT_EQ(Snapctl({"standby", "dst"}), 5) << LogTail();
+  EXPECT_NE(LogTail().find("max_layers 1"), std::string::npos) << LogTail();
+  EXPECT_EQ(Show("dst").state, InstanceState::kRunning);
+  EXPECT_EQ(Chain("dst"), std::vector<std::string>{Url("pool/" + BlobOfOn(host_a_, "src"))});
 }
 
 }  // namespace
