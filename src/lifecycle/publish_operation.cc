@@ -74,9 +74,8 @@ Result<std::string> GetSmallObject(ObjectStoreClient& store, const ObjectUrl& ur
   }
   std::string bytes(size, '\0');
   if (size == 0) return bytes;
-  UFFD_RETURN_IF_ERROR(
-      store.GetRange(url, 0, size, etag, reinterpret_cast<std::byte*>(bytes.data())).WithContext("read " +
-                                                                                                   url.ToString()));
+  UFFD_RETURN_IF_ERROR(store.GetRange(url, 0, size, etag, reinterpret_cast<std::byte*>(bytes.data()))
+                           .WithContext("read " + url.ToString()));
   return bytes;
 }
 
@@ -256,8 +255,8 @@ Status ImportInstance(Context& c, const std::string& name, const std::string& ma
   c.Step("downloading the state file " + manifest->state_file.url);
   auto state_url = ParseObjectUrl(manifest->state_file.url);
   if (!state_url.ok()) return fail(state_url.status());
-  auto state = GetSmallObject(**store, *state_url, manifest->state_file.size, kMaxStateFileBytes,
-                              manifest->state_file.etag);
+  auto state =
+      GetSmallObject(**store, *state_url, manifest->state_file.size, kMaxStateFileBytes, manifest->state_file.etag);
   if (!state.ok()) return fail(state.status());
   const std::string state_file = InstanceStore::NewStateFileName();
   if (Status st = WriteFileAtomically(staging + "/snapshot/" + state_file, *state); !st.ok()) return fail(st);

@@ -27,12 +27,8 @@ Status ReadObject(const json& j, const std::string& path, PublishedObject* out) 
 std::string SnapshotManifest::Encode() const {
   json layer_list = json::array();
   for (const auto& l : layers) layer_list.push_back(ObjectJson(l));
-  json j = {{"format", kManifestFormat},
-            {"version", kManifestVersion},
-            {"name", name},
-            {"vcpu_count", vcpu_count},
-            {"mem_size_mib", mem_size_mib},
-            {"state_file", ObjectJson(state_file)},
+  json j = {{"format", kManifestFormat}, {"version", kManifestVersion},  {"name", name},
+            {"vcpu_count", vcpu_count},  {"mem_size_mib", mem_size_mib}, {"state_file", ObjectJson(state_file)},
             {"layers", layer_list}};
   return j.dump(2) + "\n";
 }
