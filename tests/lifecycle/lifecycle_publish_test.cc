@@ -14,6 +14,7 @@
 #include "common/layer_page_map.h"
 #include "common/object_store_client.h"
 #include "common/object_store_config.h"
+#include "lifecycle/snapshot_manifest.h"
 #include "lifecycle_fixture.h"
 #include "support/test_rgw.h"
 
@@ -258,6 +259,40 @@ TEST_F(LifecyclePublishTest, SnapshotMovesToAnotherHostAndStaysExact) {
   EXPECT_FALSE(HasInstance("ghost"));
   EXPECT_EQ(Tree(), tree);
   ExpectConsistentDataDir();
+}
+
+TEST(SnapshotManifestTest, EncodesWhatItParsesAndRefusesWhatIsNotOne) {
+  SnapshotManifest m;
+  m.name = "vm1";
+  m.vcpu_count = 2;
+  m.mem_size_mib = 32;
+  m.state_file = {"s3://b-1/p/vmstate-1", "\"e0\"", 4096};
+  m.layers = {{"s3://b-1/p/base", "\"e1\"", 32 << 20}, {"s3://b-1/p/diff", "\"e2\"", 32 << 20}};
+  auto parsed = SnapshotManifest::Parse(m.Encode());
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->Encode(), m.Encode());
+  EXPECT_EQ(parsed->layers[1].etag, "\"e2\"");
+
+  auto refused = [](const std::string& text, const std::string& why) {
+    auto r = SnapshotManifest::Parse(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(why), std::string::npos) << r.status().ToString();
+  };
+  json j = json::parse(m.Encode());
+  refused("{not json", "must be JSON");
+  json other = j;
+  other["format"] = "uffdpager-layer-page-map";
+  refused(other.dump(), "not a snapshot manifest");
+  json no_layers = j;
+  no_layers["layers"] = json::array();
+  refused(no_layers.dump(), "non-empty");
+  json bad_url = j;
+  bad_url["layers"][1]["url"] = "/var/lib/blob";
+  refused(bad_url.dump(), "layers[1].url");
+  json no_etag = j;
+  no_etag["state_file"].erase("etag");
+  refused(no_etag.dump(), "etag");
 }
 
 // An import killed at each of its steps leaves, after recovery, either no
