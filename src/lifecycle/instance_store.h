@@ -6,8 +6,9 @@
 //       instance.json             InstanceMetadata (atomic writes)
 //       snapshot/                 the VM state files (no memory: see blobs)
 //       api.sock, vmm.log         the running VMM's API socket and output
-//   DATA/instances/.staging-NAME/ a fork being built; renamed into place
+//   DATA/instances/.staging-NAME/ a fork or an import being built; renamed into place
 //   DATA/blobs/ID                 memory files; live while metadata names them
+//                                 (a chain may also name s3:// objects: not here)
 //   DATA/journal/NAME.json        the operation in flight on NAME
 //   DATA/compactions/BLOB.json    a compaction in flight (CompactionRecords)
 //   DATA/compactions/compact.log  the output of background compactions
