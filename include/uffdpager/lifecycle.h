@@ -150,6 +150,15 @@ struct CompactedChain {
   std::vector<std::string> instances;  // now on `blob` alone; empty: all moved on meanwhile, blob dropped
 };
 
+// What Lifecycle::Publish did.
+struct PublishedSnapshot {
+  std::string manifest_url;         // s3://BUCKET/PREFIX/NAME.json, what `import` takes
+  std::vector<std::string> layers;  // the layers' URLs, base first
+  uint32_t layers_uploaded = 0;
+  uint32_t layers_reused = 0;         // already in the bucket (a shared base published before)
+  uint64_t layer_bytes_uploaded = 0;  // the layers' bytes sent (page maps and state file aside)
+};
+
 struct LifecycleOptions {
   std::string data_dir;
   // Overrides of DATA/config.json for this process (empty: the config's).
@@ -215,6 +224,24 @@ class Lifecycle {
   // changed by then is left as it is. A chain of one, or one another live
   // compaction is merging, is skipped.
   Result<std::vector<CompactedChain>> Compact(const std::vector<std::string>& names);
+
+  // Uploads the snapshot of a Standby or Stopped instance to object storage
+  // under `destination` ("s3://BUCKET/PREFIX"; the store from the AWS_*
+  // environment) for another host to import: each layer as PREFIX/ID (one
+  // already there with that size is not sent again: blobs never change
+  // once named), a page map beside each layer above the base, the state
+  // file, and last the manifest PREFIX/NAME.json. A layer larger than one
+  // PUT takes (5 GiB) is refused before anything is sent. The data
+  // directory is only read.
+  Result<PublishedSnapshot> Publish(const std::string& name, const std::string& destination);
+  // A new Standby instance `name` from a published manifest
+  // ("s3://BUCKET/PREFIX/SOURCE.json"): the state file is downloaded, the
+  // memory stays in the store (its chain names the layer URLs) and is paged
+  // by the pager from the first restore on. Refused, with nothing changed,
+  // when the manifest is missing or a layer no longer has the ETag it
+  // names. Such a chain is never merged here: a standby over it adds layers
+  // up to max_layers, then is refused; compaction skips it.
+  Status Import(const std::string& name, const std::string& manifest_url);
 
   const DataDirConfig& config() const;
 

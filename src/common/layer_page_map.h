@@ -16,7 +16,7 @@
 // [start, end) byte ranges, sorted, disjoint, non-empty, within layer_size.
 //
 // Writers (tests, publishing tools) make one from a local layer's extents
-// (BackingFile::data_extents) and the layer's ETag after its upload.
+// (FileDataExtents) and the layer's ETag after its upload.
 #pragma once
 
 #include <cstdint>

@@ -41,9 +41,14 @@ namespace {
 
 // Whether `m`'s chain is one a compaction of `names` takes: named, or
 // (none named) deeper than the configured depth. A chain of one has nothing
-// to merge.
+// to merge, and a chain with a layer in object storage cannot be merged
+// here (its bytes are read only through the pager).
 bool WantsCompaction(const Context& c, const InstanceMetadata& m, bool named) {
   if (m.ChainDepth() < 2) return false;
+  if (HasObjectLayer(m.snapshot->memory_layers)) {
+    if (named) spdlog::info("the chain of {} has a layer in object storage: not compacted", m.name);
+    return false;
+  }
   return named || (c.config.compact_depth > 0 && m.ChainDepth() > c.config.compact_depth);
 }
 

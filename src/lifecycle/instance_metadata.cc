@@ -17,6 +17,13 @@ const char* MemorySourceName(MemorySource s) {
   return "?";
 }
 
+bool HasObjectLayer(const LayerChain& chain) {
+  for (const auto& layer : chain) {
+    if (IsObjectLayer(layer)) return true;
+  }
+  return false;
+}
+
 namespace {
 
 Result<MemorySource> ParseMemorySource(const std::string& s) {
@@ -26,8 +33,10 @@ Result<MemorySource> ParseMemorySource(const std::string& s) {
   return Status::InvalidArgument("unknown memory source \"" + s + "\"");
 }
 
-// A blob id becomes a path under DATA/blobs/: a plain file name only.
-Status ValidateBlobId(const std::string& id, const std::string& field) {
+// A layer is an object URL, or a blob id, which becomes a path under
+// DATA/blobs/: a plain file name only.
+Status ValidateLayer(const std::string& id, const std::string& field) {
+  if (IsObjectLayer(id)) return ParseObjectUrl(id).status().WithContext(field);
   bool ok = !id.empty() && id.size() <= 128 && id[0] != '.';
   for (char c : id) {
     ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.');
@@ -47,7 +56,7 @@ Status ReadChain(const JsonFields& fields, int version, const char* chain_field,
   } else {
     UFFD_RETURN_IF_ERROR(fields.ReadOptional(chain_field, out));
   }
-  for (const auto& id : *out) UFFD_RETURN_IF_ERROR(ValidateBlobId(id, chain_field));
+  for (const auto& id : *out) UFFD_RETURN_IF_ERROR(ValidateLayer(id, chain_field));
   return Status::Ok();
 }
 

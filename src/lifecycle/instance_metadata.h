@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/object_url.h"
 #include "lifecycle/detached_process.h"
 #include "uffdpager/lifecycle.h"
 
@@ -31,12 +32,21 @@ namespace uffdpager::lifecycle {
 
 inline constexpr int kMetadataSchemaVersion = 2;
 
-// Blob ids, base first. Never empty where it names memory.
+// The layers of a memory chain, base first. Never empty where it names
+// memory. A layer is a blob id (DATA/blobs/ID) or, for a snapshot imported
+// from object storage (snapctl import), the URL of an object
+// ("s3://BUCKET/KEY"): such a layer is read only through the pager, never
+// collected, written or merged here.
 using LayerChain = std::vector<std::string>;
+
+// Whether `layer` is an object in object storage rather than a local blob.
+inline bool IsObjectLayer(const std::string& layer) { return IsObjectUrl(layer); }
+// Whether any layer of `chain` is such an object.
+bool HasObjectLayer(const LayerChain& chain);
 
 struct SnapshotRecord {
   std::string state_file;    // name inside the instance's snapshot/ folder
-  LayerChain memory_layers;  // ids of DATA/blobs/ID, base first
+  LayerChain memory_layers;  // blob ids or object URLs, base first
   bool owns_memory = false;  // this instance created the top layer
 
   const std::string& top() const { return memory_layers.back(); }
@@ -81,12 +91,16 @@ struct InstanceMetadata {
   // The live VMM's memory is served by a pager session.
   bool ServedByPager() const { return vmm && vmm->memory_source == MemorySource::kUffd; }
   // The next restore must go through the pager: a fork's first restore
-  // (one-shot UFFD), or a chain of layers, which no file mapping can be.
-  bool RestoreNeedsPager() const { return one_shot_uffd || ChainDepth() > 1; }
+  // (one-shot UFFD), a chain of layers, which no file mapping can be, or
+  // memory in object storage, which only the pager reads.
+  bool RestoreNeedsPager() const {
+    return one_shot_uffd || ChainDepth() > 1 || (snapshot && HasObjectLayer(snapshot->memory_layers));
+  }
 
   nlohmann::json ToJson() const;
   // Reads schema 2, and schema 1 (`memory_blob`, `backing_blob`: a chain of
-  // one). Every blob id must be a plain file name.
+  // one). Every layer must be a plain file name (a blob id) or a valid
+  // object URL.
   static Result<InstanceMetadata> FromJson(const nlohmann::json& j);
 };
 

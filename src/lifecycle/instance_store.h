@@ -6,8 +6,9 @@
 //       instance.json             InstanceMetadata (atomic writes)
 //       snapshot/                 the VM state files (no memory: see blobs)
 //       api.sock, vmm.log         the running VMM's API socket and output
-//   DATA/instances/.staging-NAME/ a fork being built; renamed into place
+//   DATA/instances/.staging-NAME/ a fork or an import being built; renamed into place
 //   DATA/blobs/ID                 memory files; live while metadata names them
+//                                 (a chain may also name s3:// objects: not here)
 //   DATA/journal/NAME.json        the operation in flight on NAME
 //   DATA/compactions/BLOB.json    a compaction in flight (CompactionRecords)
 //   DATA/compactions/compact.log  the output of background compactions
@@ -42,10 +43,11 @@ class InstanceStore {
   std::string VmmLogPath(const std::string& name) const { return InstanceDir(name) + "/vmm.log"; }
   std::string StagingDir(const std::string& name) const { return data_dir_ + "/instances/.staging-" + name; }
   std::string BlobPath(const std::string& id) const { return data_dir_ + "/blobs/" + id; }
-  // The path of each layer of `chain`, in order.
+  // Where each layer of `chain` is, in order: a blob's path, an object's
+  // URL as it is (the pager reads both).
   std::vector<std::string> BlobPaths(const LayerChain& chain) const {
     std::vector<std::string> out;
-    for (const auto& id : chain) out.push_back(BlobPath(id));
+    for (const auto& layer : chain) out.push_back(IsObjectLayer(layer) ? layer : BlobPath(layer));
     return out;
   }
   std::string JournalDir() const { return data_dir_ + "/journal"; }

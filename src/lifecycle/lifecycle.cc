@@ -28,6 +28,7 @@ Status RecoverOne(Context& c, const JournalEntry& e) {
   if (e.op == "standby") return RecoverStandby(c, e);
   if (e.op == "restore") return RecoverRestore(c, e);
   if (e.op == "create") return RecoverCreate(c, e);
+  if (e.op == "import") return RecoverImport(c, e);
   return Status::InvalidArgument("journal record of unknown operation \"" + e.op + "\" for " + e.instance);
 }
 
@@ -320,6 +321,21 @@ Result<std::vector<CompactedChain>> Lifecycle::Compact(const std::vector<std::st
   });
   if (committed.ok() && !failed.ok()) return failed;
   return committed;
+}
+
+Result<PublishedSnapshot> Lifecycle::Publish(const std::string& name, const std::string& destination) {
+  return RunCommand(*context_, [&]() -> Result<PublishedSnapshot> {
+    auto m = context_->Load(name);
+    if (!m.ok()) return m.status();
+    return PublishInstance(*context_, *m, destination);
+  });
+}
+
+Status Lifecycle::Import(const std::string& name, const std::string& manifest_url) {
+  return RunCommand(*context_, [&]() -> Status {
+    UFFD_RETURN_IF_ERROR(context_->Usable(name));
+    return ImportInstance(*context_, name, manifest_url);
+  });
 }
 
 Result<std::vector<InstanceStatus>> Lifecycle::List() {

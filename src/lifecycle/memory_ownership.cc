@@ -11,9 +11,17 @@ namespace uffdpager::lifecycle {
 
 namespace {
 
+// The local blobs of `chain`: an object layer is no blob of this data
+// directory (never collected, never written).
+void AddBlobs(const LayerChain& chain, std::set<std::string>* out) {
+  for (const auto& layer : chain) {
+    if (!IsObjectLayer(layer)) out->insert(layer);
+  }
+}
+
 void AddBlobsOf(const InstanceMetadata& m, std::set<std::string>* out) {
-  if (m.snapshot) out->insert(m.snapshot->memory_layers.begin(), m.snapshot->memory_layers.end());
-  if (m.vmm) out->insert(m.vmm->backing_layers.begin(), m.vmm->backing_layers.end());
+  if (m.snapshot) AddBlobs(m.snapshot->memory_layers, out);
+  if (m.vmm) AddBlobs(m.vmm->backing_layers, out);
 }
 
 }  // namespace
@@ -61,6 +69,7 @@ Result<std::set<std::string>> MemoryOwnership::Readers(const std::string& blob, 
 
 Result<bool> MemoryOwnership::MayWriteInPlace(const InstanceMetadata& m) const {
   if (!m.snapshot || !m.snapshot->owns_memory || m.snapshot->memory_layers.size() != 1) return false;
+  if (IsObjectLayer(m.snapshot->top())) return false;
   if (!m.vmm || m.vmm->memory_source != MemorySource::kFile || m.vmm->backing_layers != m.snapshot->memory_layers) {
     return false;
   }

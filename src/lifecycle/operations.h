@@ -45,6 +45,14 @@ void RecoverCompactions(Context& c);
 // After a command, without the lock: starts the background compactor if
 // `name`'s chain is deeper than compact_depth.
 void StartBackgroundCompaction(const Context& c, const std::string& name);
+// publish_operation.cc: a snapshot through a bucket to another host.
+// Uploads `m`'s snapshot (Standby or Stopped) under `destination`
+// (s3://BUCKET/PREFIX) and writes its manifest last.
+Result<PublishedSnapshot> PublishInstance(Context& c, const InstanceMetadata& m, const std::string& destination);
+// A new Standby instance `name` from the manifest at `manifest_url`, its
+// memory the manifest's layer objects (each checked against its ETag).
+Status ImportInstance(Context& c, const std::string& name, const std::string& manifest_url);
+Status RecoverImport(Context& c, const JournalEntry& e);
 // instance_probe.cc
 InstanceStatus ProbeInstance(Context& c, const InstanceMetadata& m);
 // The metadata as list/show report it, plus "chain_depth" (the layers of

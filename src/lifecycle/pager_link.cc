@@ -10,6 +10,7 @@
 
 #include "common/durable_file.h"
 #include "common/json_fields.h"
+#include "common/object_url.h"
 #include "common/wait_for.h"
 #include "lifecycle/detached_process.h"
 
@@ -106,7 +107,9 @@ Result<CreatedSession> PagerLink::OpenSession(const std::string& instance, const
   request.session_id = instance;
   request.instance_id = instance;
   if (layers.size() == 1) {
-    request.backing_memory_path = layers.front();
+    // An object layer is read from the store with the pager's own AWS_*
+    // environment (inherited from the snapctl that started it).
+    (IsObjectUrl(layers.front()) ? request.backing_memory_url : request.backing_memory_path) = layers.front();
     // Forks of one snapshot share one cache key: the pager reads each page once.
     request.cache_key = layers.front();
   } else {

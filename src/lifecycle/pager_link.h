@@ -22,8 +22,8 @@ class PagerLink {
   // (and records that this directory started it) if it does not answer.
   // kUnavailable when it cannot be started.
   Status EnsureRunning();
-  // A session serving the memory of `layers` (paths, base first; one is a
-  // plain memory file) to the instance's next VMM (session id = instance
+  // A session serving the memory of `layers` (paths or object URLs, base
+  // first; one is a plain memory file or object) to the instance's next VMM (session id = instance
   // name; a live session of that id is replaced). The VMM is
   // killed by the pager if a fault cannot be served, so it never hangs. With
   // the config's vmm_uid/vmm_gid the session socket is theirs and only a VMM

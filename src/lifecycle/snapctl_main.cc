@@ -10,6 +10,7 @@
 #include "common/cli.h"
 #include "common/durable_file.h"
 #include "common/logging.h"
+#include "common/object_url.h"
 #include "uffdpager/lifecycle.h"
 
 #ifndef UFFDPAGER_DEFAULT_VMM_BIN
@@ -66,6 +67,13 @@ std::string Summary(const InstanceStatus& s) {
   }
   uint64_t depth = d.value("chain_depth", uint64_t{0});
   if (depth > 1) out += fmt::format(", memory in {} layers (restored through the pager)", depth);
+  if (d.contains("snapshot") && d["snapshot"].is_object()) {
+    uint64_t remote = 0;
+    for (const auto& layer : d["snapshot"].value("memory_layers", nlohmann::json::array())) {
+      if (layer.is_string() && IsObjectUrl(layer.get<std::string>())) ++remote;
+    }
+    if (remote > 0) out += fmt::format(", {} layer{} in object storage", remote, remote == 1 ? "" : "s");
+  }
   if (d.contains("compaction")) out += ", being compacted";
   return out;
 }
@@ -572,11 +580,63 @@ void AddCompactCommand(cli::CommandLine& command_line, const GlobalFlags& flags)
   });
 }
 
+void AddPublishCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* publish = command_line.AddCommand(
+      "publish",
+      "upload a Standby or Stopped instance's snapshot to a bucket for another host to import (the store from "
+      "the AWS_* environment; layers already there are not sent again)",
+      {"snapctl publish vm1 s3://snapshots/pool-a   # writes s3://snapshots/pool-a/vm1.json last"});
+  auto name = AddInstanceArgument(publish);
+  auto destination = std::make_shared<std::string>();
+  publish->add_option("destination", *destination, "s3://BUCKET/PREFIX: where the objects go")->required();
+  command_line.SetAction(publish, [&command_line, &flags, name, destination] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      auto published = l.Publish(*name, *destination);
+      if (!published.ok()) return out.Fail(published.status());
+      out.Done();
+      if (flags.json) {
+        std::cout << nlohmann::json{{"name", *name},
+                                    {"manifest", published->manifest_url},
+                                    {"layers", published->layers},
+                                    {"layers_uploaded", published->layers_uploaded},
+                                    {"layers_reused", published->layers_reused},
+                                    {"layer_bytes_uploaded", published->layer_bytes_uploaded}}
+                         .dump(2)
+                  << "\n";
+      } else {
+        cli::PrintResult(fmt::format("published {} as {}: {} layer(s) uploaded ({} bytes), {} already there", *name,
+                                     published->manifest_url, published->layers_uploaded,
+                                     published->layer_bytes_uploaded, published->layers_reused));
+      }
+      return cli::kExitOk;
+    });
+  });
+}
+
+void AddImportCommand(cli::CommandLine& command_line, const GlobalFlags& flags) {
+  auto* import = command_line.AddCommand(
+      "import",
+      "a new Standby instance from a published snapshot's manifest: only the state file is downloaded; the "
+      "pager pages the memory from the bucket (the store from the AWS_* environment, which it inherits)",
+      {"snapctl import vm7 s3://snapshots/pool-a/vm1.json && snapctl restore vm7"});
+  auto name = std::make_shared<std::string>();
+  auto manifest = std::make_shared<std::string>();
+  import->add_option("name", *name, "the new instance's name")->required();
+  import->add_option("manifest", *manifest, "s3://BUCKET/PREFIX/SOURCE.json, as publish printed it")->required();
+  command_line.SetAction(import, [&command_line, &flags, name, manifest] {
+    return WithLifecycle(command_line, flags, [&](Lifecycle& l, CommandOutput& out) {
+      return ShowInstance(l, out, l.Import(*name, *manifest), *name, flags.json, "imported " + *manifest + " as");
+    });
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   cli::CommandLine command_line(
-      "snapctl", "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs, and compact their snapshots");
+      "snapctl",
+      "snapctl: boot, standby, fork, restore, pause, stop and delete microVMs, compact their snapshots, and "
+      "publish and import them through object storage");
   GlobalFlags flags;
   AddGlobalFlags(command_line, &flags);
   AddInitCommand(command_line, flags);  // in the order of --help
@@ -592,6 +652,8 @@ int main(int argc, char** argv) {
   AddShowCommand(command_line, flags);
   AddRecoverCommand(command_line, flags);
   AddCompactCommand(command_line, flags);
+  AddPublishCommand(command_line, flags);
+  AddImportCommand(command_line, flags);
   if (auto done = command_line.Parse(argc, argv)) return *done;
   ConfigureLogging("snapctl", flags.log_level);
   return command_line.RunCommand();

@@ -11,6 +11,8 @@
 #include <filesystem>
 
 #include "common/durable_file.h"
+#include "common/file_extents.h"
+#include "common/object_url.h"
 #include "common/unique_fd.h"
 
 namespace uffdpager::lifecycle {
@@ -42,21 +44,15 @@ Status CopyRange(int in, int out, uint64_t offset, uint64_t len, const std::stri
   return Status::Ok();
 }
 
-// Copies the data extents of `in` (SEEK_DATA/SEEK_HOLE) below `size` to the
-// same offsets of `out`, leaving the rest of `out` as it is. Returns the
-// bytes copied.
+// Copies the data extents of `in` below `size` to the same offsets of
+// `out`, leaving the rest of `out` as it is. Returns the bytes copied.
 Result<uint64_t> CopyDataExtents(int in, int out, uint64_t size, const std::string& what) {
+  auto extents = FileDataExtents(in, size, what);
+  if (!extents.ok()) return extents.status();
   uint64_t copied = 0;
-  for (uint64_t at = 0; at < size;) {
-    off_t data = ::lseek(in, static_cast<off_t>(at), SEEK_DATA);
-    if (data < 0 && errno == ENXIO) break;  // only a hole is left
-    if (data < 0) return Status::FromErrno(errno, "SEEK_DATA in " + what);
-    off_t hole = ::lseek(in, data, SEEK_HOLE);
-    if (hole < 0) return Status::FromErrno(errno, "SEEK_HOLE in " + what);
-    uint64_t len = static_cast<uint64_t>(hole - data);
-    UFFD_RETURN_IF_ERROR(CopyRange(in, out, static_cast<uint64_t>(data), len, what));
-    copied += len;
-    at = static_cast<uint64_t>(hole);
+  for (const auto& [start, end] : *extents) {
+    UFFD_RETURN_IF_ERROR(CopyRange(in, out, start, end - start, what));
+    copied += end - start;
   }
   return copied;
 }
@@ -91,6 +87,11 @@ Result<CopyReport> CopyFileCheaply(const std::string& from, const std::string& t
 
 Result<CopyReport> MergeLayers(const std::vector<std::string>& layers, const std::string& to) {
   if (layers.empty()) return Status::InvalidArgument("no layers to merge into " + to);
+  for (const auto& layer : layers) {
+    if (IsObjectUrl(layer)) {
+      return Status::Conflict("layer " + layer + " is in object storage: a chain with such a layer is not merged here");
+    }
+  }
   auto report = CopyFileCheaply(layers.front(), to);
   if (!report.ok() || layers.size() == 1) return report;
   auto fail = [&](Status st) {

@@ -58,6 +58,15 @@ Status StandbyInstance(Context& c, InstanceMetadata m) {
     chain = vmm.backing_layers;
     chain.push_back(blob);
   }
+  if (!*in_place && !layered && kind == SnapshotKind::kDiff && HasObjectLayer(vmm.backing_layers)) {
+    // The Diff would go over a merged copy of the chain, and a layer in
+    // object storage is not merged here: refused before the VM is touched.
+    return Status::Conflict("standby " + m.name + ": its memory came from a chain with a layer in object storage (" +
+                            vmm.backing_layers.front() + "), which is not merged here, and a new layer may not " +
+                            "be added (" + std::to_string(vmm.backing_layers.size()) + " layers, max_layers " +
+                            std::to_string(c.config.max_layers) + ", " + MemoryBackendName(c.config.backend) +
+                            " backend); stop it, or raise max_layers (snapctl init --max-layers)");
+  }
   const std::string state_file = InstanceStore::NewStateFileName();
   const bool was_running = m.state == InstanceState::kRunning;
 

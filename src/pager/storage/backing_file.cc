@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "common/file_extents.h"
 #include "pager/storage/positional_io.h"
 
 namespace uffdpager {
@@ -111,20 +112,9 @@ Result<std::shared_ptr<BackingFile>> BackingFile::OpenFilled(
 }
 
 void BackingFile::MapExtents() {
-  const off_t size = static_cast<off_t>(identity_.size);
-  off_t pos = 0;
-  while (pos < size) {
-    off_t data = ::lseek(fd_.get(), pos, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;                    // only a hole from `pos` to the end
-      data_extents_.assign({{0, identity_.size}});  // cannot tell: all data
-      return;
-    }
-    off_t hole = ::lseek(fd_.get(), data, SEEK_HOLE);
-    if (hole < 0) hole = size;
-    data_extents_.emplace_back(static_cast<uint64_t>(data), static_cast<uint64_t>(hole));
-    pos = hole;
-  }
+  auto extents = FileDataExtents(fd_.get(), identity_.size, path_);
+  // Cannot tell: all data, which is never wrong.
+  data_extents_ = extents.ok() ? std::move(*extents) : DataExtents{{0, identity_.size}};
 }
 
 Status BackingFile::EnsureRange(uint64_t offset, uint64_t length) const {

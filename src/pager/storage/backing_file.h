@@ -108,7 +108,7 @@ class BackingFile {
  private:
   BackingFile(std::string path, UniqueFd fd, FileIdentity identity)
       : path_(std::move(path)), fd_(std::move(fd)), identity_(identity) {}
-  // Maps the file's data extents with SEEK_DATA/SEEK_HOLE (all data where the
+  // Maps the file's data extents (FileDataExtents; all data where the
   // filesystem cannot tell).
   void MapExtents();
 
