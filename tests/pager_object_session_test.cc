@@ -72,11 +72,10 @@ class PagerObjectSessionTest : public PagerFixture {
     if (IsSkipped()) return;
     rgw_ = TestRgw::Load(UFFDPAGER_TEST_RGW_DIR);
     if (!rgw_.skip_reason.empty()) GTEST_SKIP() << "no Ceph RGW: " << rgw_.skip_reason;
-    auto config = LoadObjectStoreConfig({}, [this](const char* name) { return rgw_.Lookup(name); });
-    ASSERT_TRUE(config.ok()) << config.status().ToString();
-    store_ = std::make_unique<ObjectStoreClient>(*config);
-    bucket_ = BucketForCurrentTest();
-    ASSERT_TRUE(store_->CreateBucket(bucket_).ok());
+    auto bucket = CreateTestBucket(rgw_);
+    ASSERT_TRUE(bucket.ok()) << bucket.status().ToString();
+    store_ = std::move(bucket->store);
+    bucket_ = bucket->name;
   }
 
   // A pager with the fixture's store in its environment; `changes` replace

@@ -77,17 +77,7 @@ class LifecycleTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (!data_.empty() && fs::exists(data_ + "/config.json")) {
-      // Stop every VMM the data directory knows of, then the pager.
-      auto life = Lifecycle::Open({data_, "", std::nullopt});
-      if (life.ok()) {
-        auto list = (*life)->List();
-        if (list.ok()) {
-          for (const auto& s : *list) (void)(*life)->Delete(s.name);
-        }
-      }
-      StopPager();
-    }
+    if (!data_.empty() && fs::exists(data_ + "/config.json")) StopDataDir();
     ReapChildren();
     if (dir_.empty()) return;
     if (!HasFailure()) {
@@ -289,6 +279,18 @@ class LifecycleTest : public ::testing::Test {
         },
         60s, 20ms);
     ASSERT_TRUE(ok) << name << " did not reach step " << steps << ": " << Guest(name).dump();
+  }
+
+  // Stops every VMM the current data directory knows of, then its pager.
+  void StopDataDir() {
+    auto life = Lifecycle::Open({data_, "", std::nullopt});
+    if (life.ok()) {
+      auto list = (*life)->List();
+      if (list.ok()) {
+        for (const auto& s : *list) (void)(*life)->Delete(s.name);
+      }
+    }
+    StopPager();
   }
 
   // Boots `name` (32 MiB), lets its guest run, puts it to standby, and keeps

@@ -35,11 +35,10 @@ class LifecyclePublishTest : public LifecycleTest {
     if (IsSkipped() || HasFatalFailure()) return;
     rgw_ = TestRgw::Load(UFFDPAGER_TEST_RGW_DIR);
     if (!rgw_.skip_reason.empty()) GTEST_SKIP() << "no Ceph RGW: " << rgw_.skip_reason;
-    auto config = LoadObjectStoreConfig({}, [this](const char* name) { return rgw_.Lookup(name); });
-    ASSERT_TRUE(config.ok()) << config.status().ToString();
-    store_ = std::make_unique<ObjectStoreClient>(*config);
-    bucket_ = BucketForCurrentTest();
-    ASSERT_TRUE(store_->CreateBucket(bucket_).ok());
+    auto bucket = CreateTestBucket(rgw_);
+    ASSERT_TRUE(bucket.ok()) << bucket.status().ToString();
+    store_ = std::move(bucket->store);
+    bucket_ = bucket->name;
     // Every snapctl of this test, and every pager one of them starts, gets
     // the store's AWS_* environment from this process, as on a host.
     for (const auto& [name, value] : rgw_.env) ::setenv(name.c_str(), value.c_str(), 1);
@@ -55,14 +54,7 @@ class LifecyclePublishTest : public LifecycleTest {
       // Host B's instances and pager, then A's through the fixture.
       const std::string a = data_;
       On(host_b_);
-      auto life = Lifecycle::Open({data_, "", std::nullopt});
-      if (life.ok()) {
-        auto list = (*life)->List();
-        if (list.ok()) {
-          for (const auto& s : *list) (void)(*life)->Delete(s.name);
-        }
-      }
-      StopPager();
+      StopDataDir();
       On(a);
     }
     LifecycleTest::TearDown();

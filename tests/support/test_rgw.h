@@ -9,9 +9,14 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include "common/object_store_client.h"
+#include "common/object_store_config.h"
+#include "uffdpager/status.h"
 
 namespace uffdpager::testing {
 
@@ -67,6 +72,21 @@ inline std::string BucketForCurrentTest() {
   for (char c : name) bucket += std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '-';
   bucket = bucket.substr(0, 60);
   while (!bucket.empty() && !std::isalnum(static_cast<unsigned char>(bucket.back()))) bucket.pop_back();
+  return bucket;
+}
+
+// A client of the fixture's store and a bucket of the running test's own,
+// created: where every object store test starts. REQUIRES: rgw has no
+// skip_reason.
+struct TestBucket {
+  std::unique_ptr<ObjectStoreClient> store;
+  std::string name;
+};
+inline Result<TestBucket> CreateTestBucket(const TestRgw& rgw) {
+  auto config = LoadObjectStoreConfig({}, [&rgw](const char* name) { return rgw.Lookup(name); });
+  if (!config.ok()) return config.status();
+  TestBucket bucket{std::make_unique<ObjectStoreClient>(*config), BucketForCurrentTest()};
+  UFFD_RETURN_IF_ERROR(bucket.store->CreateBucket(bucket.name));
   return bucket;
 }
 
