@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/file_extents.h"
 #include "common/object_url.h"
 #include "uffdpager/status.h"
 
@@ -37,7 +38,7 @@ struct LayerPageMap {
 
   std::string layer_etag;
   uint64_t layer_size = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> extents;  // sorted, disjoint [start, end)
+  DataExtents extents;  // sorted, disjoint [start, end)
 
   // Where the page map of `layer` lives: the key with ".pagemap" added.
   static ObjectUrl LocationOf(const ObjectUrl& layer);

@@ -42,7 +42,7 @@ Result<std::set<std::string>> MemoryOwnership::ReferencedBlobs() const {
     return pending->unreadable.begin()->second.WithContext("cannot tell which blobs are in use");
   }
   for (const auto& r : pending->records) {
-    out.insert(r.chain.begin(), r.chain.end());
+    AddBlobs(r.chain, &out);
     out.insert(r.blob);
   }
   return out;

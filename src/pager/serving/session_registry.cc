@@ -60,6 +60,14 @@ Status CheckBackingPath(const std::string& field, const std::string& path) {
   return CheckPathLength(field.c_str(), path);
 }
 
+// An object a session may open: "s3://BUCKET/KEY" by ParseObjectUrl's rules.
+Status CheckBackingUrl(const std::string& field, const std::string& url) {
+  UFFD_RETURN_IF_ERROR(CheckNoControlCharacter(field.c_str(), url));
+  auto parsed = ParseObjectUrl(url);
+  if (!parsed.ok()) return parsed.status().WithContext("\"" + field + "\"");
+  return Status::Ok();
+}
+
 Status CheckBackingLayers(const std::vector<std::string>& layers) {
   if (layers.size() > BackingChain::kMaxLayers) {
     return Status::InvalidArgument(fmt::format(
@@ -69,13 +77,8 @@ Status CheckBackingLayers(const std::vector<std::string>& layers) {
   }
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string field = fmt::format("backing_layers[{}]", i);
-    if (IsObjectUrl(layers[i])) {
-      UFFD_RETURN_IF_ERROR(CheckNoControlCharacter(field.c_str(), layers[i]));
-      auto url = ParseObjectUrl(layers[i]);
-      if (!url.ok()) return url.status().WithContext("\"" + field + "\"");
-      continue;
-    }
-    UFFD_RETURN_IF_ERROR(CheckBackingPath(field, layers[i]));
+    UFFD_RETURN_IF_ERROR(IsObjectUrl(layers[i]) ? CheckBackingUrl(field, layers[i])
+                                                : CheckBackingPath(field, layers[i]));
   }
   return Status::Ok();
 }
@@ -114,11 +117,7 @@ Status CheckSessionSpec(const SessionSpec& spec) {
         "give one of \"backing_memory_path\", \"backing_memory_url\" and \"backing_layers\", not more: a session "
         "serves one memory");
   }
-  if (!spec.backing_url.empty()) {
-    auto url = ParseObjectUrl(spec.backing_url);
-    if (!url.ok()) return url.status().WithContext("\"backing_memory_url\"");
-    return Status::Ok();
-  }
+  if (!spec.backing_url.empty()) return CheckBackingUrl("backing_memory_url", spec.backing_url);
   if (!spec.backing_layers.empty()) return CheckBackingLayers(spec.backing_layers);
   if (spec.backing_path.empty()) {
     return Status::InvalidArgument(

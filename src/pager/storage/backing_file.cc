@@ -92,9 +92,9 @@ Result<std::shared_ptr<BackingFile>> BackingFile::Open(const std::string& path, 
   return file;
 }
 
-Result<std::shared_ptr<BackingFile>> BackingFile::OpenFilled(
-    const std::string& local_path, std::string name, std::string identity, std::shared_ptr<RangeFiller> filler,
-    std::optional<std::vector<std::pair<uint64_t, uint64_t>>> data_extents) {
+Result<std::shared_ptr<BackingFile>> BackingFile::OpenFilled(const std::string& local_path, std::string name,
+                                                             std::string identity, std::shared_ptr<RangeFiller> filler,
+                                                             std::optional<DataExtents> data_extents) {
   auto file = Open(local_path);
   if (!file.ok()) return file.status();
   BackingFile& f = **file;
@@ -121,16 +121,19 @@ Status BackingFile::EnsureRange(uint64_t offset, uint64_t length) const {
   if (!filler_ || length == 0) return Status::Ok();
   const uint64_t end = offset + length;
   // The extent holding the range's last byte, if any.
-  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), end - 1,
-                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  auto it = ExtentEndingAfter(end - 1);
   const uint64_t readahead_end = it != data_extents_.end() && it->first < end ? std::max(it->second, end) : end;
   return filler_->EnsureRange(offset, length, readahead_end);
 }
 
+DataExtents::const_iterator BackingFile::ExtentEndingAfter(uint64_t offset) const {
+  return std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
+                          [](uint64_t off, const auto& extent) { return off < extent.second; });
+}
+
 bool BackingFile::IsHole(uint64_t offset, uint64_t length) const {
-  // The first extent ending after `offset`: a hole if it begins at or past the range's end.
-  auto it = std::upper_bound(data_extents_.begin(), data_extents_.end(), offset,
-                             [](uint64_t off, const auto& extent) { return off < extent.second; });
+  // A hole if the first extent ending after `offset` begins at or past the range's end.
+  auto it = ExtentEndingAfter(offset);
   return it == data_extents_.end() || it->first >= offset + length;
 }
 

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/file_extents.h"
 #include "common/unique_fd.h"
 #include "uffdpager/status.h"
 
@@ -68,9 +69,9 @@ class BackingFile {
   // the bytes for every tier that keeps them (IdentityText). Its data is
   // `data_extents` where given (a layer's page map: sorted, disjoint, within
   // the size), else the whole file.
-  static Result<std::shared_ptr<BackingFile>> OpenFilled(
-      const std::string& local_path, std::string name, std::string identity, std::shared_ptr<RangeFiller> filler,
-      std::optional<std::vector<std::pair<uint64_t, uint64_t>>> data_extents = std::nullopt);
+  static Result<std::shared_ptr<BackingFile>> OpenFilled(const std::string& local_path, std::string name,
+                                                         std::string identity, std::shared_ptr<RangeFiller> filler,
+                                                         std::optional<DataExtents> data_extents = std::nullopt);
 
   // What the bytes are, for cache keys and session records: the file's
   // identity, or a filled file's own.
@@ -94,7 +95,7 @@ class BackingFile {
   // them is a hole (zeros in a file read alone; "look below" in a layer of a
   // chain). A file filled on demand is all data unless a page map said
   // otherwise.
-  const std::vector<std::pair<uint64_t, uint64_t>>& data_extents() const { return data_extents_; }
+  const DataExtents& data_extents() const { return data_extents_; }
 
   // Whether a later version of a file's size cut [offset, offset+length): for
   // errors that find the file shorter than at open.
@@ -108,6 +109,8 @@ class BackingFile {
  private:
   BackingFile(std::string path, UniqueFd fd, FileIdentity identity)
       : path_(std::move(path)), fd_(std::move(fd)), identity_(identity) {}
+  // The first data extent that ends after `offset` (end() if none).
+  DataExtents::const_iterator ExtentEndingAfter(uint64_t offset) const;
   // Maps the file's data extents (FileDataExtents; all data where the
   // filesystem cannot tell).
   void MapExtents();
@@ -115,9 +118,9 @@ class BackingFile {
   std::string path_;
   UniqueFd fd_;
   FileIdentity identity_;
-  std::vector<std::pair<uint64_t, uint64_t>> data_extents_;  // sorted [start, end)
-  std::string identity_text_;                                // filled files only
-  std::shared_ptr<RangeFiller> filler_;                      // null: a plain file
+  DataExtents data_extents_;             // sorted [start, end)
+  std::string identity_text_;            // filled files only
+  std::shared_ptr<RangeFiller> filler_;  // null: a plain file
 };
 
 }  // namespace uffdpager

@@ -68,7 +68,7 @@ Result<ObjectTier::Opened> ObjectTier::Open(const ObjectUrl& url, const std::str
   // The map decides which bytes are served (its holes are zeros), so two
   // maps of one version are two different memories to the cache.
   std::string identity = object.ToString();
-  std::optional<std::vector<std::pair<uint64_t, uint64_t>>> extents;
+  std::optional<DataExtents> extents;
   if (*page_map) {
     identity += " page map " + (*page_map)->etag;
     extents = std::move((*page_map)->map.extents);
