@@ -4,9 +4,15 @@
 // latency (0, 5 and 20 ms per exchange, by a delaying TCP relay between the
 // pager and the store, started here: this kernel has no netem):
 //   store_<N>ms_never_seen  a fresh pager on an empty data directory, as on a
-//                           host that never saw the snapshot: every page the
-//                           working set needs comes from the store;
-//   store_<N>ms_recorded    a fresh pager on the data directory the first one
+//                           host that never saw the snapshot, and nothing
+//                           published beside the object (the first restore in
+//                           the fleet): every page the working set needs
+//                           comes from the store in chunks;
+//   store_<N>ms_published   a fresh pager on another empty data directory,
+//                           with the working set never_seen recorded
+//                           published beside the object: a host that never
+//                           saw the snapshot, after one that did;
+//   store_<N>ms_recorded    a fresh pager on the data directory never_seen
 //                           left: its disk tier (the chunks it fetched) and
 //                           what it recorded, with the page cache cold;
 //   store_<N>ms_never_seen_no_readahead
@@ -112,9 +118,19 @@ Result<json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, s
   BenchConfig from_store = config;
   from_store.snapshot_url = object.ToString();
 
+  // Where the pagers publish the working set they record
+  // (published_working_set.h); removed where a variant must not find one.
+  const ObjectUrl published{object.bucket, object.key + ".workingset"};
+  auto unpublish = [&] {
+    Status st = client.Delete(published);
+    return st.ok() || st.code() == ErrorCode::kNotFound ? Status::Ok()
+                                                        : st.WithContext("remove the published working set");
+  };
+
   std::vector<Series> series = {{"file_cold"}};
   for (int delay : kDelaysMs) {
     series.push_back({VariantName(delay, "never_seen")});
+    series.push_back({VariantName(delay, "published")});
     series.push_back({VariantName(delay, "recorded")});
     series.push_back({VariantName(delay, "never_seen_no_readahead")});
   }
@@ -131,12 +147,21 @@ Result<json> RunStoreRestore(const BenchConfig& config, const WorkingSet& set, s
       // Short tags: session socket paths must fit in 108 bytes.
       const std::string tag = fmt::format("store-{}", delay);
       const std::string id = fmt::format("store-{}-{}", delay, run);
+      UFFD_RETURN_IF_ERROR(unpublish());
       auto never_seen = ColdPagerRestore(from_store, *flavor, tag, PagerDataDir::kFresh, id + "-new", set);
       if (!never_seen.ok()) return never_seen.status();
       FindSeries(series, VariantName(delay, "never_seen")).Add(*never_seen);
+      // Its pager stopped after publishing what it recorded.
+      if (auto head = client.Head(published); !head.ok()) {
+        return head.status().WithContext("the working set never_seen recorded was not published");
+      }
+      auto from_fleet = ColdPagerRestore(from_store, *flavor, tag + "-p", PagerDataDir::kFresh, id + "-pub", set);
+      if (!from_fleet.ok()) return from_fleet.status();
+      FindSeries(series, VariantName(delay, "published")).Add(*from_fleet);
       auto recorded = ColdPagerRestore(from_store, *flavor, tag, PagerDataDir::kKeep, id + "-rec", set);
       if (!recorded.ok()) return recorded.status();
       FindSeries(series, VariantName(delay, "recorded")).Add(*recorded);
+      UFFD_RETURN_IF_ERROR(unpublish());
       auto one_by_one = ColdPagerRestore(from_store, no_readahead, tag + "-1", PagerDataDir::kFresh, id + "-one", set);
       if (!one_by_one.ok()) return one_by_one.status();
       FindSeries(series, VariantName(delay, "never_seen_no_readahead")).Add(*one_by_one);

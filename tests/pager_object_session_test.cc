@@ -79,13 +79,15 @@ class PagerObjectSessionTest : public PagerFixture {
   }
 
   // A pager with the fixture's store in its environment; `changes` replace
-  // (or, nullopt, remove) some of those variables.
+  // (or, nullopt, remove) some of those variables. On `data_dir` (another
+  // host's, as it were) if given, else the fixture's.
   std::unique_ptr<TestPager> StartPagerProcess(const PagerProcessOptions& options,
-                                               const std::map<std::string, std::optional<std::string>>& changes = {}) {
+                                               const std::map<std::string, std::optional<std::string>>& changes = {},
+                                               const std::string& data_dir = "") {
     ScopedEnvironment env;
     for (const auto& [name, value] : rgw_.env) env.Set(name, value);
     for (const auto& [name, value] : changes) env.Set(name, value);
-    auto pager = TestPager::Start(dir_.path(), options);
+    auto pager = TestPager::Start(data_dir.empty() ? dir_.path() : data_dir, options);
     EXPECT_TRUE(pager.ok()) << pager.status().ToString();
     return pager.ok() ? std::move(*pager) : nullptr;
   }
@@ -110,11 +112,33 @@ class PagerObjectSessionTest : public PagerFixture {
   std::string Url(const std::string& key) const { return "s3://" + bucket_ + "/" + key; }
 
   Result<CreatedSession> CreateUrlSession(const std::string& id, const std::string& url,
-                                          bool kill_client_on_failure = false) {
+                                          bool kill_client_on_failure = false, TestPager* pager = nullptr) {
     CreateSessionRequest req = SessionRequest(id);
     req.backing_memory_url = url;
     req.kill_client_on_failure = kill_client_on_failure;
-    return pager_->client().CreateSession(req);
+    return (pager != nullptr ? pager : pager_.get())->client().CreateSession(req);
+  }
+
+  // One host (a pager on `data_dir`) restores the object `key` and touches
+  // `pages`, and publishes the working set it records: returns when the
+  // published object is in the store.
+  void RecordAndPublish(const std::string& data_dir, const std::string& key, const std::vector<uint64_t>& pages,
+                        uint64_t size) {
+    auto host = StartPagerProcess({.extra_args = {"--prefetch-record-ms", "300"}}, {}, data_dir);
+    ASSERT_TRUE(host);
+    auto created = CreateUrlSession("recorder", Url(key), false, host.get());
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto vm = VmmStandIn::Restore(created->uffd_socket_path, {size});
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    TouchPages((*vm)->memory, pages);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto s = host->client().Stats();
+          return s.ok() && s->value("working_sets_published", uint64_t{0}) == 1;
+        },
+        std::chrono::seconds(30)))
+        << host->Log();
+    ASSERT_TRUE(host->client().CloseSession("recorder").ok());
   }
 
   // Session "s" on a 16 MiB object (kill_client_on_failure) through a pager
@@ -426,7 +450,11 @@ TEST_F(PagerObjectSessionTest, EightSessionsOfOneObjectFetchItAboutOnce) {
 TEST_F(PagerObjectSessionTest, ARestartedPagerReusesTheDiskTier) {
   constexpr uint64_t kSize = 8 * kMiB;
   std::string snap = PutSnapshot("kept", kSize, 8);
-  StartPagerWithStore();
+  // Without published working sets: the second restore would replay the
+  // first one's from the store instead of reading the disk tier.
+  const PagerProcessOptions options{.extra_args = {"--no-published-working-sets"}};
+  pager_ = StartPagerProcess(options);
+  ASSERT_TRUE(pager_);
   {
     auto created = CreateUrlSession("first", Url("kept"));
     ASSERT_TRUE(created.ok()) << created.status().ToString();
@@ -439,7 +467,8 @@ TEST_F(PagerObjectSessionTest, ARestartedPagerReusesTheDiskTier) {
   }
   pager_.reset();  // stops the process
 
-  StartPagerWithStore();
+  pager_ = StartPagerProcess(options);
+  ASSERT_TRUE(pager_);
   // Another cache key: no recorded working set of the first session is
   // replayed (it would serve the pages from its compact file); every page
   // comes through the object's chunks.
@@ -645,6 +674,93 @@ TEST_F(PagerObjectSessionTest, AHandOverKeepsEveryObjectLayerAtItsPinnedVersion)
   TouchAllPages((*vm)->memory, 2);
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, expected)) << new_pager->Log();
   EXPECT_EQ(SessionState(*new_pager, "a"), "serving");
+}
+
+TEST_F(PagerObjectSessionTest, AWorkingSetRecordedOnOneHostIsReplayedFromTheStoreOnAnother) {
+  constexpr uint64_t kSize = 16 * kMiB;
+  const std::vector<uint64_t> working_set = SpreadPages(kSize / 4096, 21);
+  std::string snap = PutSnapshot("fleet", kSize, 21);
+  TempDir host_a;
+  RecordAndPublish(host_a.path(), "fleet", working_set, kSize);
+  auto published = store_->Head(ObjectUrl{bucket_, "fleet.workingset"});
+  ASSERT_TRUE(published.ok()) << published.status().ToString();
+  EXPECT_GE(published->size, working_set.size() * 4096);
+
+  // Another host, which never saw the snapshot: the fixture's pager on its
+  // own, empty, data directory.
+  StartPagerWithStore();
+  auto created = CreateUrlSession("b", Url("fleet"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // Nothing is touched until the replay has installed the working set: then
+  // every byte from the store so far is the published working set's.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto c = Session("b")["counters"];
+        return c.value("published_working_set_replays", 0) == 1 &&
+               c.value("prefetch_pages", uint64_t{0}) >= working_set.size();
+      },
+      std::chrono::seconds(30)))
+      << Session("b").dump() << pager_->Log();
+  auto c = Session("b")["counters"];
+  EXPECT_EQ(c["compact_replays"], 1) << c.dump();
+  EXPECT_EQ(c["faults"], 0) << c.dump();
+  EXPECT_EQ(Stat("object_store_bytes"), published->size);
+  const std::vector<uint8_t> file = ReadFileBytes(snap);
+  for (uint64_t p : working_set) {
+    ASSERT_EQ(std::memcmp((*vm)->memory.AtFileOffset(p * 4096), file.data() + p * 4096, 4096), 0) << "page " << p;
+  }
+  EXPECT_EQ(Session("b")["counters"]["faults"], 0);
+  // The pages outside it come from the object's chunks, as ever.
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+  EXPECT_EQ(Stat("working_sets_published"), 0u) << "a replayed working set is not published again";
+}
+
+TEST_F(PagerObjectSessionTest, APublishedWorkingSetOfOtherBytesIsNeverReplayed) {
+  constexpr uint64_t kSize = 16 * kMiB;
+  const std::vector<uint64_t> working_set = SpreadPages(kSize / 4096, 22);
+  // Garbage where the working set would be: refused, and the restore reads
+  // the object itself, byte-exact.
+  std::string snap = PutSnapshot("other", kSize, 22);
+  std::vector<uint8_t> garbage(2 * kMiB);
+  for (size_t i = 0; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(i * 131 + 7);
+  PutBytes("other.workingset", garbage);
+  {
+    TempDir host;
+    auto pager = StartPagerProcess({}, {}, host.path());
+    ASSERT_TRUE(pager);
+    auto created = CreateUrlSession("g", Url("other"), false, pager.get());
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+    ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+    ASSERT_TRUE(WaitFor([&] {
+      auto s = pager->client().Stats();
+      return s.ok() && s->value("published_working_set_refusals", uint64_t{0}) == 1;
+    })) << pager->Log();
+    TouchAllPages((*vm)->memory, 2);
+    EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
+    EXPECT_EQ(Session(*pager, "g")["state"], "serving");
+    EXPECT_EQ(Session(*pager, "g")["counters"]["published_working_set_replays"], 0);
+  }
+
+  // A good working set of the object's earlier bytes: the object is
+  // overwritten (a new ETag), so the working set is another snapshot's.
+  ASSERT_TRUE(store_->Delete(ObjectUrl{bucket_, "other.workingset"}).ok());
+  TempDir host_a;
+  RecordAndPublish(host_a.path(), "other", working_set, kSize);
+  std::string newer = PutSnapshot("other", kSize, 23);
+  StartPagerWithStore();
+  auto created = CreateUrlSession("n", Url("other"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vm = VmmStandIn::Restore(created->uffd_socket_path, {kSize});
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return Stat("published_working_set_refusals") == 1; })) << pager_->Log();
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, newer));
+  EXPECT_EQ(Session("n")["counters"]["published_working_set_replays"], 0);
+  EXPECT_NE(pager_->Log().find("copies other bytes"), std::string::npos) << pager_->Log();
 }
 
 }  // namespace

@@ -175,6 +175,8 @@ HttpResponse ControlApi::Stats() {
     j["working_set_disk_max_bytes"] = ctx_.working_set_writer->max_bytes();
     j["working_set_files"] = ctx_.working_set_writer->files();
     j["working_set_write_errors"] = ctx_.working_set_writer->write_errors();
+    j["working_sets_published"] = ctx_.working_set_writer->published();
+    j["working_set_publish_errors"] = ctx_.working_set_writer->publish_errors();
   }
   if (ctx_.object_tier != nullptr) {
     const ObjectTierStats o = ctx_.object_tier->Stats();

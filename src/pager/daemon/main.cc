@@ -86,6 +86,10 @@ void AddFlags(uffdpager::cli::CommandLine& command_line, CommandLine& cl) {
   app.add_flag("--refine-working-sets,!--no-refine-working-sets", options.refine_working_sets,
                "a replay of a record older than --working-set-refine-seconds holds back a sample of it and records "
                "again, so pages no longer touched age out and new ones join (default: on)");
+  app.add_flag("--published-working-sets,!--no-published-working-sets", options.published_working_sets,
+               "with an object store: publish the working set recorded for a snapshot of object layers as "
+               "TOP.workingset beside its top layer, and replay the one published there when this pager has none "
+               "(default: on)");
   app.add_option("--working-set-refine-seconds", options.working_set_refine_seconds,
                  "how old a working-set record must be before a replay refines it (0: every replay)")
       ->capture_default_str()

@@ -162,7 +162,14 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
 
   cache_ = std::make_unique<PageCache>(options_.cache_max_bytes, 16, options_.zero_pages);
   working_sets_ = std::make_unique<WorkingSetStore>(root_dir_ + "/working-sets");
-  working_set_writer_ = std::make_unique<WorkingSetWriter>(working_sets_.get(), options_.working_set_disk_bytes);
+  StartObjectTier();
+  ObjectTier* publish_through = options_.published_working_sets ? object_tier_.get() : nullptr;
+  working_set_writer_ =
+      std::make_unique<WorkingSetWriter>(working_sets_.get(), options_.working_set_disk_bytes, publish_through);
+  if (publish_through != nullptr) {
+    published_working_sets_ =
+        std::make_unique<PublishedWorkingSetFetcher>(publish_through, working_sets_.get(), working_set_writer_.get());
+  }
   SessionEnvironment env;
   env.cache = cache_.get();
   env.metrics = &metrics_;
@@ -175,8 +182,8 @@ Status PagerDaemon::PrepareSessions(const SocketOwnership& ownership) {
                             : std::nullopt;
   env.keeper = recovery_.get();
   env.backing_policy = &backing_policy_;
-  StartObjectTier();
   env.object_tier = object_tier_.get();
+  env.published_working_sets = published_working_sets_.get();
   env.object_tier_absent = object_tier_absent_;
   env.handshake_timeout = std::chrono::milliseconds(options_.handshake_timeout_ms);
   env.engine_options.fault_around_max_pages = options_.fault_around_max_pages;

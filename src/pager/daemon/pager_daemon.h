@@ -31,6 +31,7 @@
 #include "pager/serving/session_registry.h"
 #include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
+#include "pager/storage/published_working_set.h"
 #include "pager/storage/working_set_store.h"
 #include "pager/storage/working_set_writer.h"
 
@@ -66,6 +67,9 @@ struct PagerOptions {
   int object_store_retries = 7;
   // A replay of a record at least this old refines it (working_set_refinement.h).
   bool refine_working_sets = true;
+  // Working sets of object-backed snapshots published beside the object and
+  // fetched from there by a pager that has none (published_working_set.h).
+  bool published_working_sets = true;
   unsigned working_set_refine_seconds = 60;
   ZeroPageMode zero_pages = ZeroPageMode::kDetect;
   // Security: who may connect to the sockets (user/group names or ids; empty:
@@ -127,6 +131,7 @@ class PagerDaemon {
   std::unique_ptr<PageCache> cache_;
   std::unique_ptr<WorkingSetStore> working_sets_;
   std::unique_ptr<WorkingSetWriter> working_set_writer_;
+  std::unique_ptr<PublishedWorkingSetFetcher> published_working_sets_;  // null: no object store, or turned off
   std::unique_ptr<RecoveryStore> recovery_;
   std::unique_ptr<SessionRegistry> registry_;
   std::unique_ptr<SessionContinuity> continuity_;

@@ -26,6 +26,8 @@ nlohmann::json FaultCounters::ToJson() const {
       {"compact_replays", get(compact_replays)},
       {"compact_fallbacks", get(compact_fallbacks)},
       {"compact_blocks_from_cache", get(compact_blocks_from_cache)},
+      {"published_working_set_replays", get(published_working_set_replays)},
+      {"published_working_set_refusals", get(published_working_set_refusals)},
       {"working_set_refinements", get(working_set_refinements)},
       {"fault_service_ns_total", get(fault_service_ns_total)},
       {"fault_service_ns_max", get(fault_service_ns_max)},

@@ -29,7 +29,9 @@ struct FaultCounters {
   std::atomic<uint64_t> compact_replays{0};            // restores that replayed a compact working set
   std::atomic<uint64_t> compact_fallbacks{0};          // ... that found it missing, stale or damaged: scattered reads
   std::atomic<uint64_t> compact_blocks_from_cache{0};  // compact blocks served from the shared cache, not read
-  std::atomic<uint64_t> working_set_refinements{0};    // replays that held back a sample to refine the record
+  std::atomic<uint64_t> published_working_set_replays{0};   // restores that replayed a working set from the store
+  std::atomic<uint64_t> published_working_set_refusals{0};  // ... that found one not fit to replay
+  std::atomic<uint64_t> working_set_refinements{0};         // replays that held back a sample to refine the record
   std::atomic<uint64_t> fault_service_ns_total{0};
   std::atomic<uint64_t> fault_service_ns_max{0};
   std::atomic<uint64_t> backing_read_ns_total{0};

@@ -47,6 +47,10 @@ constexpr CounterMetric kFaultCounters[] = {
      "Restores whose compact working set was missing, stale or damaged (scattered reads instead)."},
     {&FaultCounters::compact_blocks_from_cache, "uffdpager_compact_blocks_from_cache_total",
      "Compact working-set blocks served from the shared page cache instead of being read."},
+    {&FaultCounters::published_working_set_replays, "uffdpager_published_working_set_replays_total",
+     "Restores that replayed a working set fetched from beside their object."},
+    {&FaultCounters::published_working_set_refusals, "uffdpager_published_working_set_refusals_total",
+     "Published working sets fetched but not fit to replay (other bytes, damaged, too large)."},
     {&FaultCounters::working_set_refinements, "uffdpager_working_set_refinements_total",
      "Replays that held back a sample of their working set to refine its record."},
 };
@@ -101,6 +105,10 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
             static_cast<double>(s.working_set_writer->max_bytes()));
     w.Counter("uffdpager_working_set_write_errors_total", "Compact working sets that could not be written.",
               s.working_set_writer->write_errors());
+    w.Counter("uffdpager_working_sets_published_total", "Compact working sets published beside their object.",
+              s.working_set_writer->published());
+    w.Counter("uffdpager_working_set_publish_errors_total", "Compact working sets that could not be published.",
+              s.working_set_writer->publish_errors());
   }
 
   if (s.object_tier) {

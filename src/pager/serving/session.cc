@@ -26,6 +26,8 @@ constexpr size_t kPrefetchStepPages = 64;
 // long, and at the latest after this many windows.
 constexpr std::chrono::milliseconds kRecordQuiet{500};
 constexpr int kRecordStretch = 10;
+// How often a session looks whether its published working set has come.
+constexpr std::chrono::milliseconds kPublishedFetchPollInterval{2};
 // How long to wait before serving again after EAGAIN with no event to read.
 constexpr int kEagainRetryMs = 1;
 // How often the identity of a VMM without a pidfd is checked.
@@ -590,6 +592,14 @@ void Session::StartWorkingSet() {
   auto recorded = env_.working_sets->Load(cache_key_);
   if (!recorded || recorded->offsets.empty()) {
     StartRecordWindow();
+    // Another host may have recorded it: its faults are recorded meanwhile,
+    // in case nothing is published.
+    if (env_.published_working_sets != nullptr && env_.working_set_writer != nullptr &&
+        env_.working_set_writer->enabled()) {
+      if (auto url = PublishedWorkingSetUrl(*backing_)) {
+        published_fetch_ = env_.published_working_sets->Fetch(cache_key_, *url);
+      }
+    }
     return;
   }
   if (env_.refine_interval && std::chrono::system_clock::now() - recorded->saved_at >= *env_.refine_interval) {
@@ -603,11 +613,15 @@ void Session::StartWorkingSet() {
     refining_base_ = std::move(plan.replayed);
     StartRecordWindow();
   }
+  ReplayRecord(*recorded, CompactWorkingSet::Reads::kDirect);
+}
+
+void Session::ReplayRecord(const WorkingSet& recorded, CompactWorkingSet::Reads reads) {
   if (env_.working_set_writer != nullptr && env_.working_set_writer->enabled()) {
     // The working set's pages one after the other: a few large reads.
     const std::string path = env_.working_sets->CompactPathFor(cache_key_);
     auto compact = CompactWorkingSet::Open(path, cache_key_,
-                                           CompactWorkingSet::RecordHash(recorded->page_size, recorded->offsets));
+                                           CompactWorkingSet::RecordHash(recorded.page_size, recorded.offsets), reads);
     if (compact.ok()) {
       spdlog::info("session {}: replaying a compact working set of {} pages", id(), compact->offsets().size());
       Sink().Add(&FaultCounters::compact_replays);
@@ -622,8 +636,29 @@ void Session::StartWorkingSet() {
       std::filesystem::remove(path, ec);  // never to be trusted again
     }
   }
-  spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded->offsets.size());
-  engine_->SetPrefetchPlan(ReplayOrder(recorded->offsets, kReplayWindowPages), recorded->page_size);
+  spdlog::info("session {}: prefetching a recorded working set of {} pages", id(), recorded.offsets.size());
+  engine_->SetPrefetchPlan(ReplayOrder(recorded.offsets, kReplayWindowPages), recorded.page_size);
+}
+
+void Session::TakePublishedWorkingSet() {
+  const Status fetched = published_fetch_.get();
+  published_fetch_ = {};
+  if (!fetched.ok()) {
+    if (fetched.code() == ErrorCode::kNotFound) {
+      spdlog::info("session {}: no working set is published for it ({}); recording one", id(), fetched.message());
+    } else {
+      Sink().Add(&FaultCounters::published_working_set_refusals);
+      spdlog::warn("session {}: the published working set is not used: {}", id(), fetched.ToString());
+    }
+    return;
+  }
+  auto recorded = env_.working_sets->Load(cache_key_);
+  if (!recorded || recorded->offsets.empty()) return;
+  // What was recorded so far is a part of what came: the record is what came.
+  (void)engine_->TakeRecording();
+  Sink().Add(&FaultCounters::published_working_set_replays);
+  spdlog::info("session {}: replaying the working set published for it ({} pages)", id(), recorded->offsets.size());
+  ReplayRecord(*recorded, CompactWorkingSet::Reads::kBuffered);
 }
 
 void Session::StartRecordWindow() {
@@ -666,7 +701,10 @@ void Session::FinishRecording() {
   spdlog::info("session {}: recorded a working set of {} pages for cache key {}", id(), set.offsets.size(),
                spec_.cache_key);
   if (env_.working_set_writer != nullptr) {
-    env_.working_set_writer->Enqueue(cache_key_, set.page_size, std::move(set.offsets), backing_);
+    std::optional<ObjectUrl> publish_to;
+    if (env_.published_working_sets != nullptr) publish_to = PublishedWorkingSetUrl(*backing_);
+    env_.working_set_writer->Enqueue(cache_key_, set.page_size, std::move(set.offsets), backing_,
+                                     std::move(publish_to));
   }
 }
 
@@ -684,6 +722,15 @@ void Session::ServeLoop() {
       timeout = timeout < 0 ? ms : std::min(timeout, ms);
     };
     if (engine_->recording()) sooner(RecordWindowEnd());
+    if (published_fetch_.valid()) {
+      // Its fetcher has no fd to poll: a look every few ms while it runs.
+      if (published_fetch_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+        TakePublishedWorkingSet();
+        timeout = 0;  // the replay may start now
+      } else {
+        sooner(std::chrono::steady_clock::now() + kPublishedFetchPollInterval);
+      }
+    }
     bool check_identity = false;
     if (!client_.valid()) {
       MutexLock lock(&mu_);

@@ -62,6 +62,7 @@
 #include "pager/storage/compact_working_set.h"
 #include "pager/storage/object_tier.h"
 #include "pager/storage/page_cache.h"
+#include "pager/storage/published_working_set.h"
 #include "pager/storage/working_set_store.h"
 #include "pager/storage/working_set_writer.h"
 
@@ -104,6 +105,10 @@ struct SessionEnvironment {
   // saying `object_tier_absent` (why the pager has none).
   ObjectTier* object_tier = nullptr;
   std::string object_tier_absent;
+  // Published working sets (published_working_set.h): a session of object
+  // layers without a record fetches one through it, and publishes the one it
+  // records; null: neither.
+  PublishedWorkingSetFetcher* published_working_sets = nullptr;
   HandshakeLimits limits;
   std::chrono::milliseconds handshake_timeout{10000};
   FaultEngineOptions engine_options;
@@ -243,8 +248,14 @@ class Session {
   // SIGKILL to the VMM: through its pidfd, or one opened by its identity
   // (never a process that merely reused its pid).
   void KillClient(const std::string& why) EXCLUDES(mu_);
-  // Starts replaying this key's recorded working set, or recording one.
+  // Starts replaying this key's recorded working set, or recording one
+  // (and fetching a published one meanwhile, published_working_set.h).
   void StartWorkingSet();
+  // Replays `recorded`: from its compact file if there is a good one
+  // (read as `reads` says), else from the backing memory.
+  void ReplayRecord(const WorkingSet& recorded, CompactWorkingSet::Reads reads);
+  // The published working set's fetch is over: replay it if it came.
+  void TakePublishedWorkingSet();
   // Records the demand faults of the next record window.
   void StartRecordWindow();
   // When the record window ends, as far as is known now.
@@ -284,6 +295,8 @@ class Session {
   // A refining replay: the record without its held-back sample, the base of
   // the refined record FinishRecording saves; nullopt: a first record.
   std::optional<std::vector<uint64_t>> refining_base_;
+  // A published working set being fetched for this restore; invalid: none.
+  std::shared_future<Status> published_fetch_;
   // Whether the socket file is this session's to remove: not for a session
   // that failed to resume, whose socket may still be another pager's live
   // one, nor once removed (a new session of the same id may have made it).

@@ -18,21 +18,25 @@ namespace uffdpager {
 namespace {
 
 constexpr char kCompactMagic[8] = {'U', 'F', 'W', 'S', 'P', 'G', '0', '1'};
+// Version 2 binds the file to the identity of the bytes alone (version 1
+// also bound the cache key's name, which is a host's own word for them).
+constexpr uint64_t kVersion = 2;
 constexpr uint64_t kAlign = 4096;
 // A header names at most this many pages: 64 GiB of 4 KiB pages.
 constexpr uint64_t kMaxPages = 16ULL << 20;
 
-// The fixed part of the header; the key's identity and name, the offsets,
-// the block hashes and the header hash follow it.
+// The fixed part of the header; the identity, the offsets, the block
+// hashes and the header hash follow it.
 struct Fixed {
-  uint64_t version, page_size, count, block_pages, data_offset, record_hash, identity_bytes, name_bytes;
+  uint64_t version, page_size, count, block_pages, data_offset, record_hash, identity_bytes;
 };
 
 uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
 }  // namespace
 
-uint64_t CompactWorkingSet::RecordHash(uint64_t page_size, const std::vector<uint64_t>& offsets) {
+uint64_t CompactWorkingSet::RecordHash(uint64_t page_size, const std::vector<uint64_t>& first_touch) {
+  const std::vector<uint64_t> offsets = ReplayOrder(first_touch, kReplayWindowPages);
   XXH3_state_t* state = XXH3_createState();
   XXH3_64bits_reset(state);
   XXH3_64bits_update(state, &page_size, sizeof(page_size));
@@ -50,14 +54,21 @@ bool CompactWorkingSet::BlockIntact(size_t b, const uint8_t* bytes) const {
   return b < block_hashes_.size() && XXH3_64bits(bytes, BlockPages(b) * page_size_) == block_hashes_[b];
 }
 
-Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t record_hash, uint64_t page_size,
-                                const std::vector<uint64_t>& offsets, const BackingChain& backing, uint64_t* bytes) {
+Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t page_size,
+                                const std::vector<uint64_t>& first_touch, const BackingChain& backing,
+                                uint64_t* bytes) {
+  const std::vector<uint64_t> offsets = ReplayOrder(first_touch, kReplayWindowPages);
   const uint64_t count = offsets.size();
   const uint64_t blocks = (count + kBlockPages - 1) / kBlockPages;
   const uint64_t header_bytes =
-      sizeof(kCompactMagic) + sizeof(Fixed) + key.identity().size() + key.name().size() + count * 8 + blocks * 8 + 8;
-  Fixed fixed{
-      1, page_size, count, kBlockPages, AlignUp(header_bytes), record_hash, key.identity().size(), key.name().size()};
+      sizeof(kCompactMagic) + sizeof(Fixed) + key.identity().size() + count * 8 + blocks * 8 + 8;
+  Fixed fixed{kVersion,
+              page_size,
+              count,
+              kBlockPages,
+              AlignUp(header_bytes),
+              RecordHash(page_size, offsets),
+              key.identity().size()};
   const std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) return Status::FromErrno(errno, "create " + tmp);
@@ -88,7 +99,6 @@ Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, ui
   header.append(reinterpret_cast<const char*>(kCompactMagic), sizeof(kCompactMagic));
   header.append(reinterpret_cast<const char*>(&fixed), sizeof(fixed));
   header.append(reinterpret_cast<const char*>(key.identity().data()), key.identity().size());
-  header.append(reinterpret_cast<const char*>(key.name().data()), key.name().size());
   header.append(reinterpret_cast<const char*>(offsets.data()), count * 8);
   header.append(reinterpret_cast<const char*>(block_hashes.data()), blocks * 8);
   uint64_t header_hash = XXH3_64bits(header.data(), header.size());
@@ -102,7 +112,8 @@ Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, ui
   return Status::Ok();
 }
 
-Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const CacheKey& key, uint64_t record_hash) {
+Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const CacheKey& key,
+                                                  std::optional<uint64_t> record_hash, Reads reads) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     if (errno == ENOENT) return Status::NotFound("no compact working set " + path);
@@ -119,13 +130,12 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   if (std::memcmp(head, kCompactMagic, sizeof(kCompactMagic)) != 0) return bad("not a compact working set");
   Fixed fixed;
   std::memcpy(&fixed, head + sizeof(kCompactMagic), sizeof(fixed));
-  if (fixed.version != 1 || fixed.block_pages != kBlockPages || fixed.count > kMaxPages || fixed.page_size == 0 ||
-      (fixed.page_size & (fixed.page_size - 1)) != 0 || fixed.identity_bytes > 4096 || fixed.name_bytes > 64 * 1024) {
+  if (fixed.version != kVersion || fixed.block_pages != kBlockPages || fixed.count > kMaxPages ||
+      fixed.page_size == 0 || (fixed.page_size & (fixed.page_size - 1)) != 0 || fixed.identity_bytes > 64 * 1024) {
     return bad("a header this pager cannot read");
   }
   const uint64_t blocks = (fixed.count + kBlockPages - 1) / kBlockPages;
-  const uint64_t header_bytes =
-      sizeof(head) + fixed.identity_bytes + fixed.name_bytes + fixed.count * 8 + blocks * 8 + 8;
+  const uint64_t header_bytes = sizeof(head) + fixed.identity_bytes + fixed.count * 8 + blocks * 8 + 8;
   if (fixed.data_offset != AlignUp(header_bytes) || size != fixed.data_offset + fixed.count * fixed.page_size) {
     return bad("its length is not what its header says (cut short?)");
   }
@@ -136,20 +146,20 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   if (XXH3_64bits(header.data(), header_bytes - 8) != stored) return bad("its header is damaged");
   const char* p = reinterpret_cast<const char*>(header.data()) + sizeof(head);
   std::string_view identity(p, fixed.identity_bytes);
-  std::string_view name(p + fixed.identity_bytes, fixed.name_bytes);
-  if (name != key.name()) return bad("it belongs to another cache key");
-  if (identity != key.identity()) return bad("the backing memory changed since it was written");
-  if (fixed.record_hash != record_hash) return bad("it was made from another record of the working set");
+  if (identity != key.identity()) return bad("it copies other bytes than the backing memory holds now");
+  if (record_hash && fixed.record_hash != *record_hash)
+    return bad("it was made from another record of the working set");
   CompactWorkingSet out;
   out.fd_ = std::move(fd);
   out.page_size_ = fixed.page_size;
   out.data_offset_ = fixed.data_offset;
   out.offsets_.resize(fixed.count);
-  if (fixed.count > 0) std::memcpy(out.offsets_.data(), p + fixed.identity_bytes + fixed.name_bytes, fixed.count * 8);
+  if (fixed.count > 0) std::memcpy(out.offsets_.data(), p + fixed.identity_bytes, fixed.count * 8);
   out.block_hashes_.resize(blocks);
-  if (blocks > 0) {
-    std::memcpy(out.block_hashes_.data(), p + fixed.identity_bytes + fixed.name_bytes + fixed.count * 8, blocks * 8);
-  }
+  if (blocks > 0) std::memcpy(out.block_hashes_.data(), p + fixed.identity_bytes + fixed.count * 8, blocks * 8);
+  // Replay reads the offsets' pages in order: they must be distinct,
+  // page-aligned pages (a file made elsewhere is checked like any input).
+  if (RecordHash(fixed.page_size, out.offsets_) != fixed.record_hash) return bad("its page list is not a replay order");
   // Reads are large and sequential: the default readahead helps them. And
   // the file is in use: the disk bound removes the least recently used.
   (void)::posix_fadvise(out.fd_.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -160,7 +170,9 @@ Result<CompactWorkingSet> CompactWorkingSet::Open(const std::string& path, const
   // Blocks are read once per restore, page-aligned into page-aligned
   // buffers: straight from the disk (O_DIRECT) they skip the page cache's
   // copy and its readahead. That very file, through its /proc link; where
-  // the file system refuses O_DIRECT, the buffered fd serves.
+  // the file system refuses O_DIRECT, the buffered fd serves. A file just
+  // written is in the page cache: O_DIRECT would first write it back.
+  if (reads == Reads::kBuffered) return out;
   const std::string link = "/proc/self/fd/" + std::to_string(out.fd_.get());
   if (UniqueFd direct(::open(link.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT)); direct) {
     struct stat again {};

@@ -4,19 +4,26 @@
 // that is not in the page cache then reads its working set in a few large
 // sequential reads instead of thousands of scattered ones.
 //
-// The file is bound to the bytes it copies: its header names the CacheKey
-// (name and identity of the memory) and the hash of the record it was made
+// The file is bound to the bytes it copies: its header names the identity
+// of the memory (CacheKey::identity, not the cache key's name: that is one
+// host's word for the bytes, and a file made on one host serves another,
+// see published_working_sets.h) and the hash of the record it was made
 // from, and every block of kBlockPages pages carries its own XXH3 hash, so a
 // file of another snapshot, of an older version of this one, of an older
 // record, or damaged anywhere is never served: Open refuses a header that
 // does not match, and BlockIntact a block that does not.
 //
-// Layout: a header (magic, version, sizes, the key, the record hash), the
-// memory offset of every page, the block hashes, the header's own hash;
+// The record hash is taken over the record's replay order, which is the
+// file's own page list: so a file alone says which record it was made from,
+// and that page list, saved as the record, is one the file matches.
+//
+// Layout: a header (magic, version, sizes, the identity, the record hash),
+// the memory offset of every page, the block hashes, the header's own hash;
 // padding to a 4 KiB boundary; then the pages.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,19 +39,28 @@ class CompactWorkingSet {
   // Pages per checksummed block: 1 MiB of 4 KiB pages, one large read.
   static constexpr uint64_t kBlockPages = 256;
 
-  // The hash that binds a compact file to the record it was made from.
-  static uint64_t RecordHash(uint64_t page_size, const std::vector<uint64_t>& offsets);
+  // The hash that binds a compact file to the record it was made from (of
+  // ReplayOrder(first_touch), so a record and its replay order hash alike).
+  static uint64_t RecordHash(uint64_t page_size, const std::vector<uint64_t>& first_touch);
 
   // Writes `path` (atomically: a temporary file renamed into place) with the
-  // pages of `backing` at `offsets`, in that order. *bytes is the file's
-  // size. A failure (a full disk) leaves no file behind.
-  static Status Write(const std::string& path, const CacheKey& key, uint64_t record_hash, uint64_t page_size,
-                      const std::vector<uint64_t>& offsets, const BackingChain& backing, uint64_t* bytes);
+  // pages of `backing` at the record `first_touch`'s offsets, in replay
+  // order. *bytes is the file's size. A failure (a full disk) leaves no file
+  // behind.
+  static Status Write(const std::string& path, const CacheKey& key, uint64_t page_size,
+                      const std::vector<uint64_t>& first_touch, const BackingChain& backing, uint64_t* bytes);
+
+  // How a replay reads the blocks: straight from the disk (what a file
+  // written long ago wants), or through the page cache (a file just written,
+  // whose pages are still there).
+  enum class Reads { kDirect, kBuffered };
 
   // Opens `path` and checks its header. kNotFound if there is none;
-  // kInvalidArgument, saying why, if it is not this key's, not made from
-  // this record, or damaged.
-  static Result<CompactWorkingSet> Open(const std::string& path, const CacheKey& key, uint64_t record_hash);
+  // kInvalidArgument, saying why, if it copies other bytes than `key`'s
+  // identity names, was made from another record than `record_hash` (when
+  // given), or is damaged.
+  static Result<CompactWorkingSet> Open(const std::string& path, const CacheKey& key,
+                                        std::optional<uint64_t> record_hash, Reads reads = Reads::kDirect);
 
   int fd() const { return fd_.get(); }
   uint64_t page_size() const { return page_size_; }

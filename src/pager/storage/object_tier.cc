@@ -1,6 +1,8 @@
 #include "pager/storage/object_tier.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -11,6 +13,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
+
+#include "common/memory_mapping.h"
 
 namespace uffdpager {
 
@@ -33,19 +37,23 @@ Result<std::unique_ptr<ObjectTier>> ObjectTier::Start(std::string cache_dir, Obj
   if (ec) return Status::Error(ErrorCode::kIoError, "create " + cache_dir + ": " + ec.message());
   auto fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxInFlight});
   if (!fetcher.ok()) return fetcher.status().WithContext("the object store's fetcher");
-  std::unique_ptr<ObjectTier> tier(
-      new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher), max_bytes, readahead_chunks));
+  auto download_fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxDownloadsInFlight});
+  if (!download_fetcher.ok()) return download_fetcher.status().WithContext("the object store's download fetcher");
+  std::unique_ptr<ObjectTier> tier(new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher),
+                                                  std::move(*download_fetcher), max_bytes, readahead_chunks));
   tier->Trim();  // what earlier processes left, to the bound of this one
   return tier;
 }
 
 ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
-                       uint64_t max_bytes, uint64_t readahead_chunks)
+                       std::unique_ptr<ObjectRangeFetcher> download_fetcher, uint64_t max_bytes,
+                       uint64_t readahead_chunks)
     : cache_dir_(std::move(cache_dir)),
       max_bytes_(max_bytes),
       readahead_chunks_(readahead_chunks),
       client_(std::move(config)),
-      fetcher_(std::move(fetcher)) {}
+      fetcher_(std::move(fetcher)),
+      download_fetcher_(std::move(download_fetcher)) {}
 
 ObjectTier::~ObjectTier() = default;
 
@@ -168,13 +176,46 @@ void ObjectTier::Trim() {
   }
 }
 
+Result<ObjectInfo> ObjectTier::Download(const ObjectUrl& url, uint64_t max_bytes, int fd) {
+  auto info = client_.Head(url);
+  if (!info.ok()) {
+    if (info.status().code() != ErrorCode::kNotFound) head_errors_.fetch_add(1, std::memory_order_relaxed);
+    return info.status();
+  }
+  if (info->size > max_bytes) {
+    return Status::InvalidArgument(
+        fmt::format("{} is {} bytes, more than the {} bytes allowed", url.ToString(), info->size, max_bytes));
+  }
+  if (::ftruncate(fd, static_cast<off_t>(info->size)) != 0) {
+    return Status::FromErrno(errno, "size the download of " + url.ToString());
+  }
+  if (info->size == 0) return info;
+  // Straight into the file's pages: no buffer as large as the object.
+  auto mapping = MemoryMapping::Map(nullptr, info->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0, "map a download");
+  if (!mapping.ok()) return mapping.status();
+  std::vector<RangeRequest> pieces;
+  for (uint64_t at = 0; at < info->size; at += kDownloadPieceBytes) {
+    pieces.push_back({url, at, static_cast<size_t>(std::min(kDownloadPieceBytes, info->size - at)), info->etag,
+                      reinterpret_cast<std::byte*>(mapping->data() + at)});
+  }
+  for (const Status& st : download_fetcher_->FetchAll(pieces)) {
+    if (!st.ok()) return st.WithContext("download " + url.ToString());
+  }
+  return info;
+}
+
+Result<ObjectInfo> ObjectTier::Upload(const ObjectUrl& url, int fd, uint64_t size) {
+  return client_.Put(url, fd, size);
+}
+
 ObjectTierStats ObjectTier::Stats() const {
   const auto fetched = fetcher_->counters();
+  const auto downloaded = download_fetcher_->counters();
   auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   ObjectTierStats s;
-  s.requests = fetched.attempts + client_.attempts();
-  s.bytes = fetched.bytes;
-  s.retries = fetched.retries + client_.retries();
+  s.requests = fetched.attempts + downloaded.attempts + client_.attempts();
+  s.bytes = fetched.bytes + downloaded.bytes;
+  s.retries = fetched.retries + downloaded.retries + client_.retries();
   s.errors = get(head_errors_) + get(counters_.fetch_errors);
   s.chunk_hits = get(counters_.chunk_hits);
   s.chunk_misses = get(counters_.chunk_misses);

@@ -69,6 +69,10 @@ class ObjectTier {
  public:
   // Ranged GETs in flight at once, pager-wide.
   static constexpr int kMaxInFlight = 16;
+  // Downloads of whole objects (Download) run on connections of their own,
+  // this many GETs of kDownloadPieceBytes at once.
+  static constexpr int kMaxDownloadsInFlight = 8;
+  static constexpr uint64_t kDownloadPieceBytes = 8ULL << 20;
 
   // Starts the fetcher; chunk files go under `cache_dir` (created), which
   // is kept within `max_bytes` of disk (0: no bound) by removing whole
@@ -94,12 +98,23 @@ class ObjectTier {
   // classifies them, naming the object.
   Result<Opened> Open(const ObjectUrl& url, const std::string& pinned_etag) EXCLUDES(mu_);
 
+  // Whole objects that lie beside snapshots (published working sets):
+  // Download writes the object `url` into `fd` (resized to it) with ranged
+  // GETs in parallel, each pinned to the version its HEAD found, on
+  // connections of their own, so a bulk download never queues ahead of a
+  // demand fault's chunk. An object larger than `max_bytes` is
+  // kInvalidArgument (nothing fetched); errors as object_exchange.h
+  // classifies them (kNotFound: no such object). The bytes count in Stats.
+  Result<ObjectInfo> Download(const ObjectUrl& url, uint64_t max_bytes, int fd);
+  // Stores the first `size` bytes of `fd` as the object `url`.
+  Result<ObjectInfo> Upload(const ObjectUrl& url, int fd, uint64_t size);
+
   ObjectTierStats Stats() const;
   const ObjectStoreConfig& config() const { return client_.config(); }
 
  private:
   ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
-             uint64_t max_bytes, uint64_t readahead_chunks);
+             std::unique_ptr<ObjectRangeFetcher> download_fetcher, uint64_t max_bytes, uint64_t readahead_chunks);
   // Removes unused versions (files of earlier processes included) until the
   // directory is within max_bytes_ or only versions in use are left.
   void Trim() EXCLUDES(mu_);
@@ -119,6 +134,7 @@ class ObjectTier {
   const uint64_t readahead_chunks_;
   ObjectStoreClient client_;
   std::unique_ptr<ObjectRangeFetcher> fetcher_;
+  std::unique_ptr<ObjectRangeFetcher> download_fetcher_;
   ObjectTierCounters counters_;
   std::atomic<uint64_t> head_errors_{0};
   std::atomic<uint64_t> evictions_{0};

@@ -1,21 +1,25 @@
 #include "pager/storage/working_set_writer.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
 
+#include "common/logging.h"
+#include "common/unique_fd.h"
 #include "pager/storage/compact_working_set.h"
 
 namespace uffdpager {
 
 namespace fs = std::filesystem;
 
-WorkingSetWriter::WorkingSetWriter(const WorkingSetStore* store, uint64_t max_bytes)
-    : store_(store), max_bytes_(max_bytes) {
+WorkingSetWriter::WorkingSetWriter(const WorkingSetStore* store, uint64_t max_bytes, ObjectTier* tier)
+    : store_(store), max_bytes_(max_bytes), tier_(tier) {
   if (!enabled()) return;
   Trim("");  // counts what an earlier pager left, and holds the bound
   thread_ = std::thread([this] {
@@ -37,13 +41,13 @@ WorkingSetWriter::~WorkingSetWriter() {
 }
 
 void WorkingSetWriter::Enqueue(const CacheKey& key, uint64_t page_size, std::vector<uint64_t> first_touch,
-                               std::shared_ptr<const BackingChain> backing) {
+                               std::shared_ptr<const BackingChain> backing, std::optional<ObjectUrl> publish_to) {
   if (!enabled()) return;
   {
     MutexLock lock(&mu_);
     if (stop_) return;
     auto same = std::find_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.key == key; });
-    Job job{key, page_size, std::move(first_touch), std::move(backing)};
+    Job job{key, page_size, std::move(first_touch), std::move(backing), std::move(publish_to)};
     if (same != queue_.end()) {
       *same = std::move(job);
     } else {
@@ -90,8 +94,7 @@ void WorkingSetWriter::Write(const Job& job) {
     return;
   }
   uint64_t bytes = 0;
-  Status st = CompactWorkingSet::Write(path, job.key, CompactWorkingSet::RecordHash(job.page_size, job.first_touch),
-                                       job.page_size, order, *job.backing, &bytes);
+  Status st = CompactWorkingSet::Write(path, job.key, job.page_size, job.first_touch, *job.backing, &bytes);
   if (!st.ok()) {
     write_errors_.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("compact working set of cache key {} not written: {}", job.key.name(), st.ToString());
@@ -101,9 +104,29 @@ void WorkingSetWriter::Write(const Job& job) {
   written_.fetch_add(1, std::memory_order_relaxed);
   spdlog::info("compact working set of cache key {}: {} pages, {} bytes", job.key.name(), order.size(), bytes);
   Trim(path);
+  if (job.publish_to && tier_ != nullptr) Publish(*job.publish_to, path, bytes);
 }
 
+void WorkingSetWriter::Publish(const ObjectUrl& url, const std::string& path, uint64_t bytes) {
+  // The file is only ever replaced whole (a rename), so the fd holds one
+  // version of it whatever happens to the path meanwhile.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  auto uploaded =
+      fd ? tier_->Upload(url, fd.get(), bytes) : Result<ObjectInfo>(Status::FromErrno(errno, "open " + path));
+  if (!uploaded.ok()) {
+    publish_errors_.fetch_add(1, std::memory_order_relaxed);
+    UFFD_LOG_RATE_LIMITED(spdlog::level::warn, "working set not published as {}: {}", url.ToString(),
+                          uploaded.status().ToString());
+    return;
+  }
+  published_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("working set published as {} ({} bytes)", url.ToString(), bytes);
+}
+
+void WorkingSetWriter::Adopt(const std::string& path) { Trim(path); }
+
 void WorkingSetWriter::Trim(const std::string& keep) {
+  MutexLock lock(&trim_mu_);
   struct File {
     std::string path;
     uint64_t bytes;
