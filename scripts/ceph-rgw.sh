@@ -147,6 +147,11 @@ osd class update on start = false
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $dir/rgw
 rgw dns name = 127.0.0.1
+# The OSD keeps everything in memory: an object overwritten or deleted must
+# give its space back within seconds (RGW's default waits two hours), or a
+# benchmark that replaces a 1 GiB object a few times fills the OSD.
+rgw gc obj min wait = 5
+rgw gc processor period = 5
 EOF
   mkdir -p "$dir/rgw" "$dir/run/crash"
 

@@ -7,7 +7,8 @@
 # restore_bench: restore time and bytes read from storage per variant, by
 # working set (restore section), by working set and readahead (cold section),
 # each cold variant's time against file_cold, per-fault latency, the tinyvmm
-# restores, a chain against one file (layers section). fork_bench: fork time
+# restores, a chain against one file (layers section), restores from the
+# object store against file_cold and the bytes they fetched (store section). fork_bench: fork time
 # and time to first progress against memory size, per backend; the hot-pool
 # cycle (fork of a running fork, its standby, the bytes it wrote).
 #
@@ -199,6 +200,22 @@ def plot_layers(result, out_dir, stem):
     save(fig, out_dir, stem, "layers-time")
 
 
+def plot_store(result, out_dir, stem):
+    entry = result["store"]
+    label = f'{entry["working_set"]} ({entry["distinct_mib"]:.0f} MiB), {entry["flavor"]}'
+    height = 0.35 * len(variants(entry)) + 1.5
+    fig, ax = plt.subplots(figsize=(9, height))
+    file_cold = next((v["median_ms"] for v in variants(entry) if v["name"] == "file_cold"), None)
+    bars_by_variant(ax, [entry], [label], "ms", "Restore from the object store, added latency per request "
+                    "(median, range of runs)", "ms",
+                    reference=(file_cold, "file_cold (local copy, page cache cold)") if file_cold else None)
+    save(fig, out_dir, stem, "store-time")
+    fig, ax = plt.subplots(figsize=(9, height))
+    bars_by_variant(ax, [entry], [label], "store_mib", "Bytes fetched from the store per restore (median)", "MiB",
+                    reference=(entry["distinct_mib"], "the working set"))
+    save(fig, out_dir, stem, "store-bytes")
+
+
 def plot_fork_cycle(result, out_dir, stem):
     rows = sorted(result["cycle"], key=lambda r: r["mem_mib"])
     sizes = [r["mem_mib"] for r in rows]
@@ -239,7 +256,7 @@ def main():
         stem = os.path.splitext(os.path.basename(path))[0]
         if result.get("benchmark") == "restore_bench":
             plots = {"restore": plot_restore, "cold": plot_cold, "fault_latency": plot_latency,
-                     "tinyvmm": plot_tinyvmm, "layers": plot_layers}
+                     "tinyvmm": plot_tinyvmm, "layers": plot_layers, "store": plot_store}
             found = [key for key in plots if key in result]
             for key in found:
                 plots[key](result, args.out_dir, stem)

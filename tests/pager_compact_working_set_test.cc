@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "support/pager_fixture.h"
+#include "support/scoped_tmpfs.h"
 
 namespace uffdpager::testing::compact_working_set_test {
 namespace {
@@ -149,6 +150,26 @@ TEST_F(PagerCompactWorkingSetTest, AReplayFromTheCompactFileIsByteExactWithRemov
   EXPECT_GT(c["prefetch_pages"].get<uint64_t>(), 0u) << c.dump();
 }
 
+TEST_F(PagerCompactWorkingSetTest, AFaultAheadOfTheReplayIsServedFromItsCompactBlockNotTheMemoryFile) {
+  Start();
+  RecordingRestore("first");
+  auto vm = VmmStandIn::Restore(CreateSession("second", snap_, "key"), kRegions);
+  ASSERT_TRUE(vm.ok()) << vm.status().ToString();
+  // The working set backwards: its last blocks first, ahead of a replay that
+  // reads them in order. Each such fault has its block read at once and
+  // waits for it; no page of the working set is read from the memory file.
+  std::vector<uint64_t> pages = WorkingSetPages();
+  std::reverse(pages.begin(), pages.end());
+  TouchPages((*vm)->memory, pages);
+  EXPECT_TRUE(PagesMatch((*vm)->memory, ReadFileBytes(snap_), pages));
+  auto c = Session("second")["counters"];
+  EXPECT_EQ(c["compact_replays"], 1) << c.dump();
+  EXPECT_EQ(c["compact_fallbacks"], 0) << c.dump();
+  EXPECT_EQ(c["backing_bytes_read"], 0) << c.dump();
+  TouchAllPages((*vm)->memory, 2);
+  EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap_));
+}
+
 TEST_F(PagerCompactWorkingSetTest, PagesTheVmmWritesDuringTheLoadAreNeverOverwritten) {
   Start();
   RecordingRestore("first");
@@ -238,15 +259,8 @@ TEST_F(PagerCompactWorkingSetTest, AFullDiskWhileWritingOneLeavesTheRestoreUnaff
   Start();
   // The working sets go to a 256 KiB tmpfs: the record (a few KiB) fits,
   // its compact copy (megabytes) does not.
-  std::string dir = WorkingSetsDir();
-  std::filesystem::create_directories(dir);
-  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=256k") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
-  }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dir};
+  ScopedTmpfs small(WorkingSetsDir(), "256k");
+  if (!small.mounted()) GTEST_SKIP() << small.error();
   RecordingRestore("first", /*compact=*/false);
   ASSERT_TRUE(WaitFor([&] { return Stat("working_set_write_errors") == 1; }, std::chrono::seconds(30)))
       << pager_->Log();

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -16,11 +17,14 @@
 #include <thread>
 #include <vector>
 
+#include "common/http_client.h"
 #include "common/layer_page_map.h"
 #include "common/object_store_client.h"
 #include "pager/storage/object_chunk_store.h"
 #include "support/child_vmm.h"
 #include "support/pager_fixture.h"
+#include "support/prometheus_text.h"
+#include "support/scoped_tmpfs.h"
 #include "support/tcp_relay.h"
 #include "support/test_layers.h"
 #include "support/test_rgw.h"
@@ -159,6 +163,19 @@ class PagerObjectSessionTest : public PagerFixture {
     ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
     vmm_ = std::move(*vmm);
     ASSERT_TRUE(vmm_->Verify(0).ok());
+  }
+
+  // The touch of the page at `offset` that session "s" cannot serve: it
+  // fails, and its VMM (which asked for kill_client_on_failure) is killed
+  // rather than left waiting. The session's failure reason.
+  std::string TouchFailsAndKillsTheVmm(ChildVmm* vmm, uint64_t offset) {
+    EXPECT_FALSE(vmm->Verify(offset, std::chrono::seconds(60)).ok());
+    int wait_status = 0;
+    EXPECT_TRUE(vmm->WaitForExit(std::chrono::seconds(30), &wait_status));
+    EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;
+    auto s = Session("s");
+    EXPECT_EQ(s["state"], "failed");
+    return s.value("reason", "");
   }
 
   // Uploads `bytes` as `key`; its ETag.
@@ -343,14 +360,7 @@ TEST_F(PagerObjectSessionTest, AnObjectOverwrittenMidSessionFailsItAndNeverServe
   // A page of a chunk not fetched yet: the store refuses the pinned ETag.
   // Verify would report a page that differs from the first version; the
   // session fails instead and the VMM is killed.
-  Status touched = (*vmm)->Verify(kUnfetchedOffset);
-  EXPECT_FALSE(touched.ok());
-  int wait_status = 0;
-  ASSERT_TRUE((*vmm)->WaitForExit(std::chrono::seconds(10), &wait_status));
-  EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;
-  auto s = Session("s");
-  EXPECT_EQ(s["state"], "failed");
-  const std::string reason = s.value("reason", "");
+  const std::string reason = TouchFailsAndKillsTheVmm(vmm->get(), kUnfetchedOffset);
   EXPECT_NE(reason.find(Url("mem")), std::string::npos) << reason;
   EXPECT_NE(reason.find("changed"), std::string::npos) << reason;
   EXPECT_EQ(Stat("failed_sessions"), 1u);
@@ -399,16 +409,35 @@ TEST_F(PagerObjectSessionTest, AStoreGonePastTheRetryBudgetFailsTheSessionLoudly
   ChildVmm* vmm = vmm_.get();
 
   relay->Cut();
-  EXPECT_FALSE(vmm->Verify(kUnfetchedOffset, std::chrono::seconds(60)).ok());
-  int wait_status = 0;
-  ASSERT_TRUE(vmm->WaitForExit(std::chrono::seconds(30), &wait_status));
-  EXPECT_TRUE(WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGKILL) << wait_status;
-  auto s = Session("s");
-  EXPECT_EQ(s["state"], "failed");
-  const std::string reason = s.value("reason", "");
+  const std::string reason = TouchFailsAndKillsTheVmm(vmm, kUnfetchedOffset);
   EXPECT_NE(reason.find(Url("mem")), std::string::npos) << reason;
   EXPECT_EQ(Stat("failed_sessions"), 1u);
   EXPECT_GE(Stat("object_store_retries"), 1u);
+}
+
+TEST_F(PagerObjectSessionTest, AFullDiskTierFailsTheSessionLoudlyAndNoVmHangs) {
+  constexpr uint64_t kSize = 16 * kMiB;
+  snapshot_ = PutSnapshot("big", kSize, 31);
+  // The disk tier alone on a 4 MiB file system: the first fetch (a chunk and
+  // its readahead) fills it.
+  ScopedTmpfs tier(dir_.path() + "/uffd/test/object-cache", "4m");
+  if (!tier.mounted()) GTEST_SKIP() << tier.error();
+  StartPagerWithStore();
+  auto created = CreateUrlSession("s", Url("big"), /*kill_client_on_failure=*/true);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  auto vmm = ChildVmm::Start(created->uffd_socket_path, {.regions = {kSize}, .snapshot_path = snapshot_});
+  ASSERT_TRUE(vmm.ok()) << vmm.status().ToString();
+  // Readahead that does not fit is not the caller's loss.
+  ASSERT_TRUE((*vmm)->Verify(0).ok()) << pager_->Log();
+  // A chunk the guest needs and the disk cannot hold: the session fails,
+  // saying why, and its VM is killed rather than left waiting or served
+  // anything but the object's bytes.
+  const std::string reason = TouchFailsAndKillsTheVmm(vmm->get(), kUnfetchedOffset);
+  EXPECT_NE(reason.find("No space left on device"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(Url("big")), std::string::npos) << reason;
+  // The pager itself goes on: another session is created and served.
+  auto again = CreateUrlSession("t", Url("big"));
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
 }
 
 TEST_F(PagerObjectSessionTest, EightSessionsOfOneObjectFetchItAboutOnce) {
@@ -716,6 +745,17 @@ TEST_F(PagerObjectSessionTest, AWorkingSetRecordedOnOneHostIsReplayedFromTheStor
   TouchAllPages((*vm)->memory, 2);
   EXPECT_TRUE(MatchesSnapshotFile((*vm)->memory, snap));
   EXPECT_EQ(Stat("working_sets_published"), 0u) << "a replayed working set is not published again";
+
+  // What an operator sees of it.
+  HttpClient http(ControlSocket());
+  auto scraped = http.Send("GET", "/metrics");
+  ASSERT_TRUE(scraped.ok()) << scraped.status().ToString();
+  auto page = ParsePrometheusText(scraped->body);
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  EXPECT_EQ(page->Get("uffdpager_published_working_set_replays_total"), 1);
+  EXPECT_EQ(page->Get("uffdpager_object_store_bytes_total"), static_cast<double>(Stat("object_store_bytes")));
+  EXPECT_EQ(page->types["uffdpager_object_fetch_seconds"], "histogram");
+  EXPECT_GE(page->Get("uffdpager_object_fetch_seconds_count"), 2) << "the working set's GET and a chunk's at least";
 }
 
 TEST_F(PagerObjectSessionTest, APublishedWorkingSetOfOtherBytesIsNeverReplayed) {

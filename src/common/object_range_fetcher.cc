@@ -25,6 +25,7 @@ struct ObjectRangeFetcher::Job {
   RangeCallback done;
   int attempt = 0;  // attempts started
   Clock::time_point not_before{};
+  Clock::time_point on_wire_since{};         // the current attempt's start
   std::unique_ptr<ObjectExchange> exchange;  // while on the wire
 };
 
@@ -155,6 +156,7 @@ void ObjectRangeFetcher::Run() {
         continue;
       }
       ++job->attempt;
+      job->on_wire_since = Clock::now();
       attempts_.fetch_add(1, std::memory_order_relaxed);
       CURL* easy = job->exchange->handle();
       curl_multi_add_handle(multi, easy);
@@ -177,6 +179,7 @@ void ObjectRangeFetcher::Run() {
       loop.idle.push_back(std::move(job->exchange));
       if (outcome.status.ok()) {
         bytes_.fetch_add(job->request.length, std::memory_order_relaxed);
+        if (options_.on_success_latency) options_.on_success_latency(Clock::now() - job->on_wire_since);
         finish(std::move(job), outcome.status);
       } else if (outcome.retriable && job->attempt < config_.retry.max_attempts) {
         retries_.fetch_add(1, std::memory_order_relaxed);

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -60,6 +61,10 @@ class ObjectRangeFetcher {
  public:
   struct Options {
     int max_in_flight = 16;
+    // Called on the fetcher's thread with how long each request that
+    // succeeded spent on the wire (its last attempt): for a histogram.
+    // Must be short, as callbacks are.
+    std::function<void(std::chrono::nanoseconds)> on_success_latency;
   };
 
   // Starts the fetcher's thread. kInternal if libcurl cannot make a multi

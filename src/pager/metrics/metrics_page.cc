@@ -115,6 +115,9 @@ std::string RenderMetricsPage(const MetricsPageSources& s) {
     for (const auto& f : kObjectTierStatFields) {
       w.Counter(std::string("uffdpager_") + f.name + "_total", f.help, (*s.object_tier).*f.field);
     }
+    w.Histogram("uffdpager_object_fetch_seconds",
+                "Time of one ranged GET from the object store that succeeded (its last attempt).",
+                s.object_tier->fetch_latency);
   }
 
   const FaultLatencies& lat = s.registry->latencies();

@@ -193,6 +193,9 @@ FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiti
   if (const RunSpan* span = RunCovering(loc->region, loc->page_index)) {
     fault.run = span->id;
   } else {
+    // First, so that its block's load holds the page and the demand run
+    // waits for it instead of reading the backing memory.
+    StartCompactBlockFor(loc->file_offset);
     fault.run = StartDemandRun(*loc);
   }
   *waiting = true;
@@ -288,13 +291,15 @@ bool FaultEngine::InstallLoaded(size_t background_pages, ServeReport* report) {
       auto compact = std::find_if(compact_runs_.begin(), compact_runs_.end(),
                                   [&](const std::pair<uint64_t, size_t>& c) { return c.first == run.id; });
       if (compact != compact_runs_.end()) {
-        if (demand_round || background_done >= background_pages) {
+        // A block a demand fault waits for goes in with the demand runs.
+        const bool awaited = compact_awaited_.count(run.id) != 0;
+        if (demand_round != awaited || (!demand_round && background_done >= background_pages)) {
           ++i;
           continue;
         }
         FillResult result = InstallCompactBlock(run, compact->second);
         if (auto stop = StopsLoop(result, report)) return *stop;
-        background_done += run.request.count;
+        if (!demand_round) background_done += run.request.count;
         continue;  // InstallCompactBlock released the run
       }
       auto span = std::find_if(runs_.begin(), runs_.end(), [&](const RunSpan& s) { return s.id == run.id; });
@@ -664,6 +669,12 @@ void FaultEngine::SetCompactPlan(CompactWorkingSet compact) {
   prefetch_page_size_ = compact.page_size();
   compact_.emplace(std::move(compact));
   compact_next_block_ = 0;
+  compact_started_.assign(compact_->blocks(), false);
+  compact_block_of_.clear();
+  compact_block_of_.reserve(compact_->offsets().size());
+  for (size_t i = 0; i < compact_->offsets().size(); ++i) {
+    compact_block_of_.emplace(compact_->offsets()[i], i / CompactWorkingSet::kBlockPages);
+  }
 }
 
 bool FaultEngine::prefetching() const {
@@ -690,25 +701,45 @@ bool FaultEngine::CompactBlockCached(size_t block) const {
 void FaultEngine::StartCompactLoads() {
   while (compact_ && compact_next_block_ < compact_->blocks()) {
     const size_t b = compact_next_block_;
-    const uint64_t count = compact_->BlockPages(b);
-    if (CompactBlockCached(b)) {
-      // Another session brought these pages in, or is reading them: the
-      // shared cache serves them without a read of our own (single flight).
-      const auto& offsets = compact_->offsets();
-      const auto first = offsets.begin() + static_cast<ptrdiff_t>(b * CompactWorkingSet::kBlockPages);
-      prefetch_plan_.insert(prefetch_plan_.end(), first, first + static_cast<ptrdiff_t>(count));
-      counters_.Add(&FaultCounters::compact_blocks_from_cache);
-      ++compact_next_block_;
+    if (compact_started_[b]) {
+      ++compact_next_block_;  // a demand fault had it read early
       continue;
     }
-    if (!loader_->CanStart(LoadPurpose::kPrefetch, count * compact_->page_size())) return;
-    RunRequest request{LoadPurpose::kPrefetch, 0, compact_->page_size(), count};
-    request.source_fd = compact_->fd();
-    request.source_offset = compact_->BlockOffset(b);
-    request.page_offsets = compact_->offsets().data() + b * CompactWorkingSet::kBlockPages;
-    compact_runs_.emplace_back(loader_->Start(request), b);
+    if (!CompactBlockCached(b) &&
+        !loader_->CanStart(LoadPurpose::kPrefetch, compact_->BlockPages(b) * compact_->page_size())) {
+      return;
+    }
+    StartCompactBlock(b, /*awaited=*/false);
     ++compact_next_block_;
   }
+}
+
+void FaultEngine::StartCompactBlockFor(uint64_t file_offset) {
+  if (!compact_ || compact_next_block_ >= compact_->blocks()) return;  // all started, or fallen back
+  auto it = compact_block_of_.find(file_offset);
+  if (it == compact_block_of_.end() || compact_started_[it->second]) return;
+  StartCompactBlock(it->second, /*awaited=*/true);
+}
+
+void FaultEngine::StartCompactBlock(size_t b, bool awaited) {
+  compact_started_[b] = true;
+  const uint64_t count = compact_->BlockPages(b);
+  if (CompactBlockCached(b)) {
+    // Another session brought these pages in, or is reading them: the
+    // shared cache serves them without a read of our own (single flight).
+    const auto& offsets = compact_->offsets();
+    const auto first = offsets.begin() + static_cast<ptrdiff_t>(b * CompactWorkingSet::kBlockPages);
+    prefetch_plan_.insert(prefetch_plan_.end(), first, first + static_cast<ptrdiff_t>(count));
+    counters_.Add(&FaultCounters::compact_blocks_from_cache);
+    return;
+  }
+  RunRequest request{LoadPurpose::kPrefetch, 0, compact_->page_size(), count};
+  request.source_fd = compact_->fd();
+  request.source_offset = compact_->BlockOffset(b);
+  request.page_offsets = compact_->offsets().data() + b * CompactWorkingSet::kBlockPages;
+  const uint64_t id = loader_->Start(request);
+  compact_runs_.emplace_back(id, b);
+  if (awaited) compact_awaited_.insert(id);
 }
 
 void FaultEngine::FallBackFromCompact(size_t block, const std::string& why) {
@@ -763,6 +794,7 @@ FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, s
       i += std::max<uint64_t>(installed, 1);
     }
   }
+  compact_awaited_.erase(run.id);
   compact_runs_.erase(std::find_if(compact_runs_.begin(), compact_runs_.end(),
                                    [&](const std::pair<uint64_t, size_t>& c) { return c.first == run.id; }));
   loader_->Release(run.id, /*vouched=*/intact);  // other sessions get the block's pages only if it is intact

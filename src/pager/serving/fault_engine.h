@@ -126,7 +126,9 @@ class FaultEngine {
   // offsets go in as one run. Pages already present or removed are skipped.
   void SetPrefetchPlan(std::vector<uint64_t> offsets, uint64_t page_size);
   // The same from a compact working set: its blocks are read one after the
-  // other and their pages installed. A block whose hash does not match is
+  // other and their pages installed; a demand fault on a page of a block not
+  // read yet has that block read at once (demand faults first), and waits
+  // for it rather than reading the backing memory. A block whose hash does not match is
   // not installed: its pages and those of every block not yet read go back
   // to the scattered plan, and `fallback` is set.
   void SetCompactPlan(CompactWorkingSet compact);
@@ -231,6 +233,12 @@ class FaultEngine {
   uint64_t FaultAroundWindow(const PageLocation& loc);
   // Starts loads of the next blocks of the compact plan.
   void StartCompactLoads();
+  // Starts reading compact block `block` (or takes its pages from the shared
+  // cache); `awaited`: a demand fault waits for it.
+  void StartCompactBlock(size_t block, bool awaited);
+  // A demand fault at `file_offset`: the compact block holding it, if not
+  // started yet, starts now.
+  void StartCompactBlockFor(uint64_t file_offset);
   // Whether the shared cache holds compact block `block`'s pages (by a few
   // probes); such a block is served from the cache instead of being read.
   bool CompactBlockCached(size_t block) const;
@@ -267,6 +275,9 @@ class FaultEngine {
   std::optional<CompactWorkingSet> compact_;
   size_t compact_next_block_ = 0;
   std::vector<std::pair<uint64_t, size_t>> compact_runs_;  // (run id, block) loading or loaded
+  std::unordered_map<uint64_t, size_t> compact_block_of_;  // page offset -> its block
+  std::vector<bool> compact_started_;                      // per block
+  std::unordered_set<uint64_t> compact_awaited_;           // compact runs a demand fault waits for
   bool compact_fell_back_ = false;
   // Fault-around state: recent forward streams, where each last window ended
   // and how wide it was.

@@ -26,7 +26,9 @@ constexpr size_t kPrefetchStepPages = 64;
 // long, and at the latest after this many windows.
 constexpr std::chrono::milliseconds kRecordQuiet{500};
 constexpr int kRecordStretch = 10;
-// How often a session looks whether its published working set has come.
+// How long a restore waits for its published working set before it serves
+// faults, and how often it looks later whether it has come.
+constexpr std::chrono::milliseconds kPublishedFetchWait{2000};
 constexpr std::chrono::milliseconds kPublishedFetchPollInterval{2};
 // How long to wait before serving again after EAGAIN with no event to read.
 constexpr int kEagainRetryMs = 1;
@@ -598,6 +600,11 @@ void Session::StartWorkingSet() {
         env_.working_set_writer->enabled()) {
       if (auto url = PublishedWorkingSetUrl(*backing_)) {
         published_fetch_ = env_.published_working_sets->Fetch(cache_key_, *url);
+        // As REAP does: the working set in a few large reads before the
+        // guest asks, rather than its faults each fetching chunks that
+        // compete with that download for the store. A store slower than
+        // the bound leaves the guest on demand faults meanwhile.
+        if (published_fetch_.wait_for(kPublishedFetchWait) == std::future_status::ready) TakePublishedWorkingSet();
       }
     }
     return;

@@ -35,25 +35,29 @@ Result<std::unique_ptr<ObjectTier>> ObjectTier::Start(std::string cache_dir, Obj
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
   if (ec) return Status::Error(ErrorCode::kIoError, "create " + cache_dir + ": " + ec.message());
-  auto fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxInFlight});
-  if (!fetcher.ok()) return fetcher.status().WithContext("the object store's fetcher");
-  auto download_fetcher = ObjectRangeFetcher::Start(config, {.max_in_flight = kMaxDownloadsInFlight});
-  if (!download_fetcher.ok()) return download_fetcher.status().WithContext("the object store's download fetcher");
-  std::unique_ptr<ObjectTier> tier(new ObjectTier(std::move(cache_dir), std::move(config), std::move(*fetcher),
-                                                  std::move(*download_fetcher), max_bytes, readahead_chunks));
+  std::unique_ptr<ObjectTier> tier(
+      new ObjectTier(std::move(cache_dir), std::move(config), max_bytes, readahead_chunks));
+  UFFD_RETURN_IF_ERROR(tier->StartFetchers());
   tier->Trim();  // what earlier processes left, to the bound of this one
   return tier;
 }
 
-ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
-                       std::unique_ptr<ObjectRangeFetcher> download_fetcher, uint64_t max_bytes,
-                       uint64_t readahead_chunks)
+ObjectTier::ObjectTier(std::string cache_dir, ObjectStoreConfig config, uint64_t max_bytes, uint64_t readahead_chunks)
     : cache_dir_(std::move(cache_dir)),
       max_bytes_(max_bytes),
       readahead_chunks_(readahead_chunks),
-      client_(std::move(config)),
-      fetcher_(std::move(fetcher)),
-      download_fetcher_(std::move(download_fetcher)) {}
+      client_(std::move(config)) {}
+
+Status ObjectTier::StartFetchers() {
+  auto observe = [this](std::chrono::nanoseconds took) { fetch_latency_.Observe(static_cast<uint64_t>(took.count())); };
+  auto fetcher = ObjectRangeFetcher::Start(client_.config(), {kMaxInFlight, observe});
+  if (!fetcher.ok()) return fetcher.status().WithContext("the object store's fetcher");
+  auto download_fetcher = ObjectRangeFetcher::Start(client_.config(), {kMaxDownloadsInFlight, observe});
+  if (!download_fetcher.ok()) return download_fetcher.status().WithContext("the object store's download fetcher");
+  fetcher_ = std::move(*fetcher);
+  download_fetcher_ = std::move(*download_fetcher);
+  return Status::Ok();
+}
 
 ObjectTier::~ObjectTier() = default;
 
@@ -222,6 +226,7 @@ ObjectTierStats ObjectTier::Stats() const {
   s.chunks_reused = get(counters_.chunks_reused);
   s.chunks_damaged = get(counters_.chunks_damaged);
   s.evictions = get(evictions_);
+  s.fetch_latency = fetch_latency_.Read();
   return s;
 }
 

@@ -24,6 +24,7 @@
 #include "common/object_store_config.h"
 #include "common/object_url.h"
 #include "common/thread_annotations.h"
+#include "pager/metrics/latency_histogram.h"
 #include "pager/storage/backing_file.h"
 #include "pager/storage/object_chunk_store.h"
 #include "uffdpager/status.h"
@@ -41,6 +42,8 @@ struct ObjectTierStats {
   uint64_t chunks_reused = 0;  // chunks of an earlier pager process, XXH3 checked
   uint64_t chunks_damaged = 0;
   uint64_t evictions = 0;  // object versions removed from disk to stay within the bound
+  // How long each ranged GET that succeeded took (its last attempt).
+  LatencyHistogram::Snapshot fetch_latency;
 };
 
 // Each counter of ObjectTierStats as /stats names it (/metrics adds
@@ -113,8 +116,9 @@ class ObjectTier {
   const ObjectStoreConfig& config() const { return client_.config(); }
 
  private:
-  ObjectTier(std::string cache_dir, ObjectStoreConfig config, std::unique_ptr<ObjectRangeFetcher> fetcher,
-             std::unique_ptr<ObjectRangeFetcher> download_fetcher, uint64_t max_bytes, uint64_t readahead_chunks);
+  ObjectTier(std::string cache_dir, ObjectStoreConfig config, uint64_t max_bytes, uint64_t readahead_chunks);
+  // Starts both fetchers, which report to fetch_latency_.
+  Status StartFetchers();
   // Removes unused versions (files of earlier processes included) until the
   // directory is within max_bytes_ or only versions in use are left.
   void Trim() EXCLUDES(mu_);
@@ -133,6 +137,7 @@ class ObjectTier {
   const uint64_t max_bytes_;
   const uint64_t readahead_chunks_;
   ObjectStoreClient client_;
+  LatencyHistogram fetch_latency_;  // before the fetchers, whose threads write it
   std::unique_ptr<ObjectRangeFetcher> fetcher_;
   std::unique_ptr<ObjectRangeFetcher> download_fetcher_;
   ObjectTierCounters counters_;

@@ -71,6 +71,7 @@ Status PublishedWorkingSetFetcher::FetchNow(const CacheKey& key, const ObjectUrl
   if (ec) return local("create " + store_->dir(), ec.value());
   UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd) return local("create " + tmp, errno);
+  const auto began = std::chrono::steady_clock::now();
   auto info = tier_->Download(url, writer_->max_bytes(), fd.get());
   fd.reset();
   if (!info.ok()) {
@@ -87,8 +88,8 @@ Status PublishedWorkingSetFetcher::FetchNow(const CacheKey& key, const ObjectUrl
   auto compact = CompactWorkingSet::Open(path, key, std::nullopt, CompactWorkingSet::Reads::kBuffered);
   if (!compact.ok()) {
     std::filesystem::remove(path, ec);
-    return Status::InvalidArgument(url.ToString() + " is not a working set this pager can replay: " +
-                                   compact.status().message());
+    return Status::InvalidArgument(url.ToString() +
+                                   " is not a working set this pager can replay: " + compact.status().message());
   }
   WorkingSet record;
   record.page_size = compact->page_size();
@@ -99,8 +100,9 @@ Status PublishedWorkingSetFetcher::FetchNow(const CacheKey& key, const ObjectUrl
     return saved;
   }
   writer_->Adopt(path);
-  spdlog::info("working set of cache key {}: {} pages fetched from {}", key.name(), record.offsets.size(),
-               url.ToString());
+  spdlog::info("working set of cache key {}: {} pages ({} bytes) fetched from {} in {} ms", key.name(),
+               record.offsets.size(), info->size, url.ToString(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - began).count());
   return Status::Ok();
 }
 
