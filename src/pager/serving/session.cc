@@ -654,8 +654,10 @@ void Session::TakePublishedWorkingSet() {
     if (fetched.code() == ErrorCode::kNotFound) {
       spdlog::info("session {}: no working set is published for it ({}); recording one", id(), fetched.message());
     } else {
-      Sink().Add(&FaultCounters::published_working_set_refusals);
-      spdlog::warn("session {}: the published working set is not used: {}", id(), fetched.ToString());
+      // Refused: not a working set of these bytes (a store that could not
+      // be reached is not a refusal; the store's counters show it).
+      if (fetched.code() == ErrorCode::kInvalidArgument) Sink().Add(&FaultCounters::published_working_set_refusals);
+      spdlog::warn("session {}: the published working set is not used: {}; recording one", id(), fetched.ToString());
     }
     return;
   }
