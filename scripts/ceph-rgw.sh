@@ -165,8 +165,11 @@ EOF
 
   local osd_uuid
   osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
-  timeout "$TIMEOUT" ceph -c "$conf" --connect-timeout "$TIMEOUT" osd new "$osd_uuid" 0 >>"$dir/log/setup.log" 2>&1 ||
-    die "ceph osd new failed; see $dir/log/setup.log"
+  # The monitor's port opens before it answers commands: a command that
+  # early fails with "EPERM: problem getting command descriptions from mon".
+  # `osd new` with the same uuid and id is idempotent, so it is tried again.
+  osd_new() { timeout 10 ceph -c "$conf" --connect-timeout 10 osd new "$osd_uuid" 0 >>"$dir/log/setup.log" 2>&1; }
+  wait_until "ceph osd new" "$dir/log/setup.log" osd_new || die "ceph osd new failed; see $dir/log/setup.log"
   timeout "$TIMEOUT" ceph -c "$conf" osd crush add osd.0 1.0 root=default >>"$dir/log/setup.log" 2>&1 ||
     die "ceph osd crush add failed; see $dir/log/setup.log"
   ceph-osd -c "$conf" -i 0 --mkfs --osd-uuid "$osd_uuid" >>"$dir/log/setup.log" 2>&1 ||
