@@ -44,7 +44,8 @@ class CompactWorkingSetTest : public ::testing::Test {
 TEST_F(CompactWorkingSetTest, AFileServesAnyNameForTheSameBytesAndNoOtherBytes) {
   const std::string path = dir_.path() + "/ws.pages";
   uint64_t bytes = 0;
-  ASSERT_TRUE(CompactWorkingSet::Write(path, key_, kPage, record_, *chain_, &bytes).ok());
+  ASSERT_TRUE(
+      CompactWorkingSet::Write(path, key_, kPage, ReplayOrder(record_, kReplayWindowPages), *chain_, &bytes).ok());
   const uint64_t hash = CompactWorkingSet::RecordHash(kPage, record_);
 
   auto other_name = CompactWorkingSet::Open(path, CacheKey("another host's name", key_.identity()), hash);
@@ -66,7 +67,8 @@ TEST_F(CompactWorkingSetTest, ItsOwnPageListSavedAsTheRecordMatchesIt) {
   // record, and that record must select the same file again.
   const std::string path = dir_.path() + "/ws.pages";
   uint64_t bytes = 0;
-  ASSERT_TRUE(CompactWorkingSet::Write(path, key_, kPage, record_, *chain_, &bytes).ok());
+  ASSERT_TRUE(
+      CompactWorkingSet::Write(path, key_, kPage, ReplayOrder(record_, kReplayWindowPages), *chain_, &bytes).ok());
   auto any = CompactWorkingSet::Open(path, key_, std::nullopt, CompactWorkingSet::Reads::kBuffered);
   ASSERT_TRUE(any.ok()) << any.status().ToString();
   EXPECT_EQ(CompactWorkingSet::RecordHash(kPage, any->offsets()), CompactWorkingSet::RecordHash(kPage, record_));

@@ -670,11 +670,6 @@ void FaultEngine::SetCompactPlan(CompactWorkingSet compact) {
   compact_.emplace(std::move(compact));
   compact_next_block_ = 0;
   compact_started_.assign(compact_->blocks(), false);
-  compact_block_of_.clear();
-  compact_block_of_.reserve(compact_->offsets().size());
-  for (size_t i = 0; i < compact_->offsets().size(); ++i) {
-    compact_block_of_.emplace(compact_->offsets()[i], i / CompactWorkingSet::kBlockPages);
-  }
 }
 
 bool FaultEngine::prefetching() const {
@@ -705,34 +700,32 @@ void FaultEngine::StartCompactLoads() {
       ++compact_next_block_;  // a demand fault had it read early
       continue;
     }
-    if (!CompactBlockCached(b) &&
-        !loader_->CanStart(LoadPurpose::kPrefetch, compact_->BlockPages(b) * compact_->page_size())) {
-      return;
-    }
-    StartCompactBlock(b, /*awaited=*/false);
+    if (!StartCompactBlock(b, /*awaited=*/false)) return;
     ++compact_next_block_;
   }
 }
 
 void FaultEngine::StartCompactBlockFor(uint64_t file_offset) {
   if (!compact_ || compact_next_block_ >= compact_->blocks()) return;  // all started, or fallen back
-  auto it = compact_block_of_.find(file_offset);
-  if (it == compact_block_of_.end() || compact_started_[it->second]) return;
-  StartCompactBlock(it->second, /*awaited=*/true);
+  const std::optional<size_t> block = compact_->BlockOf(file_offset);
+  if (!block || compact_started_[*block]) return;
+  (void)StartCompactBlock(*block, /*awaited=*/true);
 }
 
-void FaultEngine::StartCompactBlock(size_t b, bool awaited) {
-  compact_started_[b] = true;
+bool FaultEngine::StartCompactBlock(size_t b, bool awaited) {
   const uint64_t count = compact_->BlockPages(b);
   if (CompactBlockCached(b)) {
+    compact_started_[b] = true;
     // Another session brought these pages in, or is reading them: the
     // shared cache serves them without a read of our own (single flight).
     const auto& offsets = compact_->offsets();
     const auto first = offsets.begin() + static_cast<ptrdiff_t>(b * CompactWorkingSet::kBlockPages);
     prefetch_plan_.insert(prefetch_plan_.end(), first, first + static_cast<ptrdiff_t>(count));
     counters_.Add(&FaultCounters::compact_blocks_from_cache);
-    return;
+    return true;
   }
+  if (!awaited && !loader_->CanStart(LoadPurpose::kPrefetch, count * compact_->page_size())) return false;
+  compact_started_[b] = true;
   RunRequest request{LoadPurpose::kPrefetch, 0, compact_->page_size(), count};
   request.source_fd = compact_->fd();
   request.source_offset = compact_->BlockOffset(b);
@@ -740,6 +733,7 @@ void FaultEngine::StartCompactBlock(size_t b, bool awaited) {
   const uint64_t id = loader_->Start(request);
   compact_runs_.emplace_back(id, b);
   if (awaited) compact_awaited_.insert(id);
+  return true;
 }
 
 void FaultEngine::FallBackFromCompact(size_t block, const std::string& why) {

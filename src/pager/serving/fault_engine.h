@@ -234,8 +234,10 @@ class FaultEngine {
   // Starts loads of the next blocks of the compact plan.
   void StartCompactLoads();
   // Starts reading compact block `block` (or takes its pages from the shared
-  // cache); `awaited`: a demand fault waits for it.
-  void StartCompactBlock(size_t block, bool awaited);
+  // cache); `awaited`: a demand fault waits for it, so it starts whatever the
+  // loader's budget for background reads; otherwise false if that budget
+  // has no room now.
+  bool StartCompactBlock(size_t block, bool awaited);
   // A demand fault at `file_offset`: the compact block holding it, if not
   // started yet, starts now.
   void StartCompactBlockFor(uint64_t file_offset);
@@ -275,7 +277,6 @@ class FaultEngine {
   std::optional<CompactWorkingSet> compact_;
   size_t compact_next_block_ = 0;
   std::vector<std::pair<uint64_t, size_t>> compact_runs_;  // (run id, block) loading or loaded
-  std::unordered_map<uint64_t, size_t> compact_block_of_;  // page offset -> its block
   std::vector<bool> compact_started_;                      // per block
   std::unordered_set<uint64_t> compact_awaited_;           // compact runs a demand fault waits for
   bool compact_fell_back_ = false;

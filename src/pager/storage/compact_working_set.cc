@@ -33,10 +33,8 @@ struct Fixed {
 
 uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
-}  // namespace
-
-uint64_t CompactWorkingSet::RecordHash(uint64_t page_size, const std::vector<uint64_t>& first_touch) {
-  const std::vector<uint64_t> offsets = ReplayOrder(first_touch, kReplayWindowPages);
+// The record hash of a list already in replay order.
+uint64_t HashOfReplayOrder(uint64_t page_size, const std::vector<uint64_t>& offsets) {
   XXH3_state_t* state = XXH3_createState();
   XXH3_64bits_reset(state);
   XXH3_64bits_update(state, &page_size, sizeof(page_size));
@@ -44,6 +42,12 @@ uint64_t CompactWorkingSet::RecordHash(uint64_t page_size, const std::vector<uin
   uint64_t hash = XXH3_64bits_digest(state);
   XXH3_freeState(state);
   return hash;
+}
+
+}  // namespace
+
+uint64_t CompactWorkingSet::RecordHash(uint64_t page_size, const std::vector<uint64_t>& first_touch) {
+  return HashOfReplayOrder(page_size, ReplayOrder(first_touch, kReplayWindowPages));
 }
 
 uint64_t CompactWorkingSet::BlockPages(size_t b) const {
@@ -54,10 +58,18 @@ bool CompactWorkingSet::BlockIntact(size_t b, const uint8_t* bytes) const {
   return b < block_hashes_.size() && XXH3_64bits(bytes, BlockPages(b) * page_size_) == block_hashes_[b];
 }
 
+std::optional<size_t> CompactWorkingSet::BlockOf(uint64_t offset) const {
+  for (size_t start = 0; start < offsets_.size(); start += kReplayWindowPages) {
+    const auto first = offsets_.begin() + static_cast<ptrdiff_t>(start);
+    const auto last = offsets_.begin() + static_cast<ptrdiff_t>(std::min(offsets_.size(), start + kReplayWindowPages));
+    auto it = std::lower_bound(first, last, offset);
+    if (it != last && *it == offset) return static_cast<size_t>(it - offsets_.begin()) / kBlockPages;
+  }
+  return std::nullopt;
+}
+
 Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, uint64_t page_size,
-                                const std::vector<uint64_t>& first_touch, const BackingChain& backing,
-                                uint64_t* bytes) {
-  const std::vector<uint64_t> offsets = ReplayOrder(first_touch, kReplayWindowPages);
+                                const std::vector<uint64_t>& offsets, const BackingChain& backing, uint64_t* bytes) {
   const uint64_t count = offsets.size();
   const uint64_t blocks = (count + kBlockPages - 1) / kBlockPages;
   const uint64_t header_bytes =
@@ -67,7 +79,7 @@ Status CompactWorkingSet::Write(const std::string& path, const CacheKey& key, ui
               count,
               kBlockPages,
               AlignUp(header_bytes),
-              RecordHash(page_size, offsets),
+              HashOfReplayOrder(page_size, offsets),
               key.identity().size()};
   const std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));

@@ -44,11 +44,11 @@ class CompactWorkingSet {
   static uint64_t RecordHash(uint64_t page_size, const std::vector<uint64_t>& first_touch);
 
   // Writes `path` (atomically: a temporary file renamed into place) with the
-  // pages of `backing` at the record `first_touch`'s offsets, in replay
-  // order. *bytes is the file's size. A failure (a full disk) leaves no file
-  // behind.
+  // pages of `backing` at `replay_order`, in that order. *bytes is the
+  // file's size. A failure (a full disk) leaves no file behind.
+  // REQUIRES: replay_order is ReplayOrder(a record, kReplayWindowPages).
   static Status Write(const std::string& path, const CacheKey& key, uint64_t page_size,
-                      const std::vector<uint64_t>& first_touch, const BackingChain& backing, uint64_t* bytes);
+                      const std::vector<uint64_t>& replay_order, const BackingChain& backing, uint64_t* bytes);
 
   // How a replay reads the blocks: straight from the disk (what a file
   // written long ago wants), or through the page cache (a file just written,
@@ -72,6 +72,10 @@ class CompactWorkingSet {
   uint64_t BlockPages(size_t b) const;
   // Whether `bytes` (block `b`, as read) are what was written.
   bool BlockIntact(size_t b, const uint8_t* bytes) const;
+  // The block holding the page at memory offset `offset`, if the file has
+  // it. Found in the page list's sorted windows (a replay order is sorted
+  // kReplayWindowPages entries at a time; Open checked that it is one).
+  std::optional<size_t> BlockOf(uint64_t offset) const;
 
  private:
   CompactWorkingSet() = default;

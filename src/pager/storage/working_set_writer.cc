@@ -94,7 +94,7 @@ void WorkingSetWriter::Write(const Job& job) {
     return;
   }
   uint64_t bytes = 0;
-  Status st = CompactWorkingSet::Write(path, job.key, job.page_size, job.first_touch, *job.backing, &bytes);
+  Status st = CompactWorkingSet::Write(path, job.key, job.page_size, order, *job.backing, &bytes);
   if (!st.ok()) {
     write_errors_.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("compact working set of cache key {} not written: {}", job.key.name(), st.ToString());
