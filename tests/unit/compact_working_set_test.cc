@@ -75,6 +75,35 @@ TEST_F(CompactWorkingSetTest, ItsOwnPageListSavedAsTheRecordMatchesIt) {
   EXPECT_TRUE(CompactWorkingSet::Open(path, key_, CompactWorkingSet::RecordHash(kPage, any->offsets())).ok());
 }
 
+TEST_F(CompactWorkingSetTest, ReplayOrderKeepsTheFirstTouchOfEachPageAndSortsEachWindow) {
+  // Page 0 repeated too: the order's set keeps it apart from its empty slots.
+  const std::vector<uint64_t> first_touch = {3 * kPage, 0, 1 * kPage, 0, 3 * kPage, 2 * kPage, 7 * kPage};
+  EXPECT_EQ(ReplayOrder(first_touch, 2), (std::vector<uint64_t>{0, 3 * kPage, 1 * kPage, 2 * kPage, 7 * kPage}));
+  EXPECT_EQ(ReplayOrder(first_touch, kReplayWindowPages),
+            (std::vector<uint64_t>{0, 1 * kPage, 2 * kPage, 3 * kPage, 7 * kPage}));
+  // Many pages, with a repeat of each: every page once.
+  std::vector<uint64_t> many;
+  for (uint64_t i = 0; i < 3 * kReplayWindowPages; ++i) many.push_back((i * 7919 % 100003) * kPage);
+  many.insert(many.end(), many.begin(), many.end());
+  EXPECT_EQ(ReplayOrder(many, kReplayWindowPages).size(), 3 * kReplayWindowPages);
+}
+
+TEST_F(CompactWorkingSetTest, AFileWhosePageListIsNotAReplayOrderIsRefused) {
+  // Made elsewhere (its header and hashes are consistent), but its list
+  // repeats a page or leaves a window unsorted: a replay would install a page
+  // twice, or the list is no record's.
+  for (const std::vector<uint64_t>& list :
+       {std::vector<uint64_t>{2 * kPage, 1 * kPage}, std::vector<uint64_t>{1 * kPage, 1 * kPage}}) {
+    const std::string path = dir_.path() + "/hostile.pages";
+    uint64_t bytes = 0;
+    ASSERT_TRUE(CompactWorkingSet::Write(path, key_, kPage, list, *chain_, &bytes).ok());
+    auto opened = CompactWorkingSet::Open(path, key_, std::nullopt, CompactWorkingSet::Reads::kBuffered);
+    ASSERT_FALSE(opened.ok()) << "list of " << list.size() << " pages starting at " << list[0];
+    EXPECT_EQ(opened.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(opened.status().message().find("not a replay order"), std::string::npos) << opened.status().ToString();
+  }
+}
+
 TEST_F(CompactWorkingSetTest, OnlyAChainOfObjectsHasAPublishedWorkingSet) {
   EXPECT_FALSE(PublishedWorkingSetUrl(*chain_).has_value()) << "a local file's identity is this host's alone";
 }

@@ -161,6 +161,24 @@ TEST_F(PageLoaderTest, AOnePageRunTheCacheHasIsItsPageWithoutACopy) {
   EXPECT_EQ(t.loader->runs(), 0u);
 }
 
+TEST_F(PageLoaderTest, ACachedPrefixIsTheLeadingCachedPagesWithoutARunOrARead) {
+  PageCache cache(1 << 20, 4);
+  for (uint64_t p : {2, 3, 4, 6}) Cache(cache, p);
+  TestLoader t(backing_, &cache);
+  std::vector<PageRef> pages;
+  EXPECT_EQ(t.loader->CachedPrefix(2 * kPage, kPage, 5, &pages), 3u) << "page 5 is not cached: the prefix ends there";
+  ASSERT_EQ(pages.size(), 3u);
+  EXPECT_EQ(pages[0]->data()[kPage - 1], file_.ByteOf(2));
+  EXPECT_TRUE(pages[1]->is_zero()) << "page 3 is all zeros and kept as such";
+  EXPECT_EQ(pages[2]->data()[0], file_.ByteOf(4));
+  EXPECT_EQ(t.Get(t.session.cache_hits), 3u);
+  EXPECT_EQ(t.Get(t.session.cache_misses), 0u) << "a miss is counted by the load that reads it";
+  EXPECT_EQ(t.loader->CachedPrefix(5 * kPage, kPage, 2, &pages), 0u);
+  EXPECT_EQ(pages.size(), 3u) << "nothing appended";
+  EXPECT_EQ(t.loader->runs(), 0u);
+  EXPECT_EQ(t.reads(), 0u);
+}
+
 TEST_F(PageLoaderTest, WithZeroPagesCopiedZerosAreKeptAndFlaggedAsData) {
   PageCache cache(1 << 20, 4, ZeroPageMode::kCopy);
   TestLoader t(backing_, &cache);

@@ -193,10 +193,20 @@ FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiti
   if (const RunSpan* span = RunCovering(loc->region, loc->page_index)) {
     fault.run = span->id;
   } else {
+    const uint64_t count = DemandRunLength(*loc);
+    // Bytes in memory go in at once: the fault is served in this round.
+    if (loader_->CachedPrefix(loc->file_offset, loc->page_size, std::min(count, CachedRunLimit(loc->page_size)),
+                              &cached_pages_) > 0) {
+      uint64_t installed = 0;
+      FillResult result = InstallCached(loc->region, loc->page_index, LoadPurpose::kDemand, &installed, report);
+      if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
+      if (result == FillResult::kDone) FaultServed(fault, *loc, /*brought_in=*/false);  // recorded as it went in
+      return result;
+    }
     // First, so that its block's load holds the page and the demand run
     // waits for it instead of reading the backing memory.
     StartCompactBlockFor(loc->file_offset);
-    fault.run = StartDemandRun(*loc);
+    fault.run = StartRun(LoadPurpose::kDemand, loc->region, loc->page_index, count);
   }
   *waiting = true;
   return FillResult::kDone;
@@ -226,17 +236,54 @@ uint64_t FaultEngine::StartRun(LoadPurpose purpose, size_t region, uint64_t firs
   return id;
 }
 
-uint64_t FaultEngine::StartDemandRun(const PageLocation& loc) {
+uint64_t FaultEngine::DemandRunLength(const PageLocation& loc) {
   uint64_t window = options_.fault_around_max_pages > 0 ? FaultAroundWindow(loc) : 1;
   uint64_t count = std::max<uint64_t>(1, MissingRunLength(loc.region, loc.page_index, window));
   // Stop the window at the first page another run of ours is loading.
   for (uint64_t i = 1; i < count; ++i) {
-    if (RunCovering(loc.region, loc.page_index + i) != nullptr) {
-      count = i;
-      break;
-    }
+    if (RunCovering(loc.region, loc.page_index + i) != nullptr) return i;
   }
-  return StartRun(LoadPurpose::kDemand, loc.region, loc.page_index, count);
+  return count;
+}
+
+uint64_t FaultEngine::CachedRunLimit(uint64_t page_size) {
+  return std::max<uint64_t>(1, kMaxCachedRunBytes / page_size);
+}
+
+FaultEngine::FillResult FaultEngine::InstallCached(size_t region, uint64_t first, LoadPurpose purpose,
+                                                   uint64_t* installed, ServeReport* report) {
+  const uint64_t count = cached_pages_.size();
+  const uint64_t ps = cached_pages_[0]->size();
+  std::array<uint8_t, kMaxCachedRunBytes / 4096> zero{};
+  const uint8_t* source = cached_pages_[0]->data();  // null for a zero page, which needs no source
+  zero[0] = cached_pages_[0]->is_zero() ? 1 : 0;
+  if (count > 1) {
+    // One ioctl for the run costs less than one per page, even with the copy.
+    if (!cached_run_buffer_.valid()) {
+      auto buffer = MemoryMapping::Map(nullptr, kMaxCachedRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                       -1, 0, "cached run staging buffer");
+      if (!buffer.ok()) {
+        cached_pages_.clear();
+        RecordFailure(report, buffer.status());
+        return FillResult::kFailed;
+      }
+      cached_run_buffer_ = std::move(*buffer);
+    }
+    for (uint64_t i = 0; i < count; ++i) zero[i] = cached_pages_[i]->CopyTo(cached_run_buffer_.data() + i * ps) ? 1 : 0;
+    source = cached_run_buffer_.data();
+  }
+  FillResult result = InstallPages(region, first, count, source, zero.data(), installed, report);
+  if (purpose == LoadPurpose::kDemand) RecordBroughtIn(region, first, *installed);
+  cached_pages_.clear();
+  return result;
+}
+
+void FaultEngine::RecordBroughtIn(size_t region, uint64_t first, uint64_t count) {
+  if (!recording_) return;
+  const GuestRegionMapping& r = layout_.regions()[region];
+  for (uint64_t k = 0; k < count && recorded_.size() < record_limit_; ++k) {
+    recorded_.push_back(r.offset + (first + k) * r.page_size);
+  }
 }
 
 uint64_t FaultEngine::FaultAroundWindow(const PageLocation& loc) {
@@ -350,11 +397,7 @@ FaultEngine::FillResult FaultEngine::InstallRun(const LoadedRun& run, ServeRepor
     // What a demand run brought in is the working set: the faulting page
     // and, with fault-around, the neighbours its stream went on to. Recorded
     // here, once per page, in the order they went in.
-    if (recording_ && span.purpose == LoadPurpose::kDemand) {
-      for (uint64_t k = 0; k < installed && recorded_.size() < record_limit_; ++k) {
-        recorded_.push_back(r.offset + (page + k) * ps);
-      }
-    }
+    if (span.purpose == LoadPurpose::kDemand) RecordBroughtIn(span.region, page, installed);
     if (result == FillResult::kRetry || result == FillResult::kVmGone) return result;
     if (result == FillResult::kFailed) break;  // a copy error, recorded
     i = j;
@@ -770,14 +813,13 @@ FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, s
     for (uint64_t i = 0; i < run.request.count;) {
       auto loc = layout_.LocateFileOffset(offsets[first + i]);
       if (!loc || loc->page_size != ps || loc->file_offset != offsets[first + i] ||
-          MissingRunLength(loc->region, loc->page_index, 1) == 0 || held_out_.count(offsets[first + i]) != 0) {
+          MissingRunLength(loc->region, loc->page_index, 1) == 0 || HeldOut(offsets[first + i])) {
         ++i;  // the layout changed since the record, the page is in (or discarded), or held back
         continue;
       }
       uint64_t n = 1;
       while (i + n < run.request.count && offsets[first + i + n] == offsets[first + i] + n * ps &&
-             MissingRunLength(loc->region, loc->page_index + n, 1) == 1 &&
-             held_out_.count(offsets[first + i + n]) == 0) {
+             MissingRunLength(loc->region, loc->page_index + n, 1) == 1 && !HeldOut(offsets[first + i + n])) {
         ++n;
       }
       uint64_t installed = 0;
@@ -798,11 +840,12 @@ FaultEngine::FillResult FaultEngine::InstallCompactBlock(const LoadedRun& run, s
 void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
   loader_->Poll();
   StartCompactLoads();
+  size_t cached_done = 0;
   // Start loads of the next runs of the plan while there is room.
   while (prefetch_pos_ < prefetch_plan_.size()) {
     const uint64_t offset = prefetch_plan_[prefetch_pos_];
     auto loc = layout_.LocateFileOffset(offset);
-    if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset || held_out_.count(offset) != 0) {
+    if (!loc || loc->page_size != prefetch_page_size_ || loc->file_offset != offset || HeldOut(offset)) {
       ++prefetch_pos_;  // the layout changed since the record, or the page is held back: skip
       continue;
     }
@@ -811,7 +854,7 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
     uint64_t span = 1;
     while (prefetch_pos_ + span < prefetch_plan_.size() && span < kMaxRunBytes / ps &&
            prefetch_plan_[prefetch_pos_ + span] == offset + span * ps &&
-           held_out_.count(prefetch_plan_[prefetch_pos_ + span]) == 0) {
+           !HeldOut(prefetch_plan_[prefetch_pos_ + span])) {
       ++span;
     }
     uint64_t count = MissingRunLength(loc->region, loc->page_index, span);
@@ -823,6 +866,30 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
     }
     if (count == 0) {
       ++prefetch_pos_;  // the guest has it already (or discarded it, or it is loading)
+      continue;
+    }
+    // Pages in memory go in now, without a load; a step installs about
+    // `max_pages` of them, so demand faults wait at most that long.
+    if (loader_->CachedPrefix(offset, ps, std::min(count, CachedRunLimit(ps)), &cached_pages_) > 0) {
+      if (cached_done >= max_pages) {
+        cached_pages_.clear();
+        break;
+      }
+      const uint64_t cached = cached_pages_.size();
+      uint64_t installed = 0;
+      ServeReport own;  // a copy error here is prefetch's, not the session's: skipped
+      FillResult result = InstallCached(loc->region, loc->page_index, LoadPurpose::kPrefetch, &installed, &own);
+      counters_.Add(&FaultCounters::prefetch_pages, installed);
+      if (result == FillResult::kRetry) {
+        report->retry_pending = true;
+        return;
+      }
+      if (result == FillResult::kVmGone) {
+        report->vm_gone = true;
+        return;
+      }
+      prefetch_pos_ += cached;
+      cached_done += cached;
       continue;
     }
     if (!loader_->CanStart(LoadPurpose::kPrefetch, count * ps)) break;

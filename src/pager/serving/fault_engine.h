@@ -76,6 +76,9 @@ class FaultEngine {
   static constexpr uint64_t kMaxRunBytes = PageLoader::kMaxRunBytes;
   // Zero pages in a run shorter than this are copied with their neighbours.
   static constexpr uint64_t kMinZeroStretchPages = 16;
+  // A run whose pages are all in the shared cache goes in from them at once,
+  // through a staging buffer of this size (a single page needs none).
+  static constexpr uint64_t kMaxCachedRunBytes = 256 << 10;
   // A page the engine installed and woke that faults again, read after that
   // wake, more than this many times in a row (with no install or remove of
   // it between): the VMM's memory does not behave as its handshake promised
@@ -136,6 +139,9 @@ class FaultEngine {
   // Pages of the plan (scattered or compact) that prefetch leaves to demand
   // faults: a refining replay's held-back sample (working_set_refinement.h).
   void HoldOut(std::unordered_set<uint64_t> offsets) { held_out_ = std::move(offsets); }
+  // Whether the page at `file_offset` is one of them. (Asked for every page
+  // of the plan: an empty set is not even hashed.)
+  bool HeldOut(uint64_t file_offset) const { return !held_out_.empty() && held_out_.count(file_offset) != 0; }
   // Whether a compact plan turned out damaged and fell back to scattered reads.
   bool compact_fell_back() const { return compact_fell_back_; }
   // Starts loads of more of the plan, and installs those that arrived, at
@@ -206,9 +212,19 @@ class FaultEngine {
   // removed) from `source`, whose zero pages are flagged in `zero`.
   FillResult InstallPages(size_t region, uint64_t first, uint64_t count, const uint8_t* source, const uint8_t* zero,
                           uint64_t* installed, ServeReport* report);
-  // Starts the load of the run a demand fault at `loc` needs (with its
-  // fault-around neighbours); returns its id.
-  uint64_t StartDemandRun(const PageLocation& loc);
+  // How many pages from `loc` on a demand fault brings in: the page and its
+  // fault-around neighbours, up to the first page another run of ours loads.
+  uint64_t DemandRunLength(const PageLocation& loc);
+  // Installs the `count` pages of `region` from `first` (all missing, not
+  // removed) whose bytes the shared cache holds, found by CachedPrefix into
+  // cached_pages_: no load, no run. Records what a demand run brought in.
+  FillResult InstallCached(size_t region, uint64_t first, LoadPurpose purpose, uint64_t* installed,
+                           ServeReport* report);
+  // The most pages InstallCached takes at once: its staging buffer's size.
+  static uint64_t CachedRunLimit(uint64_t page_size);
+  // Working-set recording of `count` pages of `region` from `first` that a
+  // demand fault brought in.
+  void RecordBroughtIn(size_t region, uint64_t first, uint64_t count);
   uint64_t StartRun(LoadPurpose purpose, size_t region, uint64_t first_page, uint64_t count);
   // The in-flight run covering page `page` of `region`, if any.
   const RunSpan* RunCovering(size_t region, uint64_t page) const;
@@ -260,6 +276,9 @@ class FaultEngine {
   RemovedRanges removed_;
   uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
+  // InstallCached's pages, and the buffer a run of several goes in from.
+  std::vector<PageRef> cached_pages_;
+  MemoryMapping cached_run_buffer_;
   std::vector<RunSpan> runs_;                        // in flight or loaded, not yet installed
   uint64_t read_round_ = 0;                          // ReadEvents calls so far
   std::unordered_map<uint64_t, Refaults> refaults_;  // by page address

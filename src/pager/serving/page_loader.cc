@@ -215,6 +215,19 @@ uint64_t PageLoader::Start(const RunRequest& request) {
   return id;
 }
 
+uint64_t PageLoader::CachedPrefix(uint64_t file_offset, uint64_t page_size, uint64_t count,
+                                  std::vector<PageRef>* pages) {
+  uint64_t found = 0;
+  while (found < count) {
+    PageRef page = cache_->Find(KeyAt(file_offset + found * page_size, page_size));
+    if (!page) break;
+    pages->push_back(std::move(page));
+    ++found;
+  }
+  counters_.Add(&FaultCounters::cache_hits, found);
+  return found;
+}
+
 void PageLoader::ReadPages(uint64_t id, Run& run, uint64_t first, uint64_t end) {
   const uint64_t ps = run.request.page_size;
   const uint64_t offset = run.request.file_offset + first * ps;

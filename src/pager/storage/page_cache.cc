@@ -329,6 +329,12 @@ PageClaim PageCache::Claim(const PageKey& key, bool claim, const std::weak_ptr<L
   return out;
 }
 
+PageRef PageCache::Find(const PageKey& key) {
+  Shard& shard = ShardFor(key);
+  MutexLock lock(&shard.mu);
+  return shard.Lookup(key);
+}
+
 bool PageCache::CachedOrLoading(const PageKey& key) const {
   Shard& shard = ShardFor(key);
   MutexLock lock(&shard.mu);

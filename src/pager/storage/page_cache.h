@@ -154,6 +154,9 @@ class PageCache {
   // loads the page (kClaimed) and anyone else who asks waits for it; without,
   // kUnclaimed. Counts a hit or a miss.
   PageClaim Claim(const PageKey& key, bool claim, const std::weak_ptr<LoadWaiter>& waiter);
+  // The page for `key` if it is cached now (a hit), else null, counting
+  // nothing: the caller then loads it through Claim, which counts the miss.
+  PageRef Find(const PageKey& key);
   // Whether `key` is cached now, or a load of it is in flight. Counts
   // nothing: for planning, not serving.
   bool CachedOrLoading(const PageKey& key) const;
