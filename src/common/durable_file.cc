@@ -20,22 +20,35 @@ std::string ParentOf(const std::string& path) {
   return parent.empty() ? "." : parent;
 }
 
-// Reads `fd` to its end; more than `max_bytes` is an error (a file that
-// grows while it is read, or a /proc file whose size is not known ahead).
-Result<std::string> ReadToEnd(int fd, const std::string& path, size_t max_bytes) {
-  std::string out;
+// Reads `fd` to its end into a string or a byte vector (one loop for both);
+// more than `max_bytes` is an error (a file that grows while it is read, or a
+// /proc file whose size is not known ahead).
+template <typename Bytes>
+Result<Bytes> ReadToEnd(int fd, const std::string& path, size_t max_bytes) {
+  Bytes out;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) <= max_bytes) {
+    out.reserve(static_cast<size_t>(st.st_size));  // one allocation for a file that stays its size
+  }
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, "read " + path);
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    out.insert(out.end(), buf, buf + n);
     if (out.size() > max_bytes) {
       return Status::InvalidArgument(path + " is larger than " + std::to_string(max_bytes) + " bytes");
     }
   }
   return out;
+}
+
+template <typename Bytes>
+Result<Bytes> OpenAndReadToEnd(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno(errno, "open " + path);
+  return ReadToEnd<Bytes>(fd.get(), path, max_bytes);
 }
 
 }  // namespace
@@ -90,17 +103,11 @@ Status WriteFileAtomically(const std::string& path, const std::string& contents,
 }
 
 Result<std::string> ReadWholeFile(const std::string& path, size_t max_bytes) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return Status::FromErrno(errno, "open " + path);
-  return ReadToEnd(fd.get(), path, max_bytes);
+  return OpenAndReadToEnd<std::string>(path, max_bytes);
 }
 
 Result<std::vector<uint8_t>> ReadWholeFileBytes(const std::string& path, size_t max_bytes) {
-  auto text = ReadWholeFile(path, max_bytes);
-  if (!text.ok()) return text.status();
-  std::vector<uint8_t> bytes(text->size());
-  if (!bytes.empty()) std::memcpy(bytes.data(), text->data(), text->size());
-  return bytes;
+  return OpenAndReadToEnd<std::vector<uint8_t>>(path, max_bytes);
 }
 
 const char* FileTypeName(mode_t mode) {
@@ -140,7 +147,7 @@ Result<std::string> ReadRegularFile(const std::string& path, size_t max_bytes) {
   // Regular files never block; the flag only had to keep the open itself
   // from blocking.
   (void)::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
-  return ReadToEnd(fd.get(), path, max_bytes);
+  return ReadToEnd<std::string>(fd.get(), path, max_bytes);
 }
 
 }  // namespace uffdpager

@@ -54,7 +54,7 @@ ObjectChunkStore::ObjectChunkStore(ObjectVersion object, std::string data_path, 
 
 Result<std::shared_ptr<ObjectChunkStore>> ObjectChunkStore::Open(ObjectVersion object, const std::string& prefix,
                                                                  ChunkFetch fetch, ObjectTierCounters* counters,
-                                                                 std::function<void()> grew,
+                                                                 std::function<void(uint64_t bytes)> grew,
                                                                  uint64_t readahead_chunks) {
   std::shared_ptr<ObjectChunkStore> store(
       new ObjectChunkStore(std::move(object), prefix + ".mem", std::move(fetch), counters));
@@ -144,11 +144,13 @@ Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length, uint64_t 
     counted = true;
     if (claims.empty() && !others_busy) return Status::Ok();
     Status filled;
+    uint64_t written = 0;
     if (!claims.empty()) {
       std::vector<Status> outcomes = Fill(claims);
       MutexLock lock(&mu_);
       for (size_t i = 0; i < claims.size(); ++i) {
         state_[claims[i].chunk] = outcomes[i].ok() ? ChunkState::kPresent : ChunkState::kAbsent;
+        if (outcomes[i].ok()) written += kChunkBytes;
         // A conflict is final wherever it shows; any other failure counts
         // only for a chunk the caller needs.
         const bool counts = i < demanded || outcomes[i].code() == ErrorCode::kConflict;
@@ -157,7 +159,7 @@ Status ObjectChunkStore::EnsureRange(uint64_t offset, uint64_t length, uint64_t 
       if (filled.code() == ErrorCode::kConflict && broken_.ok()) broken_ = filled;
       changed_.SignalAll();
     }
-    if (!claims.empty() && grew_) grew_();
+    if (written > 0 && grew_) grew_(written);
     if (!filled.ok()) return filled;
     if (others_busy) {
       // Another caller's fetch of a chunk we need: wait for it to end, then

@@ -76,11 +76,11 @@ class ObjectChunkStore : public RangeFiller {
   // Opens (or creates) PREFIX.mem and PREFIX.chunks for `object`. A sidecar
   // of another object version (or a damaged one) is started afresh.
   // `grew` (may be empty) is called, with no lock held, after chunks were
-  // written. A fetch reads up to `readahead_chunks` chunks ahead (at most
+  // written, with their bytes. A fetch reads up to `readahead_chunks` chunks ahead (at most
   // kMaxReadaheadChunks). REQUIRES: `counters` outlives the store.
   static Result<std::shared_ptr<ObjectChunkStore>> Open(ObjectVersion object, const std::string& prefix,
                                                         ChunkFetch fetch, ObjectTierCounters* counters,
-                                                        std::function<void()> grew = {},
+                                                        std::function<void(uint64_t bytes)> grew = {},
                                                         uint64_t readahead_chunks = kDefaultReadaheadChunks);
 
   // Makes every chunk that [offset, offset+length) touches present; when it
@@ -124,8 +124,8 @@ class ObjectChunkStore : public RangeFiller {
   const std::string data_path_;
   const ChunkFetch fetch_;
   ObjectTierCounters* const counters_;
-  std::function<void()> grew_;     // set at Open
-  uint64_t readahead_chunks_ = 0;  // set at Open
+  std::function<void(uint64_t)> grew_;  // set at Open
+  uint64_t readahead_chunks_ = 0;       // set at Open
   const uint64_t chunk_count_;
   UniqueFd data_fd_;     // read-write; written only by a chunk's claimant
   UniqueFd sidecar_fd_;  // O_APPEND

@@ -129,10 +129,19 @@ Result<std::shared_ptr<ObjectChunkStore>> ObjectTier::StoreFor(const ObjectVersi
   auto store = ObjectChunkStore::Open(
       object, FilePrefix(cache_dir_, object),
       [fetcher](std::span<const RangeRequest> requests) { return fetcher->FetchAll(requests); }, &counters_,
-      [this] { Trim(); }, readahead_chunks_);
+      [this](uint64_t bytes) { Grew(bytes); }, readahead_chunks_);
   if (!store.ok()) return store.status();
   stores_.emplace(key, *store);
   return store;
+}
+
+void ObjectTier::Grew(uint64_t bytes) {
+  if (max_bytes_ == 0) return;
+  // A scan of the directory only once the bytes written since the last one
+  // could have taken it over the bound, not after every fetch.
+  const uint64_t since = bytes_since_trim_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (trimmed_bytes_.load(std::memory_order_relaxed) + since <= max_bytes_) return;
+  Trim();
 }
 
 void ObjectTier::Trim() {
@@ -145,6 +154,9 @@ void ObjectTier::Trim() {
     bool in_use = false;
   };
   MutexLock lock(&mu_);
+  // Writes from here on are counted again (the scan may see some of them:
+  // counted twice, they only bring the next scan forward).
+  bytes_since_trim_.store(0, std::memory_order_relaxed);
   std::map<std::string, std::string> open_keys;  // data path -> stores_ key
   std::set<std::string> in_use;
   for (const auto& [key, store] : stores_) {
@@ -164,6 +176,7 @@ void ObjectTier::Trim() {
     total += v.bytes;
     versions.push_back(std::move(v));
   }
+  trimmed_bytes_.store(total, std::memory_order_relaxed);
   if (total <= max_bytes_) return;
   std::sort(versions.begin(), versions.end(),
             [](const Version& a, const Version& b) { return a.written_ns < b.written_ns; });
@@ -178,6 +191,7 @@ void ObjectTier::Trim() {
     evictions_.fetch_add(1, std::memory_order_relaxed);
     spdlog::info("object cache: removed {} ({} bytes) to stay within {} bytes", v.prefix, v.bytes, max_bytes_);
   }
+  trimmed_bytes_.store(total, std::memory_order_relaxed);
 }
 
 Result<ObjectInfo> ObjectTier::Download(const ObjectUrl& url, uint64_t max_bytes, int fd) {

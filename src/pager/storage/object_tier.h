@@ -122,6 +122,9 @@ class ObjectTier {
   // Removes unused versions (files of earlier processes included) until the
   // directory is within max_bytes_ or only versions in use are left.
   void Trim() EXCLUDES(mu_);
+  // A chunk store wrote `bytes`: trims once the directory may be over the
+  // bound (by what the last trim found plus what was written since).
+  void Grew(uint64_t bytes) EXCLUDES(mu_);
   // A page map and the ETag of its own version.
   struct PageMapVersion {
     LayerPageMap map;
@@ -143,6 +146,8 @@ class ObjectTier {
   ObjectTierCounters counters_;
   std::atomic<uint64_t> head_errors_{0};
   std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> trimmed_bytes_{0};     // on disk when the last trim ended
+  std::atomic<uint64_t> bytes_since_trim_{0};  // written by chunk stores since it began
   Mutex mu_;
   // Object versions opened since start and not evicted; one whose only
   // holder is this map is not in use.
