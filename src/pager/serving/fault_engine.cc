@@ -198,7 +198,8 @@ FaultEngine::FillResult FaultEngine::ServeFault(PendingFault& fault, bool* waiti
     if (loader_->CachedPrefix(loc->file_offset, loc->page_size, std::min(count, CachedRunLimit(loc->page_size)),
                               &cached_pages_) > 0) {
       uint64_t installed = 0;
-      FillResult result = InstallCached(loc->region, loc->page_index, LoadPurpose::kDemand, &installed, report);
+      FillResult result =
+          InstallCached(loc->region, loc->page_index, cached_pages_, LoadPurpose::kDemand, &installed, report);
       if (installed > 1) counters_.Add(&FaultCounters::fault_around_pages, installed - 1);
       if (result == FillResult::kDone) FaultServed(fault, *loc, /*brought_in=*/false);  // recorded as it went in
       return result;
@@ -250,31 +251,29 @@ uint64_t FaultEngine::CachedRunLimit(uint64_t page_size) {
   return std::max<uint64_t>(1, kMaxCachedRunBytes / page_size);
 }
 
-FaultEngine::FillResult FaultEngine::InstallCached(size_t region, uint64_t first, LoadPurpose purpose,
-                                                   uint64_t* installed, ServeReport* report) {
-  const uint64_t count = cached_pages_.size();
-  const uint64_t ps = cached_pages_[0]->size();
+FaultEngine::FillResult FaultEngine::InstallCached(size_t region, uint64_t first, const std::vector<PageRef>& pages,
+                                                   LoadPurpose purpose, uint64_t* installed, ServeReport* report) {
+  const uint64_t count = pages.size();
+  const uint64_t ps = pages[0]->size();
   std::array<uint8_t, kMaxCachedRunBytes / 4096> zero{};
-  const uint8_t* source = cached_pages_[0]->data();  // null for a zero page, which needs no source
-  zero[0] = cached_pages_[0]->is_zero() ? 1 : 0;
+  const uint8_t* source = pages[0]->data();  // null for a zero page, which needs no source
+  zero[0] = pages[0]->is_zero() ? 1 : 0;
   if (count > 1) {
     // One ioctl for the run costs less than one per page, even with the copy.
     if (!cached_run_buffer_.valid()) {
       auto buffer = MemoryMapping::Map(nullptr, kMaxCachedRunBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                                        -1, 0, "cached run staging buffer");
       if (!buffer.ok()) {
-        cached_pages_.clear();
         RecordFailure(report, buffer.status());
         return FillResult::kFailed;
       }
       cached_run_buffer_ = std::move(*buffer);
     }
-    for (uint64_t i = 0; i < count; ++i) zero[i] = cached_pages_[i]->CopyTo(cached_run_buffer_.data() + i * ps) ? 1 : 0;
+    for (uint64_t i = 0; i < count; ++i) zero[i] = pages[i]->CopyTo(cached_run_buffer_.data() + i * ps) ? 1 : 0;
     source = cached_run_buffer_.data();
   }
   FillResult result = InstallPages(region, first, count, source, zero.data(), installed, report);
   if (purpose == LoadPurpose::kDemand) RecordBroughtIn(region, first, *installed);
-  cached_pages_.clear();
   return result;
 }
 
@@ -869,27 +868,21 @@ void FaultEngine::PrefetchStep(size_t max_pages, ServeReport* report) {
       continue;
     }
     // Pages in memory go in now, without a load; a step installs about
-    // `max_pages` of them, so demand faults wait at most that long.
+    // `max_pages` of them, so demand faults wait at most that long (the
+    // budget is checked before looking them up: a lookup is most of the cost).
+    if (cached_done >= max_pages) break;
     if (loader_->CachedPrefix(offset, ps, std::min(count, CachedRunLimit(ps)), &cached_pages_) > 0) {
-      if (cached_done >= max_pages) {
-        cached_pages_.clear();
-        break;
-      }
-      const uint64_t cached = cached_pages_.size();
       uint64_t installed = 0;
       ServeReport own;  // a copy error here is prefetch's, not the session's: skipped
-      FillResult result = InstallCached(loc->region, loc->page_index, LoadPurpose::kPrefetch, &installed, &own);
+      FillResult result =
+          InstallCached(loc->region, loc->page_index, cached_pages_, LoadPurpose::kPrefetch, &installed, &own);
       counters_.Add(&FaultCounters::prefetch_pages, installed);
-      if (result == FillResult::kRetry) {
-        report->retry_pending = true;
+      if (auto stop = StopsLoop(result, report)) {
+        if (!*stop) report->retry_pending = true;
         return;
       }
-      if (result == FillResult::kVmGone) {
-        report->vm_gone = true;
-        return;
-      }
-      prefetch_pos_ += cached;
-      cached_done += cached;
+      prefetch_pos_ += cached_pages_.size();
+      cached_done += cached_pages_.size();
       continue;
     }
     if (!loader_->CanStart(LoadPurpose::kPrefetch, count * ps)) break;

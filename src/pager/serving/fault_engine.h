@@ -215,11 +215,11 @@ class FaultEngine {
   // How many pages from `loc` on a demand fault brings in: the page and its
   // fault-around neighbours, up to the first page another run of ours loads.
   uint64_t DemandRunLength(const PageLocation& loc);
-  // Installs the `count` pages of `region` from `first` (all missing, not
-  // removed) whose bytes the shared cache holds, found by CachedPrefix into
-  // cached_pages_: no load, no run. Records what a demand run brought in.
-  FillResult InstallCached(size_t region, uint64_t first, LoadPurpose purpose, uint64_t* installed,
-                           ServeReport* report);
+  // Installs `pages` (at most CachedRunLimit; from the shared cache, found
+  // by CachedPrefix) as pages of `region` from `first` (all missing, not
+  // removed): no load, no run. Records what a demand run brought in.
+  FillResult InstallCached(size_t region, uint64_t first, const std::vector<PageRef>& pages, LoadPurpose purpose,
+                           uint64_t* installed, ServeReport* report);
   // The most pages InstallCached takes at once: its staging buffer's size.
   static uint64_t CachedRunLimit(uint64_t page_size);
   // Working-set recording of `count` pages of `region` from `first` that a
@@ -276,7 +276,8 @@ class FaultEngine {
   RemovedRanges removed_;
   uint64_t remove_generation_ = 0;
   std::deque<PendingFault> pending_;
-  // InstallCached's pages, and the buffer a run of several goes in from.
+  // What CachedPrefix found last (reused, not to allocate per fault), and
+  // the buffer a run of several cached pages goes in from.
   std::vector<PageRef> cached_pages_;
   MemoryMapping cached_run_buffer_;
   std::vector<RunSpan> runs_;                        // in flight or loaded, not yet installed

@@ -217,6 +217,7 @@ uint64_t PageLoader::Start(const RunRequest& request) {
 
 uint64_t PageLoader::CachedPrefix(uint64_t file_offset, uint64_t page_size, uint64_t count,
                                   std::vector<PageRef>* pages) {
+  pages->clear();
   uint64_t found = 0;
   while (found < count) {
     PageRef page = cache_->Find(KeyAt(file_offset + found * page_size, page_size));

@@ -107,9 +107,9 @@ class PageLoader {
   bool CachedOrLoading(uint64_t file_offset, uint64_t page_size) const {
     return cache_->CachedOrLoading(KeyAt(file_offset, page_size));
   }
-  // The run of `count` pages from `file_offset` without a load: appends to
-  // *pages the leading pages of it the shared cache holds (counted as hits)
-  // and returns how many. A run whose bytes are all in memory needs no
+  // The run of `count` pages from `file_offset` without a load: sets *pages
+  // to the leading pages of it the shared cache holds (counted as hits) and
+  // returns how many. A run whose bytes are all in memory needs no
   // buffer, no read and no run to release; the rest of it is Start's.
   uint64_t CachedPrefix(uint64_t file_offset, uint64_t page_size, uint64_t count, std::vector<PageRef>* pages);
   // Reaps reads, takes what other sessions' loads gave, ends runs.
