@@ -355,11 +355,15 @@ Result<json> RunConcurrentRestores(const BenchConfig& config, const WorkingSet& 
     auto read_bytes = ReadSince((*replaying)->pid(), read_before);
     if (!read_bytes) return Status::Internal("cannot read the pager's /proc/PID/io");
     const double read = double(*read_bytes);
+    auto recorded_stats = (*replaying)->client().Stats();
+    if (!recorded_stats.ok()) return recorded_stats.status();
     recorded_total_ms.push_back(recorded->total_ms);
     recorded_vm_median_ms.push_back(Median(recorded->vm_ms));
     recorded_read_ratio.push_back(read / double(set.distinct_bytes()));
-    one["recorded_cold"] = {
-        {"total_ms", recorded->total_ms}, {"vm_restore_ms", recorded->vm_ms}, {"storage_bytes_read", read}};
+    one["recorded_cold"] = {{"total_ms", recorded->total_ms},
+                            {"vm_restore_ms", recorded->vm_ms},
+                            {"storage_bytes_read", read},
+                            {"pager_stats", *recorded_stats}};
     for (const std::string& id : recorded->session_ids) (void)(*replaying)->client().CloseSession(id);
     runs.push_back(std::move(one));
     Progress("concurrent restores run " + std::to_string(run + 1) + "/" + std::to_string(config.runs) + " done");

@@ -2,6 +2,7 @@
 // real io_uring, with the shared cache's single flight between loaders.
 #include "pager/serving/page_loader.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -62,8 +63,10 @@ struct TestLoader {
 
   // Starts `request` and polls until it is ready; the run (or an empty one
   // with a status if the deadline passed).
-  LoadedRun Load(const RunRequest& request) {
-    uint64_t id = loader->Start(request);
+  LoadedRun Load(const RunRequest& request) { return Wait(loader->Start(request)); }
+
+  // Polls until run `id` is ready.
+  LoadedRun Wait(uint64_t id) {
     const auto deadline = std::chrono::steady_clock::now() + kDeadline;
     for (;;) {
       for (const LoadedRun& run : loader->ready()) {
@@ -113,6 +116,20 @@ class PageLoaderTest : public ::testing::Test {
 
   RunRequest Run(uint64_t first, uint64_t count, LoadPurpose purpose = LoadPurpose::kDemand) const {
     return RunRequest{purpose, first * kPage, kPage, count};
+  }
+
+  // A prefetch run of a compact block: `count` pages kept in another file
+  // (`source_fd`; here the memory file itself, from page `first`, so the
+  // bytes are known), shared under the memory file's offsets, which
+  // *offsets holds.
+  RunRequest CompactBlock(int source_fd, uint64_t first, uint64_t count, std::vector<uint64_t>* offsets) const {
+    offsets->clear();
+    for (uint64_t p = first; p < first + count; ++p) offsets->push_back(p * kPage);
+    RunRequest block = Run(0, count, LoadPurpose::kPrefetch);
+    block.source_fd = source_fd;
+    block.source_offset = first * kPage;
+    block.page_offsets = offsets->data();
+    return block;
   }
 
   void Cache(PageCache& cache, uint64_t page) {
@@ -177,6 +194,58 @@ TEST_F(PageLoaderTest, ACachedPrefixIsTheLeadingCachedPagesWithoutARunOrARead) {
   EXPECT_TRUE(pages.empty()) << "what an earlier call found is replaced, not appended to";
   EXPECT_EQ(t.loader->runs(), 0u);
   EXPECT_EQ(t.reads(), 0u);
+}
+
+TEST_F(PageLoaderTest, OfTwoSessionsThatReachOneCompactBlockAtOnceOnlyTheOneThatClaimsItReadsIt) {
+  PageCache cache(1 << 20, 4);
+  TestLoader first(backing_, &cache), second(backing_, &cache), later(backing_, &cache);
+  UniqueFd source(::open(file_.path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(source.valid());
+  std::vector<uint64_t> offsets;
+  const RunRequest block = CompactBlock(source.get(), 8, 8, &offsets);
+
+  const uint64_t id = first.loader->Start(block);
+  ASSERT_NE(id, 0u);
+  EXPECT_EQ(second.loader->Start(block), 0u) << "the block's first page is claimed: the second session leaves it";
+  EXPECT_EQ(second.loader->runs(), 0u);
+  EXPECT_EQ(second.loader->background_runs(), 0u) << "a run not started takes no room";
+
+  LoadedRun run = first.Wait(id);
+  ASSERT_TRUE(RunHoldsFile(file_, 8, run, offsets.size()));
+  first.loader->Release(id, /*vouched=*/true);
+  std::vector<PageRef> pages;
+  ASSERT_EQ(second.loader->CachedPrefix(8 * kPage, kPage, offsets.size(), &pages), offsets.size())
+      << "the second session finds the block's pages in the cache";
+  for (uint64_t i = 0; i < pages.size(); ++i) EXPECT_EQ(pages[i]->data()[kPage / 2], file_.ByteOf(8 + i));
+  EXPECT_EQ(second.reads(), 0u);
+  EXPECT_EQ(first.reads(), 1u) << "the block is one read";
+
+  // Pages that are cached (not being loaded) do not stand for another read:
+  // the run starts and reads the block, as a block not all cached must be.
+  const uint64_t again = later.loader->Start(block);
+  ASSERT_NE(again, 0u);
+  EXPECT_TRUE(RunHoldsFile(file_, 8, later.Wait(again), offsets.size()));
+  later.loader->Release(again, /*vouched=*/true);
+}
+
+TEST_F(PageLoaderTest, ABlockWhoseFirstPageADemandRunLoadsIsStillRead) {
+  PageCache cache(1 << 20, 4);
+  TestLoader faulting(backing_, &cache), replaying(backing_, &cache);
+  UniqueFd source(::open(file_.path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(source.valid());
+  std::vector<uint64_t> offsets;
+  const RunRequest block = CompactBlock(source.get(), 20, 8, &offsets);
+
+  // A fault's run covers the block's first page (and the two before it),
+  // not its last: the block is not being read by anyone.
+  const uint64_t demand = faulting.loader->Start(Run(18, 3));
+  ASSERT_TRUE(faulting.loader->Loading(demand));
+  const uint64_t id = replaying.loader->Start(block);
+  ASSERT_NE(id, 0u) << "a run that only covers the first page does not stand for the block's read";
+  EXPECT_TRUE(RunHoldsFile(file_, 20, replaying.Wait(id), offsets.size()));
+  replaying.loader->Release(id, /*vouched=*/true);
+  EXPECT_TRUE(RunHoldsFile(file_, 18, faulting.Wait(demand), 3));
+  faulting.loader->Release(demand);
 }
 
 TEST_F(PageLoaderTest, WithZeroPagesCopiedZerosAreKeptAndFlaggedAsData) {

@@ -757,13 +757,7 @@ void FaultEngine::StartCompactBlockFor(uint64_t file_offset) {
 bool FaultEngine::StartCompactBlock(size_t b, bool awaited) {
   const uint64_t count = compact_->BlockPages(b);
   if (CompactBlockCached(b)) {
-    compact_started_[b] = true;
-    // Another session brought these pages in, or is reading them: the
-    // shared cache serves them without a read of our own (single flight).
-    const auto& offsets = compact_->offsets();
-    const auto first = offsets.begin() + static_cast<ptrdiff_t>(b * CompactWorkingSet::kBlockPages);
-    prefetch_plan_.insert(prefetch_plan_.end(), first, first + static_cast<ptrdiff_t>(count));
-    counters_.Add(&FaultCounters::compact_blocks_from_cache);
+    TakeCompactBlockFromCache(b);
     return true;
   }
   if (!awaited && !loader_->CanStart(LoadPurpose::kPrefetch, count * compact_->page_size())) return false;
@@ -773,9 +767,23 @@ bool FaultEngine::StartCompactBlock(size_t b, bool awaited) {
   request.source_offset = compact_->BlockOffset(b);
   request.page_offsets = compact_->offsets().data() + b * CompactWorkingSet::kBlockPages;
   const uint64_t id = loader_->Start(request);
+  if (id == 0) {  // another session claimed the block's first page just now: it reads the block
+    TakeCompactBlockFromCache(b);
+    return true;
+  }
   compact_runs_.emplace_back(id, b);
   if (awaited) compact_awaited_.insert(id);
   return true;
+}
+
+void FaultEngine::TakeCompactBlockFromCache(size_t b) {
+  compact_started_[b] = true;
+  // Another session brought these pages in, or is reading them: the shared
+  // cache serves them without a read of our own (single flight).
+  const auto& offsets = compact_->offsets();
+  const auto first = offsets.begin() + static_cast<ptrdiff_t>(b * CompactWorkingSet::kBlockPages);
+  prefetch_plan_.insert(prefetch_plan_.end(), first, first + static_cast<ptrdiff_t>(compact_->BlockPages(b)));
+  counters_.Add(&FaultCounters::compact_blocks_from_cache);
 }
 
 void FaultEngine::FallBackFromCompact(size_t block, const std::string& why) {

@@ -254,6 +254,9 @@ class FaultEngine {
   // loader's budget for background reads; otherwise false if that budget
   // has no room now.
   bool StartCompactBlock(size_t block, bool awaited);
+  // Compact block `block`'s pages go to the scattered plan, to be taken from
+  // the shared cache, where another session's read of them puts them.
+  void TakeCompactBlockFromCache(size_t block);
   // A demand fault at `file_offset`: the compact block holding it, if not
   // started yet, starts now.
   void StartCompactBlockFor(uint64_t file_offset);

@@ -116,7 +116,28 @@ Status PageLoader::AllocateBuffer(Run& run) {
   return Status::Ok();
 }
 
+bool PageLoader::ClaimBlock(const RunRequest& request, std::vector<PageLoadRef>* claims) {
+  const uint64_t n = request.count;
+  claims->assign(n, nullptr);
+  // Pages cached or loading elsewhere are read here anyway (one read for
+  // the block); the others are ours to share. The last page is claimed
+  // first: a session that then finds both the first and the last page
+  // loading has met another block read, not a demand run that happens to
+  // cover one of them, and leaves the block to it.
+  std::vector<PageClaim::Kind> kinds(n);
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint64_t i = k == 0 ? n - 1 : k - 1;
+    PageClaim claim = cache_->Claim(KeyAt(request.page_offsets[i], request.page_size), /*claim=*/true, waker_);
+    kinds[i] = claim.kind;
+    if (claim.kind == PageClaim::Kind::kClaimed) (*claims)[i] = std::move(claim.load);
+    if (k == 1 && kinds[0] == PageClaim::Kind::kWaiting && kinds[n - 1] == PageClaim::Kind::kWaiting) return false;
+  }
+  return true;
+}
+
 uint64_t PageLoader::Start(const RunRequest& request) {
+  std::vector<PageLoadRef> block_claims;
+  if (request.source_fd >= 0 && request.page_offsets != nullptr && !ClaimBlock(request, &block_claims)) return 0;
   const uint64_t id = next_run_++;
   Run& run = runs_.emplace(id, Run{}).first->second;
   run.request = request;
@@ -132,6 +153,11 @@ uint64_t PageLoader::Start(const RunRequest& request) {
   const uint64_t ps = request.page_size;
 
   if (request.source_fd >= 0) {
+    if (request.page_offsets != nullptr) {
+      run.loads = std::move(block_claims);
+    } else {
+      run.claims_published = true;  // nothing claimed
+    }
     Status allocated = AllocateBuffer(run);
     if (!allocated.ok()) {
       MarkBad(run, 0, allocated);
@@ -142,16 +168,6 @@ uint64_t PageLoader::Start(const RunRequest& request) {
       queued_ops_.push_back(tag);
       ++run.reads;
       SubmitQueued();
-    }
-    if (request.page_offsets != nullptr) {
-      // Pages cached or loading elsewhere are read here anyway (one read
-      // for the block); the others are ours to share.
-      for (uint64_t i = 0; i < request.count; ++i) {
-        PageClaim claim = cache_->Claim(KeyOf(run, i), /*claim=*/true, waker_);
-        if (claim.kind == PageClaim::Kind::kClaimed) run.loads[i] = std::move(claim.load);
-      }
-    } else {
-      run.claims_published = true;  // nothing claimed
     }
     FinishIfDone(id, run);
     return id;

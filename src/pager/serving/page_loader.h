@@ -98,7 +98,11 @@ class PageLoader {
   bool CanStart(LoadPurpose purpose, uint64_t bytes) const;
   // Starts loading `request` (count * page_size <= kMaxRunBytes). Its
   // LoadedRun shows in ready() once its load ends, at once if every page
-  // was cached.
+  // was cached. Returns the run's id, or 0 for a run with `page_offsets`
+  // that another session is reading right now (its first and last pages
+  // are loading elsewhere): it is not started, and the caller takes its
+  // pages from the cache as that read puts them there. Of several sessions
+  // that reach one block at once, one reads it.
   uint64_t Start(const RunRequest& request);
   // Whether run `id` is still loading.
   bool Loading(uint64_t id) const { return runs_.count(id) != 0 && !runs_.at(id).finished; }
@@ -162,6 +166,10 @@ class PageLoader {
   // layer it comes from, or the chain's own.
   PageKey KeyAt(uint64_t file_offset, uint64_t page_size) const;
   PageKey KeyOf(const Run& run, uint64_t page) const;
+  // Claims the pages of `request` (a run with page_offsets) into *claims (a
+  // null entry: cached, or loading elsewhere); false, with no claim taken,
+  // if another block read has it (its first and last pages are loading).
+  bool ClaimBlock(const RunRequest& request, std::vector<PageLoadRef>* claims);
   Status AllocateBuffer(Run& run);
   // Reads pages [first, end) of `run` (holes filled with zeros).
   void ReadPages(uint64_t id, Run& run, uint64_t first, uint64_t end);
