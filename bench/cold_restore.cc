@@ -113,7 +113,7 @@ Result<json> RunColdRestores(const BenchConfig& config, const std::vector<const 
   std::vector<PagerFlavor> flavors;
   for (const WorkingSet* set : sets) {
     for (uint64_t kib : readahead_kib) {
-      Cell cell{set, kib, {{"file_cold"}, {kScatteredReadFloor}}, {}};
+      Cell cell{set, kib, {{"file_cold"}, {kScatteredReadFloor}, {kDemandFaultFloor}}, {}};
       for (unsigned threads : CopyFloorThreads()) cell.series.push_back({CopyFloorName(threads)});
       flavors = AddFlavorSeries(config, kPagerVariants, cell.series);
       cells.push_back(std::move(cell));
@@ -144,6 +144,11 @@ Result<json> RunColdRestores(const BenchConfig& config, const std::vector<const 
       auto scattered = TimeScatteredReadFloor(config, set);
       if (!scattered.ok()) return scattered.status().WithContext(kScatteredReadFloor);
       FindSeries(cell.series, kScatteredReadFloor).Add(*scattered);
+
+      UFFD_RETURN_IF_ERROR(MakeStorageCold(config, {}, 0));
+      auto demand = TimeDemandFaultFloor(config, set);
+      if (!demand.ok()) return demand.status().WithContext(kDemandFaultFloor);
+      FindSeries(cell.series, kDemandFaultFloor).Add(*demand);
 
       for (size_t f = 0; f < flavors.size(); ++f) {
         const PagerFlavor& flavor = flavors[f];

@@ -66,6 +66,20 @@ Result<std::vector<RestoreSample>> MeasureCopyFloors(const BenchConfig& config,
 Result<RestoreSample> TimeScatteredReadFloor(const BenchConfig& config, const WorkingSet& set);
 inline constexpr const char* kScatteredReadFloor = "scattered_read_floor";
 
+// The demand-fault floor of a never-seen restore from cold storage: the set's
+// threads touch it as in every other variant (so the guest's own work and
+// its faults share the cores as they do with the pager) while one handler
+// thread per touching thread, each taking one fault at a time, reads the
+// faulting 4 KiB page from the memory file (one `pread`, no readahead) and
+// installs it. A demand pager built from nothing but the kernel's
+// userfaultfd that reads exactly the pages the guest touches, with no cache,
+// queue or fault-around: the scattered-read floor plus the fault round trip.
+// Only guessing beyond the faulting page (fault-around, readahead) gets below
+// it, which a working set without locality gives nothing to go on. The bytes
+// are verified as every restore's are.
+Result<RestoreSample> TimeDemandFaultFloor(const BenchConfig& config, const WorkingSet& set);
+inline constexpr const char* kDemandFaultFloor = "demand_fault_floor";
+
 // Whether `config`'s pager has `flavor` (its flag is in `uffd-pager --help`).
 bool FlavorAvailable(const BenchConfig& config, const PagerFlavor& flavor);
 
