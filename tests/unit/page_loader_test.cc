@@ -206,7 +206,8 @@ TEST_F(PageLoaderTest, OfTwoSessionsThatReachOneCompactBlockAtOnceOnlyTheOneThat
 
   const uint64_t id = first.loader->Start(block);
   ASSERT_NE(id, 0u);
-  EXPECT_EQ(second.loader->Start(block), 0u) << "the block's first page is claimed: the second session leaves it";
+  EXPECT_EQ(second.loader->Start(block), 0u)
+      << "the block's first and last pages are claimed: the second session leaves it";
   EXPECT_EQ(second.loader->runs(), 0u);
   EXPECT_EQ(second.loader->background_runs(), 0u) << "a run not started takes no room";
 

@@ -117,21 +117,22 @@ Status PageLoader::AllocateBuffer(Run& run) {
 }
 
 bool PageLoader::ClaimBlock(const RunRequest& request, std::vector<PageLoadRef>* claims) {
-  const uint64_t n = request.count;
-  claims->assign(n, nullptr);
+  const uint64_t last = request.count - 1;
+  claims->assign(request.count, nullptr);
   // Pages cached or loading elsewhere are read here anyway (one read for
-  // the block); the others are ours to share. The last page is claimed
-  // first: a session that then finds both the first and the last page
-  // loading has met another block read, not a demand run that happens to
-  // cover one of them, and leaves the block to it.
-  std::vector<PageClaim::Kind> kinds(n);
-  for (uint64_t k = 0; k < n; ++k) {
-    const uint64_t i = k == 0 ? n - 1 : k - 1;
-    PageClaim claim = cache_->Claim(KeyAt(request.page_offsets[i], request.page_size), /*claim=*/true, waker_);
-    kinds[i] = claim.kind;
-    if (claim.kind == PageClaim::Kind::kClaimed) (*claims)[i] = std::move(claim.load);
-    if (k == 1 && kinds[0] == PageClaim::Kind::kWaiting && kinds[n - 1] == PageClaim::Kind::kWaiting) return false;
-  }
+  // the block); the others are ours to share.
+  auto claim = [&](uint64_t i) {
+    PageClaim claimed = cache_->Claim(KeyAt(request.page_offsets[i], request.page_size), /*claim=*/true, waker_);
+    if (claimed.kind == PageClaim::Kind::kClaimed) (*claims)[i] = std::move(claimed.load);
+    return claimed.kind;
+  };
+  // The last page is claimed first: a session that then finds both the
+  // first and the last page loading has met another block read, not a
+  // demand run that happens to cover one of them, and leaves the block to
+  // it (holding no claim: both were another's).
+  const PageClaim::Kind last_kind = claim(last);
+  if (last > 0 && claim(0) == PageClaim::Kind::kWaiting && last_kind == PageClaim::Kind::kWaiting) return false;
+  for (uint64_t i = 1; i < last; ++i) claim(i);
   return true;
 }
 
