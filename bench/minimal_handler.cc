@@ -35,6 +35,9 @@ Result<RegisteredRegion> RegisterRegion(uint64_t bytes) {
 MinimalHandler::MinimalHandler(Userfaultfd& uffd, uintptr_t region_base, const uint8_t* source)
     : uffd_(uffd), base_(region_base), source_(source) {}
 
+MinimalHandler::MinimalHandler(Userfaultfd& uffd, uintptr_t region_base, int fd)
+    : uffd_(uffd), base_(region_base), fd_(fd) {}
+
 MinimalHandler::~MinimalHandler() { Stop(); }
 
 Status MinimalHandler::Start() {
@@ -52,6 +55,7 @@ void MinimalHandler::Stop() {
 }
 
 void MinimalHandler::Run() {
+  alignas(4096) uint8_t scratch[4096];
   pollfd fds[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   for (;;) {
     if (::poll(fds, 2, -1) < 0) {
@@ -60,11 +64,21 @@ void MinimalHandler::Run() {
     }
     if (fds[1].revents) return;
     uffd_msg msg;
-    if (::read(uffd_.fd(), &msg, sizeof(msg)) != ssize_t(sizeof(msg))) continue;  // EAGAIN: spurious wake
+    // EAGAIN: a spurious wake, or another handler took the fault.
+    if (::read(uffd_.fd(), &msg, sizeof(msg)) != ssize_t(sizeof(msg))) continue;
     if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
     uintptr_t page = msg.arg.pagefault.address & ~uintptr_t(4095);
-    UffdFillOutcome out = uffd_.Copy(page, source_ + (page - base_), 4096);
-    if (out.error != 0 && out.error != EEXIST && copy_error_ == 0) copy_error_ = out.error;
+    const uint8_t* bytes = source_ + (page - base_);
+    if (source_ == nullptr) {
+      if (::pread(fd_, scratch, sizeof(scratch), static_cast<off_t>(page - base_)) != ssize_t(sizeof(scratch))) {
+        if (error_ == 0) error_ = errno != 0 ? errno : EIO;
+        continue;
+      }
+      bytes = scratch;
+    }
+    UffdFillOutcome out = uffd_.Copy(page, bytes, 4096);
+    if (out.error == EEXIST) (void)uffd_.Wake(page, 4096);  // in already: nobody may sleep on it
+    if (out.error != 0 && out.error != EEXIST && error_ == 0) error_ = out.error;
     ++served_;
   }
 }

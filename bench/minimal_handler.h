@@ -29,12 +29,17 @@ struct RegisteredRegion {
 };
 Result<RegisteredRegion> RegisterRegion(uint64_t bytes);
 
-// One thread: poll the uffd, read ONE event, UFFDIO_COPY one 4 KiB page from
-// `source`, repeat. No cache, no queue, no bookkeeping: what a fault round
-// trip costs on this machine.
+// One thread: poll the uffd, read ONE event, UFFDIO_COPY one 4 KiB page,
+// repeat. No cache, no queue, no bookkeeping: what a fault round trip costs on
+// this machine. The page comes from the snapshot mapped in memory, or from
+// one `pread` of the memory file. Several handlers may serve one uffd: each
+// takes the faults it reads.
 class MinimalHandler {
  public:
+  // Serves from `source`, the snapshot mapped in memory.
   MinimalHandler(Userfaultfd& uffd, uintptr_t region_base, const uint8_t* source);
+  // Serves from the memory file `fd`, one `pread` of the faulting page each.
+  MinimalHandler(Userfaultfd& uffd, uintptr_t region_base, int fd);
   ~MinimalHandler();  // stops and joins the thread
 
   MinimalHandler(const MinimalHandler&) = delete;
@@ -43,20 +48,21 @@ class MinimalHandler {
   Status Start();
   void Stop();
   uint64_t faults_served() const { return served_; }
-  // The first copy error, if any (the client would hang on it; the harness
-  // checks this after a bounded wait).
-  int copy_error() const { return copy_error_; }
+  // The first read or copy error, if any (the client would hang on it; the
+  // harness checks this after a bounded wait). Read it after Stop.
+  int error() const { return error_; }
 
  private:
   void Run();
 
   Userfaultfd& uffd_;
   const uintptr_t base_;
-  const uint8_t* const source_;
+  const uint8_t* const source_ = nullptr;
+  const int fd_ = -1;
   UniqueFd stop_fd_;
   std::thread thread_;
   uint64_t served_ = 0;
-  int copy_error_ = 0;
+  int error_ = 0;
 };
 
 // Copies the whole file into a freshly registered region with UFFDIO_COPY in

@@ -1,14 +1,12 @@
 #include "restore_steps.h"
 
 #include <fcntl.h>
-#include <linux/userfaultfd.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <utility>
 
@@ -23,37 +21,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
-
-// Serves faults on `region` one at a time, each page read with one `pread`
-// of `fd`, until `stop_fd` is readable. The first error a client would hang
-// on goes to *error (and this handler stops).
-void ServeFaultsFromFile(RegisteredRegion& region, int fd, int stop_fd, std::atomic<int>* error) {
-  alignas(4096) uint8_t page[kPageSize];
-  const uintptr_t base = region.memory.address();
-  pollfd fds[2] = {{region.uffd.fd(), POLLIN, 0}, {stop_fd, POLLIN, 0}};
-  for (;;) {
-    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
-    if (fds[1].revents != 0) return;
-    uffd_msg msg;
-    // Non-blocking: another handler may have taken the fault that woke this one.
-    if (::read(region.uffd.fd(), &msg, sizeof(msg)) != ssize_t(sizeof(msg))) continue;
-    if (msg.event != UFFD_EVENT_PAGEFAULT) continue;
-    const uintptr_t address = msg.arg.pagefault.address & ~uintptr_t(kPageSize - 1);
-    int failed = 0;
-    if (::pread(fd, page, kPageSize, static_cast<off_t>(address - base)) != ssize_t(kPageSize)) {
-      failed = errno != 0 ? errno : EIO;
-    } else if (UffdFillOutcome out = region.uffd.Copy(address, page, kPageSize); out.error == EEXIST) {
-      (void)region.uffd.Wake(address, kPageSize);
-    } else {
-      failed = out.error;
-    }
-    if (failed != 0) {
-      int none = 0;
-      error->compare_exchange_strong(none, failed);
-      return;
-    }
-  }
-}
 
 }  // namespace
 
@@ -109,25 +76,25 @@ Result<RestoreSample> TimeDemandFaultFloor(const BenchConfig& config, const Work
   (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);  // exactly the pages asked for
   auto region = RegisterRegion(config.memory_bytes);
   if (!region.ok()) return region.status();
-  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!stop) return Status::FromErrno(errno, "eventfd");
-  std::atomic<int> error{0};
   RestoreSample sample;
   auto read_before = StorageReadBytes(0);
   auto start = Clock::now();
-  std::vector<std::thread> handlers;
+  std::vector<std::unique_ptr<MinimalHandler>> handlers;
   for (size_t t = 0; t < set.per_thread.size(); ++t) {
-    handlers.emplace_back(ServeFaultsFromFile, std::ref(*region), fd.get(), stop.get(), &error);
+    handlers.push_back(std::make_unique<MinimalHandler>(region->uffd, region->memory.address(), fd.get()));
+    UFFD_RETURN_IF_ERROR(handlers.back()->Start());
   }
   const uint8_t* base = region->memory.data();
   auto address = [base](uint64_t page) { return base + page * kPageSize; };
   TouchWorkingSet(set, address);
   sample.ms = Ms(Clock::now() - start);
   sample.read_bytes = ReadSince(0, read_before);
-  uint64_t one = 1;
-  (void)!::write(stop.get(), &one, sizeof(one));
-  for (std::thread& h : handlers) h.join();
-  if (error != 0) return Status::FromErrno(error, "serving the working set's faults from " + config.snapshot_path);
+  for (auto& handler : handlers) {
+    handler->Stop();
+    if (handler->error() != 0) {
+      return Status::FromErrno(handler->error(), "serving the working set's faults from " + config.snapshot_path);
+    }
+  }
   UFFD_RETURN_IF_ERROR(VerifySample(set, address, config.snapshot_path, config.verify_stride));
   return sample;
 }

@@ -189,7 +189,7 @@ Result<json> RunFaultLatency(const BenchConfig& config) {
       auto us = SequentialTouchLatenciesUs(region->memory.data(), pages);
       minimal.insert(minimal.end(), us.begin(), us.end());
       handler.Stop();
-      if (handler.copy_error()) return Status::FromErrno(handler.copy_error(), "minimal handler UFFDIO_COPY");
+      if (handler.error()) return Status::FromErrno(handler.error(), "minimal handler UFFDIO_COPY");
     }
     auto pager = BenchPager::Launch(config.pager, OnDemandFlavor(), "latency");
     if (!pager.ok()) return pager.status().WithContext("launch pager for latency");
